@@ -1,0 +1,27 @@
+"""LAMM: label alignment for multi-modal prompt learning (Gao et al., AAAI 2024, arXiv 2312.08212).
+
+The core is pure PyTorch + open_clip; the Dassl adapter lives in :mod:`lamm_plugin.dassl` and is imported only
+by Dassl users (``import lamm_plugin.dassl``).
+"""
+
+from lamm_plugin.backbone import CLIPBundle, load_clip
+from lamm_plugin.config import CoOpConfig, LAMMConfig, MaPLeConfig, VPTConfig, ZeroshotConfig, official_preset
+from lamm_plugin.encoders import ImageEncoder, TextEncoder
+from lamm_plugin.tokens import PromptLayout, build_layout
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CLIPBundle",
+    "CoOpConfig",
+    "ImageEncoder",
+    "LAMMConfig",
+    "MaPLeConfig",
+    "PromptLayout",
+    "TextEncoder",
+    "VPTConfig",
+    "ZeroshotConfig",
+    "build_layout",
+    "load_clip",
+    "official_preset",
+]

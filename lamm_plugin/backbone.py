@@ -1,0 +1,225 @@
+"""Build a CLIP model through open_clip.
+
+This module is the only caller of ``open_clip.create_model`` and of the tokenizer factory. It accepts the
+names CoOp-family configs write (``"ViT-B/16"``), any open_clip model name with a pretrained tag
+(``"ViT-B-16"`` + ``"laion2b_s34b_b88k"``), a local checkpoint file (including OpenAI's original TorchScript
+``.pt`` files that CoOp-family users keep in ``~/.cache/clip``) and tiny random-weight configurations for tests.
+
+OpenAI's weights were trained with QuickGELU: ``"ViT-B/16"`` maps to ``"ViT-B-16-quickgelu"``. Building
+``"ViT-B-16"`` with OpenAI weights silently gives different features, which is why the mapping lives here.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import zipfile
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+import open_clip
+import torch
+from open_clip.model import CLIP
+
+logger = logging.getLogger(__name__)
+
+#: OpenAI-style names (as in CoOp configs) -> (open_clip architecture, pretrained tag, OpenAI file name).
+OPENAI_MODELS: dict[str, tuple[str, str, str]] = {
+    "RN50": ("RN50-quickgelu", "openai", "RN50.pt"),
+    "RN101": ("RN101-quickgelu", "openai", "RN101.pt"),
+    "RN50x4": ("RN50x4-quickgelu", "openai", "RN50x4.pt"),
+    "RN50x16": ("RN50x16-quickgelu", "openai", "RN50x16.pt"),
+    "RN50x64": ("RN50x64-quickgelu", "openai", "RN50x64.pt"),
+    "ViT-B/32": ("ViT-B-32-quickgelu", "openai", "ViT-B-32.pt"),
+    "ViT-B/16": ("ViT-B-16-quickgelu", "openai", "ViT-B-16.pt"),
+    "ViT-L/14": ("ViT-L-14-quickgelu", "openai", "ViT-L-14.pt"),
+    "ViT-L/14@336px": ("ViT-L-14-336-quickgelu", "openai", "ViT-L-14-336px.pt"),
+}
+
+#: Tiny random-weight configurations (real tokenizer, context 77) for tests and CPU demos.
+TINY_MODELS: dict[str, dict[str, Any]] = {
+    "tiny-vit": {
+        "embed_dim": 32,
+        "quick_gelu": True,
+        "vision_cfg": {"image_size": 32, "layers": 3, "width": 48, "patch_size": 8, "head_width": 16},
+        "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 3},
+    },
+    "tiny-rn": {
+        "embed_dim": 32,
+        "quick_gelu": True,
+        "vision_cfg": {"image_size": 32, "layers": [1, 1, 1, 1], "width": 16, "head_width": 16},
+        "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2},
+    },
+}
+
+PRECISIONS = ("fp32", "fp16", "bf16", "amp")
+
+#: Where CoOp-family repos (OpenAI's ``clip`` package) keep downloaded weights.
+OPENAI_CACHE = os.path.expanduser("~/.cache/clip")
+
+
+@dataclass
+class CLIPBundle:
+    """A frozen CLIP model with everything needed to build prompts for it.
+
+    Attributes:
+        model: The open_clip CLIP model, in eval mode with all parameters frozen.
+        tokenizer: Callable mapping a list of strings to a ``[N, context_length]`` LongTensor.
+        name: The name the model was built from (as given by the user).
+        arch: The open_clip architecture name.
+        pretrained: Pretrained tag or checkpoint path ("" for random weights).
+        precision: One of :data:`PRECISIONS`.
+        image_size: Input resolution of the image tower.
+        mean: Normalisation mean the weights expect.
+        std: Normalisation std the weights expect.
+    """
+
+    model: CLIP
+    tokenizer: Callable[..., torch.Tensor]
+    name: str
+    arch: str
+    pretrained: str
+    precision: str
+    image_size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+
+def known_names() -> list[str]:
+    """All names :func:`load_clip` accepts without a pretrained tag."""
+    return sorted(OPENAI_MODELS) + sorted(TINY_MODELS) + sorted(open_clip.list_models())
+
+
+def _is_torchscript_archive(path: str) -> bool:
+    """True for OpenAI's original TorchScript ``.pt`` files (a zip with a ``code/`` folder)."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any("/code/" in n or n.startswith("code/") for n in archive.namelist())
+
+
+def _load_checkpoint_file(model: CLIP, path: str) -> None:
+    """Load a local checkpoint: OpenAI TorchScript archive, or a (possibly wrapped) state dict."""
+    if _is_torchscript_archive(path):
+        # OpenAI's .pt files are TorchScript archives; their state dict uses the same keys as open_clip's CLIP.
+        state_dict = torch.jit.load(path, map_location="cpu").state_dict()
+        for key in ("input_resolution", "context_length", "vocab_size"):
+            state_dict.pop(key, None)
+        state_dict = {k: v.float() for k, v in state_dict.items()}
+        missing, unexpected = model.load_state_dict(state_dict, strict=False)
+        missing = [k for k in missing if k != "attn_mask"]
+        if missing or unexpected:
+            raise RuntimeError(
+                f"Checkpoint {path} does not fit architecture: missing {missing[:5]}, unexpected {unexpected[:5]}"
+            )
+    else:
+        open_clip.load_checkpoint(model, path, weights_only=True)
+
+
+def _resolve(name: str, pretrained: Optional[str]) -> tuple[str, str, Optional[str]]:
+    """Map a user-facing name to (open_clip arch, pretrained tag or path, OpenAI file name)."""
+    if name in OPENAI_MODELS:
+        arch, tag, filename = OPENAI_MODELS[name]
+        return arch, tag if pretrained is None else pretrained, filename
+    if name in TINY_MODELS:
+        return name, pretrained or "", None
+    if name in open_clip.list_models():
+        if pretrained is None:
+            raise ValueError(
+                f"open_clip model {name!r} needs a pretrained tag or checkpoint path, one of: "
+                f"{open_clip.list_pretrained_tags_by_model(name)} (or pretrained='' for random weights)."
+            )
+        return name, pretrained, None
+    suggestions = ", ".join(sorted(OPENAI_MODELS) + sorted(TINY_MODELS))
+    raise ValueError(
+        f"Unknown CLIP backbone {name!r}. Use an OpenAI-style name ({suggestions}) or any open_clip model "
+        f"name (open_clip.list_models()) with a pretrained tag, e.g. name='ViT-B-16', pretrained='laion2b_s34b_b88k'."
+    )
+
+
+def _set_precision(model: CLIP, precision: str) -> None:
+    if precision in ("fp32", "amp"):
+        model.float()
+    elif precision in ("fp16", "bf16"):
+        open_clip.model.convert_weights_to_lp(model, dtype=torch.float16 if precision == "fp16" else torch.bfloat16)
+
+
+def load_clip(
+    name: str,
+    pretrained: Optional[str] = None,
+    precision: str = "fp32",
+    device: str | torch.device = "cpu",
+    cache_dir: Optional[str] = None,
+) -> CLIPBundle:
+    """Build a frozen CLIP model.
+
+    Args:
+        name: ``"ViT-B/16"``-style OpenAI name, an open_clip architecture name, or a tiny test config
+            (``"tiny-vit"``, ``"tiny-rn"``).
+        pretrained: open_clip pretrained tag or a local checkpoint path. ``None`` picks the default for OpenAI
+            names (their original weights, read from ``~/.cache/clip`` when present) and random weights for
+            tiny configs. ``""`` means random weights.
+        precision: ``"fp32"``, ``"fp16"``, ``"bf16"`` or ``"amp"`` (fp32 weights, autocast at run time).
+        device: Device to put the model on.
+        cache_dir: open_clip download cache (defaults to open_clip's / Hugging Face's).
+
+    Returns:
+        A :class:`CLIPBundle` with the model in eval mode and all its parameters frozen.
+
+    Raises:
+        ValueError: Unknown name or precision.
+        FileNotFoundError: A checkpoint path that does not exist.
+        RuntimeError: Weights that cannot be downloaded; the message says where to put the file instead.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"Unknown precision {precision!r}; use one of {PRECISIONS}.")
+    arch, source, openai_file = _resolve(name, pretrained)
+
+    # CoOp-family users already have OpenAI's files in ~/.cache/clip: use them instead of downloading again.
+    if openai_file is not None and source == "openai":
+        cached = os.path.join(OPENAI_CACHE, openai_file)
+        if os.path.isfile(cached):
+            source = cached
+
+    if name in TINY_MODELS:
+        model = CLIP(**TINY_MODELS[name])
+        if source:
+            _load_checkpoint_file(model, _existing_file(source))
+    elif not source:
+        model = open_clip.create_model(arch, pretrained=None)
+    elif os.path.sep in source or source.endswith((".pt", ".pth", ".bin", ".safetensors")):
+        model = open_clip.create_model(arch, pretrained=None)
+        _load_checkpoint_file(model, _existing_file(source))
+    else:
+        try:
+            model = open_clip.create_model(arch, pretrained=source, cache_dir=cache_dir)
+        except Exception as err:  # network errors come as many types (OSError, HF hub errors, URLError)
+            where = os.path.join(OPENAI_CACHE, openai_file) if openai_file else "/path/to/checkpoint.pt"
+            raise RuntimeError(
+                f"Could not get the weights of {name!r} (open_clip {arch!r}, pretrained {source!r}): {err}\n"
+                f"Without internet access, download the checkpoint elsewhere and either put it at {where} "
+                f"or pass its path as the pretrained value (MODEL.BACKBONE.PRETRAINED=/path/to/file in configs)."
+            ) from err
+
+    _set_precision(model, precision)
+    model.eval().requires_grad_(False).to(device)
+    image_size = model.visual.image_size
+    image_size = image_size[0] if isinstance(image_size, (tuple, list)) else image_size
+    return CLIPBundle(
+        model=model,
+        tokenizer=open_clip.get_tokenizer(arch) if name not in TINY_MODELS else open_clip.SimpleTokenizer(),
+        name=name,
+        arch=arch,
+        pretrained=source,
+        precision=precision,
+        image_size=int(image_size),
+        mean=tuple(getattr(model.visual, "image_mean", None) or open_clip.OPENAI_DATASET_MEAN),
+        std=tuple(getattr(model.visual, "image_std", None) or open_clip.OPENAI_DATASET_STD),
+    )
+
+
+def _existing_file(path: str) -> str:
+    path = os.path.expanduser(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"CLIP checkpoint {path!r} does not exist.")
+    return path

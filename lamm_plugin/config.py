@@ -1,0 +1,146 @@
+"""Configuration dataclasses: the single source of every default.
+
+The Dassl adapter generates its yacs nodes from these classes (field ``n_ctx`` becomes key ``N_CTX``), so a
+default is changed here and nowhere else. Defaults follow the LAMM paper (Gao et al., AAAI 2024,
+arXiv 2312.08212) and the official configs; :func:`official_preset` reproduces the official code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+LABEL_TOKENS = ("all", "first_k", "min_len")
+
+
+@dataclass
+class CoOpConfig:
+    """CoOp (Zhou et al., IJCV 2022): learnable context vectors in front of (or around) the class name.
+
+    Attributes:
+        n_ctx: Number of context vectors (ignored when ``ctx_init`` is given: one per word).
+        ctx_init: Words that initialise the context (e.g. ``"a photo of a"``); empty for random init.
+        csc: Class-specific context (one set of vectors per class).
+        class_token_position: ``"end"``, ``"middle"`` or ``"front"``.
+        train_ctx: Train the context. ``False`` with ``ctx_init="a photo of a"`` is "LAMM alone".
+    """
+
+    n_ctx: int = 16
+    ctx_init: str = ""
+    csc: bool = False
+    class_token_position: str = "end"
+    train_ctx: bool = True
+
+
+@dataclass
+class MaPLeConfig:
+    """MaPLe (Khattak et al., CVPR 2023): coupled text and vision prompts in the first ``prompt_depth`` layers.
+
+    Attributes:
+        n_ctx: Number of prompt tokens per layer and branch.
+        ctx_init: Template words; the first ``n_ctx`` of its tokens are learnable (MaPLe's "a photo of a").
+        prompt_depth: Number of layers with prompts (J); 1 is shallow MaPLe.
+    """
+
+    n_ctx: int = 2
+    ctx_init: str = "a photo of a"
+    prompt_depth: int = 9
+
+
+@dataclass
+class VPTConfig:
+    """VPT (Jia et al., ECCV 2022) on CLIP's image tower, with a hand-crafted text prompt.
+
+    Attributes:
+        n_ctx_vision: Number of visual prompt tokens.
+        prompt_depth_vision: Number of layers with visual prompts; 1 is shallow VPT.
+        ctx_init: Words in front of the class name in the (frozen) text prompt.
+    """
+
+    n_ctx_vision: int = 8
+    prompt_depth_vision: int = 1
+    ctx_init: str = "a photo of a"
+
+
+@dataclass
+class ZeroshotConfig:
+    """Zero-shot CLIP with a hand-crafted template (no training).
+
+    Attributes:
+        template: Prompt template with ``{}``; empty picks the dataset's CoOp template (see ``templates.py``).
+        dataset: Dataset name used to pick the template when ``template`` is empty.
+    """
+
+    template: str = ""
+    dataset: str = ""
+
+
+@dataclass
+class LAMMConfig:
+    """LAMM: learnable label embeddings and the hierarchical loss.
+
+    Attributes:
+        enabled: ``False`` gives the plain host method (the baselines).
+        label_tokens: Which class-name tokens become learnable: ``"all"``, ``"first_k"`` or ``"min_len"``
+            (the official rule: the first ``m`` tokens, ``m`` = token count of the shortest class name).
+        first_k: Number of tokens per class for ``label_tokens="first_k"``.
+        min_len_cap: Upper bound on ``m`` for ``"min_len"`` (the official MaPLe code used 1; 0 = no bound).
+        shots: ``K`` in the parameter-alignment weight ``param_scale / K``; 0 takes the dataset's shots.
+        param_scale: Numerator of the parameter-alignment weight.
+        feature_weight: Weight of the feature-alignment term.
+        logit_weight: Weight of the logit-alignment (distillation) term.
+        temperature: Distillation temperature.
+        truncate_text: Run the text encoder up to the last end-of-text token only (exact).
+        cache_reference: Compute the reference (original-label) text features once when nothing they depend
+            on is trainable (exact).
+    """
+
+    enabled: bool = True
+    label_tokens: str = "all"
+    first_k: int = 1
+    min_len_cap: int = 0
+    shots: int = 0
+    param_scale: float = 1.0
+    feature_weight: float = 1.0
+    logit_weight: float = 0.05
+    temperature: float = 2.0
+    truncate_text: bool = True
+    cache_reference: bool = True
+
+    def __post_init__(self) -> None:
+        if self.label_tokens not in LABEL_TOKENS:
+            raise ValueError(f"label_tokens must be one of {LABEL_TOKENS}, got {self.label_tokens!r}.")
+
+
+METHOD_CONFIGS: dict[str, type] = {
+    "coop": CoOpConfig,
+    "maple": MaPLeConfig,
+    "vpt": VPTConfig,
+    "zeroshot": ZeroshotConfig,
+}
+
+
+def official_preset(method: str) -> LAMMConfig:
+    """The settings of the official LAMM code (``gaojingsheng/LAMM``), for comparing numbers.
+
+    Differences from our defaults: only the first ``min_len`` class-name tokens are learnable (``min_len`` =
+    shortest name in the dataset for CoOp, 1 for MaPLe), and the parameter-alignment weight is ``1 / shots``
+    with ``shots`` left at 1 by the official few-shot scripts. The official MaPLe code also wrote the label into
+    the slot of the template word "of"; that bug is not reproduced.
+    """
+    return LAMMConfig(label_tokens="min_len", min_len_cap=1 if method == "maple" else 0, shots=1)
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """A dataclass config as a plain dict (checkpoint metadata, logs)."""
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(cls: type, values: dict[str, Any]) -> Any:
+    """Build ``cls`` from a dict, refusing unknown keys with the list of known ones."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(values) - names
+    if unknown:
+        raise KeyError(f"Unknown {cls.__name__} keys {sorted(unknown)}; known keys: {sorted(names)}.")
+    return cls(**values)

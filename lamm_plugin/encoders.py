@@ -1,0 +1,205 @@
+"""CLIP text and image encoders that accept prompt embeddings.
+
+This is the only module that reads open_clip internals. Both encoders run their own loop over the
+transformer blocks so that prompt tokens can be injected (CoOp's context vectors and LAMM's label embeddings
+enter as token embeddings; MaPLe and deep VPT replace prompt tokens at the input of deeper layers). With no
+prompts they compute exactly what ``CLIP.encode_text`` / ``CLIP.encode_image`` compute (tested).
+
+EOT truncation: CLIP's text transformer is causal and its feature is read at the end-of-text token, so the
+positions after the last EOT of a batch never influence any output. The text encoder therefore runs on
+``max(eot) + 1`` positions instead of the full context (typically 10-20 instead of 77): same numbers, a
+fraction of the work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from open_clip.model import CLIP
+from open_clip.transformer import VisionTransformer
+from torch import nn
+
+
+def _blocks_batch_first(transformer: nn.Module) -> bool:
+    return getattr(transformer, "batch_first", True)
+
+
+class TextEncoder(nn.Module):
+    """Text tower of an open_clip CLIP, fed with token embeddings instead of token ids.
+
+    Args:
+        clip: The open_clip CLIP model (its text tower is shared, not copied).
+        truncate: Run the transformer on ``max(eot) + 1`` positions only (exact; see module docstring).
+    """
+
+    def __init__(self, clip: CLIP, truncate: bool = True) -> None:
+        super().__init__()
+        if not hasattr(clip, "token_embedding"):
+            raise TypeError(
+                f"{type(clip).__name__} has a custom text tower (e.g. Hugging Face); prompt learning needs the "
+                "built-in CLIP text transformer."
+            )
+        pool_type = getattr(clip, "text_pool_type", "argmax")
+        if pool_type not in ("argmax", "eos"):
+            raise ValueError(f"Text pooling {pool_type!r} is not supported; expected 'argmax' or 'eos'.")
+        self.transformer = clip.transformer
+        self.token_embedding = clip.token_embedding
+        self.positional_embedding = clip.positional_embedding
+        self.ln_final = clip.ln_final
+        self.text_projection = clip.text_projection
+        self.register_buffer("attn_mask", clip.attn_mask, persistent=False)
+        # Truncation is exact only under a causal mask.
+        self.truncate = truncate and clip.attn_mask is not None
+        self.pool_type = pool_type
+        self.eos_id = getattr(clip, "text_eos_id", None)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.transformer.get_cast_dtype()
+
+    def eot_index(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Position whose output is the text feature, as open_clip's ``text_global_pool`` picks it."""
+        if self.pool_type == "eos":
+            return (tokens == self.eos_id).int().argmax(dim=-1)
+        return tokens.argmax(dim=-1)
+
+    def embed(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Token embeddings ``[N, L, width]`` of token ids ``[N, L]``."""
+        return self.token_embedding(tokens)
+
+    def forward(
+        self,
+        prompts: torch.Tensor,
+        eot: torch.Tensor,
+        deep_prompts: Optional[Sequence[torch.Tensor]] = None,
+        deep_start: int = 1,
+    ) -> torch.Tensor:
+        """Text features of prompt embeddings.
+
+        Args:
+            prompts: ``[N, L, width]`` token embeddings (``L`` up to the context length; positions from
+                ``max(eot) + 1`` on are ignored when truncating).
+            eot: ``[N]`` position of the token whose output is the feature (see :meth:`eot_index`).
+            deep_prompts: MaPLe-style deep prompts: ``deep_prompts[i]`` (``[n, width]`` or ``[N, n, width]``)
+                replaces positions ``deep_start : deep_start + n`` at the input of block ``i + 1``.
+            deep_start: First position the deep prompts replace.
+
+        Returns:
+            ``[N, embed_dim]`` unnormalised text features.
+        """
+        length = int(eot.max()) + 1 if self.truncate else prompts.shape[1]
+        dtype = self.dtype
+        x = prompts[:, :length].to(dtype) + self.positional_embedding[:length].to(dtype)
+        mask = self.attn_mask[:length, :length] if self.attn_mask is not None else None
+        deep_prompts = list(deep_prompts or [])
+        if len(deep_prompts) >= len(self.transformer.resblocks):
+            raise ValueError(f"{len(deep_prompts)} deep prompts for {len(self.transformer.resblocks)} blocks.")
+
+        batch_first = _blocks_batch_first(self.transformer)
+        for i, block in enumerate(self.transformer.resblocks):
+            if 0 < i <= len(deep_prompts):
+                ctx = deep_prompts[i - 1].to(dtype)
+                ctx = ctx.expand(x.shape[0], -1, -1) if ctx.dim() == 2 else ctx
+                x = torch.cat([x[:, :deep_start], ctx, x[:, deep_start + ctx.shape[1] :]], dim=1)
+            if batch_first:
+                x = block(x, attn_mask=mask)
+            else:
+                x = block(x.transpose(0, 1), attn_mask=mask).transpose(0, 1)
+
+        x = self.ln_final(x)
+        x = x[torch.arange(x.shape[0], device=x.device), eot]
+        if isinstance(self.text_projection, nn.Linear):
+            return self.text_projection(x)
+        return x @ self.text_projection
+
+
+class ImageEncoder(nn.Module):
+    """Image tower of an open_clip CLIP with optional shallow and deep visual prompt tokens.
+
+    Visual prompts are appended after the class and patch tokens, after the positional embedding and patch
+    dropout and before ``ln_pre`` (where VPT and MaPLe put them); deep prompts replace those tokens at the
+    input of deeper blocks. Prompt outputs are dropped before pooling.
+
+    Args:
+        clip: The open_clip CLIP model (its image tower is shared, not copied).
+    """
+
+    def __init__(self, clip: CLIP) -> None:
+        super().__init__()
+        self.visual = clip.visual
+        self.supports_prompts = isinstance(clip.visual, VisionTransformer)
+
+    @property
+    def width(self) -> int:
+        """Token width of the vision transformer (visual prompt dimension)."""
+        if not self.supports_prompts:
+            raise ValueError(
+                f"Visual prompts need a ViT image tower; this backbone has {type(self.visual).__name__}. "
+                "Use a ViT backbone (e.g. ViT-B/16) or a text-only method (CoOp, LAMM alone)."
+            )
+        return self.visual.conv1.out_channels
+
+    @property
+    def num_blocks(self) -> int:
+        return len(self.visual.transformer.resblocks) if self.supports_prompts else 0
+
+    def forward(
+        self,
+        images: torch.Tensor,
+        shallow_prompts: Optional[torch.Tensor] = None,
+        deep_prompts: Optional[Sequence[torch.Tensor]] = None,
+    ) -> torch.Tensor:
+        """Image features.
+
+        Args:
+            images: ``[B, 3, H, W]`` normalised images.
+            shallow_prompts: ``[n, width]`` or ``[B, n, width]`` prompt tokens appended before the first block.
+            deep_prompts: ``deep_prompts[i]`` (``[n, width]``) replaces the prompt tokens at the input of block
+                ``i + 1``. Needs ``shallow_prompts``.
+
+        Returns:
+            ``[B, embed_dim]`` unnormalised image features.
+        """
+        deep_prompts = list(deep_prompts or [])
+        if shallow_prompts is None:
+            if deep_prompts:
+                raise ValueError("Deep visual prompts need shallow prompts (the tokens they replace).")
+            return self.visual(images)
+        _ = self.width  # raises a clear error for ResNet towers
+        visual = self.visual
+        if len(deep_prompts) >= len(visual.transformer.resblocks):
+            raise ValueError(f"{len(deep_prompts)} deep prompts for {len(visual.transformer.resblocks)} blocks.")
+
+        x = visual.conv1(images)  # [B, width, grid, grid]
+        x = x.reshape(x.shape[0], x.shape[1], -1).permute(0, 2, 1)  # [B, grid**2, width]
+        cls = visual.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
+        x = torch.cat([cls, x], dim=1) + visual.positional_embedding.to(x.dtype)
+        x = visual.patch_dropout(x)
+        n = shallow_prompts.shape[-2]
+        prompts = shallow_prompts.to(x.dtype)
+        x = torch.cat([x, prompts.expand(x.shape[0], -1, -1) if prompts.dim() == 2 else prompts], dim=1)
+        x = visual.ln_pre(x)
+
+        batch_first = _blocks_batch_first(visual.transformer)
+        for i, block in enumerate(visual.transformer.resblocks):
+            if 0 < i <= len(deep_prompts):
+                ctx = deep_prompts[i - 1].to(x.dtype).expand(x.shape[0], -1, -1)
+                x = torch.cat([x[:, :-n], ctx], dim=1)
+            x = block(x) if batch_first else block(x.transpose(0, 1)).transpose(0, 1)
+
+        x = x[:, :-n]
+        if hasattr(visual, "_pool"):
+            pooled, _ = visual._pool(x)
+        else:  # open_clip < 2.30 inlines the pooling (no attention pooling in CLIP towers)
+            pooled, _ = visual._global_pool(visual.ln_post(x))
+        if visual.proj is not None:
+            pooled = pooled @ visual.proj
+        return pooled
+
+
+def normalize(x: torch.Tensor) -> torch.Tensor:
+    """L2-normalise features along the last dimension."""
+    return F.normalize(x, dim=-1)

@@ -1,0 +1,47 @@
+"""Installs the ``lamm_plugin`` package only.
+
+The repo-local ``trainers/`` and ``datasets/`` folders are used from a checkout (``python train.py``) and are
+deliberately not installed: a top-level ``datasets`` package would shadow the Hugging Face library.
+"""
+
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+DASSL_RUNTIME = [
+    # Dassl itself installs from its GitHub repository (see README); these are what it imports at run time.
+    "yacs",
+    "tabulate",
+    "gdown",
+    "tensorboard",
+    "scikit-learn",
+    "scipy",
+    "pandas",
+    "future",
+    "wilds",
+]
+
+setup(
+    name="lamm-plugin",
+    version="0.1.0",
+    description="LAMM: label alignment for multi-modal prompt learning, as a plugin for Dassl (CoOp family)",
+    long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="MIT",
+    python_requires=">=3.9",
+    packages=find_packages(include=["lamm_plugin", "lamm_plugin.*"]),
+    install_requires=[
+        "torch>=2.0",
+        "torchvision>=0.15",
+        "open_clip_torch>=2.24,<4",
+        "ftfy",
+        "regex",
+        "tqdm",
+        "numpy",
+        "pillow",
+    ],
+    extras_require={
+        "test": ["pytest>=7", "ruff>=0.5"],
+        "dassl": DASSL_RUNTIME,
+    },
+)

@@ -1,0 +1,138 @@
+"""Building CLIP through open_clip: names, local checkpoints, precision, errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import open_clip
+import pytest
+import torch
+
+from lamm_plugin import backbone
+from lamm_plugin.backbone import OPENAI_MODELS, load_clip
+
+
+def test_import_does_not_pull_dassl_or_yacs():
+    code = "import sys, lamm_plugin; bad = {'dassl', 'yacs'} & set(sys.modules); assert not bad, bad"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("name", ["ViT-B/16", "ViT-B/32", "ViT-L/14", "RN50"])
+def test_openai_names_map_to_quickgelu_architectures(name):
+    arch, tag, _ = OPENAI_MODELS[name]
+    assert arch.endswith("-quickgelu") and tag == "openai"
+    assert arch in open_clip.list_models()
+    assert "openai" in open_clip.list_pretrained_tags_by_model(arch)
+
+
+def test_tiny_model_is_frozen_eval_fp32_with_real_tokenizer(tiny_clip):
+    model = tiny_clip.model
+    assert not model.training
+    assert not any(p.requires_grad for p in model.parameters())
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    tokens = tiny_clip.tokenizer(["a photo of a dog."])
+    assert tokens.shape == (1, 77)
+    assert tokens[0, :3].tolist() == [49406, 320, 1125]  # <start_of_text> a photo
+    assert tiny_clip.image_size == 32
+
+
+def test_unknown_name_lists_known_ones():
+    with pytest.raises(ValueError, match="Unknown CLIP backbone 'ViT-B/17'.*ViT-B/16"):
+        load_clip("ViT-B/17")
+
+
+def test_open_clip_name_needs_a_pretrained_tag():
+    with pytest.raises(ValueError, match="laion2b_s34b_b88k"):
+        load_clip("ViT-B-16")
+
+
+def test_unknown_precision():
+    with pytest.raises(ValueError, match="precision"):
+        load_clip("tiny-vit", precision="int8")
+
+
+@pytest.mark.parametrize(("precision", "dtype"), [("fp16", torch.float16), ("bf16", torch.bfloat16)])
+def test_low_precision_weights(precision, dtype):
+    model = load_clip("tiny-vit", precision=precision).model
+    assert model.transformer.resblocks[0].mlp.c_fc.weight.dtype == dtype
+    assert model.visual.conv1.weight.dtype == dtype
+
+
+def test_amp_keeps_fp32_weights():
+    assert load_clip("tiny-vit", precision="amp").model.visual.conv1.weight.dtype == torch.float32
+
+
+def test_download_failure_says_where_to_put_the_file(monkeypatch):
+    def offline(*args, **kwargs):
+        raise OSError("no network")
+
+    monkeypatch.setattr(backbone, "OPENAI_CACHE", "/nonexistent/clip-cache")
+    monkeypatch.setattr(open_clip, "create_model", offline)
+    with pytest.raises(RuntimeError, match=r"/nonexistent/clip-cache/ViT-B-16\.pt.*PRETRAINED"):
+        load_clip("ViT-B/16")
+
+
+def test_missing_checkpoint_file():
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_clip("tiny-vit", pretrained="/nonexistent/weights.pt")
+
+
+def test_state_dict_checkpoint_round_trip(tmp_path):
+    torch.manual_seed(1)
+    source = load_clip("tiny-vit").model
+    path = tmp_path / "tiny.pt"
+    torch.save(source.state_dict(), path)
+    loaded = load_clip("tiny-vit", pretrained=str(path)).model
+    for (name, a), b in zip(source.state_dict().items(), loaded.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+class _ScriptedWeights(torch.nn.Module):
+    """A TorchScript archive holding a state dict, like OpenAI's original .pt files."""
+
+    def __init__(self, state_dict):
+        super().__init__()
+        for key, value in state_dict.items():
+            self.register_buffer(key.replace(".", "__"), value)
+
+    def forward(self, x):
+        return x
+
+
+def test_openai_torchscript_archive(tmp_path, monkeypatch):
+    torch.manual_seed(2)
+    source = load_clip("tiny-vit").model
+    path = tmp_path / "ViT-tiny.pt"
+    torch.jit.script(_ScriptedWeights(source.state_dict())).save(str(path))
+    assert backbone._is_torchscript_archive(str(path))
+    # OpenAI archives use dotted names; emulate by un-mangling the buffer names on load.
+    real_jit_load = torch.jit.load
+
+    class _Unmangled:
+        def __init__(self, module):
+            self.module = module
+
+        def state_dict(self):
+            return {k.replace("__", "."): v for k, v in self.module.state_dict().items()}
+
+    monkeypatch.setattr(torch.jit, "load", lambda *a, **k: _Unmangled(real_jit_load(*a, **k)))
+    loaded = load_clip("tiny-vit", pretrained=str(path)).model
+    assert torch.equal(loaded.token_embedding.weight, source.token_embedding.weight)
+    assert torch.equal(loaded.visual.proj, source.visual.proj)
+
+
+def test_openai_weights_are_read_from_the_clip_cache(tmp_path, monkeypatch):
+    calls = {}
+
+    def fake_create_model(arch, pretrained=None, **kwargs):
+        calls["pretrained"] = pretrained
+        return load_clip("tiny-vit").model
+
+    monkeypatch.setattr(backbone, "OPENAI_CACHE", str(tmp_path))
+    monkeypatch.setattr(open_clip, "create_model", fake_create_model)
+    monkeypatch.setattr(backbone, "_load_checkpoint_file", lambda model, path: calls.setdefault("file", path))
+    (tmp_path / "ViT-B-16.pt").write_bytes(b"x")
+    bundle = load_clip("ViT-B/16")
+    assert calls["pretrained"] is None and calls["file"] == str(tmp_path / "ViT-B-16.pt")
+    assert bundle.arch == "ViT-B-16-quickgelu"

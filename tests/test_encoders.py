@@ -1,0 +1,163 @@
+"""Our encoders against open_clip's own: exact parity, EOT truncation, prompt injection."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lamm_plugin.backbone import load_clip
+from lamm_plugin.encoders import ImageEncoder, TextEncoder
+from lamm_plugin.tokens import build_layout
+
+TEMPLATES = ["a photo of a {}.", "{} X X X X.", "X X {} X X."]
+
+
+def _tokens(bundle, classnames, template="a photo of a {}."):
+    return build_layout(bundle.tokenizer, template, classnames).tokens
+
+
+@pytest.mark.parametrize("template", TEMPLATES)
+@pytest.mark.parametrize("truncate", [True, False])
+def test_text_parity_float64(tiny_clip64, classnames, template, truncate):
+    model = tiny_clip64.model
+    tokens = _tokens(tiny_clip64, classnames, template)
+    encoder = TextEncoder(model, truncate=truncate)
+    ours = encoder(encoder.embed(tokens), encoder.eot_index(tokens))
+    torch.testing.assert_close(ours, model.encode_text(tokens), rtol=1e-12, atol=1e-12)
+
+
+def test_text_parity_float32(tiny_clip, classnames):
+    tokens = _tokens(tiny_clip, classnames)
+    encoder = TextEncoder(tiny_clip.model)
+    ours = encoder(encoder.embed(tokens), encoder.eot_index(tokens))
+    torch.testing.assert_close(ours, tiny_clip.model.encode_text(tokens), rtol=1e-5, atol=1e-5)
+
+
+def test_truncation_runs_on_fewer_positions(tiny_clip, classnames):
+    tokens = _tokens(tiny_clip, classnames)
+    encoder = TextEncoder(tiny_clip.model)
+    seen = []
+    handle = encoder.transformer.resblocks[0].register_forward_pre_hook(lambda m, args: seen.append(args[0].shape))
+    encoder(encoder.embed(tokens), encoder.eot_index(tokens))
+    handle.remove()
+    assert seen[0][1] == int(encoder.eot_index(tokens).max()) + 1 < 77
+
+
+def test_truncated_equals_full_with_deep_prompts_and_gradients(tiny_clip64, classnames):
+    tokens = _tokens(tiny_clip64, classnames)
+    eot = tokens.argmax(-1)
+    deep = [torch.randn(2, 32, dtype=torch.float64, requires_grad=True) for _ in range(2)]
+    outs, grads = [], []
+    for truncate in (True, False):
+        encoder = TextEncoder(tiny_clip64.model, truncate=truncate)
+        out = encoder(encoder.embed(tokens), eot, deep_prompts=deep)
+        (g,) = torch.autograd.grad(out.square().sum(), deep[1])
+        outs.append(out)
+        grads.append(g)
+    torch.testing.assert_close(outs[0], outs[1], rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-10, atol=1e-12)
+
+
+def test_text_deep_prompts_replace_only_their_slots(tiny_clip64, classnames):
+    tokens = _tokens(tiny_clip64, classnames)
+    encoder = TextEncoder(tiny_clip64.model, truncate=False)
+    deep = [torch.randn(2, 32, dtype=torch.float64) for _ in range(2)]
+    captured = {}
+    blocks = encoder.transformer.resblocks
+
+    def capture(i):
+        return lambda module, args: captured.__setitem__(i, args[0].clone())
+
+    handles = [blocks[i].register_forward_pre_hook(capture(i)) for i in range(len(blocks))]
+    plain = encoder(encoder.embed(tokens), tokens.argmax(-1))
+    plain_inputs = dict(captured)
+    prompted = encoder(encoder.embed(tokens), tokens.argmax(-1), deep_prompts=deep)
+    for h in handles:
+        h.remove()
+    assert prompted.shape == plain.shape and not torch.allclose(prompted, plain)
+    # Block 0 input untouched; block 1 input: slots 1..2 are the deep prompt, everything else as computed.
+    torch.testing.assert_close(captured[0], plain_inputs[0])
+    torch.testing.assert_close(captured[1][:, 1:3], deep[0].expand(len(classnames), -1, -1))
+    torch.testing.assert_close(captured[1][:, :1], plain_inputs[1][:, :1])
+    torch.testing.assert_close(captured[2][:, 1:3], deep[1].expand(len(classnames), -1, -1))
+    # Causality: position 0 (start token) never sees the prompts.
+    torch.testing.assert_close(captured[2][:, 0], plain_inputs[2][:, 0])
+
+
+def test_image_parity(tiny_clip64):
+    images = torch.randn(3, 3, 32, 32, dtype=torch.float64)
+    torch.testing.assert_close(
+        ImageEncoder(tiny_clip64.model)(images), tiny_clip64.model.encode_image(images), rtol=1e-12, atol=1e-12
+    )
+
+
+def test_image_parity_float32(tiny_clip):
+    images = torch.randn(3, 3, 32, 32)
+    torch.testing.assert_close(ImageEncoder(tiny_clip.model)(images), tiny_clip.model.encode_image(images))
+
+
+def test_visual_prompts_shallow_and_deep(tiny_clip64):
+    encoder = ImageEncoder(tiny_clip64.model)
+    images = torch.randn(2, 3, 32, 32, dtype=torch.float64)
+    shallow = torch.randn(4, encoder.width, dtype=torch.float64)
+    deep = [torch.randn(4, encoder.width, dtype=torch.float64) for _ in range(2)]
+    captured = {}
+    blocks = tiny_clip64.model.visual.transformer.resblocks
+    handles = [
+        blocks[i].register_forward_pre_hook(lambda m, a, i=i: captured.__setitem__(i, a[0].clone()))
+        for i in range(len(blocks))
+    ]
+    plain = encoder(images)
+    out_shallow = encoder(images, shallow)
+    tokens_shallow = dict(captured)
+    out_deep = encoder(images, shallow, deep)
+    for h in handles:
+        h.remove()
+    n_patches = 1 + (32 // 8) ** 2
+    assert tokens_shallow[0].shape == (2, n_patches + 4, encoder.width)
+    assert out_shallow.shape == out_deep.shape == plain.shape
+    assert not torch.allclose(out_shallow, plain) and not torch.allclose(out_deep, out_shallow)
+    # Deep prompts replace the last 4 tokens at the input of blocks 1 and 2, and nothing else.
+    torch.testing.assert_close(captured[1][:, -4:], deep[0].expand(2, -1, -1))
+    torch.testing.assert_close(captured[1][:, :-4], tokens_shallow[1][:, :-4])
+    torch.testing.assert_close(captured[2][:, -4:], deep[1].expand(2, -1, -1))
+
+
+def test_zero_effect_prompts_give_plain_features(tiny_clip64):
+    """Prompt tokens that attention cannot see are a no-op: checks prompt removal before pooling."""
+    model = tiny_clip64.model
+    encoder = ImageEncoder(model)
+    images = torch.randn(2, 3, 32, 32, dtype=torch.float64)
+    # With a mask that hides the prompt tokens, the class token cannot read them: emulate by zero blocks.
+    for block in model.visual.transformer.resblocks:
+        block.attn.in_proj_weight.data.zero_()
+        block.attn.in_proj_bias.data.zero_()
+    shallow = torch.randn(3, encoder.width, dtype=torch.float64)
+    # Zeroed attention makes every token's update independent of the others.
+    torch.testing.assert_close(encoder(images, shallow), model.encode_image(images))
+
+
+def test_resnet_rejects_visual_prompts_but_encodes():
+    bundle = load_clip("tiny-rn")
+    encoder = ImageEncoder(bundle.model)
+    images = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(encoder(images), bundle.model.encode_image(images))
+    with pytest.raises(ValueError, match="ViT image tower"):
+        encoder(images, torch.zeros(2, 16))
+
+
+def test_deep_prompts_need_shallow(tiny_clip):
+    with pytest.raises(ValueError, match="shallow"):
+        ImageEncoder(tiny_clip.model)(torch.randn(1, 3, 32, 32), None, [torch.zeros(2, 48)])
+
+
+@pytest.mark.slow
+def test_full_size_vit_b16_parity():
+    torch.manual_seed(0)
+    bundle = load_clip("ViT-B/16", pretrained="")
+    model = bundle.model
+    tokens = _tokens(bundle, ["dog", "golden retriever", "bernese mountain dog"])
+    text = TextEncoder(model)
+    torch.testing.assert_close(text(text.embed(tokens), text.eot_index(tokens)), model.encode_text(tokens))
+    images = torch.randn(2, 3, 224, 224)
+    torch.testing.assert_close(ImageEncoder(model)(images), model.encode_image(images))

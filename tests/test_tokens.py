@@ -1,0 +1,61 @@
+"""Token layouts of templates: class-name spans, context slots, EOT, clear errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from lamm_plugin.tokens import build_layout, name_token_ids
+
+
+@pytest.mark.parametrize(
+    ("template", "slots"),
+    [("a photo of a {}.", range(4)), ("{} X X X X.", "X"), ("X X {} X X.", "X"), ("a {} in the wild", ())],
+)
+def test_layout_matches_open_clip_tokenizer(tiny_clip, classnames, template, slots):
+    tokenizer = tiny_clip.tokenizer
+    layout = build_layout(tokenizer, template, classnames, ctx_slots=slots)
+    expected = tokenizer([template.format(n.replace("_", " ")) for n in classnames])
+    assert layout.tokens.equal(expected)
+    assert layout.eot.equal(expected.argmax(dim=-1))
+    names = name_token_ids(tokenizer, classnames)
+    for c, ids in enumerate(names):
+        start, length = int(layout.name_start[c]), int(layout.name_len[c])
+        assert layout.tokens[c, start : start + length].tolist() == ids
+    if slots == "X":
+        x_id = tokenizer.encode("X")[0]
+        assert (layout.tokens.gather(1, layout.ctx_pos) == x_id).all()
+        assert layout.ctx_pos.shape == (len(classnames), 4)
+    assert layout.max_length == int(expected.argmax(dim=-1).max()) + 1
+
+
+def test_front_position_shifts_context_after_the_name(tiny_clip):
+    layout = build_layout(tiny_clip.tokenizer, "{} X X.", ["dog", "golden retriever"], ctx_slots="X")
+    assert layout.name_start.tolist() == [1, 1]
+    assert layout.ctx_pos.tolist() == [[2, 3], [3, 4]]
+
+
+def test_context_slot_indices_count_template_tokens(tiny_clip):
+    layout = build_layout(tiny_clip.tokenizer, "a photo of a {}.", ["dog"], ctx_slots=[0, 1])
+    assert layout.ctx_pos.tolist() == [[1, 2]]
+
+
+def test_class_name_too_long_is_named(tiny_clip):
+    long_name = " ".join(["word"] * 80)
+    with pytest.raises(ValueError, match="Class name 'word word.*does not fit"):
+        build_layout(tiny_clip.tokenizer, "a photo of a {}.", ["dog", long_name])
+
+
+@pytest.mark.parametrize("template", ["a photo", "{} and {}"])
+def test_template_needs_one_placeholder(tiny_clip, template):
+    with pytest.raises(ValueError, match="exactly one"):
+        build_layout(tiny_clip.tokenizer, template, ["dog"])
+
+
+def test_name_glued_to_template_word_is_refused(tiny_clip):
+    with pytest.raises(ValueError, match="merges with the template"):
+        build_layout(tiny_clip.tokenizer, "a photo of a{}s", ["dog"])
+
+
+def test_context_slots_out_of_range(tiny_clip):
+    with pytest.raises(ValueError, match="outside"):
+        build_layout(tiny_clip.tokenizer, "a {}.", ["dog"], ctx_slots=[5])
