@@ -7,12 +7,24 @@ by Dassl users (``import lamm_plugin.dassl``).
 from lamm_plugin.backbone import CLIPBundle, load_clip
 from lamm_plugin.config import CoOpConfig, LAMMConfig, MaPLeConfig, VPTConfig, ZeroshotConfig, official_preset
 from lamm_plugin.encoders import ImageEncoder, TextEncoder
+from lamm_plugin.label_embedding import LabelEmbedding
+from lamm_plugin.lamm import LAMM, LAMMOutput, build_model
+from lamm_plugin.losses import HierarchicalLoss
+from lamm_plugin.methods import METHODS, PromptMethod, register_method
 from lamm_plugin.tokens import PromptLayout, build_layout
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "LAMM",
+    "METHODS",
     "CLIPBundle",
+    "HierarchicalLoss",
+    "LAMMOutput",
+    "LabelEmbedding",
+    "PromptMethod",
+    "build_model",
+    "register_method",
     "CoOpConfig",
     "ImageEncoder",
     "LAMMConfig",

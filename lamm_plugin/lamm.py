@@ -1,0 +1,313 @@
+"""LAMM on top of any host prompt-learning method (Gao et al., AAAI 2024, arXiv 2312.08212).
+
+:class:`LAMM` is the one model class of this package: it holds the frozen CLIP encoders, a host method
+(:mod:`lamm_plugin.methods`), the learnable label embeddings and the hierarchical loss. With
+``LAMMConfig(enabled=False)`` it is exactly the host method (the CoOp / MaPLe / VPT baselines).
+
+Performance (all exact, see DESIGN.md section 3):
+
+1. the text encoder runs up to the last end-of-text token only;
+2. prompts with learned labels and with the original labels go through the text encoder in one batched pass;
+3. when the reference branch depends on nothing trainable (context frozen: LAMM alone, VPT), its features are
+   computed once and reused until a tensor they depend on changes; in evaluation, text features are reused
+   across batches the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import torch
+from torch import nn
+
+from lamm_plugin.backbone import CLIPBundle
+from lamm_plugin.config import METHOD_CONFIGS, LAMMConfig, from_dict, to_dict
+from lamm_plugin.encoders import ImageEncoder, TextEncoder, normalize
+from lamm_plugin.label_embedding import LabelEmbedding, label_token_counts
+from lamm_plugin.losses import HierarchicalLoss
+from lamm_plugin.methods import METHODS, PromptMethod
+from lamm_plugin.methods.base import TextPrompt, token_embeddings
+from lamm_plugin.tokens import PromptLayout, build_layout, clean_classname
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT = "lamm_plugin/1"
+
+
+@dataclass
+class LAMMOutput:
+    """Result of :meth:`LAMM.forward`.
+
+    Attributes:
+        logits: ``[B, C]`` logits (learned labels).
+        losses: Named loss terms (``"total"`` is the one to back-propagate); ``None`` without labels or in eval.
+    """
+
+    logits: torch.Tensor
+    losses: Optional[dict[str, torch.Tensor]] = None
+
+
+class LAMM(nn.Module):
+    """A host prompt-learning method with LAMM's label embeddings and hierarchical loss.
+
+    The frozen CLIP is not a registered submodule: ``parameters()`` and ``state_dict()`` hold only what the
+    method and LAMM learn (a checkpoint is kilobytes), while ``.to()`` / ``.cuda()`` still move CLIP along.
+
+    Args:
+        method: The host method.
+        clip: The frozen CLIP.
+        classnames: Class names in label order.
+        cfg: LAMM settings (``enabled=False`` gives the plain host method).
+        shots: Shots per class of the training set (``K`` of the parameter-alignment weight).
+    """
+
+    def __init__(
+        self,
+        method: PromptMethod,
+        clip: CLIPBundle,
+        classnames: Sequence[str],
+        cfg: Optional[LAMMConfig] = None,
+        shots: int = 0,
+    ) -> None:
+        super().__init__()
+        self.cfg = cfg or LAMMConfig()
+        self.method = method
+        self.backbone = clip.name
+        self.tokenizer = clip.tokenizer
+        # Unregistered on purpose (see class docstring); _apply forwards device/dtype moves to them.
+        object.__setattr__(self, "frozen", nn.ModuleList([clip.model]))
+        object.__setattr__(self, "text", TextEncoder(clip.model, truncate=self.cfg.truncate_text))
+        object.__setattr__(self, "image", ImageEncoder(clip.model))
+        self.register_buffer("logit_scale", clip.model.logit_scale.detach().exp().reshape(()), persistent=False)
+        self.loss = HierarchicalLoss(self.cfg, shots)
+        self.label_embedding: Optional[LabelEmbedding] = None
+        if self.cfg.enabled:
+            self.label_embedding = LabelEmbedding(clip.model.token_embedding.weight.shape[1])
+        self._cache: dict[str, tuple[Any, torch.Tensor]] = {}
+        self.set_classnames(classnames)
+        if self.label_embedding is not None:
+            self.add_classes(classnames)
+
+    # ---- nn.Module plumbing --------------------------------------------------------------------------------------
+    def _apply(self, fn, recurse=True):
+        self.frozen._apply(fn)
+        self.text._apply(fn)
+        self._cache.clear()
+        return super()._apply(fn, recurse)
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """Exactly the tensors an optimiser should update."""
+        return [p for p in self.parameters() if p.requires_grad]
+
+    @property
+    def classnames(self) -> list[str]:
+        return self.layout.classnames
+
+    # ---- class sets ----------------------------------------------------------------------------------------------
+    def set_classnames(self, classnames: Sequence[str]) -> None:
+        """Serve another class set (base -> new, ImageNet -> a variant). Learned labels follow by class name."""
+        self.method.check_classnames(classnames)
+        template, slots = self.method.template()
+        layout: PromptLayout = build_layout(self.tokenizer, template, classnames, slots)
+        length = layout.max_length if self.text.truncate else layout.tokens.shape[1]
+        device = self.logit_scale.device
+        tokens = layout.tokens.to(device)
+        with torch.no_grad():
+            base = self.text.embed(tokens)[:, :length].float()  # [C, L, width]
+        self.layout = layout
+        self.register_buffer("base_prompts", base, persistent=False)
+        self.register_buffer("eot", layout.eot.to(device), persistent=False)
+        self.register_buffer("ctx_pos", layout.ctx_pos.to(device), persistent=False)
+        self._update_splice_index()
+
+    def add_classes(self, classnames: Sequence[str]) -> None:
+        """Give label embeddings to ``classnames``, appending the ones not yet served to the class set.
+
+        Existing label rows are left untouched (continual learning); build the optimiser afterwards.
+        """
+        if self.label_embedding is None:
+            raise RuntimeError("add_classes needs LAMM enabled (label embeddings).")
+        names = [clean_classname(n) for n in classnames]
+        served = set(self.classnames)
+        new_names = [n for n in names if n not in served]
+        if new_names:
+            self.set_classnames(self.classnames + new_names)
+        missing = [n for n in names if n not in self.label_embedding]
+        if missing:
+            ids = [self.tokenizer.encode(n) for n in missing]
+            counts = label_token_counts([len(i) for i in ids], self.cfg.label_tokens, self.cfg.first_k,
+                                        self.cfg.min_len_cap)  # fmt: skip
+            clip = _BundleView(self)
+            rows = [token_embeddings(clip, n)[:k] for n, k in zip(missing, counts)]
+            self.label_embedding.add_classes(missing, rows)
+        self._update_splice_index()
+
+    def _update_splice_index(self) -> None:
+        device = self.logit_scale.device
+        if self.label_embedding is None:
+            rows = flat = torch.empty(0, dtype=torch.long)
+        else:
+            rows, flat = self.label_embedding.splice_index(
+                self.classnames, self.layout.name_start, self.layout.name_len, self.base_prompts.shape[1]
+            )
+        self.register_buffer("row_index", rows.to(device), persistent=False)
+        self.register_buffer("flat_position", flat.to(device), persistent=False)
+        self._cache.clear()
+
+    # ---- text side -----------------------------------------------------------------------------------------------
+    def _with_context(self, prompt: TextPrompt) -> torch.Tensor:
+        """Base prompt embeddings with the method's context vectors written into the context slots."""
+        prompts = self.base_prompts
+        if prompt.ctx is None or self.ctx_pos.numel() == 0:
+            return prompts
+        c, _, width = prompts.shape
+        ctx = prompt.ctx.expand(c, -1, -1) if prompt.ctx.dim() == 2 else prompt.ctx
+        index = self.ctx_pos.unsqueeze(-1).expand(-1, -1, width)
+        return prompts.scatter(1, index, ctx.to(prompts.dtype))
+
+    def _label_rows(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The label rows of the current class set and their initial values, ``[R, width]`` each."""
+        return self.label_embedding.rows()[self.row_index], self.label_embedding.init[self.row_index]
+
+    def _versions(self) -> tuple:
+        """Changes whenever a learnable tensor is modified in place (optimiser step, load) or replaced."""
+        return tuple((id(t), t._version) for t in (*self.parameters(), *self.buffers()))
+
+    def _cached(self, key: str, compute) -> torch.Tensor:
+        version = self._versions()
+        hit = self._cache.get(key)
+        if hit is None or hit[0] != version:
+            with torch.no_grad():
+                hit = (version, compute())
+            self._cache[key] = hit
+        return hit[1]
+
+    def encode_text(self, reference: bool = False) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """Class text features with learned labels, and (if asked) with the original labels.
+
+        Returns:
+            ``(text, reference_text)``, each ``[C, E]`` and unnormalised; ``reference_text`` is ``None`` unless
+            ``reference`` is true.
+        """
+        prompt = self.method.text_prompt()
+        prompts = self._with_context(prompt)
+        learned = prompts
+        if self.label_embedding is not None and self.flat_position.numel():
+            learned = LabelEmbedding.splice(prompts, self._label_rows()[0], self.flat_position)
+
+        def run(x: torch.Tensor, eot: torch.Tensor) -> torch.Tensor:
+            return self.text(x, eot, prompt.deep, prompt.deep_start)
+
+        if not reference:
+            return run(learned, self.eot), None
+        if self.cfg.cache_reference and not self.method.text_is_trainable():
+            return run(learned, self.eot), self._cached("reference", lambda: run(prompts, self.eot))
+        both = run(torch.cat([learned, prompts]), torch.cat([self.eot, self.eot]))  # one batched pass
+        text, ref = both.chunk(2)
+        return text, ref
+
+    # ---- forward -------------------------------------------------------------------------------------------------
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        """Image features ``[B, E]`` (unnormalised) with the method's visual prompts."""
+        prompt = self.method.visual_prompt()
+        dtype = self.text.dtype
+        return self.image(images.to(dtype), prompt.shallow, prompt.deep)
+
+    def forward(self, images: torch.Tensor, labels: Optional[torch.Tensor] = None) -> LAMMOutput:
+        """Logits, and in training mode with ``labels`` the loss terms.
+
+        Args:
+            images: ``[B, 3, H, W]`` normalised images.
+            labels: ``[B]`` class indices into the current class set.
+        """
+        with_loss = self.training and labels is not None
+        with_reference = with_loss and self.label_embedding is not None
+        image = normalize(self.encode_image(images).float())
+        if self.training:
+            text, ref = self.encode_text(reference=with_reference)
+        else:
+            text, ref = self._cached("eval_text", lambda: self.encode_text()[0]), None
+        text = normalize(text.float())
+        logits = self.logit_scale * image @ text.t()
+        if not with_loss:
+            return LAMMOutput(logits)
+        if not with_reference:
+            return LAMMOutput(logits, self.loss(logits, labels))
+        ref = normalize(ref.float())
+        rows, init = self._label_rows()
+        losses = self.loss(logits, labels, self.logit_scale * image @ ref.t(), text, ref, rows, init)
+        return LAMMOutput(logits, losses)
+
+    # ---- checkpoints ---------------------------------------------------------------------------------------------
+    def checkpoint_state(self) -> dict[str, Any]:
+        """Learned tensors plus what they belong to; loadable with ``torch.load(..., weights_only=True)``."""
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "method": self.method.name,
+            "backbone": self.backbone,
+            "classnames": list(self.classnames),
+            "method_config": to_dict(self.method.cfg),
+            "lamm_config": to_dict(self.cfg),
+            "state_dict": self.state_dict(),
+        }
+
+    def load_checkpoint_state(self, state: dict[str, Any]) -> None:
+        """Load :meth:`checkpoint_state` output; learned labels are matched by class name.
+
+        Raises:
+            ValueError: A checkpoint of another format, method, backbone or LAMM setting.
+        """
+        if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"Not a {CHECKPOINT_FORMAT} checkpoint (keys: {sorted(state)[:8]}).")
+        problems = []
+        if state["method"] != self.method.name:
+            problems.append(f"method {state['method']!r} (this model: {self.method.name!r})")
+        if state["backbone"] != self.backbone:
+            problems.append(f"backbone {state['backbone']!r} (this model: {self.backbone!r})")
+        if state["lamm_config"].get("enabled") != self.cfg.enabled:
+            kind = "with" if state["lamm_config"].get("enabled") else "without"
+            problems.append(f"trained {kind} LAMM label embeddings (this model: enabled={self.cfg.enabled})")
+        if problems:
+            raise ValueError("Checkpoint does not fit this model: " + "; ".join(problems) + ".")
+        self.load_state_dict(state["state_dict"])
+        self._cache.clear()
+
+
+class _BundleView:
+    """The two CLIPBundle fields :func:`token_embeddings` reads, taken from a LAMM model."""
+
+    def __init__(self, model: LAMM) -> None:
+        self.tokenizer = model.tokenizer
+        self.model = model.frozen[0]
+
+
+def build_model(
+    method: str,
+    clip: CLIPBundle,
+    classnames: Sequence[str],
+    method_cfg: Any = None,
+    lamm_cfg: Optional[LAMMConfig] = None,
+    shots: int = 0,
+) -> LAMM:
+    """Build a host method with LAMM on top.
+
+    Args:
+        method: Registered method name (``"coop"``, ``"maple"``, ``"vpt"``, ``"zeroshot"``).
+        clip: The frozen CLIP (:func:`lamm_plugin.load_clip`).
+        classnames: Class names in label order.
+        method_cfg: The method's config dataclass, or a dict of its fields; defaults when ``None``.
+        lamm_cfg: LAMM settings; ``LAMMConfig(enabled=False)`` gives the plain host method.
+        shots: Shots per class of the training set (parameter-alignment weight ``1/K``).
+    """
+    if method not in METHODS:
+        raise KeyError(f"Unknown method {method!r}; registered: {sorted(METHODS)}.")
+    cls = METHODS[method]
+    if method_cfg is None:
+        method_cfg = METHOD_CONFIGS[method]()
+    elif isinstance(method_cfg, dict):
+        method_cfg = from_dict(cls.config_class, method_cfg)
+    host = cls(method_cfg, clip, classnames).to(clip.model.token_embedding.weight.device)
+    return LAMM(host, clip, classnames, lamm_cfg, shots=shots)

@@ -1,0 +1,19 @@
+"""Prompt-learning host methods, one file each, registered by name."""
+
+from lamm_plugin.methods.base import METHODS, PromptMethod, TextPrompt, VisualPrompt, register_method
+from lamm_plugin.methods.coop import CoOp
+from lamm_plugin.methods.maple import MaPLe
+from lamm_plugin.methods.vpt import VPT
+from lamm_plugin.methods.zeroshot import Zeroshot
+
+__all__ = [
+    "METHODS",
+    "CoOp",
+    "MaPLe",
+    "PromptMethod",
+    "TextPrompt",
+    "VPT",
+    "VisualPrompt",
+    "Zeroshot",
+    "register_method",
+]

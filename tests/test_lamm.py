@@ -1,0 +1,325 @@
+"""LAMM on every host method: exact no-op at init, intended parameters only, losses, checkpoints, class sets."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from lamm_plugin import LAMMConfig, build_model
+from lamm_plugin.config import CoOpConfig, MaPLeConfig, VPTConfig, ZeroshotConfig
+
+METHOD_CASES = {
+    "coop": CoOpConfig(n_ctx=4),
+    "coop-init": CoOpConfig(ctx_init="a photo of a"),
+    "coop-front": CoOpConfig(n_ctx=4, class_token_position="front"),
+    "coop-middle": CoOpConfig(n_ctx=4, class_token_position="middle"),
+    "coop-csc": CoOpConfig(n_ctx=2, csc=True),
+    "maple": MaPLeConfig(prompt_depth=3),
+    "vpt": VPTConfig(n_ctx_vision=4),
+    "vpt-deep": VPTConfig(n_ctx_vision=4, prompt_depth_vision=3),
+    "zeroshot": ZeroshotConfig(dataset="OxfordPets"),
+}
+
+
+def _build(case, clip, classnames, enabled=True, **lamm):
+    method = case.split("-")[0]
+    return build_model(method, clip, classnames, copy.deepcopy(METHOD_CASES[case]), LAMMConfig(enabled=enabled, **lamm))
+
+
+def _perturb(model, scale):
+    """Move the label rows randomly (a constant shift would vanish in CLIP's LayerNorms)."""
+    weight = model.label_embedding.weight
+    weight.add_(scale * torch.randn(weight.shape, generator=torch.Generator().manual_seed(3)))
+
+
+def _batch(n=6, classes=5, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 3, 32, 32, generator=g), torch.arange(n) % classes
+
+
+@pytest.mark.parametrize("case", METHOD_CASES)
+def test_untrained_lamm_equals_host_method(tiny_clip, classnames, case):
+    torch.manual_seed(0)
+    host = _build(case, tiny_clip, classnames, enabled=False)
+    torch.manual_seed(0)
+    lamm = _build(case, tiny_clip, classnames, enabled=True)
+    images, _ = _batch()
+    host.eval(), lamm.eval()
+    assert torch.equal(host(images).logits, lamm(images).logits)
+
+
+@pytest.mark.parametrize("case", ["coop-init", "zeroshot"])
+def test_lamm_alone_untrained_is_zero_shot_clip(tiny_clip64, classnames, case):
+    cfg = CoOpConfig(ctx_init="a photo of a", train_ctx=False) if case == "coop-init" else ZeroshotConfig()
+    model = build_model(case.split("-")[0], tiny_clip64, classnames, cfg, LAMMConfig()).eval()
+    images, _ = _batch()
+    clip = tiny_clip64.model
+    text = clip.encode_text(tiny_clip64.tokenizer([f"a photo of a {n.replace('_', ' ')}." for n in classnames]))
+    image = clip.encode_image(images.double())
+    expected = (
+        clip.logit_scale.exp()
+        * torch.nn.functional.normalize(image, dim=-1)
+        @ torch.nn.functional.normalize(text, dim=-1).t()
+    )
+    torch.testing.assert_close(model(images.double()).logits.double(), expected, rtol=1e-5, atol=1e-5)
+    assert [p.shape for p in model.trainable_parameters()] == [model.label_embedding.weight.shape]
+
+
+def _trainable_names(model):
+    return {n for n, p in model.named_parameters() if p.requires_grad}
+
+
+EXPECTED_TRAINABLE = {
+    "coop": {"method.ctx"},
+    "coop-init": {"method.ctx"},
+    "coop-front": {"method.ctx"},
+    "coop-middle": {"method.ctx"},
+    "coop-csc": {"method.ctx"},
+    "maple": {
+        "method.ctx",
+        "method.proj.weight",
+        "method.proj.bias",
+        *{f"method.deep_text.{i}" for i in range(2)},
+        *{f"method.deep_proj.{i}.{w}" for i in range(2) for w in ("weight", "bias")},
+    },
+    "vpt": {"method.shallow"},
+    "vpt-deep": {"method.shallow", "method.deep.0", "method.deep.1"},
+    "zeroshot": set(),
+}
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+@pytest.mark.parametrize("case", METHOD_CASES)
+def test_one_step_changes_only_intended_parameters(tiny_clip, classnames, case, enabled):
+    torch.manual_seed(0)
+    model = _build(case, tiny_clip, classnames, enabled=enabled).train()
+    expected = EXPECTED_TRAINABLE[case] | ({"label_embedding.weight"} if enabled else set())
+    assert _trainable_names(model) == expected
+    clip_before = copy.deepcopy(tiny_clip.model.state_dict())
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    params = model.trainable_parameters()
+    if not params:  # zero-shot CLIP without LAMM: nothing to train, and nothing may claim to be trainable
+        assert expected == set()
+        return
+    optim = torch.optim.SGD(params, lr=0.5, momentum=0.9, weight_decay=5e-4)
+    images, labels = _batch()
+    # A few steps so that terms that start at zero (feature, parameter alignment) get a gradient too.
+    for _ in range(3):
+        optim.zero_grad()
+        model(images, labels).losses["total"].backward()
+        optim.step()
+    changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+    assert changed == expected
+    for key, value in tiny_clip.model.state_dict().items():
+        assert torch.equal(value, clip_before[key]), f"CLIP weight {key} changed"
+
+
+def test_loss_terms_at_init_and_their_gradients(tiny_clip, classnames):
+    torch.manual_seed(0)
+    model = _build("coop-init", tiny_clip, classnames).train()
+    images, labels = _batch()
+    losses = model(images, labels).losses
+    assert set(losses) == {"ce", "param_alignment", "feature_alignment", "logit_alignment", "total"}
+    assert losses["param_alignment"] == 0
+    assert losses["feature_alignment"].abs() < 1e-6
+    # Distillation against an identical teacher: its gradient w.r.t. the reference logits is zero.
+    weight = model.label_embedding.weight
+    (g_param,) = torch.autograd.grad(losses["param_alignment"], weight, allow_unused=True, materialize_grads=True)
+    assert g_param.abs().max() == 0
+    (g_ce,) = torch.autograd.grad(losses["ce"], weight, retain_graph=True)
+    assert g_ce.abs().max() > 0
+    # Feature alignment reaches the label rows only (the reference side is detached, no context involved).
+    (g_feat_ctx,) = torch.autograd.grad(losses["feature_alignment"], model.method.ctx, retain_graph=True)
+    assert g_feat_ctx.abs().max() < 1e-6
+    total = (
+        losses["ce"] + losses["param_alignment"] / 16 + losses["feature_alignment"] + 0.05 * losses["logit_alignment"]
+    )
+    torch.testing.assert_close(losses["total"], total)
+
+
+def test_loss_terms_after_moving_the_labels(tiny_clip, classnames):
+    torch.manual_seed(0)
+    model = _build("coop-init", tiny_clip, classnames).train()
+    with torch.no_grad():
+        _perturb(model, 0.1)
+    images, labels = _batch()
+    losses = model(images, labels).losses
+    expected = (model.label_embedding.weight - model.label_embedding.init).square().sum()
+    torch.testing.assert_close(losses["param_alignment"], expected)
+    assert expected > 0
+    assert losses["feature_alignment"] > 0
+    grads = torch.autograd.grad(losses["feature_alignment"], [model.label_embedding.weight, model.method.ctx])
+    assert grads[0].abs().max() > 0
+    # ctx takes gradient through the learned side only; the reference side is detached.
+    assert grads[1].abs().max() > 0
+
+
+def test_feature_alignment_is_zero_for_a_batch_of_one_class(tiny_clip, classnames):
+    model = _build("coop-init", tiny_clip, classnames).train()
+    with torch.no_grad():
+        _perturb(model, 0.1)
+    images, _ = _batch(3)
+    losses = model(images, torch.tensor([2, 2, 2])).losses
+    assert losses["feature_alignment"] == 0
+    one = model(images[:1], torch.tensor([1])).losses
+    assert one["feature_alignment"] == 0 and torch.isfinite(one["total"])
+
+
+def test_reference_branch_is_cached_only_when_frozen(tiny_clip, classnames):
+    images, labels = _batch()
+    frozen = build_model("coop", tiny_clip, classnames, CoOpConfig(ctx_init="a photo of a", train_ctx=False))
+    frozen.train()
+    calls = []
+    frozen.text.register_forward_hook(lambda m, a, o: calls.append(a[0].shape[0]))
+    frozen(images, labels)
+    frozen(images, labels)
+    assert calls == [5, 5, 5]  # learned, reference (once), learned
+    trained = build_model("coop", tiny_clip, classnames, CoOpConfig(ctx_init="a photo of a"))
+    trained.train()
+    calls.clear()
+    trained.text.register_forward_hook(lambda m, a, o: calls.append(a[0].shape[0]))
+    trained(images, labels)
+    assert calls == [10]  # learned and reference batched in one pass
+
+
+def test_cached_and_uncached_give_the_same_loss(tiny_clip, classnames):
+    images, labels = _batch()
+    results = []
+    for cache in (True, False):
+        torch.manual_seed(0)
+        model = _build("vpt", tiny_clip, classnames, cache_reference=cache).train()
+        with torch.no_grad():
+            _perturb(model, 0.05)
+        results.append(model(images, labels).losses)
+    for key in results[0]:
+        torch.testing.assert_close(results[0][key], results[1][key])
+
+
+def test_truncation_does_not_change_losses_or_gradients(tiny_clip, classnames):
+    images, labels = _batch()
+    out = []
+    for truncate in (True, False):
+        torch.manual_seed(0)
+        model = _build("maple", tiny_clip, classnames, truncate_text=truncate).train()
+        with torch.no_grad():
+            _perturb(model, 0.05)
+        losses = model(images, labels).losses
+        out.append((losses["total"], torch.autograd.grad(losses["total"], model.trainable_parameters())))
+    torch.testing.assert_close(out[0][0], out[1][0])
+    for a, b in zip(out[0][1], out[1][1]):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("case", ["coop", "maple", "vpt-deep"])
+def test_checkpoint_round_trip(tiny_clip, classnames, case, tmp_path):
+    torch.manual_seed(0)
+    model = _build(case, tiny_clip, classnames).train()
+    optim = torch.optim.SGD(model.trainable_parameters(), lr=0.5)
+    images, labels = _batch()
+    model(images, labels).losses["total"].backward()
+    optim.step()
+    path = tmp_path / "ckpt.pt"
+    torch.save(model.checkpoint_state(), path)
+    state = torch.load(path, weights_only=True)
+    assert not any(k.startswith(("text.", "image.", "frozen.")) for k in state["state_dict"])
+    torch.manual_seed(1)
+    fresh = _build(case, tiny_clip, classnames)
+    fresh.load_checkpoint_state(state)
+    model.eval(), fresh.eval()
+    assert torch.equal(model(images).logits, fresh(images).logits)
+
+
+def test_checkpoint_of_another_method_or_backbone_is_refused(tiny_clip, classnames):
+    state = _build("coop", tiny_clip, classnames).checkpoint_state()
+    with pytest.raises(ValueError, match="method 'coop'"):
+        _build("vpt", tiny_clip, classnames).load_checkpoint_state(state)
+    state["backbone"] = "ViT-B/16"
+    with pytest.raises(ValueError, match="backbone 'ViT-B/16'"):
+        _build("coop", tiny_clip, classnames).load_checkpoint_state(state)
+    baseline = _build("coop", tiny_clip, classnames).checkpoint_state()
+    with pytest.raises(ValueError, match="LAMM"):
+        _build("coop", tiny_clip, classnames, enabled=False).load_checkpoint_state(baseline)
+
+
+def test_base_to_new_switch_keeps_learned_labels_by_name(tiny_clip, classnames):
+    torch.manual_seed(0)
+    base, new = classnames[:3], classnames[3:]
+    model = _build("coop", tiny_clip, base)
+    with torch.no_grad():
+        _perturb(model, 0.3)
+    state = model.checkpoint_state()
+    model.eval()
+    images, _ = _batch()
+    base_logits = model(images).logits
+    model.set_classnames(new + base[:1])  # new classes keep CLIP's embeddings; "dog" keeps its learned rows
+    mixed = model(images).logits
+    reference = _build("coop", tiny_clip, new + base[:1], enabled=False)
+    reference.load_state_dict({"method.ctx": model.method.ctx.detach()})
+    reference.eval()
+    ref_logits = reference(images).logits
+    torch.testing.assert_close(mixed[:, :2], ref_logits[:, :2])
+    assert not torch.allclose(mixed[:, 2], ref_logits[:, 2])
+    # A model built on another class set loads the checkpoint by name.
+    other = _build("coop", tiny_clip, [classnames[1], classnames[4], classnames[0]])
+    other.load_checkpoint_state(state)
+    other.eval()
+    torch.testing.assert_close(other(images).logits[:, [2, 0]], base_logits[:, [0, 1]])
+
+
+def test_add_classes_leaves_old_rows_untouched(tiny_clip, classnames):
+    torch.manual_seed(0)
+    model = build_model("coop", tiny_clip, classnames[:2], CoOpConfig(ctx_init="a photo of a", train_ctx=False))
+    with torch.no_grad():
+        _perturb(model, 0.2)
+    old_rows = model.label_embedding.rows().detach().clone()
+    model.label_embedding.freeze()
+    model.add_classes(classnames[2:])
+    assert model.classnames == [n.replace("_", " ") for n in classnames]
+    optim = torch.optim.SGD(model.trainable_parameters(), lr=1.0, weight_decay=0.1, momentum=0.9)
+    images, labels = _batch()
+    model.train()
+    for _ in range(2):
+        optim.zero_grad()
+        model(images, labels).losses["total"].backward()
+        optim.step()
+    rows = model.label_embedding.rows().detach()
+    assert torch.equal(rows[: len(old_rows)], old_rows)
+    assert not torch.equal(rows[len(old_rows) :], model.label_embedding.init[len(old_rows) :])
+
+
+@pytest.mark.parametrize(
+    ("rule", "counts"), [("all", [1, 2, 4, 1, 2]), ("first_k", [1, 2, 2, 1, 2]), ("min_len", [1] * 5)]
+)
+def test_label_token_rules(tiny_clip, classnames, rule, counts):
+    model = _build("coop", tiny_clip, classnames, label_tokens=rule, first_k=2)
+    assert model.label_embedding.counts == counts
+
+
+def test_official_min_len_uses_shortest_name(tiny_clip):
+    model = _build("coop", tiny_clip, ["golden retriever", "bernese mountain dog"], label_tokens="min_len")
+    assert model.label_embedding.counts == [2, 2]
+    capped = _build(
+        "maple", tiny_clip, ["golden retriever", "bernese mountain dog"], label_tokens="min_len", min_len_cap=1
+    )
+    assert capped.label_embedding.counts == [1, 1]
+
+
+def test_class_specific_context_refuses_other_classes(tiny_clip, classnames):
+    model = _build("coop-csc", tiny_clip, classnames)
+    with pytest.raises(ValueError, match="Class-specific"):
+        model.set_classnames(classnames[:2])
+
+
+def test_unknown_method(tiny_clip, classnames):
+    with pytest.raises(KeyError, match="registered"):
+        build_model("cocoop", tiny_clip, classnames)
+
+
+def test_state_dict_holds_only_learned_tensors(tiny_clip, classnames):
+    model = _build("maple", tiny_clip, classnames)
+    keys = set(model.state_dict())
+    assert "label_embedding.rows" in keys and "method.ctx" in keys
+    assert not any("transformer" in k or "token_embedding" in k for k in keys)
+    assert sum(p.numel() for p in model.parameters()) < 20_000
