@@ -1,0 +1,53 @@
+"""ImageNet-1k (Deng et al., CVPR 2009) in CoOp's format: 1000 classes, the validation set as test set.
+
+Class names come from ``classnames.txt`` (CLIP's cleaned ImageNet names, ``<wnid> <name>`` per line). The
+image listing is cached in ``preprocessed.pkl`` (CoOp's file), since listing 1.3 M files takes minutes.
+"""
+
+import os
+import pickle
+
+from .base import FewShotDataset, Split, list_class_folders, read_class_folders, read_classnames, register_dataset
+
+
+class ImageFolderDataset(FewShotDataset):
+    """``<dataset_dir>/{images/<train_subdir>/<wnid>/*, images/<test_subdir>/<wnid>/*, <classnames_file>}``.
+
+    Labels follow the sorted class folders; validation is the test set (``has_val = False``), as in CoOp.
+    """
+
+    has_val = False
+    train_subdir = "train"
+    test_subdir = "val"
+    classnames_file = "classnames.txt"
+    cache_file = "preprocessed.pkl"
+
+    def read_data(self) -> tuple[Split, None, Split]:
+        self.image_dir = self.require(os.path.join(self.dataset_dir, "images"), "image folder")
+        cache = os.path.join(self.dataset_dir, self.cache_file)
+        if os.path.exists(cache):
+            with open(cache, "rb") as f:
+                data = pickle.load(f)
+            return data["train"], None, data["test"]
+        classnames = self.read_classnames()
+        train, test = (self.read_folder(classnames, d) for d in (self.train_subdir, self.test_subdir))
+        tmp = f"{cache}.tmp{os.getpid()}"
+        with open(tmp, "wb") as f:
+            pickle.dump({"train": train, "test": test}, f, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(tmp, cache)
+        return train, None, test
+
+    def read_classnames(self) -> dict[str, str]:
+        """Folder -> class name."""
+        return read_classnames(self.require(os.path.join(self.dataset_dir, self.classnames_file), "class-name file"))
+
+    def read_folder(self, classnames: dict[str, str], subdir: str) -> Split:
+        folder = self.require(os.path.join(self.image_dir, subdir), f"{subdir} image folder")
+        return read_class_folders(folder, list_class_folders(folder), classnames)
+
+
+@register_dataset
+class ImageNet(ImageFolderDataset):
+    """``imagenet/{images/train/<wnid>/*.JPEG, images/val/<wnid>/*.JPEG, classnames.txt}``."""
+
+    dataset_dir = "imagenet"
