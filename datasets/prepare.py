@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import http.client
 import json
 import os
 import pickle
@@ -202,7 +203,7 @@ def download(
                     for chunk in iter(lambda: response.read(_CHUNK), b""):
                         f.write(chunk)
                         bar.update(len(chunk))
-                except (OSError, ValueError) as e:
+                except (OSError, ValueError, http.client.HTTPException) as e:
                     raise DownloadError(f"downloading {url} was interrupted ({e}); run again to resume") from e
         size = part.stat().st_size
         if total is not None and size != total:
