@@ -1,0 +1,155 @@
+"""Fixes for Dassl 0.6.3 on current PyTorch, applied from our side (Dassl itself is never edited or patched).
+
+Each function replaces one Dassl call that fails on torch >= 2.6/2.7, for use by our trainers only:
+
+* :func:`build_lr_scheduler`: Dassl's warm-up wrappers pass ``verbose`` to ``LRScheduler.__init__``, which
+  torch 2.7 removed (``TypeError: LRScheduler.__init__() takes from 2 to 3 positional arguments but 4 were
+  given``). We build Dassl's successor schedule unchanged and wrap it in subclasses of Dassl's warm-up classes
+  that call the base constructor without ``verbose``.
+* :func:`load_checkpoint`: Dassl calls ``torch.load`` without ``weights_only``; torch 2.6 made ``True`` the
+  default and Dassl checkpoints hold pickled objects (the warm-up scheduler's state carries its successor
+  object), hence ``UnpicklingError``. Our checkpoints hold tensors and plain containers only and are read with
+  ``weights_only=True``; a file that needs pickle gets an error that says what it is.
+* :func:`scheduler_state_dict` / :func:`load_scheduler_state_dict`: the plain-container form of a (warm-up)
+  scheduler's state that makes the above possible, and its inverse.
+* :func:`format_val_result`: Dassl's ``load_model`` formats ``val_result`` with ``:.1f``, which fails on the
+  ``None`` that last-epoch checkpoints carry.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from typing import Any, Optional
+
+import torch
+from dassl.optim import lr_scheduler as dassl_lr_scheduler
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LRScheduler
+from yacs.config import CfgNode
+
+__all__ = [
+    "CheckpointFormatError",
+    "ConstantWarmupScheduler",
+    "LinearWarmupScheduler",
+    "build_lr_scheduler",
+    "format_val_result",
+    "load_checkpoint",
+    "load_scheduler_state_dict",
+    "scheduler_state_dict",
+]
+
+
+class CheckpointFormatError(RuntimeError):
+    """A checkpoint file that cannot be read safely or was not written by this package."""
+
+
+class ConstantWarmupScheduler(dassl_lr_scheduler.ConstantWarmupScheduler):
+    """Dassl's constant warm-up (``WARMUP_TYPE: constant``) without the ``verbose`` argument.
+
+    ``get_lr`` and ``step`` are Dassl's, so the schedule is exactly Dassl's.
+    """
+
+    def __init__(
+        self, optimizer: Optimizer, successor: LRScheduler, warmup_epoch: int, cons_lr: float, last_epoch: int = -1
+    ) -> None:
+        self.cons_lr = cons_lr
+        self.successor = successor
+        self.warmup_epoch = warmup_epoch
+        LRScheduler.__init__(self, optimizer, last_epoch)
+
+
+class LinearWarmupScheduler(dassl_lr_scheduler.LinearWarmupScheduler):
+    """Dassl's linear warm-up (``WARMUP_TYPE: linear``) without the ``verbose`` argument."""
+
+    def __init__(
+        self, optimizer: Optimizer, successor: LRScheduler, warmup_epoch: int, min_lr: float, last_epoch: int = -1
+    ) -> None:
+        self.min_lr = min_lr
+        self.successor = successor
+        self.warmup_epoch = warmup_epoch
+        LRScheduler.__init__(self, optimizer, last_epoch)
+
+
+def build_lr_scheduler(optimizer: Optimizer, optim_cfg: CfgNode) -> LRScheduler:
+    """Dassl's ``build_lr_scheduler`` with working warm-up wrappers.
+
+    The successor (single_step / multi_step / cosine) is built by Dassl itself from a copy of ``optim_cfg``
+    without warm-up, so its validation and arguments stay Dassl's.
+
+    Args:
+        optimizer: The optimiser to schedule.
+        optim_cfg: Dassl's ``cfg.OPTIM`` node.
+
+    Returns:
+        The scheduler; a warm-up wrapper around the successor when ``WARMUP_EPOCH > 0``.
+    """
+    plain_cfg = optim_cfg.clone()
+    plain_cfg.defrost()
+    plain_cfg.WARMUP_EPOCH = -1
+    scheduler = dassl_lr_scheduler.build_lr_scheduler(optimizer, plain_cfg)
+
+    warmup_epoch = optim_cfg.WARMUP_EPOCH
+    if warmup_epoch <= 0:
+        return scheduler
+    if not optim_cfg.WARMUP_RECOUNT:
+        scheduler.last_epoch = warmup_epoch
+    if optim_cfg.WARMUP_TYPE == "constant":
+        return ConstantWarmupScheduler(optimizer, scheduler, warmup_epoch, optim_cfg.WARMUP_CONS_LR)
+    if optim_cfg.WARMUP_TYPE == "linear":
+        return LinearWarmupScheduler(optimizer, scheduler, warmup_epoch, optim_cfg.WARMUP_MIN_LR)
+    raise ValueError(f"OPTIM.WARMUP_TYPE must be 'constant' or 'linear', got {optim_cfg.WARMUP_TYPE!r}.")
+
+
+def scheduler_state_dict(scheduler: LRScheduler) -> dict[str, Any]:
+    """The scheduler's state with nested schedulers (a warm-up's successor) as state dicts, not objects.
+
+    The result holds plain containers, numbers and tensors only, so it loads with ``weights_only=True``.
+    """
+    state = scheduler.state_dict()
+    successor = state.get("successor")
+    if isinstance(successor, LRScheduler):
+        state["successor"] = scheduler_state_dict(successor)
+    return state
+
+
+def load_scheduler_state_dict(scheduler: LRScheduler, state: dict[str, Any]) -> None:
+    """Inverse of :func:`scheduler_state_dict`: restore ``scheduler`` and its successor in place."""
+    state = dict(state)
+    successor_state = state.pop("successor", None)
+    scheduler.load_state_dict(state)
+    successor = getattr(scheduler, "successor", None)
+    if isinstance(successor_state, dict) and isinstance(successor, LRScheduler):
+        load_scheduler_state_dict(successor, successor_state)
+
+
+def load_checkpoint(path: str, map_location: Any = "cpu") -> dict[str, Any]:
+    """Read a checkpoint with ``torch.load(..., weights_only=True)``.
+
+    Args:
+        path: Checkpoint file.
+        map_location: Passed to ``torch.load``.
+
+    Returns:
+        The checkpoint dict.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        CheckpointFormatError: The file needs pickle to load (e.g. a checkpoint written by Dassl's own
+            ``save_model`` in CoOp, MaPLe, ...): it is not one of ours and is not unpickled.
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"No checkpoint at {path}")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise CheckpointFormatError(
+            f"{path} holds pickled Python objects, so it was not written by lamm_plugin (whose checkpoints hold "
+            f"tensors and plain values only) but, e.g., by another repository's trainer. It is not loaded with "
+            f"pickle for safety. Details: {err}"
+        ) from err
+
+
+def format_val_result(val_result: Optional[float]) -> str:
+    """``val_result`` as Dassl prints it (one decimal), or ``None`` for checkpoints saved without validation."""
+    return "None" if val_result is None else f"{val_result:.1f}"

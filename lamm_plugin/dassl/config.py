@@ -1,0 +1,268 @@
+"""yacs config nodes generated from the dataclasses in :mod:`lamm_plugin.config` (detectron2's ``add_*_config``).
+
+A dataclass field ``n_ctx`` becomes key ``N_CTX`` with the field's default, so every default lives on the
+dataclass and nowhere else. Nodes:
+
+* ``TRAINER.LAMM_COOP``, ``TRAINER.LAMM_MAPLE``, ``TRAINER.LAMM_VPT``: the host method's settings, plus
+  ``PREC`` (``fp16``, ``fp32``, ``bf16`` or ``amp``) as in the host repositories' ``TRAINER.COOP.PREC``;
+* ``TRAINER.LAMM``: :class:`~lamm_plugin.config.LAMMConfig`, shared by every LAMM trainer;
+* baselines of this repository (:func:`add_baseline_config`): ``TRAINER.COOP``, ``TRAINER.MAPLE``,
+  ``TRAINER.VPT``, ``TRAINER.ZEROSHOTCLIP``. Host repositories define their own ``TRAINER.COOP`` etc., so the
+  plugin never adds these on import;
+* ``DATASET.SUBSAMPLE_CLASSES`` (``all``, ``base`` or ``new``) when the host has not added it;
+* ``MODEL.BACKBONE.PRETRAINED``: a pretrained tag or checkpoint path for :func:`lamm_plugin.load_clip`. Dassl's
+  default is the bool ``True``, which yacs would not let a string replace; the default becomes ``None`` (the
+  backbone's default weights), which accepts any value.
+
+Host repositories merge their yaml files into ``get_cfg_default()`` before any trainer code runs, and yacs
+refuses unknown keys, so :func:`install` adds the nodes to Dassl's default config object itself; it runs when
+:mod:`lamm_plugin.dassl` is imported. It also makes a mistyped key fail with an error that names the key and
+its closest matches (:class:`ConfigKeyError`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import logging
+import re
+from typing import Any, Optional
+
+from yacs.config import CfgNode
+
+from lamm_plugin.config import METHOD_CONFIGS, LAMMConfig, from_dict
+
+__all__ = [
+    "BASELINE_NODES",
+    "LAMM_NODE",
+    "LAMM_NODES",
+    "PRECISION_KEY",
+    "PRECISIONS",
+    "ConfigKeyError",
+    "SuggestingCfgNode",
+    "add_baseline_config",
+    "add_lamm_config",
+    "all_keys",
+    "close_keys",
+    "dassl_default_cfg",
+    "dataclass_to_node",
+    "install",
+    "lamm_config_from_cfg",
+    "method_config_from_cfg",
+    "node_to_dataclass",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Trainer node -> method name in :data:`lamm_plugin.config.METHOD_CONFIGS`.
+LAMM_NODES: dict[str, str] = {"LAMM_COOP": "coop", "LAMM_MAPLE": "maple", "LAMM_VPT": "vpt"}
+#: Nodes of this repository's baselines (named like the host repositories' nodes).
+BASELINE_NODES: dict[str, str] = {"COOP": "coop", "MAPLE": "maple", "VPT": "vpt", "ZEROSHOTCLIP": "zeroshot"}
+#: The node of :class:`~lamm_plugin.config.LAMMConfig`.
+LAMM_NODE = "LAMM"
+#: Key of the precision in every trainer node, as in the host repositories.
+PRECISION_KEY = "PREC"
+PRECISIONS = ("fp16", "fp32", "bf16", "amp")
+#: The host repositories' default (CLIP's own weights are fp16).
+DEFAULT_PRECISION = "fp16"
+SUBSAMPLE_CHOICES = ("all", "base", "new")
+
+
+def _key(field_name: str) -> str:
+    return field_name.upper()
+
+
+def dataclass_to_node(config: Any, extra: Optional[dict[str, Any]] = None) -> CfgNode:
+    """A yacs node with one upper-case key per dataclass field.
+
+    Args:
+        config: A dataclass instance or class (the class gives its defaults).
+        extra: Keys appended after the fields (e.g. ``{"PREC": "fp16"}``).
+
+    Returns:
+        A new node; keys follow the field order.
+    """
+    instance = config() if isinstance(config, type) else config
+    values = {_key(f.name): getattr(instance, f.name) for f in dataclasses.fields(instance)}
+    values.update(extra or {})
+    return CfgNode(values)
+
+
+def node_to_dataclass(node: CfgNode, cls: type, ignore: tuple[str, ...] = (PRECISION_KEY,)) -> Any:
+    """Build dataclass ``cls`` from a node made by :func:`dataclass_to_node`.
+
+    Args:
+        node: The yacs node.
+        cls: The dataclass.
+        ignore: Node keys that are not fields (the precision).
+
+    Raises:
+        KeyError: The node has a key that is not a field of ``cls`` (dataclass and node out of step).
+    """
+    fields = {_key(f.name): f.name for f in dataclasses.fields(cls)}
+    values = {}
+    for key, value in node.items():
+        if key in ignore:
+            continue
+        values[fields.get(key, key.lower())] = list(value) if isinstance(value, tuple) else value
+    return from_dict(cls, values)
+
+
+def _add_missing(parent: CfgNode, name: str, node: CfgNode) -> None:
+    """Add ``node`` as ``parent[name]``, or only its missing keys when the host already has such a node."""
+    if name not in parent:
+        setattr(parent, name, node)
+        return
+    for key, value in node.items():
+        if key not in parent[name]:
+            parent[name][key] = value
+
+
+def _trainer_nodes(nodes: dict[str, str], cfg: CfgNode) -> None:
+    for name, method in nodes.items():
+        _add_missing(cfg.TRAINER, name, dataclass_to_node(METHOD_CONFIGS[method], {PRECISION_KEY: DEFAULT_PRECISION}))
+
+
+def add_lamm_config(cfg: CfgNode) -> CfgNode:
+    """Add the LAMM nodes (``TRAINER.LAMM_*``, ``TRAINER.LAMM``, ...) to ``cfg`` in place; idempotent.
+
+    Existing keys are kept, so calling it after a host's ``extend_cfg`` or twice changes nothing.
+
+    Args:
+        cfg: A Dassl config (e.g. ``get_cfg_default()``), not frozen.
+
+    Returns:
+        ``cfg``.
+    """
+    _trainer_nodes(LAMM_NODES, cfg)
+    _add_missing(cfg.TRAINER, LAMM_NODE, dataclass_to_node(LAMMConfig))
+    if "SUBSAMPLE_CLASSES" not in cfg.DATASET:
+        cfg.DATASET.SUBSAMPLE_CLASSES = "all"
+    if isinstance(cfg.MODEL.BACKBONE.get("PRETRAINED"), bool) or "PRETRAINED" not in cfg.MODEL.BACKBONE:
+        cfg.MODEL.BACKBONE.PRETRAINED = None
+    return cfg
+
+
+def add_baseline_config(cfg: CfgNode) -> CfgNode:
+    """Add the nodes of this repository's baselines (``TRAINER.COOP``, ...) to ``cfg`` in place; idempotent."""
+    _trainer_nodes(BASELINE_NODES, cfg)
+    return cfg
+
+
+def method_config_from_cfg(cfg: CfgNode, node: str) -> Any:
+    """The method dataclass (e.g. :class:`~lamm_plugin.config.CoOpConfig`) of trainer node ``node``."""
+    method = {**LAMM_NODES, **BASELINE_NODES}[node]
+    return node_to_dataclass(cfg.TRAINER[node], METHOD_CONFIGS[method])
+
+
+def lamm_config_from_cfg(cfg: CfgNode) -> LAMMConfig:
+    """:class:`~lamm_plugin.config.LAMMConfig` from ``cfg.TRAINER.LAMM``."""
+    return node_to_dataclass(cfg.TRAINER[LAMM_NODE], LAMMConfig, ignore=())
+
+
+def all_keys(node: CfgNode, prefix: str = "") -> list[str]:
+    """Every full leaf key of ``node`` (``"TRAINER.LAMM_COOP.N_CTX"``, ...)."""
+    keys = []
+    for key, value in node.items():
+        full = f"{prefix}{key}"
+        keys += all_keys(value, full + ".") if isinstance(value, CfgNode) else [full]
+    return keys
+
+
+class ConfigKeyError(KeyError):
+    """A config key that does not exist; the message names it and its closest matches."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+_MISSING_KEY = re.compile(r"Non-existent (?:config )?key: ([\w.]+)")
+#: Similarity above which a key is suggested (mean of node-path and leaf-name similarity).
+_SUGGEST_CUTOFF = 0.75
+
+
+def _similarity(bad_key: str, key: str) -> float:
+    # Node path and leaf name count equally, so a typo in either is found even when the other part is long.
+    bad_node, _, bad_leaf = bad_key.rpartition(".")
+    node, _, leaf = key.rpartition(".")
+    return (
+        0.5 * difflib.SequenceMatcher(None, bad_node, node).ratio()
+        + 0.5 * difflib.SequenceMatcher(None, bad_leaf, leaf).ratio()
+    )
+
+
+def close_keys(bad_key: str, root: CfgNode, n: int = 3) -> list[str]:
+    """Up to ``n`` existing full keys of ``root`` most similar to ``bad_key``, best first."""
+    scored = sorted(((_similarity(bad_key, key), key) for key in all_keys(root)), key=lambda x: -x[0])
+    return [key for score, key in scored[:n] if score >= _SUGGEST_CUTOFF]
+
+
+def _suggest(bad_key: str, root: CfgNode) -> ConfigKeyError:
+    close = close_keys(bad_key, root)
+    hint = f" Did you mean: {', '.join(close)}?" if close else " No similar key exists."
+    return ConfigKeyError(f"Unknown config key {bad_key}.{hint}")
+
+
+class SuggestingCfgNode(CfgNode):
+    """A ``CfgNode`` whose merges report an unknown key with its closest matches.
+
+    yacs says only ``Non-existent config key: X``; this adds the similar existing keys. Behaviour is otherwise
+    unchanged (same class hierarchy, same merge code). Only the root has this class, and the nodes it creates
+    while merging are plain ``CfgNode`` objects, because yacs compares node types exactly.
+    """
+
+    @classmethod
+    def load_cfg(cls, cfg_file_obj_or_str: Any) -> CfgNode:
+        return CfgNode.load_cfg(cfg_file_obj_or_str)
+
+    @classmethod
+    def _decode_cfg_value(cls, value: Any) -> Any:
+        return CfgNode._decode_cfg_value(value)
+
+    def _merge(self, merge, *args: Any) -> None:
+        try:
+            merge(*args)
+        except (KeyError, AssertionError) as err:
+            match = _MISSING_KEY.search(str(err))
+            if match is None or isinstance(err, ConfigKeyError):
+                raise
+            raise _suggest(match.group(1), self) from err
+
+    def merge_from_file(self, cfg_filename: str) -> None:
+        self._merge(super().merge_from_file, cfg_filename)
+
+    def merge_from_other_cfg(self, cfg_other: CfgNode) -> None:
+        self._merge(super().merge_from_other_cfg, cfg_other)
+
+    def merge_from_list(self, cfg_list: list) -> None:
+        self._merge(super().merge_from_list, cfg_list)
+
+
+def dassl_default_cfg() -> CfgNode:
+    """Dassl's default config object, which ``dassl.config.get_cfg_default()`` clones."""
+    from dassl.config import defaults
+
+    return defaults._C
+
+
+def install(cfg: Optional[CfgNode] = None) -> CfgNode:
+    """Add the LAMM nodes to Dassl's default config object and give it key suggestions.
+
+    ``dassl.config.get_cfg_default()`` clones this object, so every config a host builds afterwards has our
+    nodes. Called on ``import lamm_plugin.dassl``; idempotent.
+
+    Args:
+        cfg: The config to extend; Dassl's default object when None.
+
+    Returns:
+        The extended config.
+    """
+    if cfg is None:
+        cfg = dassl_default_cfg()
+    add_lamm_config(cfg)
+    if type(cfg) is CfgNode:
+        # Only the root's merge methods run on a merge (the nested nodes are merged from there), so swapping the
+        # root's class is enough; clones keep the class.
+        object.__setattr__(cfg, "__class__", SuggestingCfgNode)
+    logger.debug("Added the LAMM config nodes to %s", type(cfg).__name__)
+    return cfg

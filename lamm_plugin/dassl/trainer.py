@@ -1,0 +1,380 @@
+"""Dassl trainers over the LAMM core: ``LAMM_CoOp``, ``LAMM_MaPLe``, ``LAMM_VPT``.
+
+The trainers are thin: CLIP comes from :func:`lamm_plugin.load_clip`, the model from
+:func:`lamm_plugin.lamm.build_model`, and the optimiser gets exactly ``model.trainable_parameters()``. What they
+add to Dassl's ``TrainerX``:
+
+* precision from ``TRAINER.<NODE>.PREC`` (``fp32``, ``fp16``, ``bf16`` or ``amp``; a GradScaler under ``fp16``
+  and ``amp``);
+* every loss term of the hierarchical loss in the ``PRINT_FREQ`` lines and in TensorBoard;
+* checkpoints holding only learned tensors, class names and configs (``model.checkpoint_state()``) plus plain
+  optimiser and scheduler states, in Dassl's layout (``<output>/prompt_learner/model.pth.tar-<epoch>``,
+  ``model-best.pth.tar``, ``checkpoint``), read with ``torch.load(..., weights_only=True)``; labels are matched by
+  class name, so a checkpoint evaluates on another class set (base -> new, ImageNet -> its variants);
+* ``results.json`` beside ``log.txt`` after the final evaluation (full-precision accuracy, macro F1, per-class
+  accuracy, config, timings);
+* the compatibility fixes of :mod:`lamm_plugin.dassl.compat` for current PyTorch.
+
+Subclasses set :attr:`PromptTrainer.METHOD` and :attr:`PromptTrainer.NODE`; the repository's baselines set
+:attr:`PromptTrainer.USE_LAMM` to ``False``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime
+import os
+import os.path as osp
+import time
+from typing import Any, Optional
+
+import torch
+from dassl.engine import TrainerX
+from dassl.metrics import compute_accuracy
+from dassl.optim import build_optimizer
+from dassl.utils import save_checkpoint
+
+from lamm_plugin import build_model, load_clip
+from lamm_plugin.dassl import compat
+from lamm_plugin.dassl.config import (
+    PRECISION_KEY,
+    PRECISIONS,
+    lamm_config_from_cfg,
+    method_config_from_cfg,
+)
+from lamm_plugin.dassl.results import (
+    RESULTS_FILENAME,
+    RESULTS_FORMAT,
+    RecordingEvaluator,
+    cfg_to_dict,
+    per_class_accuracy,
+    write_json,
+)
+
+__all__ = ["LAMM_CoOp", "LAMM_MaPLe", "LAMM_VPT", "TRAINERS", "PromptTrainer"]
+
+#: Keys a saved checkpoint adds to ``model.checkpoint_state()`` (Dassl's names).
+TRAINING_KEYS = ("epoch", "optimizer", "scheduler", "val_result")
+BEST_MODEL_FILE = "model-best.pth.tar"
+
+
+class PromptTrainer(TrainerX):
+    """Base Dassl trainer for every method of the core (LAMM trainers and the baselines).
+
+    Attributes:
+        METHOD: Method name of the core (``"coop"``, ``"maple"``, ``"vpt"``, ``"zeroshot"``).
+        NODE: Config node under ``TRAINER`` holding the method's settings and ``PREC``.
+        USE_LAMM: ``False`` for the plain host method (``TRAINER.LAMM`` is then ignored).
+        MODEL_NAME: Name the model is registered under: the checkpoint sub-folder.
+    """
+
+    METHOD: str = ""
+    NODE: str = ""
+    USE_LAMM: bool = True
+    MODEL_NAME: str = "prompt_learner"
+
+    def __init__(self, cfg) -> None:
+        self._time_init = time.time()
+        self._time_train: Optional[tuple[float, float]] = None
+        self._loaded_checkpoint: Optional[dict[str, Any]] = None
+        super().__init__(cfg)
+        self.evaluator = RecordingEvaluator(self.evaluator)
+
+    # ---- building ------------------------------------------------------------------------------------------------
+    def check_cfg(self, cfg) -> None:
+        prec = cfg.TRAINER[self.NODE][PRECISION_KEY]
+        if prec not in PRECISIONS:
+            raise ValueError(f"TRAINER.{self.NODE}.{PRECISION_KEY} must be one of {PRECISIONS}, got {prec!r}.")
+
+    @property
+    def precision(self) -> str:
+        """The precision in use: ``PREC``, except fp32 for ``fp16``/``amp`` on a CPU (no fast fp16 kernels)."""
+        prec = self.cfg.TRAINER[self.NODE][PRECISION_KEY]
+        if self.device.type == "cpu" and prec in ("fp16", "amp"):
+            return "fp32"
+        return prec
+
+    def method_config(self) -> Any:
+        """The method's dataclass config from ``TRAINER.<NODE>``."""
+        method_cfg = method_config_from_cfg(self.cfg, self.NODE)
+        if self.METHOD == "zeroshot" and not method_cfg.dataset:
+            method_cfg = dataclasses.replace(method_cfg, dataset=self.cfg.DATASET.NAME)
+        return method_cfg
+
+    def lamm_config(self) -> Any:
+        """:class:`~lamm_plugin.config.LAMMConfig` from ``TRAINER.LAMM`` (disabled for the baselines)."""
+        lamm_cfg = lamm_config_from_cfg(self.cfg)
+        if not self.USE_LAMM or self.METHOD == "zeroshot":
+            lamm_cfg = dataclasses.replace(lamm_cfg, enabled=False)
+        return lamm_cfg
+
+    def build_model(self) -> None:
+        cfg = self.cfg
+        classnames = self.dm.dataset.classnames
+        prec = cfg.TRAINER[self.NODE][PRECISION_KEY]
+        if prec != self.precision:
+            print(f"Note: PREC {prec} is not supported on {self.device.type}; using {self.precision}")
+
+        print(f"Loading CLIP (backbone: {cfg.MODEL.BACKBONE.NAME})")
+        clip = load_clip(
+            cfg.MODEL.BACKBONE.NAME, pretrained=self._pretrained(), precision=self.precision, device=self.device
+        )
+        self._check_input(clip)
+
+        print(f"Building {self.METHOD} ({'with' if self.lamm_config().enabled else 'without'} LAMM)")
+        shots = max(int(cfg.DATASET.NUM_SHOTS), 0)
+        self.model = build_model(self.METHOD, clip, classnames, self.method_config(), self.lamm_config(), shots)
+        self.model.to(self.device)
+        if cfg.MODEL.INIT_WEIGHTS:
+            # Before the optimiser is built: loading may resize the label-embedding parameter.
+            self._load_state(compat.load_checkpoint(cfg.MODEL.INIT_WEIGHTS), cfg.MODEL.INIT_WEIGHTS)
+            print(f"Initialised learned tensors from {cfg.MODEL.INIT_WEIGHTS}")
+
+        params = self.model.trainable_parameters()
+        print(f"# trainable params: {sum(p.numel() for p in params):,}")
+        self.optim = build_optimizer(params, cfg.OPTIM) if params else None
+        self.sched = compat.build_lr_scheduler(self.optim, cfg.OPTIM) if params else None
+        self.register_model(self.MODEL_NAME, self.model, self.optim, self.sched)
+        self.scaler = None
+        if params and self.precision in ("fp16", "amp"):
+            self.scaler = torch.amp.GradScaler(self.device.type)
+
+    def _pretrained(self) -> Optional[str]:
+        """``MODEL.BACKBONE.PRETRAINED`` for :func:`load_clip`: None/True = default weights, False = random."""
+        value = self.cfg.MODEL.BACKBONE.get("PRETRAINED")
+        if value is None or value is True:
+            return None
+        if value is False:
+            return ""
+        return str(value)
+
+    def _check_input(self, clip) -> None:
+        size = tuple(self.cfg.INPUT.SIZE)
+        if size != (clip.image_size, clip.image_size):
+            raise ValueError(
+                f"INPUT.SIZE {size} does not fit backbone {clip.name!r}, which takes "
+                f"{clip.image_size}x{clip.image_size} images: set INPUT.SIZE ({clip.image_size}, {clip.image_size})."
+            )
+        if "normalize" in self.cfg.INPUT.TRANSFORMS:
+            mean, std = tuple(self.cfg.INPUT.PIXEL_MEAN), tuple(self.cfg.INPUT.PIXEL_STD)
+            if any(abs(a - b) > 1e-4 for a, b in zip(mean + std, clip.mean + clip.std)):
+                print(
+                    f"Note: INPUT.PIXEL_MEAN/STD {mean}/{std} differ from the backbone's normalisation "
+                    f"{clip.mean}/{clip.std}"
+                )
+
+    # ---- training ------------------------------------------------------------------------------------------------
+    def _autocast(self):
+        if self.precision == "amp":
+            dtype = torch.float16 if self.device.type == "cuda" else torch.bfloat16
+            return torch.autocast(device_type=self.device.type, dtype=dtype)
+        return contextlib.nullcontext()
+
+    def parse_batch_train(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        return batch["img"].to(self.device), batch["label"].to(self.device)
+
+    def forward_backward(self, batch: dict) -> dict[str, float]:
+        if self.optim is None:
+            raise RuntimeError(f"{type(self).__name__} has nothing to train; run it with --eval-only.")
+        image, label = self.parse_batch_train(batch)
+        with self._autocast():
+            out = self.model(image, label)
+        loss = out.losses["total"]
+        if self.scaler is not None:
+            self.optim.zero_grad()
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optim)
+            self.scaler.update()
+        else:
+            self.model_backward_and_update(loss)
+
+        summary = {"loss": loss.item(), "acc": compute_accuracy(out.logits.detach(), label)[0].item()}
+        summary.update({name: value.item() for name, value in out.losses.items() if name != "total"})
+        if (self.batch_idx + 1) == self.num_batches:
+            self.update_lr()
+        return summary
+
+    def model_inference(self, input: torch.Tensor) -> torch.Tensor:
+        with self._autocast():
+            return self.model(input).logits.float()
+
+    def before_train(self) -> None:
+        super().before_train()
+        self._time_train = (self.time_start, self.time_start)
+
+    def after_train(self) -> None:
+        self._time_train = (self._time_train[0] if self._time_train else time.time(), time.time())
+        super().after_train()
+
+    # ---- checkpoints ---------------------------------------------------------------------------------------------
+    def save_model(
+        self, epoch: int, directory: str, is_best: bool = False, val_result: Optional[float] = None, model_name=""
+    ) -> None:
+        for name in self.get_model_names():
+            optim, sched = self._optims[name], self._scheds[name]
+            state = self._models[name].checkpoint_state()
+            state.update(
+                epoch=epoch + 1,
+                optimizer=optim.state_dict() if optim is not None else None,
+                scheduler=compat.scheduler_state_dict(sched) if sched is not None else None,
+                val_result=None if val_result is None else float(val_result),
+            )
+            save_checkpoint(state, osp.join(directory, name), is_best=is_best, model_name=model_name)
+
+    def _load_state(self, checkpoint: dict[str, Any], path: str, name: Optional[str] = None) -> None:
+        model = self._models[name] if name is not None else self.model
+        core_state = {k: v for k, v in checkpoint.items() if k not in TRAINING_KEYS}
+        try:
+            model.load_checkpoint_state(core_state)
+        except ValueError as err:
+            raise ValueError(f"Cannot load {path} into {self.cfg.TRAINER.NAME}: {err}") from err
+
+    def load_model(self, directory: str, epoch: Optional[int] = None) -> None:
+        """Load learned tensors for evaluation, like Dassl's ``load_model`` (``--model-dir``, ``--load-epoch``).
+
+        Without ``epoch`` the best model is loaded, or, when none was saved (``TEST.FINAL_MODEL last_step``), the
+        last checkpoint.
+        """
+        if not directory:
+            print("Note that load_model() is skipped as no pretrained model is given (ignore this if it is on purpose)")
+            return
+        for name in self.get_model_names():
+            path = self._model_path(directory, name, epoch)
+            checkpoint = compat.load_checkpoint(path)
+            val_result = compat.format_val_result(checkpoint.get("val_result"))
+            print(f"Load {path} to {name} (epoch={checkpoint.get('epoch')}, val_result={val_result})")
+            self._load_state(checkpoint, path, name)
+            self._loaded_checkpoint = {"path": osp.abspath(path), "epoch": checkpoint.get("epoch")}
+
+    @staticmethod
+    def _model_path(directory: str, name: str, epoch: Optional[int]) -> str:
+        folder = osp.join(directory, name)
+        model_file = BEST_MODEL_FILE if epoch is None else f"model.pth.tar-{epoch}"
+        path = osp.join(folder, model_file)
+        if osp.exists(path):
+            return path
+        last = _last_checkpoint(folder)
+        if epoch is None and last is not None:
+            print(f"No {model_file} in {folder} (saved only with TEST.FINAL_MODEL best_val); loading {last}")
+            return osp.join(folder, last)
+        found = sorted(f for f in os.listdir(folder) if f.startswith("model")) if osp.isdir(folder) else []
+        raise FileNotFoundError(f"No model at {path} (found: {', '.join(found) or 'nothing'})")
+
+    def resume_model_if_exist(self, directory: str) -> int:
+        """Resume from the last checkpoint in ``directory`` (Dassl's ``resume_model_if_exist``), weights only."""
+        names = self.get_model_names()
+        if any(_last_checkpoint(osp.join(directory, name)) is None for name in names):
+            print("No checkpoint found, train from scratch")
+            return 0
+        print(f"Found checkpoint at {directory} (will resume training)")
+        start_epoch = 0
+        for name in names:
+            path = osp.join(directory, name, _last_checkpoint(osp.join(directory, name)))
+            print(f'Loading checkpoint from "{path}"')
+            checkpoint = compat.load_checkpoint(path)
+            self._load_state(checkpoint, path, name)
+            print("Loaded model weights")
+            if self._optims[name] is not None and checkpoint.get("optimizer") is not None:
+                self._optims[name].load_state_dict(checkpoint["optimizer"])
+                print("Loaded optimizer")
+            if self._scheds[name] is not None and checkpoint.get("scheduler") is not None:
+                compat.load_scheduler_state_dict(self._scheds[name], checkpoint["scheduler"])
+                print("Loaded scheduler")
+            start_epoch = checkpoint["epoch"]
+            print(f"Previous epoch: {start_epoch}")
+        return start_epoch
+
+    # ---- evaluation ----------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def test(self, split: Optional[str] = None) -> float:
+        """Dassl's evaluation (prints ``* accuracy: X%``); the final one (``split=None``) writes ``results.json``."""
+        start = time.time()
+        result = super().test(split)
+        if split is None:
+            self.write_results(time.time() - start)
+        return result
+
+    def write_results(self, test_seconds: float) -> str:
+        """Write ``results.json`` for the last evaluation into ``OUTPUT_DIR``; returns its path."""
+        cfg = self.cfg
+        split = cfg.TEST.SPLIT if cfg.TEST.SPLIT == "test" or self.val_loader is not None else "test"
+        metrics = self.evaluator.results
+        per_class = per_class_accuracy(self.evaluator.y_true, self.evaluator.y_pred, self.lab2cname)
+        now = time.time()
+        train_seconds = None if self._time_train is None else self._time_train[1] - self._time_train[0]
+        results = {
+            "format": RESULTS_FORMAT,
+            "trainer": cfg.TRAINER.NAME,
+            "method": self.METHOD,
+            "lamm": self.lamm_config().enabled,
+            "dataset": cfg.DATASET.NAME,
+            "subsample_classes": cfg.DATASET.get("SUBSAMPLE_CLASSES", "all"),
+            "shots": int(cfg.DATASET.NUM_SHOTS),
+            "seed": int(cfg.SEED),
+            "backbone": cfg.MODEL.BACKBONE.NAME,
+            "precision": self.precision,
+            "split": split,
+            "epoch": self.epoch + 1 if self._time_train is not None else None,
+            "checkpoint": self._loaded_checkpoint,
+            "accuracy": metrics.get("accuracy"),
+            "error_rate": metrics.get("error_rate"),
+            "macro_f1": metrics.get("macro_f1"),
+            "mean_per_class_accuracy": (
+                sum(c["accuracy"] for c in per_class.values()) / len(per_class) if per_class else None
+            ),
+            "num_samples": len(self.evaluator.y_true),
+            "num_classes": self.num_classes,
+            "classnames": list(self.dm.dataset.classnames),
+            "per_class": per_class,
+            "timings": {
+                "train_seconds": train_seconds,
+                "test_seconds": test_seconds,
+                "total_seconds": now - self._time_init,
+                "started_at": _iso(self._time_init),
+                "finished_at": _iso(now),
+            },
+            "config": cfg_to_dict(cfg),
+        }
+        path = osp.join(self.output_dir, RESULTS_FILENAME)
+        write_json(results, path)
+        print(f"Results written to {path}")
+        return path
+
+
+def _last_checkpoint(folder: str) -> Optional[str]:
+    """The file named in Dassl's ``checkpoint`` index of ``folder`` (the last one saved), if it exists."""
+    index = osp.join(folder, "checkpoint")
+    if not osp.isfile(index):
+        return None
+    with open(index) as f:
+        name = f.readline().strip()
+    return name if name and osp.isfile(osp.join(folder, name)) else None
+
+
+def _iso(seconds: float) -> str:
+    return datetime.datetime.fromtimestamp(seconds).isoformat(timespec="seconds")
+
+
+class LAMM_CoOp(PromptTrainer):
+    """CoOp with LAMM. With ``TRAIN_CTX False`` and ``CTX_INIT "a photo of a"`` it is LAMM alone."""
+
+    METHOD = "coop"
+    NODE = "LAMM_COOP"
+
+
+class LAMM_MaPLe(PromptTrainer):
+    """MaPLe with LAMM."""
+
+    METHOD = "maple"
+    NODE = "LAMM_MAPLE"
+
+
+class LAMM_VPT(PromptTrainer):
+    """VPT (visual prompts, hand-crafted text prompt) with LAMM."""
+
+    METHOD = "vpt"
+    NODE = "LAMM_VPT"
+
+
+TRAINERS = (LAMM_CoOp, LAMM_MaPLe, LAMM_VPT)
