@@ -32,13 +32,15 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Optional
 
 from dassl.data.datasets import DATASET_REGISTRY, DatasetBase, Datum
+from yacs.config import CfgNode
 
 __all__ = [
     "DatasetFormatError",
     "DatasetNotPreparedError",
+    "EvalOnlyDataset",
     "FewShotDataset",
     "SplitFileDataset",
-    "TestOnlyDataset",
+    "camel_to_words",
     "list_class_folders",
     "make_datum",
     "prepare_command",
@@ -48,6 +50,7 @@ __all__ = [
     "register_dataset",
     "select_classes",
     "split_folders",
+    "split_per_class",
     "split_trainval",
     "subsample_classes",
     "write_split",
@@ -55,7 +58,7 @@ __all__ = [
 
 SUBSAMPLE_CHOICES = ("all", "base", "new")
 FEWSHOT_DIRNAME = "split_fewshot"
-Split = list  # a list of Datum
+Split = list[Datum]
 
 
 class DatasetNotPreparedError(FileNotFoundError):
@@ -317,7 +320,7 @@ def camel_to_words(name: str, sep: str = "_") -> str:
 
 
 class _DatasetMixin:
-    """The registered name and the "missing path" error, shared by every dataset class."""
+    """The "missing path" error shared by every dataset class."""
 
     root = ""
 
@@ -353,7 +356,7 @@ class FewShotDataset(_DatasetMixin, DatasetBase):
     dataset_dir = ""
     has_val = True
 
-    def __init__(self, cfg) -> None:
+    def __init__(self, cfg: CfgNode) -> None:
         self.root = os.path.abspath(os.path.expanduser(cfg.DATASET.ROOT))
         self.dataset_dir = os.path.join(self.root, self.folder_name(cfg))
         self.split_fewshot_dir = os.path.join(self.dataset_dir, FEWSHOT_DIRNAME)
@@ -369,11 +372,11 @@ class FewShotDataset(_DatasetMixin, DatasetBase):
             val = test
         super().__init__(train_x=train, val=val, test=test)
 
-    def folder_name(self, cfg) -> str:
+    def folder_name(self, cfg: CfgNode) -> str:
         """Folder of the dataset under ``DATASET.ROOT`` (the class attribute :attr:`dataset_dir`)."""
         return type(self).dataset_dir
 
-    def prepare(self, cfg) -> None:
+    def prepare(self, cfg: CfgNode) -> None:
         """Make sure the dataset folder exists; datasets that create their files override this."""
         self.require(self.dataset_dir, "dataset folder")
 
@@ -452,7 +455,7 @@ class SplitFileDataset(FewShotDataset):
         return self.require(path, what, hint=f"(or place the split file {self.split_path}, which makes it unneeded)")
 
 
-class TestOnlyDataset(_DatasetMixin, DatasetBase):
+class EvalOnlyDataset(_DatasetMixin, DatasetBase):
     """An evaluation-only dataset (ImageNet-V2/-Sketch/-A/-R): train and test are the whole set.
 
     Few-shot and base/new settings are ignored, as in CoOp. Subclasses set :attr:`dataset_dir` and
@@ -464,7 +467,7 @@ class TestOnlyDataset(_DatasetMixin, DatasetBase):
     classnames_file = "classnames.txt"
     ignored: tuple[str, ...] = ()
 
-    def __init__(self, cfg) -> None:
+    def __init__(self, cfg: CfgNode) -> None:
         self.root = os.path.abspath(os.path.expanduser(cfg.DATASET.ROOT))
         self.dataset_dir = os.path.join(self.root, type(self).dataset_dir)
         self.image_dir = os.path.join(self.dataset_dir, self.image_subdir)

@@ -1,6 +1,6 @@
 """Caltech-101 (Fei-Fei et al., CVPR-W 2004) in CoOp's format: 100 object classes."""
 
-from .base import SplitFileDataset, register_dataset, split_folders
+from .base import Split, SplitFileDataset, register_dataset, split_folders
 
 # CoOp drops the clutter class and the near-duplicate face class ...
 IGNORED = ("BACKGROUND_Google", "Faces_easy")
@@ -15,5 +15,5 @@ class Caltech101(SplitFileDataset):
     dataset_dir = "caltech-101"
     image_subdir = "101_ObjectCategories"
 
-    def make_split(self):
+    def make_split(self) -> tuple[Split, Split, Split]:
         return split_folders(self.image_dir, ignored=IGNORED, new_cnames=NEW_CNAMES)

@@ -1,6 +1,6 @@
 """Describable Textures Dataset (Cimpoi et al., CVPR 2014) in CoOp's format: 47 texture classes."""
 
-from .base import SplitFileDataset, register_dataset, split_folders
+from .base import Split, SplitFileDataset, register_dataset, split_folders
 
 
 @register_dataset
@@ -10,5 +10,5 @@ class DescribableTextures(SplitFileDataset):
     dataset_dir = "dtd"
     image_subdir = "images"
 
-    def make_split(self):
+    def make_split(self) -> tuple[Split, Split, Split]:
         return split_folders(self.image_dir)

@@ -1,6 +1,6 @@
 """EuroSAT RGB (Helber et al., 2019) in CoOp's format: 10 land-cover classes."""
 
-from .base import SplitFileDataset, register_dataset, split_folders
+from .base import Split, SplitFileDataset, register_dataset, split_folders
 
 # CoOp's descriptive names for the folder names (the published split file carries them too).
 NEW_CNAMES = {
@@ -24,5 +24,5 @@ class EuroSAT(SplitFileDataset):
     dataset_dir = "eurosat"
     image_subdir = "2750"
 
-    def make_split(self):
+    def make_split(self) -> tuple[Split, Split, Split]:
         return split_folders(self.image_dir, new_cnames=NEW_CNAMES)

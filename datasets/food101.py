@@ -1,6 +1,6 @@
 """Food-101 (Bossard et al., ECCV 2014) in CoOp's format: 101 dishes."""
 
-from .base import SplitFileDataset, register_dataset, split_folders
+from .base import Split, SplitFileDataset, register_dataset, split_folders
 
 
 @register_dataset
@@ -13,5 +13,5 @@ class Food101(SplitFileDataset):
     dataset_dir = "food-101"
     image_subdir = "images"
 
-    def make_split(self):
+    def make_split(self) -> tuple[Split, Split, Split]:
         return split_folders(self.image_dir)

@@ -1,10 +1,10 @@
 """ImageNet-A (Hendrycks et al., CVPR 2021): natural adversarial examples of 200 ImageNet classes."""
 
-from .base import TestOnlyDataset, register_dataset
+from .base import EvalOnlyDataset, register_dataset
 
 
 @register_dataset
-class ImageNetA(TestOnlyDataset):
+class ImageNetA(EvalOnlyDataset):
     """``imagenet-adversarial/{imagenet-a/<wnid>/*.jpg, classnames.txt}``.
 
     Labels 0..199 follow the sorted folders (not ImageNet's indices); names come from ImageNet's

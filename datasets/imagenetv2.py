@@ -2,11 +2,11 @@
 
 from collections.abc import Mapping
 
-from .base import Split, TestOnlyDataset, read_class_folders, register_dataset
+from .base import EvalOnlyDataset, Split, read_class_folders, register_dataset
 
 
 @register_dataset
-class ImageNetV2(TestOnlyDataset):
+class ImageNetV2(EvalOnlyDataset):
     """``imagenetv2/{imagenetv2-matched-frequency-format-val/<label index>/*.jpeg, classnames.txt}``.
 
     Folders are named by label index (0..999); label ``i`` is the ``i``-th line of ImageNet's ``classnames.txt``.
