@@ -1,0 +1,28 @@
+"""The ``official`` preset against the official LAMM code (needs its checkout: set LAMM_OFFICIAL_REPO)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+OFFICIAL = os.environ.get("LAMM_OFFICIAL_REPO", "")
+pytestmark = pytest.mark.skipif(
+    not (OFFICIAL and Path(OFFICIAL, "trainers", "coop.py").is_file()),
+    reason="set LAMM_OFFICIAL_REPO to a checkout of github.com/gaojingsheng/LAMM to compare with the official code",
+)
+
+
+@pytest.mark.parametrize("origin_clip", [False, True], ids=["coop+lamm", "lamm-alone"])
+def test_official_preset_matches_official_code(origin_clip):
+    pytest.importorskip("dassl", reason="the official code imports Dassl")
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from official_parity import compare
+
+    result = compare(OFFICIAL, origin_clip)
+    assert result["loss rel. diff"] < 1e-5
+    assert result["label grad rel. diff"] < 1e-5
+    if not origin_clip:
+        assert result["ctx grad rel. diff"] < 1e-5
