@@ -20,11 +20,13 @@ This module imports numpy, PIL and torch only (no Dassl, no yacs).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import os
 import shutil
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import NamedTuple, Optional, Union
@@ -399,7 +401,40 @@ def write_image_folder(
     meta = _metadata(num_per_split, num_classes, image_size, seed, split_filename)
     if split_path.is_file() and read_metadata(root) == meta:
         return split_path
+    root.mkdir(parents=True, exist_ok=True)
+    with _folder_lock(root):
+        # Another process may have written the folder while this one waited for the lock.
+        if split_path.is_file() and read_metadata(root) == meta:
+            return split_path
+        _write_folder(root, split_path, meta, num_per_split, num_classes, image_size, seed)
+    return split_path
 
+
+@contextlib.contextmanager
+def _folder_lock(root: Path) -> Iterator[None]:
+    """Exclusive lock on ``root/.lock`` so that parallel runs do not write the same folder at once (POSIX only)."""
+    try:
+        import fcntl
+    except ImportError:  # no advisory locks on this platform
+        yield
+        return
+    with open(root / ".lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _write_folder(
+    root: Path,
+    split_path: Path,
+    meta: dict,
+    num_per_split: dict[str, int],
+    num_classes: Optional[int],
+    image_size: int,
+    seed: int,
+) -> None:
     image_dir = root / IMAGE_SUBDIR
     for stale in (image_dir, root / "split_fewshot"):
         if stale.exists():
@@ -420,5 +455,4 @@ def write_image_folder(
             entries.append([relpath, label, names[label]])
         split[split_name] = entries
     _write_json_atomic(meta, root / METADATA_FILENAME)
-    _write_json_atomic(split, split_path)
-    return split_path
+    _write_json_atomic(split, split_path)  # last: its presence marks a complete folder

@@ -623,3 +623,20 @@ def test_unknown_class_folder_and_missing_list(tmp_path):
 def test_split_file_dataset_subclasses_cover_the_split_datasets():
     names = {n for n, *_ in SPLIT_DATASETS}
     assert all(issubclass(DATASET_REGISTRY.get(n), SplitFileDataset) for n in names)
+
+
+def test_dassl_data_manager_builds_loaders(tmp_path):
+    """The dataset works end to end with Dassl's DataManager (transforms, samplers, batches)."""
+    from dassl.data import DataManager
+
+    cfg = make_cfg(tmp_path, "SyntheticShapes", shots=2, seed=1, subsample="new")
+    cfg.DATALOADER.NUM_WORKERS = 0
+    cfg.DATALOADER.TRAIN_X.BATCH_SIZE = 4
+    cfg.INPUT.SIZE = (32, 32)
+    cfg.VERBOSE = False
+    set_random_seed(cfg.SEED)
+    dm = DataManager(cfg)
+    batch = next(iter(dm.train_loader_x))
+    assert tuple(batch["img"].shape) == (4, 3, 32, 32)
+    assert dm.num_classes == 6 and dm.lab2cname[0] == "white diamond"
+    assert int(batch["label"].max()) < 6
