@@ -45,6 +45,8 @@ from tqdm import tqdm
 
 __all__ = [
     "RECIPES",
+    "RECIPES_LIST",
+    "Build",
     "ChecksumError",
     "DownloadError",
     "Extract",
@@ -56,6 +58,8 @@ __all__ = [
     "download",
     "drive_download",
     "extract_archive",
+    "fetch_source",
+    "file_digest",
     "main",
     "prepare_dataset",
     "resolve_names",
