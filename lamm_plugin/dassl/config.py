@@ -160,12 +160,15 @@ def lamm_config_from_cfg(cfg: CfgNode) -> LAMMConfig:
     return node_to_dataclass(cfg.TRAINER[LAMM_NODE], LAMMConfig, ignore=())
 
 
-def all_keys(node: CfgNode, prefix: str = "") -> list[str]:
-    """Every full leaf key of ``node`` (``"TRAINER.LAMM_COOP.N_CTX"``, ...)."""
+def all_keys(node: CfgNode, prefix: str = "", nodes: bool = False) -> list[str]:
+    """Every full leaf key of ``node`` (``"TRAINER.LAMM_COOP.N_CTX"``, ...), and with ``nodes`` the node paths."""
     keys = []
     for key, value in node.items():
         full = f"{prefix}{key}"
-        keys += all_keys(value, full + ".") if isinstance(value, CfgNode) else [full]
+        if isinstance(value, CfgNode):
+            keys += ([full] if nodes else []) + all_keys(value, full + ".", nodes)
+        else:
+            keys.append(full)
     return keys
 
 
@@ -192,8 +195,12 @@ def _similarity(bad_key: str, key: str) -> float:
 
 
 def close_keys(bad_key: str, root: CfgNode, n: int = 3) -> list[str]:
-    """Up to ``n`` existing full keys of ``root`` most similar to ``bad_key``, best first."""
-    scored = sorted(((_similarity(bad_key, key), key) for key in all_keys(root)), key=lambda x: -x[0])
+    """Up to ``n`` existing full keys or node paths of ``root`` most similar to ``bad_key``, best first.
+
+    yacs reports a mistyped node (``TRAINER.LAM``) when merging a file and the whole key when merging a list, so
+    both kinds of path are candidates.
+    """
+    scored = sorted(((_similarity(bad_key, key), key) for key in all_keys(root, nodes=True)), key=lambda x: -x[0])
     return [key for score, key in scored[:n] if score >= _SUGGEST_CUTOFF]
 
 
