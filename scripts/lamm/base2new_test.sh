@@ -1,0 +1,38 @@
+#!/bin/bash
+# Base-to-new generalisation, step 2: evaluate the model of base2new_train.sh on the new classes.
+#
+# Usage: scripts/lamm/base2new_test.sh DATASET SEED
+#   SHOTS, TRAINER, CFG as for base2new_train.sh; LOADEP = epoch to load (default: the last checkpoint);
+#   SUB = class subset to test (default new).
+# New classes never trained keep CLIP's own class-name embeddings; learned labels are matched by class name.
+
+source "$(dirname "$0")/common.sh"
+TRAINER="${TRAINER:-LAMM_CoOp}"
+CFG="${CFG:-vit_b16_ep50_ctxv1}"
+SHOTS="${SHOTS:-16}"
+SUB="${SUB:-new}"
+LOADEP="${LOADEP:-}"
+DATASET=$1
+SEED=$2
+shift 2
+
+COMMON_DIR="${DATASET}/shots_${SHOTS}/${TRAINER}/${CFG}/seed${SEED}"
+MODEL_DIR="${OUTPUT}/base2new/train_base/${COMMON_DIR}"
+DIR="${OUTPUT}/base2new/test_${SUB}/${COMMON_DIR}"
+if finished "${DIR}"; then
+    echo "Results are available in ${DIR}. Skip this job"
+    exit 0
+fi
+echo "Evaluate the model in ${MODEL_DIR} and save the output to ${DIR}"
+run_train \
+    --root "${DATA}" \
+    --seed "${SEED}" \
+    --trainer "${TRAINER}" \
+    --dataset-config-file "$(dataset_cfg "${DATASET}")" \
+    --config-file "$(trainer_cfg)" \
+    --output-dir "${DIR}" \
+    --model-dir "${MODEL_DIR}" \
+    ${LOADEP:+--load-epoch "${LOADEP}"} \
+    --eval-only \
+    DATASET.NUM_SHOTS "${SHOTS}" \
+    DATASET.SUBSAMPLE_CLASSES "${SUB}" "$@"

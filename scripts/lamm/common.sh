@@ -1,0 +1,39 @@
+# Shared settings of the sweep scripts; sourced, not run.
+#
+# Environment (all optional):
+#   DATA      dataset root (default: ./data)
+#   OUTPUT    output root (default: ./output)
+#   TRAINER   Dassl trainer (default set by each script)
+#   CFG       config name under configs/trainers/${TRAINER}/ (default set by each script)
+#   DRY_RUN   1 = print the commands instead of running them
+#   PYTHON    interpreter (default: python)
+
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+DATA="${DATA:-./data}"
+OUTPUT="${OUTPUT:-./output}"
+PYTHON="${PYTHON:-python}"
+DRY_RUN="${DRY_RUN:-0}"
+
+# Run train.py, or print the command under DRY_RUN=1.
+run_train() {
+    if [ "${DRY_RUN}" = "1" ]; then
+        echo "${PYTHON} ${REPO}/train.py $*"
+    else
+        "${PYTHON}" "${REPO}/train.py" "$@"
+    fi
+}
+
+# True when DIR holds the results of a finished job.
+finished() {
+    [ -f "$1/results.json" ]
+}
+
+dataset_cfg() {
+    echo "${REPO}/configs/datasets/$1.yaml"
+}
+
+trainer_cfg() {
+    echo "${REPO}/configs/trainers/${TRAINER}/${CFG}.yaml"
+}

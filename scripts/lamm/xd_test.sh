@@ -1,0 +1,36 @@
+#!/bin/bash
+# Cross-dataset transfer and domain generalisation, step 2: evaluate the source model on a target dataset.
+#
+# Usage: scripts/lamm/xd_test.sh DATASET SEED
+#   cross-dataset targets: caltech101 dtd eurosat fgvc_aircraft food101 oxford_flowers oxford_pets stanford_cars
+#   sun397 ucf101; domain-generalisation targets: imagenetv2 imagenet_sketch imagenet_a imagenet_r.
+#   SOURCE, SHOTS, TRAINER, CFG as for xd_train.sh; LOADEP = epoch to load (default: the last checkpoint).
+# Target classes shared with the source (ImageNet -> its variants) take the learned labels, by class name.
+
+source "$(dirname "$0")/common.sh"
+TRAINER="${TRAINER:-LAMM_CoOp}"
+CFG="${CFG:-vit_b16_ep50_ctxv1}"
+SHOTS="${SHOTS:-16}"
+SOURCE="${SOURCE:-imagenet}"
+LOADEP="${LOADEP:-}"
+DATASET=$1
+SEED=$2
+shift 2
+
+MODEL_DIR="${OUTPUT}/xd/train/${SOURCE}/shots_${SHOTS}/${TRAINER}/${CFG}/seed${SEED}"
+DIR="${OUTPUT}/xd/test/${DATASET}/shots_${SHOTS}/${TRAINER}/${CFG}/seed${SEED}"
+if finished "${DIR}"; then
+    echo "Results are available in ${DIR}. Skip this job"
+    exit 0
+fi
+echo "Evaluate the model in ${MODEL_DIR} and save the output to ${DIR}"
+run_train \
+    --root "${DATA}" \
+    --seed "${SEED}" \
+    --trainer "${TRAINER}" \
+    --dataset-config-file "$(dataset_cfg "${DATASET}")" \
+    --config-file "$(trainer_cfg)" \
+    --output-dir "${DIR}" \
+    --model-dir "${MODEL_DIR}" \
+    ${LOADEP:+--load-epoch "${LOADEP}"} \
+    --eval-only "$@"

@@ -1,0 +1,26 @@
+#!/bin/bash
+# Zero-shot CLIP (no training) with CoOp's per-dataset templates.
+#
+# Usage: scripts/zsclip/zeroshot.sh DATASET
+#   SUB = class subset (all, base or new; default all), CFG (default vit_b16), DATA, OUTPUT from the environment.
+
+source "$(dirname "$0")/../lamm/common.sh"
+TRAINER=ZeroshotCLIP
+CFG="${CFG:-vit_b16}"
+SUB="${SUB:-all}"
+DATASET=$1
+shift 1
+
+DIR="${OUTPUT}/zeroshot/${SUB}/${DATASET}/${TRAINER}/${CFG}"
+if finished "${DIR}"; then
+    echo "Results are available in ${DIR}. Skip this job"
+    exit 0
+fi
+run_train \
+    --root "${DATA}" \
+    --trainer "${TRAINER}" \
+    --dataset-config-file "$(dataset_cfg "${DATASET}")" \
+    --config-file "$(trainer_cfg)" \
+    --output-dir "${DIR}" \
+    --eval-only \
+    DATASET.SUBSAMPLE_CLASSES "${SUB}" "$@"
