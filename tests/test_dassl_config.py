@@ -1,0 +1,210 @@
+"""The yacs nodes stay in step with the dataclasses; config files only override keys; typos are named."""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import os
+import subprocess
+import sys
+
+import pytest
+
+pytest.importorskip("dassl", reason="Dassl is not installed; it installs from its GitHub repository")
+
+from dassl.config import get_cfg_default  # noqa: E402
+from yacs.config import CfgNode  # noqa: E402
+
+import lamm_plugin.dassl  # noqa: E402, F401
+import trainers  # noqa: E402, F401
+from lamm_plugin.config import METHOD_CONFIGS, LAMMConfig, official_preset  # noqa: E402
+from lamm_plugin.dassl.config import (  # noqa: E402
+    BASELINE_NODES,
+    LAMM_NODES,
+    ConfigKeyError,
+    add_lamm_config,
+    dataclass_to_node,
+    lamm_config_from_cfg,
+    method_config_from_cfg,
+    node_to_dataclass,
+)
+
+pytestmark = pytest.mark.dassl
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TRAINER_CONFIGS = sorted(glob.glob(os.path.join(REPO, "configs", "trainers", "*", "*.yaml")))
+ALL_NODES = {**LAMM_NODES, **BASELINE_NODES}
+
+
+def changed(instance):
+    """A copy of a dataclass instance with every field set to a non-default value of the same type."""
+    values = {}
+    for f in dataclasses.fields(instance):
+        value = getattr(instance, f.name)
+        if isinstance(value, bool):
+            values[f.name] = not value
+        elif isinstance(value, (int, float)):
+            values[f.name] = value + 3
+        elif f.name == "label_tokens":
+            values[f.name] = "first_k"
+        else:
+            values[f.name] = value + " x"
+    return dataclasses.replace(instance, **values)
+
+
+@pytest.mark.parametrize("cls", [*METHOD_CONFIGS.values(), LAMMConfig], ids=lambda c: c.__name__)
+def test_dataclass_node_round_trip(cls):
+    for instance in (cls(), changed(cls())):
+        node = dataclass_to_node(instance)
+        assert list(node) == [f.name.upper() for f in dataclasses.fields(cls)]
+        assert node_to_dataclass(node, cls) == instance
+
+
+@pytest.mark.parametrize("node", sorted(ALL_NODES))
+def test_default_nodes_equal_dataclass_defaults(node):
+    cfg = get_cfg_default()
+    cls = METHOD_CONFIGS[ALL_NODES[node]]
+    assert set(cfg.TRAINER[node]) == {f.name.upper() for f in dataclasses.fields(cls)} | {"PREC"}
+    assert method_config_from_cfg(cfg, node) == cls()
+    assert lamm_config_from_cfg(cfg) == LAMMConfig()
+
+
+def test_yaml_sets_every_lamm_key(tmp_path):
+    target = changed(LAMMConfig())
+    lines = ["TRAINER:", "  LAMM:"]
+    for f in dataclasses.fields(target):
+        value = getattr(target, f.name)
+        lines.append(f"    {f.name.upper()}: {value!r}" if isinstance(value, str) else f"    {f.name.upper()}: {value}")
+    path = tmp_path / "lamm.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    cfg = get_cfg_default()
+    cfg.merge_from_file(str(path))
+    assert lamm_config_from_cfg(cfg) == target
+
+
+def test_import_adds_nodes_to_dassl_defaults_and_keeps_host_values():
+    cfg = get_cfg_default()
+    for node in (*LAMM_NODES, "LAMM"):
+        assert node in cfg.TRAINER
+    assert cfg.DATASET.SUBSAMPLE_CLASSES == "all"
+    # A tag or a local file replaces Dassl's bool default.
+    cfg.merge_from_list(["MODEL.BACKBONE.PRETRAINED", "laion2b_s34b_b88k"])
+    assert cfg.MODEL.BACKBONE.PRETRAINED == "laion2b_s34b_b88k"
+
+    host = CfgNode({"TRAINER": {"LAMM_COOP": {"N_CTX": 4}}, "DATASET": {"SUBSAMPLE_CLASSES": "base"}, "MODEL": {}})
+    host.MODEL.BACKBONE = CfgNode({"PRETRAINED": True})
+    add_lamm_config(add_lamm_config(host))
+    assert host.TRAINER.LAMM_COOP.N_CTX == 4 and host.TRAINER.LAMM_COOP.CTX_INIT == ""
+    assert host.DATASET.SUBSAMPLE_CLASSES == "base" and host.MODEL.BACKBONE.PRETRAINED is None
+
+
+def test_host_extend_cfg_then_merge(tmp_path):
+    # Host repositories add plain nodes in extend_cfg and then merge their yaml files into the same config.
+    cfg = get_cfg_default()
+    cfg.TRAINER.COOP = CfgNode()
+    cfg.TRAINER.COOP.N_CTX = 16
+    cfg.DATASET.SUBSAMPLE_CLASSES = "all"
+    path = tmp_path / "host.yaml"
+    path.write_text("TRAINER:\n  COOP:\n    N_CTX: 4\n  LAMM_COOP:\n    N_CTX: 8\nDATASET:\n  SUBSAMPLE_CLASSES: new\n")
+    cfg.merge_from_file(str(path))
+    cfg.merge_from_list(["TRAINER.LAMM.SHOTS", "16"])
+    cfg.merge_from_other_cfg(CfgNode({"OPTIM": {"MAX_EPOCH": 3}}))
+    assert (cfg.TRAINER.COOP.N_CTX, cfg.TRAINER.LAMM_COOP.N_CTX, cfg.TRAINER.LAMM.SHOTS) == (4, 8, 16)
+    assert cfg.DATASET.SUBSAMPLE_CLASSES == "new" and cfg.OPTIM.MAX_EPOCH == 3
+
+
+@pytest.mark.parametrize(
+    "bad, good, in_file",
+    [
+        ("TRAINER.LAMM_COOP.N_CTXX", "TRAINER.LAMM_COOP.N_CTX", "TRAINER.LAMM_COOP.N_CTX"),
+        ("TRAINER.LAM.ENABLED", "TRAINER.LAMM.ENABLED", "TRAINER.LAMM"),
+        ("TRAINER.LAMM.LOGIT_WIEGHT", "TRAINER.LAMM.LOGIT_WEIGHT", "TRAINER.LAMM.LOGIT_WEIGHT"),
+        ("OPTIM.LRR", "OPTIM.LR", "OPTIM.LR"),
+    ],
+)
+def test_typo_names_key_and_close_matches(bad, good, in_file, tmp_path):
+    with pytest.raises(ConfigKeyError, match=rf"Unknown config key {bad}\. Did you mean: {good}[,?]"):
+        get_cfg_default().merge_from_list([bad, "1"])
+    # From a file, yacs stops at the first missing level: a mistyped node is reported as the node.
+    *nodes, leaf = bad.split(".")
+    text = "".join(f"{'  ' * i}{n}:\n" for i, n in enumerate(nodes)) + f"{'  ' * len(nodes)}{leaf}: 1\n"
+    (tmp_path / "typo.yaml").write_text(text)
+    with pytest.raises(KeyError, match=rf"Did you mean: {in_file}[,?]"):
+        get_cfg_default().merge_from_file(str(tmp_path / "typo.yaml"))
+    with pytest.raises(ConfigKeyError, match="No similar key"):
+        get_cfg_default().merge_from_list(["XYZZY", "1"])
+
+
+@pytest.mark.parametrize("path", TRAINER_CONFIGS, ids=lambda p: os.path.relpath(p, REPO))
+def test_trainer_configs_only_override_existing_keys(path):
+    cfg = get_cfg_default()
+    cfg.merge_from_file(path)  # raises on a key that does not exist
+    trainer = os.path.basename(os.path.dirname(path))
+    node = trainer.upper()
+    assert node in ALL_NODES
+    # The file configures its own trainer's node (and TRAINER.LAMM), nothing else.
+    default = get_cfg_default()
+    touched = {k for k in cfg.TRAINER if cfg.TRAINER[k] != default.TRAINER[k]}
+    assert touched <= {node, "LAMM"}
+    assert cfg.TRAINER[node].PREC in ("fp16", "fp32", "bf16", "amp")
+    assert method_config_from_cfg(cfg, node) is not None
+    name = os.path.basename(path)
+    if name.startswith("demo_cpu"):
+        assert cfg.MODEL.BACKBONE.NAME == "tiny-vit" and cfg.TRAINER[node].PREC == "fp32"
+        assert tuple(cfg.INPUT.SIZE) == (32, 32) and (cfg.OPTIM.MAX_EPOCH <= 2 or trainer == "ZeroshotCLIP")
+    else:
+        assert cfg.MODEL.BACKBONE.NAME == "ViT-B/16" and tuple(cfg.INPUT.SIZE) == (224, 224)
+    if "official" in name:
+        assert lamm_config_from_cfg(cfg) == official_preset(ALL_NODES[node])
+    elif trainer.startswith("LAMM_"):
+        assert lamm_config_from_cfg(cfg) == LAMMConfig()
+
+
+def official_settings(trainer, name):
+    cfg = get_cfg_default()
+    cfg.merge_from_file(os.path.join(REPO, "configs", "trainers", trainer, name))
+    return cfg
+
+
+@pytest.mark.parametrize(
+    "trainer, name, lr, epochs, batch",
+    [
+        ("LAMM_CoOp", "vit_b16_ep50_ctxv1.yaml", 0.002, 50, 32),
+        ("LAMM_CoOp", "vit_b16_ep50_ctxv1_frozen.yaml", 0.002, 50, 32),
+        ("LAMM_MaPLe", "vit_b16_c2_ep5_batch4_2ctx.yaml", 0.0035, 5, 4),
+        ("LAMM_VPT", "vit_b16_c2_ep5_batch4_4.yaml", 0.0025, 5, 4),
+    ],
+)
+def test_reference_settings(trainer, name, lr, epochs, batch):
+    cfg = official_settings(trainer, name)
+    o = cfg.OPTIM
+    settings = {"optim": o.NAME, "lr": o.LR, "epochs": o.MAX_EPOCH, "batch": cfg.DATALOADER.TRAIN_X.BATCH_SIZE}
+    assert settings == {"optim": "sgd", "lr": lr, "epochs": epochs, "batch": batch}
+    assert (o.LR_SCHEDULER, o.WARMUP_EPOCH, o.WARMUP_TYPE, o.WARMUP_CONS_LR) == ("cosine", 1, "constant", 1e-5)
+    assert (o.MOMENTUM, o.WEIGHT_DECAY) == (0.9, 5e-4)
+    method = method_config_from_cfg(cfg, trainer.upper())
+    if trainer == "LAMM_CoOp":
+        assert method.ctx_init == "a photo of a" and method.train_ctx is ("frozen" not in name)
+    elif trainer == "LAMM_MaPLe":
+        assert (method.n_ctx, method.prompt_depth) == (2, 9)
+    else:
+        assert (method.n_ctx_vision, method.prompt_depth_vision) == (8, 12)
+
+
+def test_plugin_imports_nothing_of_dassl_and_registers_only_lamm_trainers():
+    code = (
+        "import sys, lamm_plugin\n"
+        "assert not {'dassl', 'yacs'} & set(sys.modules), sorted(m for m in sys.modules if 'dassl' in m)\n"
+        "from dassl.engine import TRAINER_REGISTRY\n"
+        "from dassl.data.datasets import DATASET_REGISTRY\n"
+        "trainers, datasets = set(TRAINER_REGISTRY.registered_names()), set(DATASET_REGISTRY.registered_names())\n"
+        "import lamm_plugin.dassl\n"
+        "print(sorted(set(TRAINER_REGISTRY.registered_names()) - trainers))\n"
+        "print(sorted(set(DATASET_REGISTRY.registered_names()) - datasets))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": REPO}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, cwd=os.path.dirname(REPO), capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("\n")[:2] == ["['LAMM_CoOp', 'LAMM_MaPLe', 'LAMM_VPT']", "[]"]

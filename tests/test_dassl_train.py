@@ -1,0 +1,217 @@
+"""End-to-end runs of ``train.py`` (in process) on the synthetic dataset with the tiny random CLIP.
+
+Each LAMM trainer trains with a warm-up + cosine schedule, crashes after epoch 1, resumes from its output folder,
+and reloads with ``--eval-only`` to the same accuracy; base-to-new evaluation maps learned labels by class name.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+
+import pytest
+
+pytest.importorskip("dassl", reason="Dassl is not installed; it installs from its GitHub repository")
+
+import torch  # noqa: E402
+
+import train  # noqa: E402
+from lamm_plugin.dassl import PromptTrainer  # noqa: E402
+
+pytestmark = pytest.mark.dassl
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEMO_CONFIGS = {
+    "LAMM_CoOp": "configs/trainers/LAMM_CoOp/demo_cpu.yaml",
+    "LAMM_MaPLe": "configs/trainers/LAMM_MaPLe/demo_cpu.yaml",
+    "LAMM_VPT": "configs/trainers/LAMM_VPT/demo_cpu.yaml",
+    "CoOp": "configs/trainers/CoOp/demo_cpu.yaml",
+    "ZeroshotCLIP": "configs/trainers/ZeroshotCLIP/demo_cpu.yaml",
+}
+# 4 classes (2 base + 2 new), 2 shots: 8 training images, 2 batches per epoch.
+SMALL_DATA = [
+    "DATASET.NUM_SHOTS", "2",
+    "DATASET.SYNTHETIC.NUM_CLASSES", "4",
+    "DATASET.SYNTHETIC.TRAIN_PER_CLASS", "4",
+    "DATASET.SYNTHETIC.VAL_PER_CLASS", "2",
+    "DATASET.SYNTHETIC.TEST_PER_CLASS", "4",
+    "DATALOADER.NUM_WORKERS", "0",
+    "DATALOADER.TRAIN_X.BATCH_SIZE", "4",
+    "DATALOADER.TEST.BATCH_SIZE", "16",
+    "TRAIN.PRINT_FREQ", "1",
+]  # fmt: skip
+LOSS_TERMS = ("ce", "param_alignment", "feature_alignment", "logit_alignment")
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory) -> str:
+    return str(tmp_path_factory.mktemp("data"))
+
+
+def run(trainer: str, data_root: str, output_dir: str, *extra: str, opts: tuple[str, ...] = ()) -> PromptTrainer:
+    """``python train.py`` with the demo config of ``trainer`` on the small synthetic dataset."""
+    args = [
+        "--root", data_root,
+        "--seed", "1",
+        "--trainer", trainer,
+        "--dataset-config-file", os.path.join(REPO, "configs/datasets/synthetic_shapes.yaml"),
+        "--config-file", os.path.join(REPO, DEMO_CONFIGS[trainer]),
+        "--output-dir", output_dir,
+        *extra,
+        *SMALL_DATA,
+        *opts,
+    ]  # fmt: skip
+    return train.main(train.parse_args(args))
+
+
+def read_logs(output_dir: str) -> str:
+    """All of Dassl's log files of a folder (a restarted run writes ``log.txt-<time>``)."""
+    return "".join(open(p).read() for p in sorted(glob.glob(os.path.join(output_dir, "log.txt*"))))
+
+
+def results(output_dir: str) -> dict:
+    with open(os.path.join(output_dir, "results.json")) as f:
+        return json.load(f)
+
+
+def epoch_lines(log: str, epoch: int) -> list[str]:
+    return [line for line in log.splitlines() if line.startswith(f"epoch [{epoch}/")]
+
+
+@pytest.mark.parametrize("trainer", ["LAMM_CoOp", "LAMM_MaPLe", "LAMM_VPT"])
+def test_train_crash_resume_eval(trainer, data_root, tmp_path, monkeypatch):
+    out = str(tmp_path / "out")
+    opts = ("TRAIN.CHECKPOINT_FREQ", "1")
+
+    # Epoch 1 is the constant warm-up (lr 1e-5); then the run dies.
+    after_epoch = PromptTrainer.after_epoch
+
+    def crash_after_first_epoch(self):
+        after_epoch(self)
+        if self.epoch == 0:
+            raise KeyboardInterrupt("simulated crash")
+
+    monkeypatch.setattr(PromptTrainer, "after_epoch", crash_after_first_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        run(trainer, data_root, out, opts=opts)
+    monkeypatch.undo()
+    first = torch.load(os.path.join(out, "prompt_learner", "model.pth.tar-1"), weights_only=True)
+    assert first["epoch"] == 1 and first["method"] == trainer.split("_")[1].lower()
+    assert not os.path.exists(os.path.join(out, "results.json"))
+
+    # Restart with the same output folder: resumes at epoch 2 with the restored weights, optimiser and schedule.
+    restored = {}
+    before_epoch = PromptTrainer.before_epoch
+
+    def record_start(self):
+        restored.setdefault("state", {k: v.clone() for k, v in self.model.checkpoint_state()["state_dict"].items()
+                                      if torch.is_tensor(v)})  # fmt: skip
+        before_epoch(self)
+
+    monkeypatch.setattr(PromptTrainer, "before_epoch", record_start)
+    resumed = run(trainer, data_root, out, opts=opts)
+    monkeypatch.undo()
+    assert resumed.start_epoch == 1
+    for key, value in restored["state"].items():
+        torch.testing.assert_close(value, first["state_dict"][key], rtol=0, atol=0)
+
+    log = read_logs(out)
+    assert "Previous epoch: 1" in log and "Loaded optimizer" in log and "Loaded scheduler" in log
+    # The lr printed with the first batch of an epoch is the epoch's (the last batch shows the next one).
+    warmup, second = epoch_lines(log, 1), epoch_lines(log, 2)
+    assert warmup and "lr 1.0000e-05" in warmup[0]
+    # A scheduler that was not restored would still be in its warm-up (1e-5) here.
+    assert second and "lr 1.0000e-02" in second[0]
+    assert all(f" {term} " in second[-1] for term in ("loss", "acc", *LOSS_TERMS))
+    assert "* accuracy:" in log
+
+    trained = results(out)
+    assert trained["trainer"] == trainer and trained["epoch"] == 2 and trained["lamm"] is True
+    assert trained["shots"] == 2 and trained["seed"] == 1 and trained["num_samples"] == 16
+    assert set(trained["per_class"]) == set(trained["classnames"]) and len(trained["classnames"]) == 4
+    assert trained["config"]["TRAINER"]["NAME"] == trainer and trained["timings"]["train_seconds"] > 0
+
+    # Reload the last checkpoint for evaluation only: same accuracy, to full precision.
+    evaluated = os.path.join(out, "eval")
+    run(trainer, data_root, evaluated, "--eval-only", "--model-dir", out, "--load-epoch", "2")
+    again = results(evaluated)
+    assert again["accuracy"] == trained["accuracy"] and again["macro_f1"] == trained["macro_f1"]
+    assert again["per_class"] == trained["per_class"]
+    assert again["checkpoint"]["epoch"] == 2
+    # Last-epoch checkpoints carry val_result None, which Dassl's load_model cannot format.
+    assert "val_result=None" in read_logs(evaluated)
+
+
+def test_base_to_new_maps_labels_by_name(data_root, tmp_path):
+    out = str(tmp_path / "base")
+    # No warm-up and a large step, so that the learned labels and context move measurably in one epoch.
+    fast = ("OPTIM.WARMUP_EPOCH", "-1", "OPTIM.LR", "0.5", "OPTIM.MAX_EPOCH", "1")
+    base = run("LAMM_CoOp", data_root, out, opts=(*fast, "DATASET.SUBSAMPLE_CLASSES", "base"))
+    assert results(out)["classnames"] == ["red circle", "blue square"]
+
+    def evaluate(folder: str, subset: str, *model: str) -> PromptTrainer:
+        folder = str(tmp_path / folder)
+        trainer = run("LAMM_CoOp", data_root, folder, "--eval-only", *model, opts=("DATASET.SUBSAMPLE_CLASSES", subset))
+        assert results(folder)["subsample_classes"] == subset
+        return trainer
+
+    load = ("--model-dir", out, "--load-epoch", "1")
+    new, full = evaluate("new", "new", *load), evaluate("all", "all", *load)
+    untrained = evaluate("untrained", "all")
+    assert results(str(tmp_path / "new"))["classnames"] == ["green triangle", "yellow star"]
+
+    images = next(iter(full.test_loader))["img"]
+
+    def logits(trainer: PromptTrainer) -> dict[str, torch.Tensor]:
+        trainer.model.eval()
+        with torch.no_grad():
+            out = trainer.model(images).logits
+        return {name: out[:, i] for i, name in enumerate(trainer.dm.dataset.classnames)}
+
+    base_l, new_l, full_l, untrained_l = logits(base), logits(new), logits(full), logits(untrained)
+    for name in base_l:  # learned labels follow their class into the larger class set
+        torch.testing.assert_close(full_l[name], base_l[name], rtol=1e-5, atol=1e-5)
+        assert (full_l[name] - untrained_l[name]).abs().max() > 1e-4
+    for name in new_l:
+        torch.testing.assert_close(full_l[name], new_l[name], rtol=1e-5, atol=1e-5)
+
+
+def test_checkpoint_of_another_method_backbone_or_baseline_is_refused(data_root, tmp_path):
+    out = str(tmp_path / "coop")
+    run("LAMM_CoOp", data_root, out, opts=("OPTIM.MAX_EPOCH", "1"))
+    load = ("--eval-only", "--model-dir", out, "--load-epoch", "1")
+    with pytest.raises(ValueError, match="method 'coop'"):
+        run("LAMM_MaPLe", data_root, str(tmp_path / "e1"), *load)
+    with pytest.raises(ValueError, match="backbone 'tiny-vit'"):
+        run("LAMM_CoOp", data_root, str(tmp_path / "e2"), *load, opts=("MODEL.BACKBONE.NAME", "tiny-rn"))
+    with pytest.raises(ValueError, match="LAMM"):
+        run("CoOp", data_root, str(tmp_path / "e3"), *load)
+    with pytest.raises(FileNotFoundError, match=r"model\.pth\.tar-7.*found: model\.pth\.tar-1"):
+        run("LAMM_CoOp", data_root, str(tmp_path / "e4"), "--eval-only", "--model-dir", out, "--load-epoch", "7")
+
+
+def test_baselines(data_root, tmp_path):
+    out = str(tmp_path / "coop")
+    coop = run("CoOp", data_root, out, opts=("OPTIM.MAX_EPOCH", "1"))
+    assert results(out)["lamm"] is False and coop.model.label_embedding is None
+    assert set(LOSS_TERMS[1:]).isdisjoint(epoch_lines(read_logs(out), 1)[-1].split())
+    # Without --load-epoch and without model-best.pth.tar (TEST.FINAL_MODEL last_step), the last one is loaded.
+    run("CoOp", data_root, str(tmp_path / "coop_eval"), "--eval-only", "--model-dir", out)
+    assert results(str(tmp_path / "coop_eval"))["accuracy"] == results(out)["accuracy"]
+
+    zs = str(tmp_path / "zs")
+    zeroshot = run("ZeroshotCLIP", data_root, zs, "--eval-only")
+    assert zeroshot.optim is None and not zeroshot.model.trainable_parameters()
+    assert results(zs)["method"] == "zeroshot" and results(zs)["checkpoint"] is None
+
+
+def test_best_val_and_precision_fallback(data_root, tmp_path):
+    out = str(tmp_path / "best")
+    opts = ("OPTIM.MAX_EPOCH", "1", "TEST.FINAL_MODEL", "best_val", "TRAINER.LAMM_COOP.PREC", "fp16")
+    trainer = run("LAMM_CoOp", data_root, out, opts=opts)
+    best = torch.load(os.path.join(out, "prompt_learner", "model-best.pth.tar"), weights_only=True)
+    assert isinstance(best["val_result"], float) and best["epoch"] == 1
+    # fp16 has no fast CPU kernels: the trainer says so and runs in fp32.
+    assert trainer.precision == "fp32" and "Note: PREC fp16 is not supported on cpu" in read_logs(out)
+    assert "Deploy the model with the best val performance" in read_logs(out)
