@@ -177,6 +177,40 @@ def test_base_to_new_maps_labels_by_name(data_root, tmp_path):
         torch.testing.assert_close(full_l[name], new_l[name], rtol=1e-5, atol=1e-5)
 
 
+def test_continual_two_stages_do_not_interfere(data_root, tmp_path):
+    # LAMM alone (context frozen): stage 1 learns the base labels, stage 2 the new ones; the combined model
+    # (stage 1 through MODEL.INIT_WEIGHTS, stage 2 through --model-dir) scores each half exactly as its stage did.
+    frozen = (
+        "TRAINER.LAMM_COOP.TRAIN_CTX",
+        "False",
+        "OPTIM.WARMUP_EPOCH",
+        "-1",
+        "OPTIM.LR",
+        "0.5",
+        "OPTIM.MAX_EPOCH",
+        "1",
+    )
+    stage, trained = {}, {}
+    for sub in ("base", "new"):
+        stage[sub] = str(tmp_path / sub)
+        trained[sub] = run("LAMM_CoOp", data_root, stage[sub], opts=(*frozen, "DATASET.SUBSAMPLE_CLASSES", sub))
+    init = ("MODEL.INIT_WEIGHTS", os.path.join(stage["base"], "prompt_learner", "model.pth.tar-1"))
+    load = ("--eval-only", "--model-dir", stage["new"], "--load-epoch", "1")
+    folder = str(tmp_path / "test_all")
+    combined = run("LAMM_CoOp", data_root, folder, *load, opts=(*frozen, *init, "DATASET.SUBSAMPLE_CLASSES", "all"))
+    assert "Initialised learned tensors from" in read_logs(folder)
+    assert len(results(folder)["classnames"]) == 4
+
+    images = next(iter(combined.test_loader))["img"]
+    with torch.no_grad():
+        combined_logits = combined.model.eval()(images).logits
+        for sub in ("base", "new"):
+            logits = trained[sub].model.eval()(images).logits
+            for i, name in enumerate(trained[sub].dm.dataset.classnames):
+                j = combined.dm.dataset.classnames.index(name)
+                torch.testing.assert_close(combined_logits[:, j], logits[:, i], rtol=1e-5, atol=1e-5)
+
+
 def test_checkpoint_of_another_method_backbone_or_baseline_is_refused(data_root, tmp_path):
     out = str(tmp_path / "coop")
     run("LAMM_CoOp", data_root, out, opts=("OPTIM.MAX_EPOCH", "1"))
