@@ -17,6 +17,7 @@ pytest.importorskip("dassl", reason="Dassl is not installed; it installs from it
 import torch  # noqa: E402
 
 import train  # noqa: E402
+from lamm_plugin.config import LAMMConfig  # noqa: E402
 from lamm_plugin.dassl import PromptTrainer  # noqa: E402
 
 pytestmark = pytest.mark.dassl
@@ -249,3 +250,32 @@ def test_best_val_and_precision_fallback(data_root, tmp_path):
     # fp16 has no fast CPU kernels: the trainer says so and runs in fp32.
     assert trainer.precision == "fp32" and "Note: PREC fp16 is not supported on cpu" in read_logs(out)
     assert "Deploy the model with the best val performance" in read_logs(out)
+
+
+def test_bf16_and_configs_cleaned_by_host(data_root, tmp_path, capsys):
+    out = str(tmp_path / "bf16")
+    trainer = run("LAMM_VPT", data_root, out, opts=("OPTIM.MAX_EPOCH", "1", "TRAINER.LAMM_VPT.PREC", "bf16"))
+    assert results(out)["precision"] == "bf16" and results(out)["accuracy"] is not None
+    assert all(p.dtype == torch.float32 for p in trainer.model.trainable_parameters())
+
+    # Some hosts call Dassl's clean_cfg, which keeps only TRAINER.<trainer name>: LAMM falls back to its defaults.
+    from dassl.config import clean_cfg
+    from dassl.engine import build_trainer
+
+    args = train.parse_args([
+        "--root", data_root,
+        "--trainer", "LAMM_CoOp",
+        "--output-dir", str(tmp_path / "clean"),
+        "--dataset-config-file", os.path.join(REPO, "configs/datasets/synthetic_shapes.yaml"),
+        "--config-file", os.path.join(REPO, DEMO_CONFIGS["LAMM_CoOp"]),
+        *SMALL_DATA,
+        "TRAINER.LAMM.LOGIT_WEIGHT", "0.5",
+    ])  # fmt: skip
+    cfg = train.setup_cfg(args)
+    cfg.defrost()
+    clean_cfg(cfg, "LAMM_CoOp")
+    assert "LAMM" not in cfg.TRAINER and "LAMM_COOP" in cfg.TRAINER
+    capsys.readouterr()
+    cleaned = build_trainer(cfg)
+    assert cleaned.lamm_cfg.logit_weight == LAMMConfig().logit_weight
+    assert capsys.readouterr().out.count("has no TRAINER.LAMM node") == 1

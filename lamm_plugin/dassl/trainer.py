@@ -36,8 +36,10 @@ from dassl.optim import build_optimizer
 from dassl.utils import save_checkpoint
 
 from lamm_plugin import build_model, load_clip
+from lamm_plugin.config import LAMMConfig
 from lamm_plugin.dassl import compat
 from lamm_plugin.dassl.config import (
+    LAMM_NODE,
     PRECISION_KEY,
     PRECISIONS,
     lamm_config_from_cfg,
@@ -104,7 +106,12 @@ class PromptTrainer(TrainerX):
 
     def lamm_config(self) -> Any:
         """:class:`~lamm_plugin.config.LAMMConfig` from ``TRAINER.LAMM`` (disabled for the baselines)."""
-        lamm_cfg = lamm_config_from_cfg(self.cfg)
+        if LAMM_NODE in self.cfg.TRAINER:
+            lamm_cfg = lamm_config_from_cfg(self.cfg)
+        else:
+            # Dassl's clean_cfg(cfg, trainer), which some hosts call, drops every TRAINER node but the trainer's own.
+            print(f"Note: the config has no TRAINER.{LAMM_NODE} node (removed by clean_cfg?); using LAMM's defaults")
+            lamm_cfg = LAMMConfig()
         if not self.USE_LAMM or self.METHOD == "zeroshot":
             lamm_cfg = dataclasses.replace(lamm_cfg, enabled=False)
         return lamm_cfg
@@ -122,9 +129,10 @@ class PromptTrainer(TrainerX):
         )
         self._check_input(clip)
 
-        print(f"Building {self.METHOD} ({'with' if self.lamm_config().enabled else 'without'} LAMM)")
+        self.lamm_cfg = self.lamm_config()
+        print(f"Building {self.METHOD} ({'with' if self.lamm_cfg.enabled else 'without'} LAMM)")
         shots = max(int(cfg.DATASET.NUM_SHOTS), 0)
-        self.model = build_model(self.METHOD, clip, classnames, self.method_config(), self.lamm_config(), shots)
+        self.model = build_model(self.METHOD, clip, classnames, self.method_config(), self.lamm_cfg, shots)
         self.model.to(self.device)
         if cfg.MODEL.INIT_WEIGHTS:
             # Before the optimiser is built: loading may resize the label-embedding parameter.
@@ -307,7 +315,7 @@ class PromptTrainer(TrainerX):
             "format": RESULTS_FORMAT,
             "trainer": cfg.TRAINER.NAME,
             "method": self.METHOD,
-            "lamm": self.lamm_config().enabled,
+            "lamm": self.lamm_cfg.enabled,
             "dataset": cfg.DATASET.NAME,
             "subsample_classes": cfg.DATASET.get("SUBSAMPLE_CLASSES", "all"),
             "shots": int(cfg.DATASET.NUM_SHOTS),
