@@ -113,7 +113,10 @@ def _load_checkpoint_file(model: CLIP, path: str) -> None:
                 f"Checkpoint {path} does not fit architecture: missing {missing[:5]}, unexpected {unexpected[:5]}"
             )
     else:
-        open_clip.load_checkpoint(model, path, weights_only=True)
+        try:
+            open_clip.load_checkpoint(model, path, weights_only=True)
+        except TypeError:  # open_clip < 2.27 has no weights_only argument (torch >= 2.6 defaults to it anyway)
+            open_clip.load_checkpoint(model, path)
 
 
 def _resolve(name: str, pretrained: Optional[str]) -> tuple[str, str, Optional[str]]:
@@ -191,6 +194,9 @@ def load_clip(
         model = open_clip.create_model(arch, pretrained=None)
         _load_checkpoint_file(model, _existing_file(source))
     else:
+        if source == "openai" and "openai" not in open_clip.list_pretrained_tags_by_model(arch):
+            # open_clip < 3.0 lists OpenAI weights under the plain name and builds them with QuickGELU itself.
+            arch = arch.removesuffix("-quickgelu")
         try:
             model = open_clip.create_model(arch, pretrained=source, cache_dir=cache_dir)
         except Exception as err:  # network errors come as many types (OSError, HF hub errors, URLError)

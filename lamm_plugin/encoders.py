@@ -24,7 +24,20 @@ from torch import nn
 
 
 def _blocks_batch_first(transformer: nn.Module) -> bool:
-    return getattr(transformer, "batch_first", True)
+    # open_clip >= 2.30 says so with an attribute (True for CLIP); older releases run blocks sequence-first.
+    return getattr(transformer, "batch_first", False)
+
+
+def _pool(visual: VisionTransformer, x: torch.Tensor) -> torch.Tensor:
+    """The tower's pooling of ``[B, L, width]`` tokens, as its own ``forward`` does it."""
+    if hasattr(visual, "_pool"):
+        return visual._pool(x)[0]
+    # open_clip < 2.30 inlines the pooling in forward().
+    if getattr(visual, "attn_pool", None) is not None:
+        raise NotImplementedError("Visual prompts with attention pooling need open_clip >= 2.30.")
+    if getattr(visual, "final_ln_after_pool", False):
+        return visual.ln_post(visual._global_pool(x)[0])
+    return visual._global_pool(visual.ln_post(x))[0]
 
 
 class TextEncoder(nn.Module):
@@ -190,11 +203,7 @@ class ImageEncoder(nn.Module):
                 x = torch.cat([x[:, :-n], ctx], dim=1)
             x = block(x) if batch_first else block(x.transpose(0, 1)).transpose(0, 1)
 
-        x = x[:, :-n]
-        if hasattr(visual, "_pool"):
-            pooled, _ = visual._pool(x)
-        else:  # open_clip < 2.30 inlines the pooling (no attention pooling in CLIP towers)
-            pooled, _ = visual._global_pool(visual.ln_post(x))
+        pooled = _pool(visual, x[:, :-n])
         if visual.proj is not None:
             pooled = pooled @ visual.proj
         return pooled

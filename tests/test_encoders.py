@@ -12,6 +12,16 @@ from lamm_plugin.tokens import build_layout
 TEMPLATES = ["a photo of a {}.", "{} X X X X.", "X X {} X X."]
 
 
+def _capture_block_inputs(transformer, store):
+    """Hooks saving each block's input as [batch, positions, width], whatever layout open_clip runs blocks in."""
+    batch_first = getattr(transformer, "batch_first", False)
+
+    def hook(i):
+        return lambda module, args: store.__setitem__(i, (args[0] if batch_first else args[0].transpose(0, 1)).clone())
+
+    return [block.register_forward_pre_hook(hook(i)) for i, block in enumerate(transformer.resblocks)]
+
+
 def _tokens(bundle, classnames, template="a photo of a {}."):
     return build_layout(bundle.tokenizer, template, classnames).tokens
 
@@ -40,7 +50,8 @@ def test_truncation_runs_on_fewer_positions(tiny_clip, classnames):
     handle = encoder.transformer.resblocks[0].register_forward_pre_hook(lambda m, args: seen.append(args[0].shape))
     encoder(encoder.embed(tokens), encoder.eot_index(tokens))
     handle.remove()
-    assert seen[0][1] == int(encoder.eot_index(tokens).max()) + 1 < 77
+    positions = int(encoder.eot_index(tokens).max()) + 1
+    assert sorted(seen[0][:2]) == sorted([len(classnames), positions]) and positions < 77
 
 
 def test_truncated_equals_full_with_deep_prompts_and_gradients(tiny_clip64, classnames):
@@ -63,12 +74,7 @@ def test_text_deep_prompts_replace_only_their_slots(tiny_clip64, classnames):
     encoder = TextEncoder(tiny_clip64.model, truncate=False)
     deep = [torch.randn(2, 32, dtype=torch.float64) for _ in range(2)]
     captured = {}
-    blocks = encoder.transformer.resblocks
-
-    def capture(i):
-        return lambda module, args: captured.__setitem__(i, args[0].clone())
-
-    handles = [blocks[i].register_forward_pre_hook(capture(i)) for i in range(len(blocks))]
+    handles = _capture_block_inputs(encoder.transformer, captured)
     plain = encoder(encoder.embed(tokens), tokens.argmax(-1))
     plain_inputs = dict(captured)
     prompted = encoder(encoder.embed(tokens), tokens.argmax(-1), deep_prompts=deep)
@@ -102,11 +108,7 @@ def test_visual_prompts_shallow_and_deep(tiny_clip64):
     shallow = torch.randn(4, encoder.width, dtype=torch.float64)
     deep = [torch.randn(4, encoder.width, dtype=torch.float64) for _ in range(2)]
     captured = {}
-    blocks = tiny_clip64.model.visual.transformer.resblocks
-    handles = [
-        blocks[i].register_forward_pre_hook(lambda m, a, i=i: captured.__setitem__(i, a[0].clone()))
-        for i in range(len(blocks))
-    ]
+    handles = _capture_block_inputs(tiny_clip64.model.visual.transformer, captured)
     plain = encoder(images)
     out_shallow = encoder(images, shallow)
     tokens_shallow = dict(captured)
