@@ -104,13 +104,70 @@ class TextEncoder(nn.Module):
             ``[N, embed_dim]`` unnormalised text features.
         """
         length = int(eot.max()) + 1 if self.truncate else prompts.shape[1]
-        dtype = self.dtype
-        x = prompts[:, :length].to(dtype) + self.positional_embedding[:length].to(dtype)
         mask = self.attn_mask[:length, :length] if self.attn_mask is not None else None
+        x = self._run(prompts[:, :length], torch.arange(length, device=prompts.device), mask, deep_prompts, deep_start)
+        return self._project(x[torch.arange(x.shape[0], device=x.device), eot])
+
+    def forward_pair(
+        self,
+        prompts: torch.Tensor,
+        reference: torch.Tensor,
+        eot: torch.Tensor,
+        shared: int,
+        deep_prompts: Optional[Sequence[torch.Tensor]] = None,
+        deep_start: int = 1,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Features of two prompt sets that agree on their first ``shared`` positions, in one pass.
+
+        The text transformer is causal, so the hidden states of the common prefix are the same in both sets: they
+        are computed once, and the differing tails of both sets attend to them. The sequence is
+        ``[prefix, tail of prompts, tail of reference]`` with a mask that keeps the two tails apart and the
+        positional embeddings of the tails' true positions: ``L + (L - shared)`` positions instead of ``2L``.
+
+        Args:
+            prompts: ``[N, L, width]`` first prompt set (LAMM: learned labels).
+            reference: ``[N, L, width]`` second set (LAMM: original labels), equal to ``prompts`` on positions
+                ``< shared``.
+            eot: ``[N]`` feature positions (the same in both sets, all ``>= shared``).
+            shared: Length of the common prefix; deep prompts must lie inside it.
+            deep_prompts: As in :meth:`forward`.
+            deep_start: As in :meth:`forward`.
+
+        Returns:
+            ``(features of prompts, features of reference)``, each ``[N, embed_dim]``.
+        """
+        n_deep = deep_prompts[0].shape[-2] if deep_prompts else 0
+        if self.attn_mask is None or shared < 1 or deep_start + n_deep > shared:
+            both = self(torch.cat([prompts, reference]), torch.cat([eot, eot]), deep_prompts, deep_start)
+            return both.chunk(2)
+        length = int(eot.max()) + 1 if self.truncate else prompts.shape[1]
+        tail = length - shared
+        device = prompts.device
+        causal = self.attn_mask[:length, :length]
+        mask = causal.new_full((length + tail, length + tail), float("-inf"))
+        mask[:length, :length] = causal
+        mask[length:, :shared] = 0  # the reference tail reads the shared prefix ...
+        mask[length:, length:] = causal[:tail, :tail]  # ... and itself, causally; never the other tail
+        x = torch.cat([prompts[:, :length], reference[:, shared:length]], dim=1)
+        positions = torch.cat([torch.arange(length, device=device), torch.arange(shared, length, device=device)])
+        x = self._run(x, positions, mask, deep_prompts, deep_start)
+        rows = torch.arange(x.shape[0], device=device)
+        return self._project(x[rows, eot]), self._project(x[rows, eot + tail])
+
+    def _run(
+        self,
+        x: torch.Tensor,
+        positions: torch.Tensor,
+        mask: Optional[torch.Tensor],
+        deep_prompts: Optional[Sequence[torch.Tensor]],
+        deep_start: int,
+    ) -> torch.Tensor:
+        """Embeddings ``[N, L, width]`` -> final-LayerNorm outputs, with deep prompts replacing their slots."""
+        dtype = self.dtype
+        x = x.to(dtype) + self.positional_embedding[positions].to(dtype)
         deep_prompts = list(deep_prompts or [])
         if len(deep_prompts) >= len(self.transformer.resblocks):
             raise ValueError(f"{len(deep_prompts)} deep prompts for {len(self.transformer.resblocks)} blocks.")
-
         batch_first = _blocks_batch_first(self.transformer)
         for i, block in enumerate(self.transformer.resblocks):
             if 0 < i <= len(deep_prompts):
@@ -121,9 +178,9 @@ class TextEncoder(nn.Module):
                 x = block(x, attn_mask=mask)
             else:
                 x = block(x.transpose(0, 1), attn_mask=mask).transpose(0, 1)
+        return self.ln_final(x)
 
-        x = self.ln_final(x)
-        x = x[torch.arange(x.shape[0], device=x.device), eot]
+    def _project(self, x: torch.Tensor) -> torch.Tensor:
         if isinstance(self.text_projection, nn.Linear):
             return self.text_projection(x)
         return x @ self.text_projection

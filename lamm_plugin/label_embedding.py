@@ -224,13 +224,24 @@ class LabelEmbedding(nn.Module):
             new_rows[dst] = rows[src].to(new_rows)
             self.init[dst] = init[src].to(self.init)
             loaded += 1
-        self.frozen_names = (self.frozen_names | set(meta["frozen"])) & set(self.classnames)
+        # Classes of the checkpoint this model does not know are kept, frozen: a later checkpoint still carries
+        # them (continual learning), and they serve again once the class set includes them.
+        mine = set(self.classnames)
+        extra = [j for j, name in enumerate(meta["classnames"]) if name not in mine]
+        if extra:
+            pick = torch.cat([torch.arange(their_offsets[j], their_offsets[j] + meta["counts"][j]) for j in extra])
+            new_rows = torch.cat([new_rows, rows[pick].to(new_rows)])
+            self.init = torch.cat([self.init, init[pick].to(self.init)])
+            self.classnames += [meta["classnames"][j] for j in extra]
+            self.counts += [meta["counts"][j] for j in extra]
+        self.frozen_names = (self.frozen_names | set(meta["frozen"]) | {meta["classnames"][j] for j in extra}) & set(
+            self.classnames
+        )
         self._rebuild(new_rows)
-        skipped = len(theirs) - loaded
         logger.info(
-            "Label embeddings: loaded %d of %d classes; %d here keep CLIP's embeddings; %d in the checkpoint unused.",
+            "Label embeddings: %d of %d classes loaded, %d keep CLIP's embeddings; %d more kept (frozen) for later.",
             loaded,
-            len(self.classnames),
-            len(self.classnames) - loaded,
-            skipped,
+            len(mine),
+            len(mine) - loaded,
+            len(extra),
         )

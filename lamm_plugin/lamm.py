@@ -7,7 +7,8 @@
 Performance (all exact, see DESIGN.md section 3):
 
 1. the text encoder runs up to the last end-of-text token only;
-2. prompts with learned labels and with the original labels go through the text encoder in one batched pass;
+2. prompts with learned labels and with the original labels go through the text encoder in one pass, in which
+   the positions before the class name (identical in both, the transformer being causal) are computed once;
 3. when the reference branch depends on nothing trainable (context frozen: LAMM alone, VPT), its features are
    computed once and reused until a tensor they depend on changes; in evaluation, text features are reused
    across batches the same way.
@@ -172,12 +173,14 @@ class LAMM(nn.Module):
         """The label rows of the current class set and their initial values, ``[R, width]`` each."""
         return self.label_embedding.rows()[self.row_index], self.label_embedding.init[self.row_index]
 
-    def _versions(self) -> tuple:
-        """Changes whenever a learnable tensor is modified in place (optimiser step, load) or replaced."""
-        return tuple((id(t), t._version) for t in (*self.parameters(), *self.buffers()))
+    @staticmethod
+    def _versions(tensors) -> tuple:
+        """Changes whenever one of ``tensors`` is modified in place (optimiser step, load) or replaced."""
+        return tuple((id(t), t._version) for t in tensors)
 
-    def _cached(self, key: str, compute) -> torch.Tensor:
-        version = self._versions()
+    def _cached(self, key: str, compute, depends_on) -> torch.Tensor:
+        """``compute()`` (without gradients), recomputed only when a tensor in ``depends_on`` has changed."""
+        version = self._versions(depends_on)
         hit = self._cache.get(key)
         if hit is None or hit[0] != version:
             with torch.no_grad():
@@ -204,10 +207,12 @@ class LAMM(nn.Module):
         if not reference:
             return run(learned, self.eot), None
         if self.cfg.cache_reference and not self.method.text_is_trainable():
-            return run(learned, self.eot), self._cached("reference", lambda: run(prompts, self.eot))
-        both = run(torch.cat([learned, prompts]), torch.cat([self.eot, self.eot]))  # one batched pass
-        text, ref = both.chunk(2)
-        return text, ref
+            # The reference reads the method's (frozen) tensors and the class set, never the label embeddings.
+            depends_on = (*self.method.parameters(), *self.method.buffers(), self.base_prompts, self.ctx_pos)
+            return run(learned, self.eot), self._cached("reference", lambda: run(prompts, self.eot), depends_on)
+        # One pass for both; the positions before the first class name are the same in both and computed once.
+        shared = int(self.layout.name_start.min())
+        return self.text.forward_pair(learned, prompts, self.eot, shared, prompt.deep, prompt.deep_start)
 
     # ---- forward -------------------------------------------------------------------------------------------------
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
@@ -229,7 +234,8 @@ class LAMM(nn.Module):
         if self.training:
             text, ref = self.encode_text(reference=with_reference)
         else:
-            text, ref = self._cached("eval_text", lambda: self.encode_text()[0]), None
+            depends_on = (*self.parameters(), *self.buffers())
+            text, ref = self._cached("eval_text", lambda: self.encode_text()[0], depends_on), None
         text = normalize(text.float())
         logits = self.logit_scale * image @ text.t()
         if not with_loss:

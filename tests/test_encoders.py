@@ -163,3 +163,39 @@ def test_full_size_vit_b16_parity():
     torch.testing.assert_close(text(text.embed(tokens), text.eot_index(tokens)), model.encode_text(tokens))
     images = torch.randn(2, 3, 224, 224)
     torch.testing.assert_close(ImageEncoder(model)(images), model.encode_image(images))
+
+
+@pytest.mark.parametrize("deep", [0, 2])
+def test_pair_pass_equals_two_passes(tiny_clip64, classnames, deep):
+    tokens = _tokens(tiny_clip64, classnames)
+    encoder = TextEncoder(tiny_clip64.model)
+    eot = encoder.eot_index(tokens)
+    base = encoder.embed(tokens).detach()
+    # Both sets share a trainable context (positions 1-4) and differ from position 5 (the class name) on.
+    ctx = base[0, 1:5].clone().requires_grad_(True)
+    delta = (0.1 * torch.randn_like(base[:, 5:])).requires_grad_(True)
+    head = torch.cat([base[:, :1], ctx.expand(len(classnames), -1, -1)], dim=1)
+    prompts = torch.cat([head, base[:, 5:]], dim=1)
+    other = torch.cat([head, base[:, 5:] + delta], dim=1)
+    deep_prompts = [torch.randn(2, 32, dtype=torch.float64, requires_grad=True) for _ in range(deep)]
+    inputs = [ctx, delta, *deep_prompts]
+
+    separate = (encoder(prompts, eot, deep_prompts), encoder(other, eot, deep_prompts))
+    paired = encoder.forward_pair(prompts, other, eot, shared=5, deep_prompts=deep_prompts)
+    for a, b in zip(paired, separate):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    weights = torch.randn(2, *separate[0].shape, dtype=torch.float64)
+    g_sep = torch.autograd.grad((weights[0] * separate[0]).sum() + (weights[1] * separate[1]).sum(), inputs)
+    g_pair = torch.autograd.grad((weights[0] * paired[0]).sum() + (weights[1] * paired[1]).sum(), inputs)
+    for a, b in zip(g_pair, g_sep):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_pair_pass_falls_back_when_deep_prompts_leave_the_prefix(tiny_clip64, classnames):
+    tokens = _tokens(tiny_clip64, classnames)
+    encoder = TextEncoder(tiny_clip64.model)
+    eot = encoder.eot_index(tokens)
+    prompts = encoder.embed(tokens)
+    deep = [torch.randn(4, 32, dtype=torch.float64)]  # slots 1..4 reach past a 3-position prefix
+    paired = encoder.forward_pair(prompts, prompts, eot, shared=3, deep_prompts=deep)
+    torch.testing.assert_close(paired[0], encoder(prompts, eot, deep), rtol=1e-12, atol=1e-12)

@@ -31,7 +31,8 @@ def _build(case, clip, classnames, enabled=True, **lamm):
 def _perturb(model, scale):
     """Move the label rows randomly (a constant shift would vanish in CLIP's LayerNorms)."""
     weight = model.label_embedding.weight
-    weight.add_(scale * torch.randn(weight.shape, generator=torch.Generator().manual_seed(3)))
+    with torch.no_grad():
+        weight.add_(scale * torch.randn(weight.shape, generator=torch.Generator().manual_seed(3)))
 
 
 def _batch(n=6, classes=5, seed=0):
@@ -169,19 +170,23 @@ def test_feature_alignment_is_zero_for_a_batch_of_one_class(tiny_clip, classname
 
 def test_reference_branch_is_cached_only_when_frozen(tiny_clip, classnames):
     images, labels = _batch()
+    block = tiny_clip.model.transformer.resblocks[0]
+    seen = []
+    block.register_forward_pre_hook(lambda m, a: seen.append(tuple(a[0].shape[:2])))
     frozen = build_model("coop", tiny_clip, classnames, CoOpConfig(ctx_init="a photo of a", train_ctx=False))
     frozen.train()
-    calls = []
-    frozen.text.register_forward_hook(lambda m, a, o: calls.append(a[0].shape[0]))
     frozen(images, labels)
+    optim = torch.optim.SGD(frozen.trainable_parameters(), lr=0.1)
+    optim.step()  # label rows change; the cached reference does not depend on them
     frozen(images, labels)
-    assert calls == [5, 5, 5]  # learned, reference (once), learned
+    length = frozen.layout.max_length
+    assert seen == [(5, length)] * 3  # learned, reference (once), learned
     trained = build_model("coop", tiny_clip, classnames, CoOpConfig(ctx_init="a photo of a"))
     trained.train()
-    calls.clear()
-    trained.text.register_forward_hook(lambda m, a, o: calls.append(a[0].shape[0]))
+    seen.clear()
     trained(images, labels)
-    assert calls == [10]  # learned and reference batched in one pass
+    shared = 5  # <start> a photo of a
+    assert seen == [(5, length + length - shared)]  # both label sets in one pass, the common prefix once
 
 
 def test_cached_and_uncached_give_the_same_loss(tiny_clip, classnames):
@@ -323,3 +328,39 @@ def test_state_dict_holds_only_learned_tensors(tiny_clip, classnames):
     assert "label_embedding.rows" in keys and "method.ctx" in keys
     assert not any("transformer" in k or "token_embedding" in k for k in keys)
     assert sum(p.numel() for p in model.parameters()) < 20_000
+
+
+@pytest.mark.parametrize(
+    ("method", "cfg"), [("maple", MaPLeConfig(prompt_depth=9)), ("vpt", VPTConfig(prompt_depth_vision=12))]
+)
+def test_prompt_depth_beyond_the_backbone_is_refused_at_build_time(tiny_clip, classnames, method, cfg):
+    with pytest.raises(ValueError, match="exceeds the 3"):
+        build_model(method, tiny_clip, classnames, cfg)
+
+
+def test_checkpoint_keeps_classes_it_does_not_serve(tiny_clip, classnames):
+    """Continual learning: a stage-2 checkpoint still carries stage-1 labels, and stage-1 rows stay frozen."""
+    torch.manual_seed(0)
+    cfg = CoOpConfig(ctx_init="a photo of a", train_ctx=False)  # continual learning: the context stays fixed
+
+    def lamm_alone(names):
+        return build_model("coop", tiny_clip, names, cfg, LAMMConfig())
+
+    stage1 = lamm_alone(classnames[:2])
+    _perturb(stage1, 0.2)
+    stage2 = lamm_alone(classnames[2:])
+    stage2.load_checkpoint_state(stage1.checkpoint_state())
+    assert stage2.classnames == [n.replace("_", " ") for n in classnames[2:]]
+    assert stage2.label_embedding.weight.shape[0] == 7  # only the served classes' rows train
+    optim = torch.optim.SGD(stage2.trainable_parameters(), lr=0.5, weight_decay=0.1)
+    images, labels = _batch(n=3, classes=3)
+    stage2.train()
+    stage2(images, labels).losses["total"].backward()
+    optim.step()
+    both = lamm_alone(classnames)
+    both.load_checkpoint_state(stage2.checkpoint_state())
+    stage1.eval(), stage2.eval(), both.eval()
+    images, _ = _batch()
+    logits = both(images).logits
+    torch.testing.assert_close(logits[:, :2], stage1(images).logits)
+    torch.testing.assert_close(logits[:, 2:], stage2(images).logits)

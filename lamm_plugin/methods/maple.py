@@ -31,7 +31,11 @@ class MaPLe(PromptMethod):
         if cfg.prompt_depth < 1:
             raise ValueError("MaPLe needs prompt_depth >= 1 (1 is shallow MaPLe).")
         text_width = clip.model.token_embedding.weight.shape[1]
-        vision_width = ImageEncoder(clip.model).width  # clear error on ResNet towers
+        image = ImageEncoder(clip.model)
+        vision_width = image.width  # clear error on ResNet towers
+        blocks = min(image.num_blocks, len(clip.model.transformer.resblocks))
+        if cfg.prompt_depth > blocks:
+            raise ValueError(f"prompt_depth={cfg.prompt_depth} exceeds the {blocks} transformer blocks of {clip.name}.")
         n_ctx = cfg.n_ctx
         init = cfg.ctx_init.replace("_", " ").strip()
         if init:

@@ -29,7 +29,12 @@ class VPT(PromptMethod):
         super().__init__(cfg, clip, classnames)
         if cfg.prompt_depth_vision < 1:
             raise ValueError("VPT needs prompt_depth_vision >= 1 (1 is shallow VPT).")
-        width = ImageEncoder(clip.model).width  # clear error on ResNet towers
+        image = ImageEncoder(clip.model)
+        width = image.width  # clear error on ResNet towers
+        if cfg.prompt_depth_vision > image.num_blocks:
+            raise ValueError(
+                f"prompt_depth_vision={cfg.prompt_depth_vision} exceeds the {image.num_blocks} blocks of {clip.name}."
+            )
 
         def tokens() -> nn.Parameter:
             return nn.Parameter(nn.init.normal_(torch.empty(cfg.n_ctx_vision, width), std=0.02))
