@@ -204,11 +204,15 @@ class LAMM(nn.Module):
         def run(x: torch.Tensor, eot: torch.Tensor) -> torch.Tensor:
             return self.text(x, eot, prompt.deep, prompt.deep_start)
 
+        # Without learned labels and trainable text prompts (VPT, zero-shot), the text features are constants.
+        constant = self.cfg.cache_reference and not self.method.text_is_trainable()
+        # The original-label prompts read the method's (frozen) tensors and the class set, never the labels.
+        depends_on = (*self.method.parameters(), *self.method.buffers(), self.base_prompts, self.ctx_pos)
         if not reference:
+            if constant and self.label_embedding is None:
+                return self._cached("reference", lambda: run(prompts, self.eot), depends_on), None
             return run(learned, self.eot), None
-        if self.cfg.cache_reference and not self.method.text_is_trainable():
-            # The reference reads the method's (frozen) tensors and the class set, never the label embeddings.
-            depends_on = (*self.method.parameters(), *self.method.buffers(), self.base_prompts, self.ctx_pos)
+        if constant:
             return run(learned, self.eot), self._cached("reference", lambda: run(prompts, self.eot), depends_on)
         # One pass for both; the positions before the first class name are the same in both and computed once.
         shared = int(self.layout.name_start.min())

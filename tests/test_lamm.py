@@ -364,3 +364,17 @@ def test_checkpoint_keeps_classes_it_does_not_serve(tiny_clip, classnames):
     logits = both(images).logits
     torch.testing.assert_close(logits[:, :2], stage1(images).logits)
     torch.testing.assert_close(logits[:, 2:], stage2(images).logits)
+
+
+def test_constant_text_features_are_computed_once_in_training(tiny_clip, classnames):
+    """VPT without LAMM: no text tensor trains, so the text tower runs once, not every step."""
+    model = build_model("vpt", tiny_clip, classnames, VPTConfig(n_ctx_vision=2), LAMMConfig(enabled=False)).train()
+    seen = []
+    tiny_clip.model.transformer.resblocks[0].register_forward_pre_hook(lambda m, a: seen.append(a[0].shape[0]))
+    optim = torch.optim.SGD(model.trainable_parameters(), lr=0.1)
+    images, labels = _batch()
+    for _ in range(3):
+        optim.zero_grad()
+        model(images, labels).losses["total"].backward()
+        optim.step()
+    assert seen == [len(classnames)]
