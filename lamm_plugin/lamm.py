@@ -206,8 +206,9 @@ class LAMM(nn.Module):
 
         # Without learned labels and trainable text prompts (VPT, zero-shot), the text features are constants.
         constant = self.cfg.cache_reference and not self.method.text_is_trainable()
-        # The original-label prompts read the method's (frozen) tensors and the class set, never the labels.
-        depends_on = (*self.method.parameters(), *self.method.buffers(), self.base_prompts, self.ctx_pos)
+        # The original-label prompts read the method's text tensors and the class set, never the labels.
+        text_tensors = [t for t in (prompt.ctx, *prompt.deep) if t is not None]
+        depends_on = (*text_tensors, self.base_prompts, self.ctx_pos)
         if not reference:
             if constant and self.label_embedding is None:
                 return self._cached("reference", lambda: run(prompts, self.eot), depends_on), None
