@@ -126,11 +126,22 @@ def _worker(fn, args, queue) -> None:
 
 
 def _isolated(fn, *args) -> dict:
+    """``fn(*args)`` in a fresh process; a process that dies (e.g. killed for memory) gives a row saying so."""
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     proc = ctx.Process(target=_worker, args=(fn, args, queue))
     proc.start()
-    result = queue.get()
+    while True:
+        try:
+            result = queue.get(timeout=5)
+            break
+        except Exception:  # queue.Empty: still running, or dead
+            if not proc.is_alive():
+                result = {
+                    "case": repr(args[:2]),
+                    "failed": f"process exited with code {proc.exitcode} (out of memory?)",
+                }
+                break
     proc.join()
     return result
 
@@ -142,13 +153,14 @@ def main() -> None:
     parser.add_argument("--classes", type=int, nargs="+", default=None)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--truncate", choices=["both", "on", "off"], default="both", help="text table: which passes")
     args = parser.parse_args()
     device_name = torch.cuda.get_device_name() if args.device == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
     print(f"device: {device_name}, torch {torch.__version__}")
     rows = []
     if args.table == "text":
         for n in args.classes or [10, 100, 1000]:
-            for truncate in (False, True):
+            for truncate in {"both": (False, True), "on": (True,), "off": (False,)}[args.truncate]:
                 rows.append(_isolated(text_case, n, truncate, args.device, args.repeats))
                 print(rows[-1], flush=True)
     else:
