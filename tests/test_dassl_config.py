@@ -151,7 +151,7 @@ def test_trainer_configs_only_override_existing_keys(path):
     name = os.path.basename(path)
     if name.startswith("demo_cpu"):
         assert cfg.MODEL.BACKBONE.NAME == "tiny-vit" and cfg.TRAINER[node].PREC == "fp32"
-        assert tuple(cfg.INPUT.SIZE) == (32, 32) and (cfg.OPTIM.MAX_EPOCH <= 2 or trainer == "ZeroshotCLIP")
+        assert tuple(cfg.INPUT.SIZE) == (32, 32) and (cfg.OPTIM.MAX_EPOCH <= 20 or trainer == "ZeroshotCLIP")
     else:
         assert cfg.MODEL.BACKBONE.NAME == "ViT-B/16" and tuple(cfg.INPUT.SIZE) == (224, 224)
     if "official" in name:

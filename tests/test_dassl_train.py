@@ -32,6 +32,8 @@ DEMO_CONFIGS = {
 }
 # 4 classes (2 base + 2 new), 2 shots: 8 training images, 2 batches per epoch.
 SMALL_DATA = [
+    "OPTIM.MAX_EPOCH", "2",  # the tests count on two epochs and this learning rate, whatever the demo configs say
+    "OPTIM.LR", "0.01",
     "DATASET.NUM_SHOTS", "2",
     "DATASET.SYNTHETIC.NUM_CLASSES", "4",
     "DATASET.SYNTHETIC.TRAIN_PER_CLASS", "4",
