@@ -14,17 +14,6 @@ SEED=$2
 shift 2
 
 DIR="${OUTPUT}/base2new/train_base/${DATASET}/shots_${SHOTS}/${TRAINER}/${CFG}/seed${SEED}"
-if finished "${DIR}"; then
-    echo "Results are available in ${DIR}. Skip this job"
-    exit 0
-fi
-echo "Run this job and save the output to ${DIR}"
-run_train \
-    --root "${DATA}" \
-    --seed "${SEED}" \
-    --trainer "${TRAINER}" \
-    --dataset-config-file "$(dataset_cfg "${DATASET}")" \
-    --config-file "$(trainer_cfg)" \
-    --output-dir "${DIR}" \
+job "${DIR}" "${DATASET}" "${SEED}" \
     DATASET.NUM_SHOTS "${SHOTS}" \
     DATASET.SUBSAMPLE_CLASSES base "$@"

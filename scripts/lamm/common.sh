@@ -37,3 +37,23 @@ dataset_cfg() {
 trainer_cfg() {
     echo "${REPO}/configs/trainers/${TRAINER}/${CFG}.yaml"
 }
+
+# One job: train.py for DATASET and SEED with output in DIR, skipped when DIR already holds its results.
+# Usage: job DIR DATASET SEED [more train.py arguments and config overrides]
+job() {
+    local dir=$1 dataset=$2 seed=$3
+    shift 3
+    if finished "${dir}"; then
+        echo "Results are available in ${dir}. Skip this job"
+        return 0
+    fi
+    echo "Run this job and save the output to ${dir}"
+    run_train \
+        --root "${DATA}" \
+        --seed "${seed}" \
+        --trainer "${TRAINER}" \
+        --dataset-config-file "$(dataset_cfg "${dataset}")" \
+        --config-file "$(trainer_cfg)" \
+        --output-dir "${dir}" \
+        "$@"
+}

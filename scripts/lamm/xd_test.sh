@@ -19,18 +19,7 @@ shift 2
 
 MODEL_DIR="${OUTPUT}/xd/train/${SOURCE}/shots_${SHOTS}/${TRAINER}/${CFG}/seed${SEED}"
 DIR="${OUTPUT}/xd/test/${DATASET}/shots_${SHOTS}/${TRAINER}/${CFG}/seed${SEED}"
-if finished "${DIR}"; then
-    echo "Results are available in ${DIR}. Skip this job"
-    exit 0
-fi
-echo "Evaluate the model in ${MODEL_DIR} and save the output to ${DIR}"
-run_train \
-    --root "${DATA}" \
-    --seed "${SEED}" \
-    --trainer "${TRAINER}" \
-    --dataset-config-file "$(dataset_cfg "${DATASET}")" \
-    --config-file "$(trainer_cfg)" \
-    --output-dir "${DIR}" \
+job "${DIR}" "${DATASET}" "${SEED}" \
     --model-dir "${MODEL_DIR}" \
     ${LOADEP:+--load-epoch "${LOADEP}"} \
     --eval-only "$@"

@@ -14,16 +14,5 @@ SEED=$1
 shift 1
 
 DIR="${OUTPUT}/xd/train/${SOURCE}/shots_${SHOTS}/${TRAINER}/${CFG}/seed${SEED}"
-if finished "${DIR}"; then
-    echo "Results are available in ${DIR}. Skip this job"
-    exit 0
-fi
-echo "Run this job and save the output to ${DIR}"
-run_train \
-    --root "${DATA}" \
-    --seed "${SEED}" \
-    --trainer "${TRAINER}" \
-    --dataset-config-file "$(dataset_cfg "${SOURCE}")" \
-    --config-file "$(trainer_cfg)" \
-    --output-dir "${DIR}" \
+job "${DIR}" "${SOURCE}" "${SEED}" \
     DATASET.NUM_SHOTS "${SHOTS}" "$@"
