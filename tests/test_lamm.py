@@ -35,6 +35,12 @@ def _perturb(model, scale):
         weight.add_(scale * torch.randn(weight.shape, generator=torch.Generator().manual_seed(3)))
 
 
+def _batch_and_length(transformer, x):
+    """(batch, positions) of a block input, whatever layout open_clip runs its blocks in."""
+    shape = tuple(x.shape[:2])
+    return shape if getattr(transformer, "batch_first", False) else shape[::-1]
+
+
 def _batch(n=6, classes=5, seed=0):
     g = torch.Generator().manual_seed(seed)
     return torch.randn(n, 3, 32, 32, generator=g), torch.arange(n) % classes
@@ -172,7 +178,8 @@ def test_reference_branch_is_cached_only_when_frozen(tiny_clip, classnames):
     images, labels = _batch()
     block = tiny_clip.model.transformer.resblocks[0]
     seen = []
-    block.register_forward_pre_hook(lambda m, a: seen.append(tuple(a[0].shape[:2])))
+    transformer = tiny_clip.model.transformer
+    block.register_forward_pre_hook(lambda m, a: seen.append(_batch_and_length(transformer, a[0])))
     frozen = build_model("coop", tiny_clip, classnames, CoOpConfig(ctx_init="a photo of a", train_ctx=False))
     frozen.train()
     frozen(images, labels)
@@ -370,7 +377,10 @@ def test_constant_text_features_are_computed_once_in_training(tiny_clip, classna
     """VPT without LAMM: no text tensor trains, so the text tower runs once, not every step."""
     model = build_model("vpt", tiny_clip, classnames, VPTConfig(n_ctx_vision=2), LAMMConfig(enabled=False)).train()
     seen = []
-    tiny_clip.model.transformer.resblocks[0].register_forward_pre_hook(lambda m, a: seen.append(a[0].shape[0]))
+    transformer = tiny_clip.model.transformer
+    transformer.resblocks[0].register_forward_pre_hook(
+        lambda m, a: seen.append(_batch_and_length(transformer, a[0])[0])
+    )
     optim = torch.optim.SGD(model.trainable_parameters(), lr=0.1)
     images, labels = _batch()
     for _ in range(3):
