@@ -124,10 +124,12 @@ class LabelEmbedding(nn.Module):
                 learnable.
         """
         new_names, new_rows = [], []
+        known = set(self.classnames)
         for name, emb in zip(classnames, name_embeddings):
             name = clean_classname(name)
-            if name in self._position or name in new_names:
+            if name in known:
                 continue
+            known.add(name)
             new_names.append(name)
             new_rows.append(emb.detach().float().reshape(-1, self.width))
         if not new_names:

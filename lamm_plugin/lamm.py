@@ -30,7 +30,7 @@ from lamm_plugin.encoders import ImageEncoder, TextEncoder, normalize
 from lamm_plugin.label_embedding import LabelEmbedding, label_token_counts
 from lamm_plugin.losses import HierarchicalLoss
 from lamm_plugin.methods import METHODS, PromptMethod
-from lamm_plugin.methods.base import TextPrompt, token_embeddings
+from lamm_plugin.methods.base import TextPrompt
 from lamm_plugin.tokens import PromptLayout, build_layout, clean_classname
 
 logger = logging.getLogger(__name__)
@@ -136,13 +136,15 @@ class LAMM(nn.Module):
         new_names = [n for n in names if n not in served]
         if new_names:
             self.set_classnames(self.classnames + new_names)
-        missing = [n for n in names if n not in self.label_embedding]
+        known = set(self.label_embedding.classnames)
+        missing = [n for n in names if n not in known]
         if missing:
-            ids = [self.tokenizer.encode(n) for n in missing]
-            counts = label_token_counts([len(i) for i in ids], self.cfg.label_tokens, self.cfg.first_k,
-                                        self.cfg.min_len_cap)  # fmt: skip
-            clip = _BundleView(self)
-            rows = [token_embeddings(clip, n)[:k] for n, k in zip(missing, counts)]
+            # Every missing class is served now: its CLIP name embeddings sit in the base prompts.
+            index = {n: c for c, n in enumerate(self.classnames)}
+            classes = [index[n] for n in missing]
+            starts, lens = self.layout.name_start[classes].tolist(), self.layout.name_len[classes].tolist()
+            counts = label_token_counts(lens, self.cfg.label_tokens, self.cfg.first_k, self.cfg.min_len_cap)
+            rows = [self.base_prompts[c, s : s + k] for c, s, k in zip(classes, starts, counts)]
             self.label_embedding.add_classes(missing, rows)
         self._update_splice_index()
 
@@ -285,14 +287,6 @@ class LAMM(nn.Module):
             raise ValueError("Checkpoint does not fit this model: " + "; ".join(problems) + ".")
         self.load_state_dict(state["state_dict"])
         self._cache.clear()
-
-
-class _BundleView:
-    """The two CLIPBundle fields :func:`token_embeddings` reads, taken from a LAMM model."""
-
-    def __init__(self, model: LAMM) -> None:
-        self.tokenizer = model.tokenizer
-        self.model = model.frozen[0]
 
 
 def build_model(

@@ -7,7 +7,6 @@ the visual ones projected from the text ones (coupling).
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
 
 import torch
@@ -44,11 +43,9 @@ class MaPLe(PromptMethod):
                 raise ValueError(f"ctx_init {init!r} has {len(vectors)} tokens, fewer than n_ctx={n_ctx}.")
             self.prefix = init
             vectors = vectors[:n_ctx].clone()
-            self.slots: Sequence[int] | str = range(n_ctx)
         else:
             vectors = nn.init.normal_(torch.empty(n_ctx, text_width), std=0.02)
             self.prefix = " ".join(["X"] * n_ctx)
-            self.slots = range(n_ctx)
         self.ctx = nn.Parameter(vectors)
         self.proj = nn.Linear(text_width, vision_width)
         self.deep_text = nn.ParameterList(
@@ -57,12 +54,11 @@ class MaPLe(PromptMethod):
                 for _ in range(cfg.prompt_depth - 1)
             ]
         )
-        self.deep_proj = nn.ModuleList([copy.deepcopy(nn.Linear(text_width, vision_width)) for _ in self.deep_text])
-        for layer in self.deep_proj:
-            layer.reset_parameters()
+        self.deep_proj = nn.ModuleList([nn.Linear(text_width, vision_width) for _ in self.deep_text])
 
-    def template(self) -> tuple[str, Sequence[int] | str]:
-        return self.prefix + " {}.", self.slots
+    def template(self) -> tuple[str, Sequence[int]]:
+        # The context vectors take the template's first n_ctx tokens.
+        return self.prefix + " {}.", range(self.cfg.n_ctx)
 
     def text_prompt(self) -> TextPrompt:
         return TextPrompt(ctx=self.ctx, deep=list(self.deep_text), deep_start=1)
