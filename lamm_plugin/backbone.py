@@ -19,7 +19,7 @@ from typing import Any, Callable, Optional
 
 import open_clip
 import torch
-from open_clip.model import CLIP
+from open_clip.model import CLIP, convert_weights_to_lp, get_cast_dtype
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +53,10 @@ TINY_MODELS: dict[str, dict[str, Any]] = {
 }
 
 PRECISIONS = ("fp32", "fp16", "bf16", "amp")
+#: Precisions that hold CLIP's matmul weights in low precision. As in ``open_clip.create_model``, such models are
+#: built with a cast dtype, which makes every normalisation a ``LayerNormFp32`` (fp32 weights, fp32 compute): a
+#: plain ``LayerNorm`` would keep fp32 weights and receive low-precision activations, which CUDA kernels refuse.
+LOW_PRECISIONS = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
 #: Where CoOp-family repos (OpenAI's ``clip`` package) keep downloaded weights.
 OPENAI_CACHE = os.path.expanduser("~/.cache/clip")
@@ -140,11 +144,12 @@ def _resolve(name: str, pretrained: Optional[str]) -> tuple[str, str, Optional[s
     )
 
 
-def _set_precision(model: CLIP, precision: str) -> None:
-    if precision in ("fp32", "amp"):
-        model.float()
-    elif precision in ("fp16", "bf16"):
-        open_clip.model.convert_weights_to_lp(model, dtype=torch.float16 if precision == "fp16" else torch.bfloat16)
+def _tiny_model(name: str, precision: str) -> CLIP:
+    """A tiny random-weight CLIP, built for ``precision`` the way ``open_clip.create_model`` builds its models."""
+    model = CLIP(**TINY_MODELS[name], cast_dtype=get_cast_dtype(precision))
+    if precision in LOW_PRECISIONS:
+        convert_weights_to_lp(model, dtype=LOW_PRECISIONS[precision])
+    return model
 
 
 def load_clip(
@@ -184,21 +189,22 @@ def load_clip(
         if os.path.isfile(cached):
             source = cached
 
+    # Weights load into a model already in its precision (low-precision tensors receive rounded copies).
     if name in TINY_MODELS:
-        model = CLIP(**TINY_MODELS[name])
+        model = _tiny_model(name, precision)
         if source:
             _load_checkpoint_file(model, _existing_file(source))
     elif not source:
-        model = open_clip.create_model(arch, pretrained=None)
+        model = open_clip.create_model(arch, pretrained=None, precision=precision)
     elif os.path.sep in source or source.endswith((".pt", ".pth", ".bin", ".safetensors")):
-        model = open_clip.create_model(arch, pretrained=None)
+        model = open_clip.create_model(arch, pretrained=None, precision=precision)
         _load_checkpoint_file(model, _existing_file(source))
     else:
         if source == "openai" and "openai" not in open_clip.list_pretrained_tags_by_model(arch):
             # open_clip < 3.0 lists OpenAI weights under the plain name and builds them with QuickGELU itself.
             arch = arch.removesuffix("-quickgelu")
         try:
-            model = open_clip.create_model(arch, pretrained=source, cache_dir=cache_dir)
+            model = open_clip.create_model(arch, pretrained=source, precision=precision, cache_dir=cache_dir)
         except Exception as err:  # network errors come as many types (OSError, HF hub errors, URLError)
             where = os.path.join(OPENAI_CACHE, openai_file) if openai_file else "/path/to/checkpoint.pt"
             raise RuntimeError(
@@ -207,7 +213,6 @@ def load_clip(
                 f"or pass its path as the pretrained value (MODEL.BACKBONE.PRETRAINED=/path/to/file in configs)."
             ) from err
 
-    _set_precision(model, precision)
     model.eval().requires_grad_(False).to(device)
     image_size = model.visual.image_size
     image_size = image_size[0] if isinstance(image_size, (tuple, list)) else image_size

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 
 import pytest
 import torch
+from open_clip.transformer import LayerNormFp32
+from torch import nn
 
 from lamm_plugin.backbone import CLIPBundle, load_clip
 
@@ -37,3 +40,48 @@ CLASSNAMES = ["dog", "golden retriever", "bernese mountain dog", "cat", "red_fox
 def classnames() -> list[str]:
     """Class names of one to three tokens, one with an underscore (CoOp's folder-style names)."""
     return list(CLASSNAMES)
+
+
+# ---- dtype checks as strict as CUDA kernels -----------------------------------------------------------------------
+_CHECKED = (nn.LayerNorm, nn.Linear, nn.Conv1d, nn.Conv2d, nn.MultiheadAttention)
+
+
+def _input_dtype_check(module: nn.Module, args: tuple, kwargs: dict) -> None:
+    if isinstance(module, LayerNormFp32):
+        return  # casts its input to float32 itself
+    x = args[0] if args else kwargs.get("query", kwargs.get("input"))
+    if torch.is_autocast_enabled(x.device.type):
+        return  # autocast casts inputs and weights to a common dtype inside the op
+    weight = module.in_proj_weight if isinstance(module, nn.MultiheadAttention) else module.weight
+    if weight is None:  # attention with separate q/k/v projections
+        weight = module.q_proj_weight
+    if x.dtype != weight.dtype:
+        raise TypeError(f"{type(module).__name__} with {weight.dtype} weights received {x.dtype} input")
+    mask = kwargs.get("attn_mask")
+    if mask is not None and mask.dtype not in (torch.bool, x.dtype):
+        raise TypeError(f"{type(module).__name__} received a {mask.dtype} mask with {x.dtype} input")
+
+
+@contextlib.contextmanager
+def _strict_dtypes(*models: nn.Module):
+    handles = [
+        m.register_forward_pre_hook(_input_dtype_check, with_kwargs=True)
+        for model in models
+        for m in model.modules()
+        if isinstance(m, _CHECKED)
+    ]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@pytest.fixture
+def strict_dtypes():
+    """Context manager over modules: a layer whose input dtype differs from its weights' raises ``TypeError``.
+
+    CUDA kernels refuse such a mix (``expected scalar type Half but found Float``); CPU kernels accept it silently.
+    With these hooks a CPU run is as strict as a GPU run about dtypes.
+    """
+    return _strict_dtypes

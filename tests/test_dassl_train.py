@@ -6,6 +6,7 @@ and reloads with ``--eval-only`` to the same accuracy; base-to-new evaluation ma
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import os
@@ -243,15 +244,39 @@ def test_baselines(data_root, tmp_path):
     assert results(zs)["method"] == "zeroshot" and results(zs)["checkpoint"] is None
 
 
-def test_best_val_and_precision_fallback(data_root, tmp_path):
+def test_best_val(data_root, tmp_path):
     out = str(tmp_path / "best")
-    opts = ("OPTIM.MAX_EPOCH", "1", "TEST.FINAL_MODEL", "best_val", "TRAINER.LAMM_COOP.PREC", "fp16")
-    trainer = run("LAMM_CoOp", data_root, out, opts=opts)
+    opts = ("OPTIM.MAX_EPOCH", "1", "TEST.FINAL_MODEL", "best_val")
+    run("LAMM_CoOp", data_root, out, opts=opts)
     best = torch.load(os.path.join(out, "prompt_learner", "model-best.pth.tar"), weights_only=True)
     assert isinstance(best["val_result"], float) and best["epoch"] == 1
-    # fp16 has no fast CPU kernels: the trainer says so and runs in fp32.
-    assert trainer.precision == "fp32" and "Note: PREC fp16 is not supported on cpu" in read_logs(out)
     assert "Deploy the model with the best val performance" in read_logs(out)
+
+
+@pytest.mark.parametrize("precision", ["fp16", "bf16", "amp"])
+@pytest.mark.parametrize("trainer", ["LAMM_CoOp", "LAMM_MaPLe", "LAMM_VPT"])
+def test_precision_honoured_with_strict_dtypes(trainer, precision, data_root, tmp_path, monkeypatch, strict_dtypes):
+    """Each precision trains and evaluates with every CLIP layer receiving its own weights' dtype (as on CUDA)."""
+    out = str(tmp_path / precision)
+    hooks = contextlib.ExitStack()
+    build_model = PromptTrainer.build_model
+
+    def build_with_strict_dtypes(self):
+        build_model(self)
+        hooks.enter_context(strict_dtypes(self.model.frozen[0], self.model))
+
+    monkeypatch.setattr(PromptTrainer, "build_model", build_with_strict_dtypes)
+    node = trainer.upper()
+    with hooks:
+        trained = run(trainer, data_root, out, opts=("OPTIM.MAX_EPOCH", "1", f"TRAINER.{node}.PREC", precision))
+    assert trained.precision == precision and results(out)["precision"] == precision
+    assert results(out)["accuracy"] is not None
+    weights = trained.model.frozen[0].visual.conv1.weight.dtype
+    assert weights == {"fp16": torch.float16, "bf16": torch.bfloat16, "amp": torch.float32}[precision]
+    assert (trained.scaler is not None) == (precision in ("fp16", "amp"))
+    assert all(p.dtype == torch.float32 for p in trained.model.trainable_parameters())
+    losses = [line for line in read_logs(out).splitlines() if line.startswith("epoch [1/1]")]
+    assert losses and "nan" not in losses[-1].lower()
 
 
 def test_bf16_and_configs_cleaned_by_host(data_root, tmp_path, capsys):
