@@ -2,9 +2,9 @@
 
 Each class owns learnable rows that replace the token embeddings of (some of) its class-name tokens in the text
 prompt. Rows are initialised from CLIP's own token embeddings of the name, so an untrained LAMM changes nothing.
-Rows are keyed by class name: a state dict trained on one class set loads onto another (shared classes take the
-learned rows, the others keep CLIP's embeddings), which is what base-to-new evaluation, ImageNet -> its variants
-and continual learning need.
+Rows are keyed by class name (see :func:`label_keys` for repeated names): a state dict trained on one class set
+loads onto another (shared classes take the learned rows, the others keep CLIP's embeddings), which is what
+base-to-new evaluation, ImageNet -> its variants and continual learning need.
 """
 
 from __future__ import annotations
@@ -20,6 +20,25 @@ from lamm_plugin.tokens import clean_classname
 logger = logging.getLogger(__name__)
 
 _EXTRA = "_extra_state"
+
+
+def label_keys(classnames: Sequence[str]) -> list[str]:
+    """One unique key per class: its cleaned name, with ``" #k"`` added to the k-th repeat of a name.
+
+    Class lists can repeat a name (CLIP's ImageNet list has "missile" and "sunglasses" twice); each class still
+    owns its label rows. A checkpoint maps onto another class set by these keys, so a repeated name's first
+    occurrence is the one a class set with that name once receives.
+    """
+    keys, taken, seen = [], set(), {}
+    for name in map(clean_classname, classnames):
+        seen[name] = seen.get(name, 0) + 1
+        key, k = name, seen[name]
+        while key in taken:
+            key = f"{name} #{k}"
+            k += 1
+        taken.add(key)
+        keys.append(key)
+    return keys
 
 
 def label_token_counts(name_lens: Sequence[int], rule: str, first_k: int = 1, min_len_cap: int = 0) -> list[int]:

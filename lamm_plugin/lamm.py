@@ -17,6 +17,8 @@ Performance (all exact, see DESIGN.md section 3):
 from __future__ import annotations
 
 import logging
+import warnings
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -27,7 +29,7 @@ from torch import nn
 from lamm_plugin.backbone import CLIPBundle
 from lamm_plugin.config import METHOD_CONFIGS, LAMMConfig, from_dict, to_dict
 from lamm_plugin.encoders import ImageEncoder, TextEncoder, normalize
-from lamm_plugin.label_embedding import LabelEmbedding, label_token_counts
+from lamm_plugin.label_embedding import LabelEmbedding, label_keys, label_token_counts
 from lamm_plugin.losses import HierarchicalLoss
 from lamm_plugin.methods import METHODS, PromptMethod
 from lamm_plugin.methods.base import TextPrompt
@@ -119,6 +121,7 @@ class LAMM(nn.Module):
         with torch.no_grad():
             base = self.text.embed(tokens)[:, :length].float()  # [C, L, width]
         self.layout = layout
+        self.label_keys = label_keys(layout.classnames)
         self.register_buffer("base_prompts", base, persistent=False)
         self.register_buffer("eot", layout.eot.to(device), persistent=False)
         self.register_buffer("ctx_pos", layout.ctx_pos.to(device), persistent=False)
@@ -127,25 +130,38 @@ class LAMM(nn.Module):
     def add_classes(self, classnames: Sequence[str]) -> None:
         """Give label embeddings to ``classnames``, appending the ones not yet served to the class set.
 
+        A name given ``k`` times stands for ``k`` classes: occurrences beyond those already served are appended.
         Existing label rows are left untouched (continual learning); build the optimiser afterwards.
         """
         if self.label_embedding is None:
             raise RuntimeError("add_classes needs LAMM enabled (label embeddings).")
         names = [clean_classname(n) for n in classnames]
-        served = set(self.classnames)
-        new_names = [n for n in names if n not in served]
+        unserved = Counter(names) - Counter(self.classnames)  # occurrences beyond those served
+        new_names = []
+        for name in names:
+            if unserved[name] > 0:
+                unserved[name] -= 1
+                new_names.append(name)
         if new_names:
             self.set_classnames(self.classnames + new_names)
-        known = set(self.label_embedding.classnames)
-        missing = [n for n in names if n not in known]
-        if missing:
-            # Every missing class is served now: its CLIP name embeddings sit in the base prompts.
-            index = {n: c for c, n in enumerate(self.classnames)}
-            classes = [index[n] for n in missing]
+        requested, known = set(names), set(self.label_embedding.classnames)
+        classes = [
+            c for c, (n, key) in enumerate(zip(self.classnames, self.label_keys)) if n in requested and key not in known
+        ]
+        if classes:
+            # Every such class is served now: its CLIP name embeddings sit in the base prompts.
             starts, lens = self.layout.name_start[classes].tolist(), self.layout.name_len[classes].tolist()
             counts = label_token_counts(lens, self.cfg.label_tokens, self.cfg.first_k, self.cfg.min_len_cap)
             rows = [self.base_prompts[c, s : s + k] for c, s, k in zip(classes, starts, counts)]
-            self.label_embedding.add_classes(missing, rows)
+            self.label_embedding.add_classes([self.label_keys[c] for c in classes], rows)
+        repeated = sorted(n for n, count in Counter(self.classnames).items() if count > 1)
+        if repeated:
+            keys = [k for n, k in zip(self.classnames, self.label_keys) if n in repeated]
+            warnings.warn(
+                f"Repeated class names {repeated}: each of these classes keeps its own label embedding (keys "
+                f"{keys}), but their prompts start identical, so only training tells them apart.",
+                stacklevel=2,
+            )
         self._update_splice_index()
 
     def _update_splice_index(self) -> None:
@@ -154,7 +170,7 @@ class LAMM(nn.Module):
             rows = flat = torch.empty(0, dtype=torch.long)
         else:
             rows, flat = self.label_embedding.splice_index(
-                self.classnames, self.layout.name_start, self.layout.name_len, self.base_prompts.shape[1]
+                self.label_keys, self.layout.name_start, self.layout.name_len, self.base_prompts.shape[1]
             )
         self.register_buffer("row_index", rows.to(device), persistent=False)
         self.register_buffer("flat_position", flat.to(device), persistent=False)

@@ -61,6 +61,29 @@ def _encode(tokenizer, text: str) -> list[int]:
     return tokenizer.encode(text) if text.strip() else []
 
 
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return n
+
+
+def _name_span(whole: list[int], pre_ids: list[int], post_ids: list[int]) -> tuple[int, int]:
+    """``(start, end)`` of the class name in the tokenised prompt ``whole`` (no start/end tokens).
+
+    The name runs from the end of the template's prefix to the start of the longest template suffix that the
+    prompt still ends with: a token in which the name merged with neighbouring template text (``")."`` in
+    ``"kite (bird of prey)."``) belongs to the name.
+    """
+    start = _common_prefix(whole, pre_ids)
+    suffix = 0
+    for k in range(min(len(post_ids), len(whole) - start - 1), 0, -1):
+        if whole[len(whole) - k :] == post_ids[len(post_ids) - k :]:
+            suffix = k
+            break
+    return start, len(whole) - suffix
+
+
 def build_layout(
     tokenizer: Callable,
     template: str,
@@ -68,6 +91,10 @@ def build_layout(
     ctx_slots: Sequence[int] | str = (),
 ) -> PromptLayout:
     """Tokenise ``template`` for every class and locate class-name tokens, context slots and EOT.
+
+    Each prompt is tokenised whole, as CLIP and CoOp feed it to the text tower. BPE may merge the end of a class
+    name with the template text after it (``")."`` in ``"a photo of a kite (bird of prey)."``); such a token is
+    part of the class name's span. A merge that would swallow a context slot is refused.
 
     Args:
         tokenizer: An open_clip ``SimpleTokenizer`` (anything with ``encode``, ``__call__`` and
@@ -82,8 +109,8 @@ def build_layout(
         The :class:`PromptLayout`.
 
     Raises:
-        ValueError: The template has no/several ``{}``, a class name is empty, or a prompt does not fit the
-            tokenizer's context length (the message names the class).
+        ValueError: The template has no/several ``{}``, a class name is empty, a prompt does not fit the
+            tokenizer's context length, or a class name merges with a context slot (the message names the class).
     """
     if template.count("{}") != 1:
         raise ValueError(f"Template {template!r} must contain exactly one '{{}}' for the class name.")
@@ -104,31 +131,36 @@ def build_layout(
         if any(s < 0 or s >= len(template_ids) for s in slots):
             raise ValueError(f"Context slots {slots} fall outside the {len(template_ids)} tokens of {template!r}.")
 
+    sot, eot_id = tokenizer.encoder[SOT_TOKEN], tokenizer.encoder[EOT_TOKEN]
     rows, eot, starts, lens, ctx_pos = [], [], [], [], []
     for name in names:
-        name_ids = _encode(tokenizer, name)
-        if not name_ids:
+        if not name:
             raise ValueError(f"Empty class name in {list(classnames)!r}.")
-        ids = [tokenizer.encoder[SOT_TOKEN], *pre_ids, *name_ids, *post_ids, tokenizer.encoder[EOT_TOKEN]]
+        whole = _encode(tokenizer, template.format(name))
+        ids = [sot, *whole, eot_id]
         if len(ids) > context_length:
             raise ValueError(
                 f"Class name {name!r} does not fit: the prompt {template.format(name)!r} has {len(ids)} tokens, "
                 f"more than the context length {context_length}. Shorten the class name or the template."
             )
-        # Tokenising the whole prompt must give the same ids as tokenising its parts (BPE works per word).
-        whole = _encode(tokenizer, template.format(name))
-        if whole != ids[1:-1]:
+        start, end = _name_span(whole, pre_ids, post_ids)
+        # Template tokens that merged into the name: the end of the prefix and the start of the suffix.
+        kept_post = len(whole) - end
+        merged = [*range(start, len(pre_ids)), *range(len(pre_ids), len(pre_ids) + len(post_ids) - kept_post)]
+        if start == end or set(merged) & set(slots):
+            what = "has no token of its own" if start == end else "merges with a context slot of the template"
             raise ValueError(
-                f"Class name {name!r} merges with the template {template!r} when tokenised; separate the '{{}}' "
-                "from neighbouring letters with a space or punctuation."
+                f"Class name {name!r} {what} {template!r} when the prompt is tokenised "
+                f"({tokenizer.decode(whole)!r}). Put a space or punctuation between the '{{}}' and the context "
+                "words of the template."
             )
-        start = 1 + len(pre_ids)
         rows.append(ids + [0] * (context_length - len(ids)))
         eot.append(len(ids) - 1)
-        starts.append(start)
-        lens.append(len(name_ids))
-        # Template token i sits at 1 + i before the name and 1 + i + len(name) after it.
-        ctx_pos.append([1 + s if s < len(pre_ids) else 1 + s + len(name_ids) for s in slots])
+        starts.append(1 + start)
+        lens.append(end - start)
+        # Template token i sits at 1 + i before the name; the suffix keeps its tokens at the end of the prompt.
+        offset = 1 + len(whole) - len(template_ids)
+        ctx_pos.append([1 + i if i < len(pre_ids) else offset + i for i in slots])
 
     return PromptLayout(
         template=template,

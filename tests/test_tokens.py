@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from lamm_plugin.tokens import build_layout, name_token_ids
 
@@ -51,9 +52,51 @@ def test_template_needs_one_placeholder(tiny_clip, template):
         build_layout(tiny_clip.tokenizer, template, ["dog"])
 
 
-def test_name_glued_to_template_word_is_refused(tiny_clip):
-    with pytest.raises(ValueError, match="merges with the template"):
-        build_layout(tiny_clip.tokenizer, "a photo of a{}s", ["dog"])
+# The six names of CLIP's (and CoOp's) ImageNet list whose ")" merges with the template's "." into one token.
+MERGING_IMAGENET_NAMES = [
+    "kite (bird of prey)",
+    "Mexican hairless dog (xoloitzcuintli)",
+    "ram (adult male sheep)",
+    "impala (antelope)",
+    "military hat (bearskin or shako)",
+    "cherimoya (custard apple)",
+]
+
+
+@pytest.mark.parametrize(
+    ("template", "slots"), [("a photo of a {}.", range(4)), ("{} X X X X.", "X"), ("X X {} X X.", "X")]
+)
+def test_names_merging_with_the_template_keep_the_merged_token(tiny_clip, template, slots):
+    tokenizer = tiny_clip.tokenizer
+    layout = build_layout(tokenizer, template, MERGING_IMAGENET_NAMES, ctx_slots=slots)
+    # The prompts are exactly what CLIP / CoOp tokenise: the whole filled template.
+    assert layout.tokens.equal(tokenizer([template.format(n) for n in MERGING_IMAGENET_NAMES]))
+    ctx_tokens = layout.tokens.gather(1, layout.ctx_pos)
+    expected_ctx = tokenizer.encode("a photo of a") if slots == range(4) else tokenizer.encode("X X X X")
+    assert (ctx_tokens == torch.tensor(expected_ctx)).all()
+    for c, name in enumerate(MERGING_IMAGENET_NAMES):
+        start, length = int(layout.name_start[c]), int(layout.name_len[c])
+        span = tokenizer.decode(layout.tokens[c, start : start + length].tolist()).replace(" ", "")
+        # At the end of the prompt, ")." is one token and belongs to the name; elsewhere the name is on its own.
+        name_text = name.lower().replace(" ", "")
+        assert span == (name_text + "." if template.endswith("{}.") else name_text)
+        assert start + length <= int(layout.eot[c]) and not set(layout.ctx_pos[c].tolist()) & set(
+            range(start, start + length)
+        )
+
+
+def test_merge_with_a_plain_template_word_belongs_to_the_name(tiny_clip):
+    tokenizer = tiny_clip.tokenizer
+    layout = build_layout(tokenizer, "a photo of a{}s", ["dog"])
+    start, length = int(layout.name_start[0]), int(layout.name_len[0])
+    whole = tokenizer.encode("a photo of adogs")
+    assert layout.tokens[0, 1 : 1 + len(whole)].tolist() == whole
+    assert start == 1 + len(tokenizer.encode("a photo of")) and start + length == 1 + len(whole)
+
+
+def test_merge_with_a_context_slot_is_refused(tiny_clip):
+    with pytest.raises(ValueError, match="'dog' merges with a context slot of the template"):
+        build_layout(tiny_clip.tokenizer, "a photo of a{}.", ["dog"], ctx_slots=range(4))
 
 
 def test_context_slots_out_of_range(tiny_clip):

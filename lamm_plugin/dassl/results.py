@@ -38,10 +38,12 @@ def cfg_to_dict(node: Any) -> Any:
 def per_class_accuracy(
     y_true: Sequence[int], y_pred: Sequence[int], lab2cname: Mapping[int, str]
 ) -> dict[str, dict[str, Any]]:
-    """Accuracy per class, keyed by class name, in label order; classes without test samples are left out.
+    """Accuracy per class, keyed by label (class names may repeat), in label order.
+
+    Classes without test samples are left out.
 
     Returns:
-        ``{classname: {"label", "total", "correct", "accuracy"}}`` with accuracy in percent.
+        ``{str(label): {"classname", "label", "total", "correct", "accuracy"}}`` with accuracy in percent.
     """
     totals: dict[int, int] = {}
     correct: dict[int, int] = {}
@@ -49,7 +51,8 @@ def per_class_accuracy(
         totals[t] = totals.get(t, 0) + 1
         correct[t] = correct.get(t, 0) + int(t == p)
     return {
-        lab2cname.get(label, str(label)): {
+        str(label): {
+            "classname": lab2cname.get(label, str(label)),
             "label": label,
             "total": totals[label],
             "correct": correct[label],
