@@ -304,6 +304,8 @@ class PromptTrainer(TrainerX):
         per_class = per_class_accuracy(self.evaluator.y_true, self.evaluator.y_pred, self.lab2cname)
         now = time.time()
         train_seconds = None if self._time_train is None else self._time_train[1] - self._time_train[0]
+        # Steps of this process's training (a resumed run counts only the epochs it ran).
+        steps = getattr(self, "num_batches", 0) * (self.max_epoch - self.start_epoch) if train_seconds else 0
         results = {
             "format": RESULTS_FORMAT,
             "trainer": cfg.TRAINER.NAME,
@@ -332,6 +334,11 @@ class PromptTrainer(TrainerX):
                 "train_seconds": train_seconds,
                 "test_seconds": test_seconds,
                 "total_seconds": now - self._time_init,
+                # Wall time per training step, data loading and checkpoint saving included.
+                "ms_per_step": 1000 * train_seconds / steps if steps else None,
+                "peak_memory_mb": (
+                    torch.cuda.max_memory_allocated(self.device) / 2**20 if self.device.type == "cuda" else None
+                ),
                 "started_at": _iso(self._time_init),
                 "finished_at": _iso(now),
             },
