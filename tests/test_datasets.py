@@ -33,6 +33,8 @@ from datasets.base import (  # noqa: E402
 )
 from datasets.synthetic import add_synthetic_config  # noqa: E402
 
+pytestmark = pytest.mark.dassl
+
 REPO = Path(__file__).resolve().parents[1]
 ALL_NAMES = [
     "ImageNet",

@@ -1,0 +1,186 @@
+"""Every fenced code block of the README, docs/RUN.md and docs/DATASETS.md either runs as written or is listed.
+
+``BLOCKS`` classifies each block, found by a marker (a piece of text that occurs in exactly one block of its
+file): ``RUN`` blocks run here, on the generated synthetic set and the tiny random-weight CLIP on a CPU;
+``OUTPUT`` blocks show output or a folder layout and hold no command; ``SKIP`` blocks cannot run here, for the
+reason given (real datasets, CLIP weights, a GPU, internet, another repository). A block that no marker finds, or
+a marker that finds no block, fails ``test_every_block_is_classified``, so the docs cannot drift unnoticed.
+
+The runnable blocks run in document order in one copy of the repository, as a user following the docs would:
+shell blocks with ``bash -euo pipefail`` in a new process, Python blocks in this process (in a fresh namespace),
+both from the copy's root. The harness sets two things and nothing else: ``PATH`` starts with this interpreter's
+folder (so ``python`` is the interpreter under test), and ``DATA``, the dataset root the docs write as
+``$DATA``, is the copy's ``data/`` folder, where the synthetic set is generated. Commands are not rewritten.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import shutil
+import subprocess
+import sys
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ("README.md", "docs/RUN.md", "docs/DATASETS.md")
+
+RUN = "run"  # runs here; needs only what the test extras install
+RUN_DASSL = "run with Dassl"  # runs here when Dassl is installed
+OUTPUT = "output"  # shows output or a layout, holds no command
+SKIP = "skip"  # cannot run here, for the reason given
+
+REAL_DATA = "needs a real dataset under $DATA and CLIP ViT-B/16 weights (a GPU run)"
+HOST_REPO = "runs inside another repository (CoOp, MaPLe, ...) that has this plugin installed"
+
+# (file, marker) -> (kind, reason). The marker must occur in exactly one fenced block of the file.
+BLOCKS: dict[tuple[str, str], tuple[str, str]] = {
+    # README.md
+    ("README.md", "bash scripts/install.sh"): (
+        SKIP,
+        "clones this repository and installs packages (needs internet); .ci/run runs scripts/install.sh",
+    ),
+    ("README.md", "--output-dir output/demo DATASET.NUM_SHOTS 16"): (RUN_DASSL, "the main job"),
+    ("README.md", "--output-dir output/oxford_pets/LAMM_CoOp/16shots/seed1"): (SKIP, REAL_DATA),
+    ("README.md", 'clip = load_clip("tiny-vit")'): (RUN, "the Dassl-free core on the tiny CLIP"),
+    ("README.md", "import lamm_plugin.dassl"): (RUN_DASSL, "the drop-in import line"),
+    ("README.md", "--config-file /path/to/lamm-plugin/"): (SKIP, HOST_REPO),
+    ("README.md", "python -m pytest -q"): (SKIP, "the test suite itself (.ci/run runs it)"),
+    ("README.md", "tests/         pytest suite"): (OUTPUT, "the repository layout"),
+    # docs/RUN.md
+    ("docs/RUN.md", "--output-dir output/fewshot/oxford_pets/shots_16/"): (SKIP, REAL_DATA),
+    ("docs/RUN.md", "ConfigKeyError: Unknown config key"): (OUTPUT, "an error message"),
+    ("docs/RUN.md", "<output-dir>/"): (OUTPUT, "the files a run writes"),
+    ("docs/RUN.md", "epoch [2/20] batch [20/24]"): (OUTPUT, "a log line"),
+    ("docs/RUN.md", "bash scripts/lamm/sweep.sh fewshot"): (SKIP, "sweeps over " + REAL_DATA),
+    ("docs/RUN.md", "bash scripts/lamm/base2new_train.sh"): (SKIP, "sweeps over " + REAL_DATA),
+    ("docs/RUN.md", "bash scripts/lamm/xd_train.sh"): (SKIP, "sweeps over " + REAL_DATA),
+    ("docs/RUN.md", "bash scripts/lamm/continual.sh"): (SKIP, "sweeps over " + REAL_DATA),
+    ("docs/RUN.md", "--load-epoch 20"): (RUN_DASSL, "the CPU demo: the main job, then its model on new classes"),
+    ("docs/RUN.md", "import lamm_plugin.dassl"): (RUN_DASSL, "the drop-in import line"),
+    ("docs/RUN.md", "--config-file /path/to/lamm-plugin/"): (SKIP, HOST_REPO),
+    # docs/DATASETS.md
+    ("docs/DATASETS.md", "downloads/         archives"): (OUTPUT, "the folder layout"),
+    ("docs/DATASETS.md", "python -m datasets.prepare NAME"): (
+        SKIP,
+        "NAME is a placeholder, and preparing a real dataset downloads gigabytes",
+    ),
+    ("docs/DATASETS.md", "imagenet/             images/train"): (OUTPUT, "the folder layouts"),
+    ("docs/DATASETS.md", "synthetic_shapes.yaml"): (RUN_DASSL, "training on the synthetic set"),
+}
+
+RUNNABLE_LANGS = {"bash": "shell", "sh": "shell", "shell": "shell", "python": "python"}
+FENCE = re.compile(r"^(?P<indent>[ \t]*)```(?P<lang>[\w+-]*)[^\n]*\n(?P<body>.*?)^(?P=indent)```[ \t]*$", re.M | re.S)
+
+
+@dataclass(frozen=True)
+class Block:
+    file: str
+    line: int
+    lang: str
+    text: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.file}:{self.line}"
+
+
+def extract_blocks(file: str) -> list[Block]:
+    """The fenced code blocks of ``file`` (relative to the repository root), indentation removed."""
+    text = (ROOT / file).read_text(encoding="utf-8")
+    blocks = [
+        Block(file, text.count("\n", 0, m.start()) + 1, m.group("lang").lower(), textwrap.dedent(m.group("body")))
+        for m in FENCE.finditer(text)
+    ]
+    fences = sum(1 for line in text.splitlines() if line.lstrip().startswith("```"))
+    assert fences == 2 * len(blocks), f"{file}: an unclosed or nested code fence"
+    return blocks
+
+
+def classify() -> tuple[dict[Block, tuple[str, str]], list[str]]:
+    """Each block's (kind, reason), and the problems: blocks without an entry, entries without a block."""
+    found: dict[Block, tuple[str, str]] = {}
+    problems = []
+    blocks = {file: extract_blocks(file) for file in DOCS}
+    for (file, marker), entry in BLOCKS.items():
+        hits = [b for b in blocks[file] if marker in b.text]
+        if len(hits) != 1:
+            where = ", ".join(b.name for b in hits) or "no block"
+            problems.append(f"marker {marker!r} of {file} must occur in exactly one block, found: {where}")
+            continue
+        if hits[0] in found:
+            problems.append(f"{hits[0].name} is matched by more than one marker")
+        found[hits[0]] = entry
+        kind = entry[0]
+        if kind in (RUN, RUN_DASSL) and hits[0].lang not in RUNNABLE_LANGS:
+            problems.append(f"{hits[0].name} is marked {kind!r} but its language is {hits[0].lang!r}")
+    for file in DOCS:
+        for b in blocks[file]:
+            if b not in found:
+                problems.append(f"{b.name} is not classified in tests/test_docs.py BLOCKS:\n{b.text}")
+    return found, problems
+
+
+CLASSIFIED, PROBLEMS = classify()
+RUNNABLE = [
+    pytest.param(b, id=b.name, marks=[pytest.mark.dassl] if kind == RUN_DASSL else [])
+    for b, (kind, _) in sorted(CLASSIFIED.items(), key=lambda kv: (DOCS.index(kv[0].file), kv[0].line))
+    if kind in (RUN, RUN_DASSL)
+]
+
+
+def test_every_block_is_classified():
+    assert not PROBLEMS, "\n".join(PROBLEMS)
+
+
+def test_the_docs_run_the_main_job_and_the_tests():
+    kinds = {(b.file, b.text.strip()): kind for b, (kind, _) in CLASSIFIED.items()}
+    assert any(kind == RUN_DASSL and "--output-dir output/demo " in text for (_, text), kind in kinds.items())
+    assert ("README.md", "ruff check . && ruff format --check . && python -m pytest -q") in kinds
+    assert "bash scripts/install.sh" in (ROOT / ".ci" / "run").read_text()
+    assert "ruff check . && ruff format --check . && python -m pytest -q" in (ROOT / ".ci" / "run").read_text()
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory) -> Path:
+    """A copy of the repository (without outputs, data or caches) in which the blocks run, one after another."""
+    dest = tmp_path_factory.mktemp("docs") / "lamm-plugin"
+    ignore = shutil.ignore_patterns(".git", "output", "data", "__pycache__", "*.egg-info", ".*_cache", ".venv")
+    shutil.copytree(ROOT, dest, ignore=ignore)
+    return dest
+
+
+_DONE: set[tuple[str, str]] = set()
+
+
+@pytest.mark.parametrize("block", RUNNABLE)
+def test_block_runs(block: Block, workspace: Path, monkeypatch: pytest.MonkeyPatch):
+    kind = CLASSIFIED[block][0]
+    if kind == RUN_DASSL and importlib.util.find_spec("dassl") is None:
+        pytest.skip("needs Dassl, which is not installed")
+    key = (block.lang, block.text)
+    if key in _DONE:  # a block repeated word for word in another file runs once
+        return
+    monkeypatch.chdir(workspace)
+    monkeypatch.setenv("DATA", str(workspace / "data"))
+    if RUNNABLE_LANGS[block.lang] == "python":
+        # In this process (torch and open_clip are imported already), in a fresh namespace, so that a name the
+        # block does not import or define fails as it would for a reader; the RNG state is restored afterwards.
+        with torch.random.fork_rng():
+            exec(compile(block.text, block.name, "exec"), {"__name__": "__main__"})
+    else:
+        env = dict(os.environ)
+        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+        env.pop("PYTHONPATH", None)  # the copy's own lamm_plugin, trainers and datasets come first, from its root
+        cmd = ["bash", "-euo", "pipefail", "-c", block.text]
+        out = subprocess.run(cmd, cwd=workspace, env=env, capture_output=True, text=True, timeout=600)
+        assert out.returncode == 0, (
+            f"{block.name} failed ({out.returncode}):\n{block.text}\n{out.stdout[-3000:]}\n{out.stderr[-5000:]}"
+        )
+    _DONE.add(key)
