@@ -63,6 +63,11 @@ BLOCKS: dict[tuple[str, str], tuple[str, str]] = {
     ("docs/RUN.md", "bash scripts/lamm/xd_train.sh"): (SKIP, "sweeps over " + REAL_DATA),
     ("docs/RUN.md", "bash scripts/lamm/continual.sh"): (SKIP, "sweeps over " + REAL_DATA),
     ("docs/RUN.md", "--load-epoch 20"): (RUN_DASSL, "the CPU demo: the main job, then its model on new classes"),
+    ("docs/RUN.md", "bash benchmarks/gpu_check.sh\n"): (SKIP, "the GPU check needs a GPU"),
+    ("docs/RUN.md", "gpu_check.sh --device cpu --backbone tiny-vit --precisions fp32 bf16"): (
+        SKIP,
+        "about a minute on 2 cores; tests/test_gpu_check.py runs the same command on a smaller synthetic set",
+    ),
     ("docs/RUN.md", "import lamm_plugin.dassl"): (RUN_DASSL, "the drop-in import line"),
     ("docs/RUN.md", "--config-file /path/to/lamm-plugin/"): (SKIP, HOST_REPO),
     # docs/DATASETS.md
