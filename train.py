@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import datetime
 import functools
 import importlib
 import os
@@ -33,7 +34,7 @@ from typing import Any, Optional
 import torch
 from dassl.config import get_cfg_default
 from dassl.engine import build_trainer
-from dassl.utils import collect_env_info, set_random_seed, setup_logger
+from dassl.utils import collect_env_info, set_random_seed
 
 import lamm_plugin.dassl  # noqa: F401  (adds the LAMM config nodes and registers the LAMM_* trainers)
 import trainers  # noqa: F401  (registers this repository's baselines)
@@ -123,21 +124,46 @@ def env_info() -> str:
     return collect_env_info()
 
 
+class Tee:
+    """A stdout that also appends everything to a log file.
+
+    Dassl's ``setup_logger`` starts a new ``log.txt-<time>`` whenever ``log.txt`` exists; a resumed run appends to
+    the one ``log.txt`` instead, after a line that marks the restart.
+    """
+
+    def __init__(self, console, path: str) -> None:
+        self.console = console
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        restarted = os.path.isfile(path) and os.path.getsize(path) > 0
+        self.file = open(path, "a", encoding="utf-8")  # noqa: SIM115  (closed by log_to)
+        if restarted:
+            now = datetime.datetime.now().isoformat(timespec="seconds")
+            self.file.write(f"\n===== {now}: run started again =====\n")
+
+    def write(self, text: str) -> None:
+        self.console.write(text)
+        self.file.write(text)
+
+    def flush(self) -> None:
+        self.console.flush()
+        self.file.flush()
+        os.fsync(self.file.fileno())
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.console, name)
+
+
 @contextlib.contextmanager
 def log_to(output_dir: str) -> Iterator[None]:
-    """Tee stdout into ``output_dir/log.txt`` (Dassl's ``setup_logger``), and undo it afterwards."""
+    """Tee stdout into ``output_dir/log.txt`` (appending), and undo it afterwards."""
     stdout = sys.stdout
-    setup_logger(output_dir)
+    path = output_dir if output_dir.endswith((".txt", ".log")) else os.path.join(output_dir, "log.txt")
+    sys.stdout = tee = Tee(stdout, path)
     try:
         yield
     finally:
-        logger = sys.stdout
         sys.stdout = stdout
-        if logger is not stdout:
-            if getattr(logger, "file", None) is not None:
-                logger.file.close()
-            # Dassl's Logger closes the console stream too when it is garbage-collected; keep that stream open.
-            logger.close = lambda: None
+        tee.file.close()
 
 
 def main(args: argparse.Namespace) -> Any:

@@ -11,6 +11,7 @@ OpenAI's weights were trained with QuickGELU: ``"ViT-B/16"`` maps to ``"ViT-B-16
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import zipfile
@@ -227,6 +228,28 @@ def load_clip(
         mean=tuple(getattr(model.visual, "image_mean", None) or open_clip.OPENAI_DATASET_MEAN),
         std=tuple(getattr(model.visual, "image_std", None) or open_clip.OPENAI_DATASET_STD),
     )
+
+
+def weights_fingerprint(model: CLIP) -> str:
+    """A short hash that tells CLIP weights apart, the same in every precision the model is built in.
+
+    It reads tensors that every precision keeps in float32 (token and positional embeddings, the class
+    embedding, the final and pre-transformer LayerNorms), so a model trained in fp16 and evaluated in fp32 agrees.
+    """
+    visual = model.visual
+    tensors = [
+        model.token_embedding.weight,
+        model.positional_embedding,
+        model.ln_final.weight,
+        model.ln_final.bias,
+        getattr(visual, "class_embedding", None),
+        getattr(getattr(visual, "ln_pre", None), "weight", None),
+    ]
+    digest = hashlib.sha256()
+    for tensor in tensors:
+        if tensor is not None:
+            digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 def _existing_file(path: str) -> str:

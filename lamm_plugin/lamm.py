@@ -26,7 +26,7 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
-from lamm_plugin.backbone import CLIPBundle
+from lamm_plugin.backbone import CLIPBundle, weights_fingerprint
 from lamm_plugin.config import METHOD_CONFIGS, LAMMConfig, from_dict, to_dict
 from lamm_plugin.encoders import ImageEncoder, TextEncoder, normalize
 from lamm_plugin.label_embedding import LabelEmbedding, label_keys, label_token_counts
@@ -79,6 +79,7 @@ class LAMM(nn.Module):
         self.cfg = cfg or LAMMConfig()
         self.method = method
         self.backbone = clip.name
+        self.clip_weights = weights_fingerprint(clip.model)
         self.tokenizer = clip.tokenizer
         # Unregistered on purpose (see class docstring); _apply forwards device/dtype moves to them.
         object.__setattr__(self, "frozen", nn.ModuleList([clip.model]))
@@ -277,17 +278,23 @@ class LAMM(nn.Module):
             "format": CHECKPOINT_FORMAT,
             "method": self.method.name,
             "backbone": self.backbone,
+            "clip_weights": self.clip_weights,
             "classnames": list(self.classnames),
             "method_config": to_dict(self.method.cfg),
             "lamm_config": to_dict(self.cfg),
             "state_dict": self.state_dict(),
         }
 
-    def load_checkpoint_state(self, state: dict[str, Any]) -> None:
+    def load_checkpoint_state(self, state: dict[str, Any], allow_other_weights: bool = False) -> None:
         """Load :meth:`checkpoint_state` output; learned labels are matched by class name.
 
+        Args:
+            state: The checkpoint.
+            allow_other_weights: Load a checkpoint trained on other CLIP weights of the same backbone (its
+                learned tensors were fitted to those weights, so results will differ).
+
         Raises:
-            ValueError: A checkpoint of another format, method, backbone or LAMM setting.
+            ValueError: A checkpoint of another format, method, backbone, CLIP weights or LAMM setting.
         """
         if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(f"Not a {CHECKPOINT_FORMAT} checkpoint (keys: {sorted(state)[:8]}).")
@@ -296,6 +303,13 @@ class LAMM(nn.Module):
             problems.append(f"method {state['method']!r} (this model: {self.method.name!r})")
         if state["backbone"] != self.backbone:
             problems.append(f"backbone {state['backbone']!r} (this model: {self.backbone!r})")
+        theirs = state.get("clip_weights")  # absent from checkpoints written before it was recorded
+        if theirs is not None and theirs != self.clip_weights and not allow_other_weights:
+            problems.append(
+                f"CLIP weights {theirs} (this model: {self.clip_weights}; a weights fingerprint): it was trained on "
+                "other weights of this backbone; load them (MODEL.BACKBONE.PRETRAINED), or pass "
+                "allow_other_weights=True (MODEL.BACKBONE.ALLOW_OTHER_WEIGHTS True) to load it anyway"
+            )
         if state["lamm_config"].get("enabled") != self.cfg.enabled:
             kind = "with" if state["lamm_config"].get("enabled") else "without"
             problems.append(f"trained {kind} LAMM label embeddings (this model: enabled={self.cfg.enabled})")

@@ -70,7 +70,7 @@ def run(trainer: str, data_root: str, output_dir: str, *extra: str, opts: tuple[
 
 
 def read_logs(output_dir: str) -> str:
-    """All of Dassl's log files of a folder (a restarted run writes ``log.txt-<time>``)."""
+    """All log files of a folder (one ``log.txt``, which a restarted run appends to)."""
     return "".join(open(p).read() for p in sorted(glob.glob(os.path.join(output_dir, "log.txt*"))))
 
 

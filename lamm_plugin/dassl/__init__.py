@@ -66,5 +66,6 @@ def register_trainer(cls: type) -> bool:
 
 
 install()
+compat.route_core_logging()
 for _trainer in TRAINERS:
     register_trainer(_trainer)

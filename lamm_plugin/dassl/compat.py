@@ -14,12 +14,17 @@ Each function replaces one Dassl call that fails on torch >= 2.6/2.7, for use by
   scheduler's state that makes the above possible, and its inverse.
 * :func:`format_val_result`: Dassl's ``load_model`` formats ``val_result`` with ``:.1f``, which fails on the
   ``None`` that last-epoch checkpoints carry.
+* :func:`route_core_logging`: importing Dassl runs ``logging.disable(logging.WARNING)`` (in its ``wilds``
+  datasets), which silences every INFO and WARNING record of the process, ours included ("Label embeddings: N of
+  M classes loaded ..." never reached ``log.txt``).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
+import sys
 from typing import Any, Optional
 
 import torch
@@ -36,6 +41,7 @@ __all__ = [
     "format_val_result",
     "load_checkpoint",
     "load_scheduler_state_dict",
+    "route_core_logging",
     "scheduler_state_dict",
 ]
 
@@ -143,13 +149,60 @@ def load_checkpoint(path: str, map_location: Any = "cpu") -> dict[str, Any]:
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
-        raise CheckpointFormatError(
-            f"{path} holds pickled Python objects, so it was not written by lamm_plugin (whose checkpoints hold "
-            f"tensors and plain values only) but, e.g., by another repository's trainer. It is not loaded with "
-            f"pickle for safety. Details: {err}"
-        ) from err
+        if os.path.getsize(path) and "Weights only load failed" in str(err):
+            raise CheckpointFormatError(
+                f"{path} holds pickled Python objects, so it was not written by lamm_plugin (whose checkpoints hold "
+                f"tensors and plain values only) but, e.g., by another repository's trainer. It is not loaded with "
+                f"pickle for safety. Details: {err}"
+            ) from err
+        raise _damaged(path, err) from err
+    except Exception as err:  # truncated or corrupt files fail in many ways (EOFError, RuntimeError, KeyError, ...)
+        raise _damaged(path, err) from err
+
+
+def _damaged(path: str, err: Exception) -> CheckpointFormatError:
+    size = os.path.getsize(path)
+    return CheckpointFormatError(
+        f"Checkpoint {path} is damaged ({size} bytes, {type(err).__name__}: {err}). It cannot be read: delete it; "
+        "rerunning the same training command then resumes from the checkpoint before it (or starts over if there "
+        "is none), and --eval-only can load another epoch with --load-epoch."
+    )
 
 
 def format_val_result(val_result: Optional[float]) -> str:
     """``val_result`` as Dassl prints it (one decimal), or ``None`` for checkpoints saved without validation."""
     return "None" if val_result is None else f"{val_result:.1f}"
+
+
+class _StdoutHandler(logging.StreamHandler):
+    """Writes to ``sys.stdout`` as it is when a record comes (so a tee into ``log.txt`` catches it)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stdout
+        super().emit(record)
+
+
+def route_core_logging(level: int = logging.INFO) -> None:
+    """Print ``lamm_plugin``'s log records to stdout at ``level`` and up, despite ``logging.disable``.
+
+    Only the package's own loggers change: they check their own level instead of the process-wide ``disable``
+    and print to the current stdout, which the trainers' ``log.txt`` tees; the host's loggers, the root logger and
+    the ``disable`` setting stay as they are. Idempotent.
+    """
+    package = logging.getLogger("lamm_plugin")
+    if not any(isinstance(h, _StdoutHandler) for h in package.handlers):
+        handler = _StdoutHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        package.addHandler(handler)
+        package.propagate = False
+    package.setLevel(level)
+    for name, logger in list(logging.Logger.manager.loggerDict.items()):
+        if isinstance(logger, logging.Logger) and (name == "lamm_plugin" or name.startswith("lamm_plugin.")):
+            logger.isEnabledFor = _own_level_check(logger)
+
+
+def _own_level_check(logger: logging.Logger):
+    def is_enabled_for(level: int) -> bool:
+        return level >= logger.getEffectiveLevel()
+
+    return is_enabled_for

@@ -12,7 +12,9 @@ dataclass and nowhere else. Nodes:
 * ``DATASET.SUBSAMPLE_CLASSES`` (``all``, ``base`` or ``new``) when the host has not added it;
 * ``MODEL.BACKBONE.PRETRAINED``: a pretrained tag or checkpoint path for :func:`lamm_plugin.load_clip`. Dassl's
   default is the bool ``True``, which yacs would not let a string replace; the default becomes ``None`` (the
-  backbone's default weights), which accepts any value.
+  backbone's default weights), which accepts any value;
+* ``MODEL.BACKBONE.ALLOW_OTHER_WEIGHTS`` (``False``): load a checkpoint trained on other CLIP weights of the same
+  backbone (refused by default: its learned tensors were fitted to those weights).
 
 Host repositories merge their yaml files into ``get_cfg_default()`` before any trainer code runs, and yacs
 refuses unknown keys, so :func:`install` adds the nodes to Dassl's default config object itself; it runs when
@@ -140,6 +142,8 @@ def add_lamm_config(cfg: CfgNode) -> CfgNode:
         cfg.DATASET.SUBSAMPLE_CLASSES = "all"
     if isinstance(cfg.MODEL.BACKBONE.get("PRETRAINED"), bool) or "PRETRAINED" not in cfg.MODEL.BACKBONE:
         cfg.MODEL.BACKBONE.PRETRAINED = None
+    if "ALLOW_OTHER_WEIGHTS" not in cfg.MODEL.BACKBONE:
+        cfg.MODEL.BACKBONE.ALLOW_OTHER_WEIGHTS = False
     return cfg
 
 

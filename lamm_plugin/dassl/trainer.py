@@ -24,20 +24,22 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
+import json
 import os
 import os.path as osp
 import time
+from collections import Counter
 from typing import Any, Optional
 
 import torch
 from dassl.engine import TrainerX
 from dassl.metrics import compute_accuracy
 from dassl.optim import build_optimizer
-from dassl.utils import save_checkpoint
+from dassl.utils import set_random_seed
 
 from lamm_plugin import build_model, load_clip
 from lamm_plugin.config import LAMMConfig
-from lamm_plugin.dassl import compat
+from lamm_plugin.dassl import checkpoints, compat
 from lamm_plugin.dassl.config import (
     LAMM_NODE,
     PRECISION_KEY,
@@ -56,8 +58,8 @@ from lamm_plugin.dassl.results import (
 
 __all__ = ["LAMM_CoOp", "LAMM_MaPLe", "LAMM_VPT", "TRAINERS", "PromptTrainer"]
 
-#: Keys a saved checkpoint adds to ``model.checkpoint_state()`` (Dassl's names).
-TRAINING_KEYS = ("epoch", "optimizer", "scheduler", "val_result")
+#: Keys a saved checkpoint adds to ``model.checkpoint_state()`` (Dassl's names, then what an exact resume needs).
+TRAINING_KEYS = ("epoch", "optimizer", "scheduler", "val_result", "scaler", "rng", "best_result", "train_seconds")
 BEST_MODEL_FILE = "model-best.pth.tar"
 
 
@@ -79,7 +81,10 @@ class PromptTrainer(TrainerX):
     def __init__(self, cfg) -> None:
         self._time_init = time.time()
         self._time_train: Optional[tuple[float, float]] = None
+        self._train_seconds_before = 0.0  # training time of earlier processes of this run (resume)
+        self._epochs_done = 0  # epochs the learned tensors in memory were trained for
         self._loaded_checkpoint: Optional[dict[str, Any]] = None
+        self._untrained_eval = False  # --eval-only without --model-dir
         super().__init__(cfg)
         self.evaluator = RecordingEvaluator(self.evaluator)
 
@@ -124,8 +129,8 @@ class PromptTrainer(TrainerX):
 
         self.lamm_cfg = self.lamm_config()
         print(f"Building {self.METHOD} ({'with' if self.lamm_cfg.enabled else 'without'} LAMM)")
-        shots = max(int(cfg.DATASET.NUM_SHOTS), 0)
-        self.model = build_model(self.METHOD, clip, classnames, self.method_config(), self.lamm_cfg, shots)
+        self.shots = self._shots()
+        self.model = build_model(self.METHOD, clip, classnames, self.method_config(), self.lamm_cfg, self.shots)
         self.model.to(self.device)
         if cfg.MODEL.INIT_WEIGHTS:
             # Before the optimiser is built: loading may resize the label-embedding parameter.
@@ -140,6 +145,29 @@ class PromptTrainer(TrainerX):
         self.scaler = None
         if params and self.precision in ("fp16", "amp"):
             self.scaler = torch.amp.GradScaler(self.device.type)
+
+    def _shots(self) -> int:
+        """``K``, the shots per class the training set really holds (0 for the full training set).
+
+        ``DATASET.NUM_SHOTS`` larger than what a class has gives that class all its images (CoOp's sampling): the
+        largest per-class count is then ``K`` (the parameter-alignment weight is ``1/K``), and the classes short of
+        the request are named.
+        """
+        requested = int(self.cfg.DATASET.NUM_SHOTS)
+        if requested <= 0:
+            print(f"DATASET.NUM_SHOTS {requested}: training on the full training set")
+            return 0
+        counts = Counter(item.label for item in self.dm.dataset.train_x)
+        k = max(counts.values())
+        short = {self.lab2cname.get(label, label): n for label, n in sorted(counts.items()) if n < requested}
+        if short:
+            shown = ", ".join(f"{name}: {n}" for name, n in list(short.items())[:20])
+            more = f" and {len(short) - 20} more" if len(short) > 20 else ""
+            print(
+                f"Note: DATASET.NUM_SHOTS {requested}, but {len(short)} of {len(counts)} classes have fewer training "
+                f"images ({shown}{more}); those use all they have, and K = {k} shots is used and recorded"
+            )
+        return k
 
     def _pretrained(self) -> Optional[str]:
         """``MODEL.BACKBONE.PRETRAINED`` for :func:`load_clip`: None/True = default weights, False = random."""
@@ -200,13 +228,65 @@ class PromptTrainer(TrainerX):
         with self._autocast():
             return self.model(input).logits.float()
 
+    def train(self) -> None:
+        """Dassl's training loop, unless this output folder holds a finished run (then its result is reported)."""
+        finished = self._finished_results()
+        if finished is not None:
+            path, results = finished
+            print(
+                f"This run is finished: {path} holds its result (epoch {results['epoch']}, accuracy "
+                f"{results['accuracy']:.2f}%). Nothing is retrained or overwritten; delete that file to evaluate "
+                "again, or use another --output-dir to train again."
+            )
+            return
+        super().train()
+
+    def _finished_results(self) -> Optional[tuple[str, dict[str, Any]]]:
+        path = osp.join(self.output_dir, RESULTS_FILENAME)
+        if not osp.isfile(path):
+            return None
+        try:
+            with open(path) as f:
+                results = json.load(f)
+        except (OSError, ValueError):
+            return None
+        finished = results.get("epoch") == self.max_epoch and results.get("checkpoint") is None
+        return (path, results) if finished and results.get("accuracy") is not None else None
+
     def before_train(self) -> None:
-        super().before_train()
+        super().before_train()  # resumes (resume_model_if_exist) when the output folder has a checkpoint
         self._time_train = (self.time_start, self.time_start)
 
     def after_train(self) -> None:
         self._time_train = (self._time_train[0] if self._time_train else time.time(), time.time())
         super().after_train()
+
+    def _train_seconds(self) -> float:
+        """Training time of this run so far, over every process that worked on it."""
+        if self._time_train is None:
+            return self._train_seconds_before
+        start, end = self._time_train
+        return self._train_seconds_before + ((end if end > start else time.time()) - start)
+
+    def after_epoch(self) -> None:
+        """Dassl's ``after_epoch``, except that every epoch is saved, so that a killed run resumes where it was.
+
+        ``TRAIN.CHECKPOINT_FREQ`` says which epochs' files stay (Dassl's meaning: every ``k``-th and the last; 0 =
+        the last only); the newest is always there until a newer one is written.
+        """
+        if not self.cfg.TEST.NO_TEST and self.cfg.TEST.FINAL_MODEL == "best_val":
+            result = self.test(split="val")
+            if result > self.best_result:
+                self.best_result = result
+                self.save_model(self.epoch, self.output_dir, val_result=result, model_name=BEST_MODEL_FILE)
+        self._epochs_done = self.epoch + 1
+        self.save_model(self.epoch, self.output_dir)
+        freq = int(self.cfg.TRAIN.CHECKPOINT_FREQ)
+        for name in self.get_model_names():
+            folder = osp.join(self.output_dir, name)
+            for epoch in checkpoints.checkpoint_epochs(folder):
+                if epoch < self._epochs_done and (freq <= 0 or epoch % freq):
+                    os.remove(osp.join(folder, f"model.pth.tar-{epoch}"))
 
     # ---- checkpoints ---------------------------------------------------------------------------------------------
     def save_model(
@@ -220,16 +300,29 @@ class PromptTrainer(TrainerX):
                 optimizer=optim.state_dict() if optim is not None else None,
                 scheduler=compat.scheduler_state_dict(sched) if sched is not None else None,
                 val_result=None if val_result is None else float(val_result),
+                # What an exact resume needs: every random generator at this epoch boundary, the GradScaler,
+                # the best validation result so far and the training time spent.
+                scaler=self.scaler.state_dict() if self.scaler is not None else None,
+                rng=checkpoints.rng_state(),
+                best_result=float(self.best_result),
+                train_seconds=self._train_seconds(),
             )
-            save_checkpoint(state, osp.join(directory, name), is_best=is_best, model_name=model_name)
+            folder = osp.join(directory, name)
+            path = checkpoints.save_checkpoint(state, folder, model_name or None)
+            print(f"Checkpoint saved to {path}")
+            if is_best:
+                checkpoints.save_checkpoint(state, folder, BEST_MODEL_FILE)
 
     def _load_state(self, checkpoint: dict[str, Any], path: str, name: Optional[str] = None) -> None:
         model = self._models[name] if name is not None else self.model
         core_state = {k: v for k, v in checkpoint.items() if k not in TRAINING_KEYS}
         try:
-            model.load_checkpoint_state(core_state)
+            model.load_checkpoint_state(core_state, allow_other_weights=self._allow_other_weights())
         except ValueError as err:
             raise ValueError(f"Cannot load {path} into {self.cfg.TRAINER.NAME}: {err}") from err
+
+    def _allow_other_weights(self) -> bool:
+        return bool(self.cfg.MODEL.BACKBONE.get("ALLOW_OTHER_WEIGHTS", False))
 
     def load_model(self, directory: str, epoch: Optional[int] = None) -> None:
         """Load learned tensors for evaluation, like Dassl's ``load_model`` (``--model-dir``, ``--load-epoch``).
@@ -238,7 +331,9 @@ class PromptTrainer(TrainerX):
         last checkpoint.
         """
         if not directory:
-            print("Note that load_model() is skipped as no pretrained model is given (ignore this if it is on purpose)")
+            what = "zero-shot CLIP" if self.optim is None else "the untrained model (learned tensors as initialised)"
+            print(f"Note: no --model-dir given: this evaluates {what}")
+            self._untrained_eval = True
             return
         for name in self.get_model_names():
             path = self._model_path(directory, name, epoch)
@@ -255,7 +350,7 @@ class PromptTrainer(TrainerX):
         path = osp.join(folder, model_file)
         if osp.exists(path):
             return path
-        last = _last_checkpoint(folder)
+        last = checkpoints.last_checkpoint(folder)
         if epoch is None and last is not None:
             print(f"No {model_file} in {folder} (saved only with TEST.FINAL_MODEL best_val); loading {last}")
             return osp.join(folder, last)
@@ -263,15 +358,24 @@ class PromptTrainer(TrainerX):
         raise FileNotFoundError(f"No model at {path} (found: {', '.join(found) or 'nothing'})")
 
     def resume_model_if_exist(self, directory: str) -> int:
-        """Resume from the last checkpoint in ``directory`` (Dassl's ``resume_model_if_exist``), weights only."""
+        """Resume from the newest checkpoint in ``directory`` exactly where the run stopped (Dassl's hook).
+
+        Restores the learned tensors, optimiser, schedule, GradScaler, best validation result, training time and
+        every random generator as they were at the end of that epoch, so the rest of the run is the one it would
+        have been without the interruption. Without a checkpoint, training starts from scratch with every
+        generator seeded from ``SEED`` (whether or not earlier attempts wrote dataset caches).
+        """
         names = self.get_model_names()
-        if any(_last_checkpoint(osp.join(directory, name)) is None for name in names):
+        found = {name: checkpoints.last_checkpoint(osp.join(directory, name)) for name in names}
+        if any(file is None for file in found.values()):
             print("No checkpoint found, train from scratch")
+            if self.cfg.SEED >= 0:
+                set_random_seed(self.cfg.SEED)
             return 0
         print(f"Found checkpoint at {directory} (will resume training)")
         start_epoch = 0
         for name in names:
-            path = osp.join(directory, name, _last_checkpoint(osp.join(directory, name)))
+            path = osp.join(directory, name, found[name])
             print(f'Loading checkpoint from "{path}"')
             checkpoint = compat.load_checkpoint(path)
             self._load_state(checkpoint, path, name)
@@ -282,8 +386,15 @@ class PromptTrainer(TrainerX):
             if self._scheds[name] is not None and checkpoint.get("scheduler") is not None:
                 compat.load_scheduler_state_dict(self._scheds[name], checkpoint["scheduler"])
                 print("Loaded scheduler")
+            if self.scaler is not None and checkpoint.get("scaler"):
+                self.scaler.load_state_dict(checkpoint["scaler"])
+            if checkpoint.get("rng") is not None:
+                checkpoints.set_rng_state(checkpoint["rng"])
+            self.best_result = checkpoint.get("best_result", self.best_result)
+            self._train_seconds_before = float(checkpoint.get("train_seconds") or 0.0)
             start_epoch = checkpoint["epoch"]
             print(f"Previous epoch: {start_epoch}")
+        self._epochs_done = start_epoch
         return start_epoch
 
     # ---- evaluation ----------------------------------------------------------------------------------------------
@@ -303,9 +414,10 @@ class PromptTrainer(TrainerX):
         metrics = self.evaluator.results
         per_class = per_class_accuracy(self.evaluator.y_true, self.evaluator.y_pred, self.lab2cname)
         now = time.time()
-        train_seconds = None if self._time_train is None else self._time_train[1] - self._time_train[0]
-        # Steps of this process's training (a resumed run counts only the epochs it ran).
-        steps = getattr(self, "num_batches", 0) * (self.max_epoch - self.start_epoch) if train_seconds else 0
+        trained = self._time_train is not None
+        # Over every process of the run: a resumed run adds its earlier processes' time and epochs.
+        train_seconds = self._train_seconds() if trained else None
+        steps = getattr(self, "num_batches", 0) * self._epochs_done if trained else 0
         results = {
             "format": RESULTS_FORMAT,
             "trainer": cfg.TRAINER.NAME,
@@ -313,13 +425,15 @@ class PromptTrainer(TrainerX):
             "lamm": self.lamm_cfg.enabled,
             "dataset": cfg.DATASET.NAME,
             "subsample_classes": cfg.DATASET.get("SUBSAMPLE_CLASSES", "all"),
-            "shots": int(cfg.DATASET.NUM_SHOTS),
+            "shots": self.shots if self.shots > 0 else "all",
+            "shots_requested": int(cfg.DATASET.NUM_SHOTS),
             "seed": int(cfg.SEED),
             "backbone": cfg.MODEL.BACKBONE.NAME,
             "precision": self.precision,
             "split": split,
-            "epoch": self.epoch + 1 if self._time_train is not None else None,
+            "epoch": self._epochs_done if trained else None,
             "checkpoint": self._loaded_checkpoint,
+            "untrained": self._untrained_eval,
             "accuracy": metrics.get("accuracy"),
             "error_rate": metrics.get("error_rate"),
             "macro_f1": metrics.get("macro_f1"),
@@ -348,16 +462,6 @@ class PromptTrainer(TrainerX):
         write_json(results, path)
         print(f"Results written to {path}")
         return path
-
-
-def _last_checkpoint(folder: str) -> Optional[str]:
-    """The file named in Dassl's ``checkpoint`` index of ``folder`` (the last one saved), if it exists."""
-    index = osp.join(folder, "checkpoint")
-    if not osp.isfile(index):
-        return None
-    with open(index) as f:
-        name = f.readline().strip()
-    return name if name and osp.isfile(osp.join(folder, name)) else None
 
 
 def _iso(seconds: float) -> str:

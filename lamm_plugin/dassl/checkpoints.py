@@ -1,0 +1,119 @@
+"""Checkpoint files that survive a kill at any moment, and the random state that makes a resumed run exact.
+
+* :func:`save_checkpoint` writes ``model.pth.tar-<epoch>`` in Dassl's layout, atomically (temporary file, fsync,
+  rename), and updates the ``checkpoint`` index last, the same way: a kill leaves the previous checkpoint and
+  index intact, never half a file.
+* :func:`last_checkpoint` finds the newest checkpoint from the index, or by scanning the folder when the index is
+  missing or names a file that is gone.
+* :func:`rng_state` / :func:`set_rng_state` capture and restore every random generator a training epoch draws
+  from (torch CPU and CUDA, numpy, Python): the data sampler's order and the augmentation workers' seeds are
+  drawn from torch's generator when an epoch starts, so restoring it at an epoch boundary replays them exactly.
+"""
+
+from __future__ import annotations
+
+import os
+import os.path as osp
+import random
+import re
+from typing import Any, Optional
+
+import numpy as np
+import torch
+
+__all__ = [
+    "INDEX_FILE",
+    "checkpoint_epochs",
+    "last_checkpoint",
+    "rng_state",
+    "save_checkpoint",
+    "set_rng_state",
+    "write_atomic",
+]
+
+#: Dassl's index file: the name of the last checkpoint saved.
+INDEX_FILE = "checkpoint"
+_EPOCH_FILE = re.compile(r"^model\.pth\.tar-(\d+)$")
+
+
+def write_atomic(path: str, write) -> None:
+    """Call ``write(file)`` on a temporary file beside ``path``, flush it to disk, then rename it to ``path``."""
+    folder = osp.dirname(osp.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if osp.exists(tmp):
+            os.remove(tmp)
+    # The rename itself reaches the disk once the folder's entry does.
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def save_checkpoint(state: dict[str, Any], folder: str, filename: Optional[str] = None) -> str:
+    """Save ``state`` as ``folder/<filename>`` (default ``model.pth.tar-<epoch>``) atomically; returns the path.
+
+    Epoch checkpoints also become the index's entry (Dassl's ``checkpoint`` file), written after the checkpoint.
+    """
+    filename = filename or f"model.pth.tar-{state['epoch']}"
+    path = osp.join(folder, filename)
+    write_atomic(path, lambda f: torch.save(state, f))
+    if _EPOCH_FILE.match(filename):
+        write_atomic(osp.join(folder, INDEX_FILE), lambda f: f.write(f"{filename}\n".encode()))
+    return path
+
+
+def checkpoint_epochs(folder: str) -> list[int]:
+    """Epochs of the ``model.pth.tar-<epoch>`` files in ``folder``, ascending."""
+    if not osp.isdir(folder):
+        return []
+    return sorted(int(m.group(1)) for m in map(_EPOCH_FILE.match, os.listdir(folder)) if m)
+
+
+def last_checkpoint(folder: str) -> Optional[str]:
+    """File name of the newest checkpoint of ``folder``: the index's entry, else the highest epoch found."""
+    index = osp.join(folder, INDEX_FILE)
+    if osp.isfile(index):
+        with open(index) as f:
+            name = f.readline().strip()
+        if name and osp.isfile(osp.join(folder, name)):
+            return name
+    epochs = checkpoint_epochs(folder)
+    return f"model.pth.tar-{epochs[-1]}" if epochs else None
+
+
+def rng_state() -> dict[str, Any]:
+    """Every random generator's state, as tensors and plain values (loads with ``weights_only=True``)."""
+    version, keys, gauss = random.getstate()
+    np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    return {
+        "python": {"version": version, "keys": list(keys), "gauss": gauss},
+        "numpy": {
+            "name": np_name,
+            "keys": torch.from_numpy(np_keys.astype(np.int64)),
+            "pos": int(np_pos),
+            "has_gauss": int(np_has_gauss),
+            "gauss": float(np_gauss),
+        },
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore :func:`rng_state` output."""
+    py = state["python"]
+    random.setstate((py["version"], tuple(py["keys"]), py["gauss"]))
+    n = state["numpy"]
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
