@@ -28,7 +28,6 @@ import hashlib
 import http.client
 import json
 import os
-import pickle
 import re
 import shutil
 import sys
@@ -42,6 +41,8 @@ from urllib.error import HTTPError, URLError
 from urllib.request import Request, urlopen
 
 from tqdm import tqdm
+
+from .safe_pickle import NUMPY_GLOBALS, restricted_load
 
 __all__ = [
     "RECIPES",
@@ -505,12 +506,11 @@ def _write_cifar100(folder: Path, downloads: Path, keep_archives: bool) -> None:
     try:
         _unpack(archive, tmp)
         src = tmp / "cifar-100-python"
-        with open(src / "meta", "rb") as f:
-            names = pickle.load(f, encoding="latin1")["fine_label_names"]
+        remedy = f"Delete {archive} and run the command again to download it anew."
+        names = restricted_load(src / "meta", {}, remedy, encoding="latin1")["fine_label_names"]
         images_tmp = tmp / "images"
         for split in ("train", "test"):
-            with open(src / split, "rb") as f:
-                batch = pickle.load(f, encoding="latin1")
+            batch = restricted_load(src / split, NUMPY_GLOBALS, remedy, encoding="latin1")
             data = np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)  # [N,H,W,3]
             for name in names:
                 (images_tmp / split / name).mkdir(parents=True, exist_ok=True)

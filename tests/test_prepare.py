@@ -451,6 +451,33 @@ def test_cifar100_is_written_as_image_folders(server, tmp_path, monkeypatch):
     ]
 
 
+class RunsCode:
+    def __init__(self, *call):
+        self.call = call
+
+    def __reduce__(self):
+        return self.call[0], self.call[1:]
+
+
+def test_cifar100_batches_that_run_code_are_refused(server, tmp_path, monkeypatch):
+    marker = tmp_path / "code-ran"
+    archive = tar_gz(
+        {
+            "cifar-100-python/meta": pickle.dumps({"fine_label_names": RunsCode(os.system, f"touch {marker}")}),
+            "cifar-100-python/train": b"",
+            "cifar-100-python/test": b"",
+        }
+    )
+    server.files["/cifar.tar.gz"] = archive
+    monkeypatch.setattr(
+        prepare, "CIFAR100_SOURCE", Source("cifar-100-python.tar.gz", url=server.url("/cifar.tar.gz"), md5=md5(archive))
+    )
+    with pytest.raises(pickle.UnpicklingError, match=r"meta asks to run \w+\.system") as e:
+        prepare_dataset(prepare.RECIPES["MYCIFAR100"], tmp_path)
+    assert not marker.exists()
+    assert f"Delete {tmp_path / 'downloads' / 'cifar-100-python.tar.gz'}" in str(e.value)
+
+
 def test_synthetic_is_generated(tmp_path, capsys):
     assert main(["synthetic", "--root", str(tmp_path)]) == 0
     assert (tmp_path / "synthetic_shapes" / "split_zhou_SyntheticShapes.json").is_file()
