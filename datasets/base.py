@@ -8,7 +8,9 @@ they are and a seed selects the same images:
   ...}`` with paths relative to the dataset's image folder;
 * few-shot sampling with Dassl's ``generate_fewshot_dataset`` (the global ``random`` module, seeded by the
   trainer with ``set_random_seed(cfg.SEED)`` before the dataset is built): ``K`` training images per class and
-  ``min(K, 4)`` validation images per class, cached in ``split_fewshot/shot_{K}-seed_{S}.pkl``;
+  ``min(K, 4)`` validation images per class, cached in ``split_fewshot/shot_{K}-seed_{S}.pkl`` (a class with
+  fewer than ``K`` images contributes all it has); caches are read with a restricted unpickler that admits
+  only ``Datum`` and plain data, so a cache found in a data folder cannot execute code;
 * base-to-new subsampling: the first ``ceil(n / 2)`` sorted labels are the base classes, the rest the new
   classes, each relabelled from 0;
 * when a split file is missing, the split is created from the raw annotations with the same random calls as
@@ -34,6 +36,8 @@ from typing import Optional
 from dassl.data.datasets import DATASET_REGISTRY, DatasetBase, Datum
 from yacs.config import CfgNode
 
+from .safe_pickle import DATUM_GLOBALS, restricted_load
+
 __all__ = [
     "DatasetFormatError",
     "DatasetNotPreparedError",
@@ -42,6 +46,7 @@ __all__ = [
     "SplitFileDataset",
     "camel_to_words",
     "list_class_folders",
+    "load_datum_pickle",
     "make_datum",
     "prepare_command",
     "read_class_folders",
@@ -122,6 +127,41 @@ def make_datum(impath: str, label: int, classname: str, listed_in: str = "") -> 
     if not os.path.isfile(impath):
         raise DatasetNotPreparedError(f"image not found: {impath}" + (f" (listed in {listed_in})" if listed_in else ""))
     return Datum(impath=impath, label=label, classname=classname)
+
+
+def load_datum_pickle(path: str, keys: Sequence[str]) -> dict[str, Split]:
+    """Read a pickled ``{key: [Datum, ...]}`` (a few-shot cache, an image listing) without executing code.
+
+    Only Dassl's ``Datum`` and plain containers and scalars are admitted (:mod:`datasets.safe_pickle`); files
+    written by CoOp or Dassl (``pickle.dump(..., protocol=pickle.HIGHEST_PROTOCOL)``) are read as they are.
+
+    Args:
+        path: The pickle file; it is derived data, so every error says to delete it to regenerate it.
+        keys: Keys the dict must have.
+
+    Raises:
+        UnsafePickleError: The file names any other function or class (nothing in it is executed).
+        PickleLoadError: The file is not a readable pickle.
+        DatasetFormatError: The file holds something else than lists of ``Datum`` under ``keys``.
+    """
+    remedy = f"It is derived data: delete it to regenerate it (rm {path})."
+    data = restricted_load(path, DATUM_GLOBALS, remedy)
+    if not isinstance(data, dict) or any(k not in data for k in keys):
+        found = sorted(map(str, data)) if isinstance(data, dict) else type(data).__name__
+        raise DatasetFormatError(f"{path} must hold a dict with keys {list(keys)}, found {found}. {remedy}")
+    datum = DATUM_GLOBALS[("dassl.data.datasets.base_dataset", "Datum")]()
+    for key in keys:
+        items = data[key]
+        ok = isinstance(items, list) and all(
+            type(d) is datum
+            and isinstance(getattr(d, "_impath", None), str)
+            and type(getattr(d, "_label", None)) is int
+            and isinstance(getattr(d, "_classname", None), str)
+            for d in items
+        )
+        if not ok:
+            raise DatasetFormatError(f"{path}: '{key}' must be a list of Dassl Datum objects. {remedy}")
+    return data
 
 
 def read_split(path: str, image_dir: str) -> tuple[Split, Split, Split]:
@@ -390,15 +430,15 @@ class FewShotDataset(_DatasetMixin, DatasetBase):
         """``num_shots`` training (and ``min(num_shots, 4)`` validation) images per class, cached per seed.
 
         The cache ``split_fewshot/shot_{K}-seed_{S}.pkl`` is CoOp's: a pickled ``{"train": [Datum],
-        "val": [Datum]}`` (only ``train`` when :attr:`has_val` is False). An existing cache is read as is.
+        "val": [Datum]}`` (only ``train`` when :attr:`has_val` is False). An existing cache is read as is, without
+        executing code (:func:`load_datum_pickle`). A class with fewer than ``num_shots`` images keeps them all.
         """
         if num_shots < 1:
             return train, val
         path = os.path.join(self.split_fewshot_dir, f"shot_{num_shots}-seed_{seed}.pkl")
         if os.path.exists(path):
             print(f"Loading preprocessed few-shot data from {path}")
-            with open(path, "rb") as f:
-                data = pickle.load(f)
+            data = load_datum_pickle(path, ("train", "val") if self.has_val else ("train",))
             return data["train"], (data["val"] if self.has_val else val)
 
         train = self.generate_fewshot_dataset(train, num_shots=num_shots)

@@ -1,13 +1,22 @@
 """ImageNet-1k (Deng et al., CVPR 2009) in CoOp's format: 1000 classes, the validation set as test set.
 
 Class names come from ``classnames.txt`` (CLIP's cleaned ImageNet names, ``<wnid> <name>`` per line). The
-image listing is cached in ``preprocessed.pkl`` (CoOp's file), since listing 1.3 M files takes minutes.
+image listing is cached in ``preprocessed.pkl`` (CoOp's file), since listing 1.3 M files takes minutes; it is
+read without executing code (:func:`~datasets.base.load_datum_pickle`).
 """
 
 import os
 import pickle
 
-from .base import FewShotDataset, Split, list_class_folders, read_class_folders, read_classnames, register_dataset
+from .base import (
+    FewShotDataset,
+    Split,
+    list_class_folders,
+    load_datum_pickle,
+    read_class_folders,
+    read_classnames,
+    register_dataset,
+)
 
 
 class ImageFolderDataset(FewShotDataset):
@@ -26,8 +35,7 @@ class ImageFolderDataset(FewShotDataset):
         self.image_dir = self.require(os.path.join(self.dataset_dir, "images"), "image folder")
         cache = os.path.join(self.dataset_dir, self.cache_file)
         if os.path.exists(cache):
-            with open(cache, "rb") as f:
-                data = pickle.load(f)
+            data = load_datum_pickle(cache, ("train", "test"))
             return data["train"], None, data["test"]
         classnames = self.read_classnames()
         train, test = (self.read_folder(classnames, d) for d in (self.train_subdir, self.test_subdir))

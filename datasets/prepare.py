@@ -2,7 +2,7 @@
 
 Usage::
 
-    python -m datasets.prepare NAME [NAME ...] --root DATA [--check] [--keep-archives]
+    python -m datasets.prepare NAME [NAME ...] --root DATA [--check] [--decode] [--keep-archives]
 
 ``NAME`` is a registered dataset name (``OxfordPets``), a config name (``oxford_pets``) or ``all``. For each
 dataset the command
@@ -15,7 +15,9 @@ dataset the command
   (ImageNet, Stanford Cars, ImageNet-Sketch).
 
 ``--check`` only verifies existing folders: it prints every missing path and, for datasets with a split file,
-how many of the listed images are missing. The exit code is non-zero if any dataset is incomplete.
+how many of the listed images are missing. ``--decode`` also opens and fully decodes every image the splits
+reference (as training does) and lists each one that fails, with its error. The exit code is non-zero if any
+dataset is incomplete or any image does not decode.
 
 Nothing is lost on a crash: downloads go to ``<file>.part`` and are renamed when complete (run the command
 again to resume), and archives are extracted into a temporary folder that is moved into place afterwards.
@@ -28,13 +30,13 @@ import hashlib
 import http.client
 import json
 import os
-import pickle
 import re
 import shutil
 import sys
 import tarfile
 import zipfile
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Union
@@ -42,6 +44,8 @@ from urllib.error import HTTPError, URLError
 from urllib.request import Request, urlopen
 
 from tqdm import tqdm
+
+from .safe_pickle import NUMPY_GLOBALS, restricted_load
 
 __all__ = [
     "RECIPES",
@@ -55,6 +59,9 @@ __all__ = [
     "Recipe",
     "Source",
     "check_dataset",
+    "decode_image",
+    "decode_images",
+    "decode_problems",
     "download",
     "drive_download",
     "extract_archive",
@@ -62,6 +69,7 @@ __all__ = [
     "file_digest",
     "main",
     "prepare_dataset",
+    "referenced_images",
     "resolve_names",
 ]
 
@@ -438,6 +446,8 @@ class Recipe:
         image_subdir: Folder the split file's paths are relative to.
         class_folders: ``(subdir, n)``: ``subdir`` must hold ``n`` class folders.
         aliases: Other names accepted on the command line.
+        image_lists: Files whose lines start with an image id (FGVC-Aircraft's split lists), for ``--decode``.
+        list_image_path: Where the image of id ``{}`` in :attr:`image_lists` is, relative to ``folder``.
     """
 
     name: str
@@ -450,6 +460,8 @@ class Recipe:
     image_subdir: str = ""
     class_folders: tuple[tuple[str, int], ...] = ()
     aliases: tuple[str, ...] = field(default=())
+    image_lists: tuple[str, ...] = ()
+    list_image_path: str = ""
 
 
 def _split_json(name: str, drive_id: str) -> Fetch:
@@ -505,12 +517,11 @@ def _write_cifar100(folder: Path, downloads: Path, keep_archives: bool) -> None:
     try:
         _unpack(archive, tmp)
         src = tmp / "cifar-100-python"
-        with open(src / "meta", "rb") as f:
-            names = pickle.load(f, encoding="latin1")["fine_label_names"]
+        remedy = f"Delete {archive} and run the command again to download it anew."
+        names = restricted_load(src / "meta", {}, remedy, encoding="latin1")["fine_label_names"]
         images_tmp = tmp / "images"
         for split in ("train", "test"):
-            with open(src / split, "rb") as f:
-                batch = pickle.load(f, encoding="latin1")
+            batch = restricted_load(src / split, NUMPY_GLOBALS, remedy, encoding="latin1")
             data = np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)  # [N,H,W,3]
             for name in names:
                 (images_tmp / split / name).mkdir(parents=True, exist_ok=True)
@@ -687,6 +698,8 @@ RECIPES_LIST: tuple[Recipe, ...] = (
                 creates="images",
             ),
         ),
+        image_lists=("images_variant_train.txt", "images_variant_val.txt", "images_variant_test.txt"),
+        list_image_path="images/{}.jpg",
     ),
     _split_recipe(
         "SUN397",
@@ -902,6 +915,100 @@ def check_dataset(recipe: Recipe, root: Union[str, os.PathLike]) -> list[str]:
     return problems
 
 
+#: Extensions of image files, for folders whose every image counts (no split file names them).
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+_DECODE_CHUNK = 1024
+
+
+def _files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+
+
+def _subdirs(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def referenced_images(recipe: Recipe, root: Union[str, os.PathLike]) -> list[Path]:
+    """The existing image files that the dataset's splits are read from, in a fixed order, without duplicates.
+
+    * datasets with a split file: the images it lists (without the file: every image under the image folder,
+      from which the dataset class would create the split);
+    * FGVC-Aircraft: the images its split lists name;
+    * image-folder datasets (ImageNet and its variants, CIFAR-100): every file in every class folder, which is
+      what their dataset classes read.
+
+    Missing images are left out (``--check`` counts them).
+    """
+    folder = Path(root).expanduser().resolve() / recipe.folder
+    paths: list[Path] = []
+    split_path = folder / recipe.split_file if recipe.split_file else None
+    if split_path is not None and split_path.is_file():
+        with open(split_path) as f:
+            split = json.load(f)
+        paths = [folder / recipe.image_subdir / entry[0] for key in ("train", "val", "test") for entry in split[key]]
+    elif split_path is not None and (folder / recipe.image_subdir).is_dir():
+        paths = sorted(p for p in (folder / recipe.image_subdir).rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
+    for name in recipe.image_lists:
+        if (folder / name).is_file():
+            with open(folder / name) as f:
+                ids = [line.split(maxsplit=1)[0] for line in f if line.strip()]
+            paths += [folder / recipe.list_image_path.format(i) for i in ids]
+    for subdir, _ in recipe.class_folders:
+        if (folder / subdir).is_dir():
+            for class_dir in _subdirs(folder / subdir):
+                paths += _files(class_dir)
+    return [p for p in dict.fromkeys(paths) if p.is_file()]
+
+
+def decode_image(path: Union[str, os.PathLike]) -> Optional[str]:
+    """None if the image opens and decodes completely, else ``"<error type>: <message>"``.
+
+    Decodes as Dassl's ``read_image`` does for training and evaluation: ``Image.open(path).convert("RGB")``,
+    which reads every pixel.
+    """
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            image.convert("RGB")
+    except Exception as e:  # PIL raises OSError, SyntaxError, ValueError, ... for broken files
+        return f"{type(e).__name__}: {e}"
+    return None
+
+
+def decode_images(paths: Sequence[Path], workers: int = 1, desc: str = "decoding") -> list[tuple[Path, str]]:
+    """``(path, error)`` for every image of ``paths`` that does not decode, in order; with a progress bar.
+
+    Args:
+        paths: Image files.
+        workers: Threads decoding in parallel (PIL releases the GIL while it decodes).
+        desc: Label of the progress bar.
+    """
+    bad: list[tuple[Path, str]] = []
+    with ThreadPoolExecutor(max(1, workers)) as pool, tqdm(total=len(paths), desc=desc, unit="img") as bar:
+        for start in range(0, len(paths), _DECODE_CHUNK):
+            chunk = paths[start : start + _DECODE_CHUNK]
+            for path, error in zip(chunk, pool.map(decode_image, chunk)):
+                if error is not None:
+                    bad.append((path, error))
+                bar.update()
+    return bad
+
+
+def decode_problems(recipe: Recipe, root: Union[str, os.PathLike], workers: int = 1) -> list[str]:
+    """One problem per image the dataset's splits reference that cannot be decoded (see :func:`decode_images`)."""
+    try:
+        paths = referenced_images(recipe, root)
+    except (ValueError, KeyError, TypeError, IndexError) as e:  # a malformed split file (reported by the check)
+        return [f"cannot list the images to decode ({type(e).__name__}: {e})"]
+    bad = decode_images(paths, workers, desc=f"{recipe.name}: decoding")
+    if not bad:
+        return []
+    return [f"{len(bad)} of {len(paths)} images cannot be decoded (repair or replace them):"] + [
+        f"{path}: {error}" for path, error in bad
+    ]
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Preparing
 
@@ -923,7 +1030,7 @@ def prepare_dataset(recipe: Recipe, root: Union[str, os.PathLike], keep_archives
     return check_dataset(recipe, root)
 
 
-def _report(recipe: Recipe, root: Path, problems: list[str], show_manual: bool) -> None:
+def _report(recipe: Recipe, root: Path, problems: list[str], show_manual: bool, show_command: bool = True) -> None:
     if not problems:
         print(f"[ok] {recipe.name}: {root / recipe.folder}")
         return
@@ -932,7 +1039,7 @@ def _report(recipe: Recipe, root: Path, problems: list[str], show_manual: bool) 
         print(f"  - {p}")
     if show_manual and recipe.manual:
         print("  " + recipe.manual.format(folder=root / recipe.folder).replace("\n", "\n  "))
-    elif not show_manual:
+    elif not show_manual and show_command:
         print(f"  prepare it with: python -m datasets.prepare {recipe.name} --root {root}")
 
 
@@ -946,6 +1053,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--root", required=True, help="data root (DATASET.ROOT), e.g. $DATA")
     parser.add_argument("--check", action="store_true", help="only verify existing folders; download nothing")
     parser.add_argument("--keep-archives", action="store_true", help=f"keep archives in ROOT/{DOWNLOAD_DIRNAME}/")
+    parser.add_argument(
+        "--decode",
+        action="store_true",
+        help="also open and fully decode every image the splits reference; list those that fail",
+    )
+    parser.add_argument(
+        "--workers", type=int, default=min(8, os.cpu_count() or 1), help="threads decoding images (--decode)"
+    )
     args = parser.parse_args(argv)
     try:
         recipes = resolve_names(args.names)
@@ -963,8 +1078,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 problems = prepare_dataset(recipe, root, keep_archives=args.keep_archives)
             except (PrepareError, OSError) as e:
                 problems = [f"{type(e).__name__}: {e}"]
-        _report(recipe, root, problems, show_manual=not args.check)
-        if problems:
+        # Preparing again does not replace an image that exists, so the prepare command is no advice for those.
+        undecodable = decode_problems(recipe, root, args.workers) if args.decode else []
+        _report(
+            recipe,
+            root,
+            problems + undecodable,
+            show_manual=not args.check and bool(problems),
+            show_command=bool(problems),
+        )
+        if problems or undecodable:
             failed.append(recipe.name)
     if failed:
         print(f"Incomplete: {', '.join(failed)}", file=sys.stderr)

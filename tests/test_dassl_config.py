@@ -21,6 +21,7 @@ from lamm_plugin.config import METHOD_CONFIGS, LAMMConfig, official_preset  # no
 from lamm_plugin.dassl.config import (  # noqa: E402
     BASELINE_NODES,
     LAMM_NODES,
+    ConfigFileError,
     ConfigKeyError,
     add_lamm_config,
     dataclass_to_node,
@@ -133,6 +134,48 @@ def test_typo_names_key_and_close_matches(bad, good, in_file, tmp_path):
         get_cfg_default().merge_from_file(str(tmp_path / "typo.yaml"))
     with pytest.raises(ConfigKeyError, match="No similar key"):
         get_cfg_default().merge_from_list(["XYZZY", "1"])
+
+
+BROKEN_YAML = {
+    # A value with a stray colon, 21 lines down (what a hand-edited config looks like).
+    "stray-colon": (
+        "".join(f"# comment {i}\n" for i in range(19)) + "DATASET:\n  NAME: Oxford: Pets\n  NUM_SHOTS: 1\n",
+        21,
+        "mapping values are not allowed here",
+    ),
+    "missing-colon": ("DATASET:\n  NAME: x\nOPTIM\n  LR: 0.1\n", 4, "could not find expected ':'"),
+    "tab": ("DATASET:\n\tNAME: OxfordPets\n", 2, "found character '\\t' that cannot start any token"),
+    "unclosed-quote": ('OPTIM:\n  NAME: "sgd\n', 3, "found unexpected end of stream"),
+}
+
+
+@pytest.mark.parametrize("which", ["dataset", "trainer"])
+@pytest.mark.parametrize("case", sorted(BROKEN_YAML))
+def test_yaml_syntax_error_names_file_line_and_problem(tmp_path, which, case):
+    import train
+
+    text, line, problem = BROKEN_YAML[case]
+    path = tmp_path / f"{case}.yaml"
+    path.write_text(text)
+    option = "--dataset-config-file" if which == "dataset" else "--config-file"
+    with pytest.raises(ConfigFileError) as e:
+        train.setup_cfg(train.parse_args([option, str(path)]))
+    msg = str(e.value)
+    assert msg.startswith(f"{path}, line {line}, column ")
+    assert problem in msg and "<unicode string>" not in msg
+    assert len(msg.splitlines()) == 1
+    assert e.value.__suppress_context__  # the short message is the whole report, not PyYAML's traceback
+
+
+def test_yaml_that_is_not_a_mapping_names_the_file(tmp_path):
+    import train
+
+    path = tmp_path / "list.yaml"
+    path.write_text("- DATASET.NAME\n- OxfordPets\n")
+    with pytest.raises(ConfigFileError, match=rf"^{path}: expected a mapping of config keys, found a list$"):
+        train.setup_cfg(train.parse_args(["--config-file", str(path)]))
+    (tmp_path / "empty.yaml").write_text("# nothing set\n")
+    assert train.setup_cfg(train.parse_args(["--config-file", str(tmp_path / "empty.yaml")])).DATASET.NAME == ""
 
 
 @pytest.mark.parametrize("path", TRAINER_CONFIGS, ids=lambda p: os.path.relpath(p, REPO))

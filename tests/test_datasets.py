@@ -31,6 +31,7 @@ from datasets.base import (  # noqa: E402
     register_dataset,
     subsample_classes,
 )
+from datasets.safe_pickle import PickleLoadError, UnsafePickleError  # noqa: E402
 from datasets.synthetic import add_synthetic_config  # noqa: E402
 
 pytestmark = pytest.mark.dassl
@@ -249,6 +250,104 @@ def test_fewshot_cache_is_reused_and_written_in_coop_format(tmp_path):
         pickle.dump({"train": chosen, "val": data["val"]}, f)
     again = build(tmp_path, "DescribableTextures", shots=2, seed=5)
     assert paths(again.train_x) == paths(chosen)
+
+
+class RunsCode:
+    """Unpickling this object calls ``call(*args)`` (what a malicious pickle does)."""
+
+    def __init__(self, call, *args):
+        self.call, self.args = call, args
+
+    def __reduce__(self):
+        return self.call, self.args
+
+
+def malicious_payloads(marker):
+    """Objects whose unpickling would create ``marker``: through a shell, and through ``open``."""
+    return {
+        "os.system": RunsCode(os.system, f"touch {marker}"),
+        "builtins.open": RunsCode(open, str(marker), "w"),
+    }
+
+
+@pytest.mark.parametrize("protocol", range(2, pickle.HIGHEST_PROTOCOL + 1))
+def test_fewshot_cache_written_like_coop_round_trips(tmp_path, protocol):
+    write_split_dataset(tmp_path, "OxfordPets", "oxford_pets", "images", FIVE)
+    full = build(tmp_path, "OxfordPets")
+    # What CoOp's code writes: Dassl's Datum objects in a dict of lists, pickled with the highest protocol.
+    data = {"train": full.train_x[::7], "val": full.val[::5]}
+    cache = tmp_path / "oxford_pets" / "split_fewshot" / "shot_3-seed_2.pkl"
+    cache.parent.mkdir()
+    with open(cache, "wb") as f:
+        pickle.dump(data, f, protocol=protocol)
+    few = build(tmp_path, "OxfordPets", shots=3, seed=2)
+    for got, want in ((few.train_x, data["train"]), (few.val, data["val"])):
+        assert [(d.impath, d.label, d.classname, d.domain) for d in got] == [
+            (d.impath, d.label, d.classname, d.domain) for d in want
+        ]
+
+
+@pytest.mark.parametrize("payload", ["os.system", "builtins.open"])
+def test_fewshot_cache_that_runs_code_is_refused_before_running(tmp_path, payload):
+    write_split_dataset(tmp_path, "DescribableTextures", "dtd", "images", FIVE)
+    first = build(tmp_path, "DescribableTextures", shots=2, seed=1)
+    cache = tmp_path / "dtd" / "split_fewshot" / "shot_2-seed_1.pkl"
+    marker = tmp_path / "code-ran"
+    with open(cache, "wb") as f:
+        evil = malicious_payloads(marker)[payload]
+        pickle.dump({"train": [*first.train_x, evil], "val": first.val}, f, protocol=pickle.HIGHEST_PROTOCOL)
+
+    with pytest.raises(UnsafePickleError) as e:
+        build(tmp_path, "DescribableTextures", shots=2, seed=1)
+    assert not marker.exists()
+    msg = str(e.value)
+    assert str(cache) in msg and payload.split(".")[1] in msg
+    assert "delete it to regenerate it" in msg
+
+    cache.unlink()  # what the message says to do
+    assert paths(build(tmp_path, "DescribableTextures", shots=2, seed=1).train_x) == paths(first.train_x)
+
+
+def test_imagenet_listing_that_runs_code_is_refused_before_running(tmp_path):
+    folder = tmp_path / "imagenet"
+    write_classnames(folder / "classnames.txt")
+    write_class_tree(folder / "images" / "train", WNIDS, 2)
+    write_class_tree(folder / "images" / "val", WNIDS, 1)
+    build(tmp_path, "ImageNet")
+    marker = tmp_path / "code-ran"
+    with open(folder / "preprocessed.pkl", "wb") as f:
+        pickle.dump({"train": [malicious_payloads(marker)["os.system"]], "test": []}, f)
+    with pytest.raises(UnsafePickleError, match="preprocessed.pkl"):
+        build(tmp_path, "ImageNet")
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    ("content", "error", "pattern"),
+    [
+        (b"\x80\x05\x95", PickleLoadError, "not a readable pickle"),  # truncated
+        (pickle.dumps(["train"]), DatasetFormatError, "must hold a dict with keys"),
+        (pickle.dumps({"train": [("a.jpg", 0, "x")], "val": []}), DatasetFormatError, "list of Dassl Datum"),
+        (pickle.dumps({"train": []}), DatasetFormatError, r"keys \['train', 'val'\], found \['train'\]"),
+    ],
+    ids=["truncated", "not-a-dict", "tuples", "no-val"],
+)
+def test_malformed_fewshot_cache_names_the_file(tmp_path, content, error, pattern):
+    write_split_dataset(tmp_path, "DescribableTextures", "dtd", "images", FIVE)
+    cache = tmp_path / "dtd" / "split_fewshot" / "shot_2-seed_1.pkl"
+    cache.parent.mkdir()
+    cache.write_bytes(content)
+    with pytest.raises(error, match=pattern) as e:
+        build(tmp_path, "DescribableTextures", shots=2, seed=1)
+    assert str(cache) in str(e.value) and "delete it to regenerate it" in str(e.value)
+
+
+def test_fewshot_uses_every_image_of_a_class_with_fewer_than_k(tmp_path):
+    write_split_dataset(tmp_path, "OxfordPets", "oxford_pets", "images", FIVE, n_train=3, n_val=2)
+    few = build(tmp_path, "OxfordPets", shots=16, seed=1)
+    assert per_class(few.train_x) == {y: 3 for y in range(5)}  # CoOp: all it has, no repeats
+    assert per_class(few.val) == {y: 2 for y in range(5)}
+    assert len(set(paths(few.train_x))) == 15
 
 
 def test_subsample_classes_odd_and_even_counts():

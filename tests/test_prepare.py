@@ -398,6 +398,82 @@ def test_check_counts_class_folders(tmp_path):
     assert problems == [f"{tmp_path / 'imagenet-rendition' / 'imagenet-r'} has 3 class folders, expected 200"]
 
 
+def image_bytes(fmt, color=(200, 30, 30), size=(32, 24)):
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", size, color).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def test_decode_lists_every_image_that_does_not_decode(tmp_path, capsys):
+    dtd = tmp_path / "dtd"
+    good = {
+        "banded/a.jpg": image_bytes("JPEG"),
+        "banded/b.png": image_bytes("PNG"),
+        "dotted/c.jpg": image_bytes("JPEG"),
+    }
+    jpeg = image_bytes("JPEG", size=(64, 64))
+    bad = {
+        "dotted/truncated.jpg": jpeg[: len(jpeg) // 2],  # a download cut short: the header is intact
+        "dotted/garbage.png": b"\x89PNG\r\n\x1a\n" + b"not a png" * 10,
+    }
+    for rel, data in {**good, **bad}.items():
+        (dtd / "images" / rel).parent.mkdir(parents=True, exist_ok=True)
+        (dtd / "images" / rel).write_bytes(data)
+    (dtd / "images" / "dotted" / "unlisted.jpg").write_bytes(b"junk")  # in no split: not the dataset's concern
+    split = {
+        "train": [["banded/a.jpg", 0, "banded"], ["dotted/truncated.jpg", 1, "dotted"]],
+        "val": [["banded/b.png", 0, "banded"]],
+        "test": [["dotted/c.jpg", 1, "dotted"], ["dotted/garbage.png", 1, "dotted"], ["banded/a.jpg", 0, "banded"]],
+    }
+    (dtd / "split_zhou_DescribableTextures.json").write_text(json.dumps(split))
+
+    assert main(["dtd", "--root", str(tmp_path), "--check"]) == 0  # every file exists
+    capsys.readouterr()
+    assert main(["dtd", "--root", str(tmp_path), "--check", "--decode", "--workers", "2"]) == 1
+    captured = capsys.readouterr()
+    out = captured.out
+    assert "[incomplete] DescribableTextures:" in out
+    assert "2 of 5 images cannot be decoded" in out
+    lines = {line.strip() for line in out.splitlines()}
+    assert any(line.startswith(f"- {dtd / 'images' / 'dotted' / 'truncated.jpg'}: OSError: ") for line in lines)
+    assert any(line.startswith(f"- {dtd / 'images' / 'dotted' / 'garbage.png'}: ") for line in lines)
+    assert not any(name in out for name in ("a.jpg", "b.png", "c.jpg", "unlisted.jpg"))
+    assert "decoding" in captured.err  # the progress bar
+
+    for rel in bad:
+        (dtd / "images" / rel).write_bytes(image_bytes("PNG"))
+    assert main(["dtd", "--root", str(tmp_path), "--check", "--decode"]) == 0
+
+
+def test_referenced_images_of_list_and_folder_datasets(tmp_path):
+    aircraft = tmp_path / "fgvc_aircraft"
+    (aircraft / "images").mkdir(parents=True)
+    for i in ("0001", "0002", "0003"):
+        (aircraft / "images" / f"{i}.jpg").write_bytes(image_bytes("JPEG"))
+    (aircraft / "images_variant_train.txt").write_text("0001 707-320\n0002 A300B4\n")
+    (aircraft / "images_variant_val.txt").write_text("0003 707-320\n")
+    (aircraft / "images_variant_test.txt").write_text("0002 A300B4\n0009 A300B4\n")  # 0009 is missing
+    assert prepare.referenced_images(prepare.RECIPES["FGVCAircraft"], tmp_path) == [
+        aircraft / "images" / f"{i}.jpg" for i in ("0001", "0002", "0003")
+    ]
+    (aircraft / "images" / "0003.jpg").write_bytes(b"\xff\xd8\xff")
+    problems = prepare.decode_problems(prepare.RECIPES["FGVCAircraft"], tmp_path)
+    assert problems[0] == "1 of 3 images cannot be decoded (repair or replace them):"
+    assert [p.split(": ")[0] for p in problems[1:]] == [str(aircraft / "images" / "0003.jpg")]
+
+    sketch = tmp_path / "imagenet-sketch" / "images"
+    for wnid in ("n01", "n02"):
+        (sketch / wnid).mkdir(parents=True)
+        (sketch / wnid / "x.JPEG").write_bytes(image_bytes("JPEG"))
+    (sketch / "README.txt").write_text("not a class folder")
+    assert prepare.referenced_images(prepare.RECIPES["ImageNetSketch"], tmp_path) == [
+        sketch / "n01" / "x.JPEG",
+        sketch / "n02" / "x.JPEG",
+    ]
+
+
 def test_imagenet_explains_what_to_place_by_hand(fake_gdown, tmp_path, capsys):
     fake_gdown["files"]["1-61f_ol79pViBFDG_IDlUQSwoLcn2XXF"] = b"n01440764 tench\n"
     assert main(["imagenet", "--root", str(tmp_path)]) == 1
@@ -449,6 +525,33 @@ def test_cifar100_is_written_as_image_folders(server, tmp_path, monkeypatch):
         f"{folder / 'images' / 'train'} has 2 class folders, expected 100",
         f"{folder / 'images' / 'test'} has 2 class folders, expected 100",
     ]
+
+
+class RunsCode:
+    def __init__(self, *call):
+        self.call = call
+
+    def __reduce__(self):
+        return self.call[0], self.call[1:]
+
+
+def test_cifar100_batches_that_run_code_are_refused(server, tmp_path, monkeypatch):
+    marker = tmp_path / "code-ran"
+    archive = tar_gz(
+        {
+            "cifar-100-python/meta": pickle.dumps({"fine_label_names": RunsCode(os.system, f"touch {marker}")}),
+            "cifar-100-python/train": b"",
+            "cifar-100-python/test": b"",
+        }
+    )
+    server.files["/cifar.tar.gz"] = archive
+    monkeypatch.setattr(
+        prepare, "CIFAR100_SOURCE", Source("cifar-100-python.tar.gz", url=server.url("/cifar.tar.gz"), md5=md5(archive))
+    )
+    with pytest.raises(pickle.UnpicklingError, match=r"meta asks to run \w+\.system") as e:
+        prepare_dataset(prepare.RECIPES["MYCIFAR100"], tmp_path)
+    assert not marker.exists()
+    assert f"Delete {tmp_path / 'downloads' / 'cifar-100-python.tar.gz'}" in str(e.value)
 
 
 def test_synthetic_is_generated(tmp_path, capsys):

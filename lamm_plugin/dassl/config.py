@@ -19,7 +19,8 @@ dataclass and nowhere else. Nodes:
 Host repositories merge their yaml files into ``get_cfg_default()`` before any trainer code runs, and yacs
 refuses unknown keys, so :func:`install` adds the nodes to Dassl's default config object itself; it runs when
 :mod:`lamm_plugin.dassl` is imported. It also makes a mistyped key fail with an error that names the key and
-its closest matches (:class:`ConfigKeyError`).
+its closest matches (:class:`ConfigKeyError`), and a yaml file that does not parse fail with an error that names
+the file, the line and the problem (:class:`ConfigFileError`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import logging
 import re
 from typing import Any, Optional
 
+import yaml
 from yacs.config import CfgNode
 
 from lamm_plugin.config import METHOD_CONFIGS, LAMMConfig, from_dict
@@ -40,6 +42,7 @@ __all__ = [
     "LAMM_NODES",
     "PRECISION_KEY",
     "PRECISIONS",
+    "ConfigFileError",
     "ConfigKeyError",
     "SuggestingCfgNode",
     "add_baseline_config",
@@ -183,6 +186,31 @@ class ConfigKeyError(KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+class ConfigFileError(ValueError):
+    """A config file that is not valid YAML, or not a mapping of keys; the message names the file and line."""
+
+
+def _yaml_problem(filename: str, err: yaml.YAMLError) -> ConfigFileError:
+    """``file, line L, column C: problem (context at line L')`` from PyYAML's error, which names no file."""
+    mark = getattr(err, "problem_mark", None)
+    problem = getattr(err, "problem", None) or str(err)
+    where = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    context, context_mark = getattr(err, "context", None), getattr(err, "context_mark", None)
+    if context:
+        problem += f" ({context}" + (f" at line {context_mark.line + 1})" if context_mark is not None else ")")
+    return ConfigFileError(f"{filename}{where}: invalid YAML: {problem}")
+
+
+def _top_level_type(filename: str) -> Optional[str]:
+    """The type name of what a yaml file holds when it is neither a mapping nor empty, else None."""
+    try:
+        with open(filename) as f:
+            data = yaml.safe_load(f)
+    except (OSError, yaml.YAMLError):
+        return None
+    return None if data is None or isinstance(data, dict) else type(data).__name__
+
+
 _MISSING_KEY = re.compile(r"Non-existent (?:config )?key: ([\w.]+)")
 #: Similarity above which a key is suggested (mean of node-path and leaf-name similarity).
 _SUGGEST_CUTOFF = 0.75
@@ -240,7 +268,20 @@ class SuggestingCfgNode(CfgNode):
             raise _suggest(match.group(1), self) from err
 
     def merge_from_file(self, cfg_filename: str) -> None:
-        self._merge(super().merge_from_file, cfg_filename)
+        """Merge a yaml file; a file that does not parse raises :class:`ConfigFileError` naming it and the line.
+
+        yacs parses the file's text, so PyYAML's own error says ``in "<unicode string>", line N`` without the file.
+        """
+        try:
+            self._merge(super().merge_from_file, cfg_filename)
+        except yaml.YAMLError as err:
+            raise _yaml_problem(cfg_filename, err) from None
+        except AttributeError:
+            # yacs builds a node from whatever the file holds, and a list or a scalar fails inside yacs.
+            found = _top_level_type(cfg_filename)
+            if found is None:
+                raise
+            raise ConfigFileError(f"{cfg_filename}: expected a mapping of config keys, found a {found}") from None
 
     def merge_from_other_cfg(self, cfg_other: CfgNode) -> None:
         self._merge(super().merge_from_other_cfg, cfg_other)
