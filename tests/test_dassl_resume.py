@@ -158,6 +158,7 @@ def test_killed_anywhere_and_rerun_ends_bit_identical(data_root, reference, tmp_
     proc = train_process(data_root, out)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
+    assert sorted(os.listdir(folder)) == ["checkpoint", "model.pth.tar-4"]  # no partial write left behind
     ours, theirs = (load(os.path.join(d, "prompt_learner", "model.pth.tar-4")) for d in (out, reference))
     for key in ("state_dict", "optimizer", "scheduler", "rng", "epoch", "classnames"):
         assert_same(ours[key], theirs[key], key)

@@ -25,6 +25,7 @@ __all__ = [
     "INDEX_FILE",
     "checkpoint_epochs",
     "last_checkpoint",
+    "remove_partial_writes",
     "rng_state",
     "save_checkpoint",
     "set_rng_state",
@@ -34,6 +35,7 @@ __all__ = [
 #: Dassl's index file: the name of the last checkpoint saved.
 INDEX_FILE = "checkpoint"
 _EPOCH_FILE = re.compile(r"^model\.pth\.tar-(\d+)$")
+_PARTIAL_FILE = re.compile(r"\.tmp\d+$")
 
 
 def write_atomic(path: str, write) -> None:
@@ -88,6 +90,16 @@ def last_checkpoint(folder: str) -> Optional[str]:
             return name
     epochs = checkpoint_epochs(folder)
     return f"model.pth.tar-{epochs[-1]}" if epochs else None
+
+
+def remove_partial_writes(folder: str) -> list[str]:
+    """Delete what a process killed inside :func:`write_atomic` left behind (``<name>.tmp<pid>``); returns them."""
+    if not osp.isdir(folder):
+        return []
+    partial = sorted(name for name in os.listdir(folder) if _PARTIAL_FILE.search(name))
+    for name in partial:
+        os.remove(osp.join(folder, name))
+    return partial
 
 
 def rng_state() -> dict[str, Any]:

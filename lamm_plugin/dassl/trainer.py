@@ -366,6 +366,9 @@ class PromptTrainer(TrainerX):
         generator seeded from ``SEED`` (whether or not earlier attempts wrote dataset caches).
         """
         names = self.get_model_names()
+        for name in names:
+            for partial in checkpoints.remove_partial_writes(osp.join(directory, name)):
+                print(f"Removed {partial}: a checkpoint write that was interrupted")
         found = {name: checkpoints.last_checkpoint(osp.join(directory, name)) for name in names}
         if any(file is None for file in found.values()):
             print("No checkpoint found, train from scratch")
