@@ -146,3 +146,11 @@ def test_coop_prompts_are_assembled_as_the_paper_says(tiny_clip64, classnames, p
         want = _text_tower(clip, torch.stack(rows), torch.tensor(ends))
         got, _ = model.encode_text()
     torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("clone", [False, True])
+def test_maple_deep_projections_start_cloned_only_when_asked(tiny_clip, classnames, clone):
+    cfg = MaPLeConfig(prompt_depth=3, clone_deep_proj=clone)
+    first, second = build_model("maple", tiny_clip, classnames, cfg, LAMMConfig(enabled=False)).method.deep_proj
+    assert torch.equal(first.weight, second.weight) == clone
+    assert first.weight.data_ptr() != second.weight.data_ptr()  # copies, trained separately
