@@ -203,8 +203,14 @@ def main() -> int:
         for m in chosen:
             print(f"{m.name} ({m.file})")
         return 0
+
+    def one(m: Mutation) -> tuple[str, float]:
+        result = run(m, args.pytest_args)
+        print(f"{m.name}: {result[0]} ({result[1]:.0f} s)", file=sys.stderr, flush=True)
+        return result
+
     with ThreadPoolExecutor(args.jobs) as pool:
-        results = list(pool.map(lambda m: run(m, args.pytest_args), chosen))
+        results = list(pool.map(one, chosen))
     print("| mutation | file | caught by (first failing test) | time |")
     print("| --- | --- | --- | --- |")
     for m, (verdict, seconds) in zip(chosen, results):
