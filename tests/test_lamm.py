@@ -391,3 +391,23 @@ def test_constant_text_features_are_computed_once_in_training(tiny_clip, classna
         model(images, labels).losses["total"].backward()
         optim.step()
     assert seen == [len(classnames)]
+
+
+def test_checkpoint_restores_initial_label_values(tiny_clip, classnames):
+    """The parameter-alignment anchor comes from the checkpoint, matched by class name, not from the new model."""
+    torch.manual_seed(0)
+    state = _build("coop", tiny_clip, classnames).checkpoint_state()
+    init = state["state_dict"]["label_embedding.init"]
+    state["state_dict"]["label_embedding.init"] = init + torch.arange(len(init)).unsqueeze(-1)
+    order = [classnames[3], classnames[0], classnames[4], classnames[1], classnames[2]]
+    fresh = _build("coop", tiny_clip, order)
+    fresh.load_checkpoint_state(state)
+    theirs = _build("coop", tiny_clip, classnames)
+    theirs.load_checkpoint_state(state)
+
+    def class_init(model, c):
+        return model.label_embedding.init[model.row_index][model.flat_position // model.base_prompts.shape[1] == c]
+
+    for i, name in enumerate(order):
+        torch.testing.assert_close(class_init(fresh, i), class_init(theirs, classnames.index(name)))
+    assert not torch.equal(fresh.label_embedding.init, _build("coop", tiny_clip, order).label_embedding.init)
