@@ -41,11 +41,14 @@ class MaPLeConfig:
         n_ctx: Number of prompt tokens per layer and branch.
         ctx_init: Template words; the first ``n_ctx`` of its tokens are learnable (MaPLe's "a photo of a").
         prompt_depth: Number of layers with prompts (J); 1 is shallow MaPLe.
+        clone_deep_proj: Start every deep projection from copies of one randomly initialised layer, as the
+            original MaPLe code does; ``False`` initialises each independently.
     """
 
     n_ctx: int = 2
     ctx_init: str = "a photo of a"
     prompt_depth: int = 9
+    clone_deep_proj: bool = False
 
 
 @dataclass

@@ -7,6 +7,7 @@ the visual ones projected from the text ones (coupling).
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 
 import torch
@@ -54,7 +55,11 @@ class MaPLe(PromptMethod):
                 for _ in range(cfg.prompt_depth - 1)
             ]
         )
-        self.deep_proj = nn.ModuleList([nn.Linear(text_width, vision_width) for _ in self.deep_text])
+        if cfg.clone_deep_proj:  # the original code: copies of one initial layer
+            first = nn.Linear(text_width, vision_width)
+            self.deep_proj = nn.ModuleList([copy.deepcopy(first) for _ in self.deep_text])
+        else:
+            self.deep_proj = nn.ModuleList([nn.Linear(text_width, vision_width) for _ in self.deep_text])
 
     def template(self) -> tuple[str, Sequence[int]]:
         # The context vectors take the template's first n_ctx tokens.

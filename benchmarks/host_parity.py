@@ -1,0 +1,234 @@
+"""Compare our host methods with their original code: logits and gradients on the same random CLIP.
+
+MaPLe and VPT against github.com/muzairkhattak/multimodal-prompt-learning (``trainers/maple.py``,
+``trainers/vpt.py`` and its ``clip/`` package), CoOp against github.com/KaiyangZhou/CoOp (``trainers/coop.py``).
+Nothing of them is copied here: their modules are imported from the given checkouts (and need Dassl). Both sides
+get the same random CLIP weights (widths MaPLe hard-codes: text 512, vision 768), the same prompt values, images
+and labels; the loss is cross-entropy on the logits.
+
+The originals cast visual prompts to fp16 (``.half()``) inside an fp32 model, which rounds their values and
+gradients. The comparison runs with that cast made a no-op (``exact``) and reports the difference it makes
+(``with_half_cast``); ours computes in the model's dtype (README, "Fidelity").
+
+    python benchmarks/host_parity.py --maple /path/to/multimodal-prompt-learning --coop /path/to/CoOp
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from open_clip.model import CLIP
+
+from lamm_plugin import LAMMConfig, build_model
+from lamm_plugin.backbone import CLIPBundle
+from lamm_plugin.config import CoOpConfig, MaPLeConfig, VPTConfig
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from official_parity import _Tokenizer  # noqa: E402
+
+#: A small ViT with the widths MaPLe's code hard-codes (text 512, vision 768; heads = width // 64).
+HOST_VIT = {
+    "embed_dim": 64,
+    "quick_gelu": True,
+    "vision_cfg": {"image_size": 32, "layers": 3, "width": 768, "patch_size": 16, "head_width": 64},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 512, "heads": 8, "layers": 3},
+}
+CLASSNAMES = ["golden_retriever", "bernese mountain dog", "sea lion", "red fox", "common goldeneye duck"]
+
+#: Cases: name -> (our method, our config, original repository key).
+CASES = {
+    "maple-shallow": ("maple", MaPLeConfig(prompt_depth=1), "maple"),
+    "maple-deep": ("maple", MaPLeConfig(prompt_depth=3), "maple"),
+    "vpt-shallow": ("vpt", VPTConfig(n_ctx_vision=4, prompt_depth_vision=1), "maple"),
+    "vpt-deep": ("vpt", VPTConfig(n_ctx_vision=4, prompt_depth_vision=3), "maple"),
+    "coop-end": ("coop", CoOpConfig(n_ctx=4, class_token_position="end"), "coop"),
+    "coop-middle": ("coop", CoOpConfig(n_ctx=4, class_token_position="middle"), "coop"),
+    "coop-front": ("coop", CoOpConfig(n_ctx=4, class_token_position="front"), "coop"),
+    "coop-csc": ("coop", CoOpConfig(n_ctx=4, csc=True), "coop"),
+    "coop-init": ("coop", CoOpConfig(ctx_init="a photo of a"), "coop"),
+}
+
+_NAMES = ("clip", "trainers")
+
+
+def import_original(path: str, trainer: str):
+    """``(clip module, trainers.<trainer> module)`` of a checkout, leaving sys.path, sys.modules and Dassl's
+    trainer registry as they were (the originals register CoOp, MaPLe, VPT, which hosts register too)."""
+    from dassl.engine import TRAINER_REGISTRY
+
+    registry = dict(TRAINER_REGISTRY._obj_map)
+    saved = {k: v for k, v in sys.modules.items() if k.split(".")[0] in _NAMES}
+    for key in saved:
+        del sys.modules[key]
+    TRAINER_REGISTRY._obj_map.clear()
+    sys.path.insert(0, path)
+    try:
+        import importlib
+
+        clip = importlib.import_module("clip.clip")
+        module = importlib.import_module(f"trainers.{trainer}")
+        return clip, module
+    finally:
+        sys.path.remove(path)
+        for key in [k for k in sys.modules if k.split(".")[0] in _NAMES]:
+            del sys.modules[key]
+        sys.modules.update(saved)
+        TRAINER_REGISTRY._obj_map.clear()
+        TRAINER_REGISTRY._obj_map.update(registry)
+
+
+@contextlib.contextmanager
+def _half_is_identity(active: bool):
+    """Make ``Tensor.half()`` a no-op (the originals' casts of fp32 prompts), to compare the arithmetic."""
+    if not active:
+        yield
+        return
+    original = torch.Tensor.half
+    torch.Tensor.half = lambda self, *args, **kwargs: self
+    try:
+        yield
+    finally:
+        torch.Tensor.half = original
+
+
+def _cfg(method: str, cfg):
+    from yacs.config import CfgNode as CN
+
+    node = CN()
+    node.INPUT = CN({"SIZE": (32, 32)})
+    if method == "coop":
+        node.TRAINER = CN({"COOP": CN({"N_CTX": cfg.n_ctx, "CTX_INIT": cfg.ctx_init, "CSC": cfg.csc})})
+        node.TRAINER.COOP.CLASS_TOKEN_POSITION = cfg.class_token_position
+    elif method == "maple":
+        node.TRAINER = CN({"MAPLE": CN({"N_CTX": cfg.n_ctx, "CTX_INIT": cfg.ctx_init})})
+        node.TRAINER.MAPLE.PROMPT_DEPTH = cfg.prompt_depth
+    else:
+        node.TRAINER = CN({"VPT": CN({"N_CTX_VISION": cfg.n_ctx_vision})})
+        node.TRAINER.VPT.PROMPT_DEPTH_VISION = cfg.prompt_depth_vision
+    return node
+
+
+def _random_clip(seed: int) -> CLIP:
+    torch.manual_seed(seed)
+    model = CLIP(**HOST_VIT).eval().requires_grad_(False)
+    with torch.no_grad():
+        model.token_embedding.weight.normal_(std=0.2)
+        for param in model.parameters():  # the originals store fp16 weights before casting back: fp16-exact values
+            param.copy_(param.half().float())
+    return model
+
+
+def _original_model(case: str, path: str, ours_clip: CLIP):
+    method, cfg, _ = CASES[case]
+    trainer = {"coop": "coop", "maple": "maple", "vpt": "vpt"}[method]
+    clip, module = import_original(path, trainer)
+    state = {k: v.clone() for k, v in ours_clip.state_dict().items()}
+    if method == "coop":
+        model = clip.build_model(state)
+    else:
+        details = {"trainer": {"maple": "MaPLe", "vpt": "VPT"}[method], "language_depth": 0, "language_ctx": 0}
+        if method == "maple":
+            details.update(vision_depth=0, vision_ctx=0, maple_length=cfg.n_ctx)
+        else:
+            details.update(vision_depth=cfg.prompt_depth_vision, vision_ctx=cfg.n_ctx_vision)
+        model = clip.build_model(state, details)
+    model = model.float()
+    custom = module.CustomCLIP(_cfg(method, cfg), CLASSNAMES, model).float().eval()
+    return custom
+
+
+def _pairs(method: str, ours, theirs) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
+    """(name, our tensor, their tensor) for every learned tensor of the host method."""
+    m = ours.method
+    if method == "coop":
+        return [("ctx", m.ctx, theirs.prompt_learner.ctx)]
+    if method == "maple":
+        pl = theirs.prompt_learner
+        pairs = [("ctx", m.ctx, pl.ctx), ("proj.weight", m.proj.weight, pl.proj.weight)]
+        pairs.append(("proj.bias", m.proj.bias, pl.proj.bias))
+        for i, (p, q) in enumerate(zip(m.deep_text, pl.compound_prompts_text)):
+            pairs.append((f"deep_text.{i}", p, q))
+        for i, (p, q) in enumerate(zip(m.deep_proj, pl.compound_prompt_projections)):
+            pairs += [(f"deep_proj.{i}.weight", p.weight, q.weight), (f"deep_proj.{i}.bias", p.bias, q.bias)]
+        return pairs
+    visual = theirs.image_encoder
+    pairs = [("shallow", m.shallow, visual.VPT)]
+    for i, p in enumerate(m.deep):
+        pairs.append((f"deep.{i}", p, visual.transformer.resblocks[i + 1].VPT_shallow))
+    return pairs
+
+
+def _their_logits(method: str, theirs, images: torch.Tensor) -> torch.Tensor:
+    if method != "vpt":
+        return theirs(images)
+    # The original VPT forward moves its fixed text features with .cuda(); this is the same computation on CPU.
+    image = theirs.image_encoder(images)
+    text = theirs.embeddings.return_fixed_embeddings()
+    image, text = F.normalize(image, dim=-1), F.normalize(text, dim=-1)
+    return theirs.logit_scale.exp() * image @ text.t()
+
+
+def compare(case: str, path: str, exact: bool = True, seed: int = 0) -> dict[str, float]:
+    """Largest absolute and relative differences of logits and of each learned tensor's gradient."""
+    method, cfg, _ = CASES[case]
+    ours_clip = _random_clip(seed)
+    theirs = _original_model(case, path, ours_clip)
+    bundle = CLIPBundle(ours_clip, _Tokenizer(), "host-vit", "host-vit", "", "fp32", 32, (0.5,) * 3, (0.5,) * 3)
+    ours = build_model(method, bundle, CLASSNAMES, cfg, LAMMConfig(enabled=False)).train()
+    for p in theirs.parameters():
+        p.requires_grad_(False)
+    g = torch.Generator().manual_seed(seed + 1)
+    pairs = _pairs(method, ours, theirs)
+    with torch.no_grad():  # same random values on both sides (distinct per tensor: placement errors show)
+        for _, p, q in pairs:
+            p.copy_(0.1 * torch.randn(p.shape, generator=g).half().float())
+            q.copy_(p)
+            q.requires_grad_(True)
+    images = torch.randn(4, 3, 32, 32, generator=g)
+    labels = torch.tensor([0, 3, 1, 4])
+
+    logits_ours = ours(images).logits
+    F.cross_entropy(logits_ours, labels).backward()
+    with _half_is_identity(exact):
+        logits_theirs = _their_logits(method, theirs, images)
+        F.cross_entropy(logits_theirs, labels).backward()
+
+    def diff(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
+        absolute = float((a - b).abs().max())
+        return absolute, absolute / max(float(b.abs().max()), 1e-12)
+
+    result = {}
+    result["logits abs"], result["logits rel"] = diff(logits_ours.detach(), logits_theirs.detach())
+    grads = [diff(p.grad, q.grad) for _, p, q in pairs]
+    result["grad abs"] = max(a for a, _ in grads)
+    result["grad rel"] = max(r for _, r in grads)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--maple", help="checkout of github.com/muzairkhattak/multimodal-prompt-learning")
+    parser.add_argument("--coop", help="checkout of github.com/KaiyangZhou/CoOp")
+    args = parser.parse_args()
+    print("| case | cast | logits abs | logits rel | grad abs | grad rel |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for case, (_, _, repo) in CASES.items():
+        path = getattr(args, repo)
+        if not path:
+            continue
+        for exact in (True, False):
+            r = compare(case, path, exact)
+            cast = "no-op" if exact else ".half()"
+            print(
+                f"| {case} | {cast} | {r['logits abs']:.2e} | {r['logits rel']:.2e} | "
+                f"{r['grad abs']:.2e} | {r['grad rel']:.2e} |"
+            )
+
+
+if __name__ == "__main__":
+    main()

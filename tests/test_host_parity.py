@@ -1,0 +1,43 @@
+"""Host methods against their original code (logits and gradients to 1e-5 on the same random CLIP).
+
+Needs checkouts, given by environment variables: MAPLE_ORIGINAL_REPO (github.com/muzairkhattak/
+multimodal-prompt-learning: MaPLe and VPT) and COOP_ORIGINAL_REPO (github.com/KaiyangZhou/CoOp), plus Dassl.
+Without them these tests skip; the placement of every prompt is also checked without them in test_placement.py.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+REPOS = {"maple": "MAPLE_ORIGINAL_REPO", "coop": "COOP_ORIGINAL_REPO"}
+CASES = {
+    "maple-shallow": "maple",
+    "maple-deep": "maple",
+    "vpt-shallow": "maple",
+    "vpt-deep": "maple",
+    "coop-end": "coop",
+    "coop-middle": "coop",
+    "coop-front": "coop",
+    "coop-csc": "coop",
+    "coop-init": "coop",
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_host_method_matches_original_code(case):
+    variable = REPOS[CASES[case]]
+    path = os.environ.get(variable, "")
+    if not (path and Path(path, "trainers").is_dir() and Path(path, "clip").is_dir()):
+        pytest.skip(f"set {variable} to a checkout of the original code to compare with it")
+    pytest.importorskip("dassl", reason="the original code imports Dassl")
+    from host_parity import compare
+
+    result = compare(case, path)
+    for key in ("logits rel", "grad rel"):
+        assert result[key] < 1e-5, (key, result)

@@ -1,0 +1,156 @@
+"""Where the host methods put their prompts, against forwards written out here from the papers.
+
+CoOp (Zhou et al., IJCV 2022): ``[SOS] ctx [CLASS] . [EOS]``, ``[SOS] [CLASS] ctx . [EOS]`` or
+``[SOS] ctx[:M/2] [CLASS] ctx[M/2:] . [EOS]`` (end, front, middle), shared or class-specific context.
+MaPLe (Khattak et al., CVPR 2023): text prompts ``[SOS] P_1..P_n <rest of the template> [CLASS] . [EOS]``; at the
+input of blocks ``1 .. J-1`` the ``n`` positions after SOS are replaced by fresh prompts, and the image tower
+gets the linear projections of the same prompts appended after the class and patch tokens.
+VPT (Jia et al., ECCV 2022): ``n`` tokens appended after the class and patch tokens; deep VPT replaces them at
+the input of blocks ``1 .. depth-1``. Prompt outputs never enter the pooled feature.
+These forwards share nothing with :mod:`lamm_plugin.encoders` but CLIP's own blocks.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lamm_plugin import LAMMConfig, build_model
+from lamm_plugin.config import CoOpConfig, MaPLeConfig, VPTConfig
+
+
+def _text_tower(clip, x, eot, deep=()):
+    """CLIP's text tower on token embeddings ``x`` ``[C, 77, width]``; ``deep[i]`` replaces positions 1..n at the
+    input of block i+1 (MaPLe)."""
+    x = x + clip.positional_embedding
+    for i, block in enumerate(clip.transformer.resblocks):
+        if 1 <= i <= len(deep):
+            x = x.clone()
+            x[:, 1 : 1 + deep[i - 1].shape[0]] = deep[i - 1]
+        if getattr(clip.transformer, "batch_first", False):
+            x = block(x, attn_mask=clip.attn_mask)
+        else:
+            x = block(x.transpose(0, 1), attn_mask=clip.attn_mask).transpose(0, 1)
+    return clip.ln_final(x)[torch.arange(len(x)), eot] @ clip.text_projection
+
+
+def _text_by_hand(clip, tokens, ctx, deep):
+    """MaPLe's text prompts: ``ctx`` at positions 1..n of the tokenised template."""
+    x = clip.token_embedding(tokens).clone()
+    x[:, 1 : 1 + ctx.shape[0]] = ctx
+    return _text_tower(clip, x, tokens.argmax(-1), deep)
+
+
+def _image_by_hand(visual, images, shallow, deep):
+    """The image tower with ``shallow`` appended and replaced by ``deep[i]`` before block i+1; pooled without
+    the prompt tokens, with the tower's own pooling type."""
+    n = shallow.shape[0]
+    x = visual.conv1(images).flatten(2).transpose(1, 2)  # [B, grid**2, width]
+    x = torch.cat([visual.class_embedding.expand(len(images), 1, -1), x], dim=1) + visual.positional_embedding
+    tokens = x.shape[1]
+    x = visual.ln_pre(torch.cat([x, shallow.expand(len(images), -1, -1)], dim=1))
+    for i, block in enumerate(visual.transformer.resblocks):
+        if 1 <= i <= len(deep):
+            x = torch.cat([x[:, :tokens], deep[i - 1].expand(len(images), -1, -1)], dim=1)
+        if getattr(visual.transformer, "batch_first", False):
+            x = block(x)
+        else:
+            x = block(x.transpose(0, 1)).transpose(0, 1)
+    assert x.shape[1] == tokens + n
+    x = visual.ln_post(x[:, :tokens])
+    pooled = x[:, 1:].mean(1) if visual.pool_type == "avg" else x[:, 0]
+    return pooled @ visual.proj
+
+
+def _images(n=3):
+    return torch.randn(n, 3, 32, 32, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+
+
+def _randomise(module, seed):
+    """Give every prompt tensor a distinct random value (deep prompts that equal each other hide placement)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(0.5 * torch.randn(p.shape, generator=g))
+
+
+@pytest.mark.parametrize("depth", [1, 2, 3])
+def test_maple_prompts_sit_where_the_paper_puts_them(tiny_clip64, classnames, depth):
+    model = build_model("maple", tiny_clip64, classnames, MaPLeConfig(prompt_depth=depth), LAMMConfig(enabled=False))
+    method = model.method.double()
+    _randomise(method, depth)
+    clip = tiny_clip64.model
+    tokens = tiny_clip64.tokenizer([f"a photo of a {n.replace('_', ' ')}." for n in classnames])
+    with torch.no_grad():
+        text = _text_by_hand(clip, tokens, method.ctx, list(method.deep_text))
+        shallow = method.proj(method.ctx)
+        deep = [proj(p) for proj, p in zip(method.deep_proj, method.deep_text)]
+        image = _image_by_hand(clip.visual, _images(), shallow, deep)
+        ours_text, _ = model.encode_text()
+        ours_image = model.encode_image(_images())
+    torch.testing.assert_close(ours_text, text, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(ours_image, image, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("depth", [1, 2, 3])
+def test_vpt_prompts_sit_where_the_paper_puts_them(tiny_clip64, classnames, depth):
+    cfg = VPTConfig(n_ctx_vision=3, prompt_depth_vision=depth)
+    model = build_model("vpt", tiny_clip64, classnames, cfg, LAMMConfig(enabled=False))
+    method = model.method.double()
+    _randomise(method, depth)
+    with torch.no_grad():
+        want = _image_by_hand(tiny_clip64.model.visual, _images(), method.shallow, list(method.deep))
+        got = model.encode_image(_images())
+    torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("method", ["vpt", "maple"])
+def test_prompt_tokens_never_enter_the_pooled_feature(tiny_clip64, classnames, method):
+    """A tower that average-pools its tokens: prompt outputs would change the feature if they were pooled."""
+    tiny_clip64.model.visual.pool_type = "avg"
+    cfg = VPTConfig(n_ctx_vision=3, prompt_depth_vision=2) if method == "vpt" else MaPLeConfig(prompt_depth=2)
+    model = build_model(method, tiny_clip64, classnames, cfg, LAMMConfig(enabled=False))
+    host = model.method.double()
+    _randomise(host, 0)
+    prompt = host.visual_prompt()
+    with torch.no_grad():
+        want = _image_by_hand(tiny_clip64.model.visual, _images(), prompt.shallow, prompt.deep)
+        got = model.encode_image(_images())
+    torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("csc", [False, True], ids=["shared", "csc"])
+@pytest.mark.parametrize("position", ["end", "front", "middle"])
+def test_coop_prompts_are_assembled_as_the_paper_says(tiny_clip64, classnames, position, csc):
+    cfg = CoOpConfig(n_ctx=4, class_token_position=position, csc=csc)
+    model = build_model("coop", tiny_clip64, classnames, cfg, LAMMConfig(enabled=False))
+    method = model.method.double()
+    _randomise(method, 7)
+    clip, tok = tiny_clip64.model, tiny_clip64.tokenizer
+    emb = clip.token_embedding.weight
+    sot, eot = emb[tok.encoder["<start_of_text>"]], emb[tok.encoder["<end_of_text>"]]
+    period = emb[tok.encode(".")[0]]
+    rows, ends = [], []
+    for c, name in enumerate(classnames):
+        ctx = method.ctx[c] if csc else method.ctx
+        name_emb = emb[tok.encode(name.replace("_", " "))]
+        parts = {
+            "end": [ctx, name_emb],
+            "front": [name_emb, ctx],
+            "middle": [ctx[:2], name_emb, ctx[2:]],
+        }[position]
+        seq = torch.cat([sot[None], *parts, period[None], eot[None]])
+        ends.append(len(seq) - 1)
+        rows.append(torch.cat([seq, seq.new_zeros(77 - len(seq), seq.shape[1])]))
+    with torch.no_grad():
+        want = _text_tower(clip, torch.stack(rows), torch.tensor(ends))
+        got, _ = model.encode_text()
+    torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("clone", [False, True])
+def test_maple_deep_projections_start_cloned_only_when_asked(tiny_clip, classnames, clone):
+    cfg = MaPLeConfig(prompt_depth=3, clone_deep_proj=clone)
+    first, second = build_model("maple", tiny_clip, classnames, cfg, LAMMConfig(enabled=False)).method.deep_proj
+    assert torch.equal(first.weight, second.weight) == clone
+    assert first.weight.data_ptr() != second.weight.data_ptr()  # copies, trained separately
