@@ -126,8 +126,10 @@ def run_case(ctx, case: Case, timeout: float) -> None:
             status = json.load(f)
         case.status = "ok" if status["ok"] else f"error: {status['error']}"
     else:
-        with open(console, errors="replace") as f:
-            last = _last_line(f.read())
+        last = "no output"
+        if os.path.isfile(console):
+            with open(console, errors="replace") as f:
+                last = _last_line(f.read())
         case.status = f"error: process exited with code {proc.exitcode} ({last})"
     case.seconds = time.time() - start
     results_file = os.path.join(case.output_dir, "results.json")
