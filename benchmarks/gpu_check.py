@@ -126,8 +126,10 @@ def run_case(ctx, case: Case, timeout: float) -> None:
             status = json.load(f)
         case.status = "ok" if status["ok"] else f"error: {status['error']}"
     else:
-        with open(console, errors="replace") as f:
-            last = _last_line(f.read())
+        last = "no output"
+        if os.path.isfile(console):
+            with open(console, errors="replace") as f:
+                last = _last_line(f.read())
         case.status = f"error: process exited with code {proc.exitcode} ({last})"
     case.seconds = time.time() - start
     results_file = os.path.join(case.output_dir, "results.json")
@@ -234,7 +236,9 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser.add_argument("--output", default=os.path.join(REPO, "output", "gpu_check"), help="output folder")
     parser.add_argument("--shots", type=int, default=16, help="training images per class (16 at most)")
     parser.add_argument("--test-per-class", type=int, default=8, help="test images per class")
-    parser.add_argument("--workers", type=int, default=4, help="DATALOADER.NUM_WORKERS")
+    parser.add_argument(
+        "--workers", type=int, default=None, help="DATALOADER.NUM_WORKERS (default: 4 on CUDA, 0 on CPU)"
+    )
     parser.add_argument("--timeout", type=float, default=120, help="seconds per case before it is killed")
     parser.add_argument("--bench-classes", type=int, nargs="+", default=[100], help="class counts for bench.py")
     parser.add_argument("--bench-timeout", type=float, default=180, help="seconds for the whole benchmark")
@@ -247,6 +251,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     start = time.time()
     args = parse_args(argv)
     args.root, args.output = os.path.abspath(args.root), os.path.abspath(args.output)
+    if args.workers is None:
+        args.workers = 4 if args.device == "cuda" else 0  # on a CPU, loader workers compete with the model
     if args.opts and args.opts[0] == "--":
         args.opts = args.opts[1:]
     if args.device == "cuda":
