@@ -7,11 +7,12 @@ F1, per-class accuracy, the full config, shots, seed, trainer and timings. ``scr
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from yacs.config import CfgNode
+
+from lamm_plugin.dassl.checkpoints import write_atomic
 
 __all__ = [
     "RESULTS_FILENAME",
@@ -99,9 +100,5 @@ class RecordingEvaluator:
 
 def write_json(obj: Any, path: str) -> None:
     """Write ``obj`` as indented JSON, atomically (a crash never leaves half a file)."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
+    text = json.dumps(obj, indent=2) + "\n"
+    write_atomic(path, lambda f: f.write(text.encode()))
