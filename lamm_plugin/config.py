@@ -97,6 +97,8 @@ class LAMMConfig:
         truncate_text: Run the text encoder up to the last end-of-text token only (exact).
         cache_reference: Compute the reference (original-label) text features once when nothing they depend
             on is trainable (exact).
+        text_groups: Most groups of class prompts the text encoder runs separately, each on its own longest
+            prompt (exact; with ImageNet's names this halves the text work). 1 runs every prompt on the longest.
     """
 
     enabled: bool = True
@@ -110,10 +112,13 @@ class LAMMConfig:
     temperature: float = 2.0
     truncate_text: bool = True
     cache_reference: bool = True
+    text_groups: int = 4
 
     def __post_init__(self) -> None:
         if self.label_tokens not in LABEL_TOKENS:
             raise ValueError(f"label_tokens must be one of {LABEL_TOKENS}, got {self.label_tokens!r}.")
+        if self.text_groups < 1:
+            raise ValueError(f"text_groups must be at least 1, got {self.text_groups}.")
 
 
 METHOD_CONFIGS: dict[str, type] = {

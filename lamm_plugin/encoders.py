@@ -13,6 +13,7 @@ fraction of the work.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from typing import Optional
 
@@ -89,6 +90,7 @@ class TextEncoder(nn.Module):
         eot: torch.Tensor,
         deep_prompts: Optional[Sequence[torch.Tensor]] = None,
         deep_start: int = 1,
+        length: Optional[int] = None,
     ) -> torch.Tensor:
         """Text features of prompt embeddings.
 
@@ -99,11 +101,13 @@ class TextEncoder(nn.Module):
             deep_prompts: MaPLe-style deep prompts: ``deep_prompts[i]`` (``[n, width]`` or ``[N, n, width]``)
                 replaces positions ``deep_start : deep_start + n`` at the input of block ``i + 1``.
             deep_start: First position the deep prompts replace.
+            length: ``max(eot) + 1`` when the caller knows it (reading it from ``eot`` waits for the GPU, which a
+                CUDA graph cannot do).
 
         Returns:
             ``[N, embed_dim]`` unnormalised text features.
         """
-        length = int(eot.max()) + 1 if self.truncate else prompts.shape[1]
+        length = self._length(prompts, eot, length)
         mask = self.attn_mask[:length, :length] if self.attn_mask is not None else None
         x = self._run(prompts[:, :length], torch.arange(length, device=prompts.device), mask, deep_prompts, deep_start)
         return self._project(x[torch.arange(x.shape[0], device=x.device), eot])
@@ -116,6 +120,7 @@ class TextEncoder(nn.Module):
         shared: int,
         deep_prompts: Optional[Sequence[torch.Tensor]] = None,
         deep_start: int = 1,
+        length: Optional[int] = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Features of two prompt sets that agree on their first ``shared`` positions, in one pass.
 
@@ -132,15 +137,16 @@ class TextEncoder(nn.Module):
             shared: Length of the common prefix; deep prompts must lie inside it.
             deep_prompts: As in :meth:`forward`.
             deep_start: As in :meth:`forward`.
+            length: As in :meth:`forward`.
 
         Returns:
             ``(features of prompts, features of reference)``, each ``[N, embed_dim]``.
         """
         n_deep = deep_prompts[0].shape[-2] if deep_prompts else 0
+        length = self._length(prompts, eot, length)
         if self.attn_mask is None or shared < 1 or deep_start + n_deep > shared:
-            both = self(torch.cat([prompts, reference]), torch.cat([eot, eot]), deep_prompts, deep_start)
+            both = self(torch.cat([prompts, reference]), torch.cat([eot, eot]), deep_prompts, deep_start, length)
             return both.chunk(2)
-        length = int(eot.max()) + 1 if self.truncate else prompts.shape[1]
         tail = length - shared
         device = prompts.device
         causal = self.attn_mask[:length, :length]
@@ -153,6 +159,12 @@ class TextEncoder(nn.Module):
         x = self._run(x, positions, mask, deep_prompts, deep_start)
         rows = torch.arange(x.shape[0], device=device)
         return self._project(x[rows, eot]), self._project(x[rows, eot + tail])
+
+    def _length(self, prompts: torch.Tensor, eot: torch.Tensor, length: Optional[int]) -> int:
+        """Positions the transformer runs on."""
+        if not self.truncate:
+            return prompts.shape[1]
+        return length if length is not None else int(eot.max()) + 1
 
     def _run(
         self,
@@ -264,6 +276,56 @@ class ImageEncoder(nn.Module):
         if visual.proj is not None:
             pooled = pooled @ visual.proj
         return pooled
+
+
+def length_groups(lengths: Sequence[int], max_groups: int = 4, min_saving: float = 0.2) -> list[list[int]]:
+    """Prompts grouped by the number of positions they need, each group to run on its own longest prompt.
+
+    A causal text transformer gives a prompt the same feature whatever it runs on beyond its end-of-text token,
+    so prompts of different lengths can run in separate groups, each truncated to its own longest prompt. The
+    split minimises the positions computed (dynamic programming over the distinct lengths); a split is kept only
+    if it saves at least ``min_saving`` of the positions of one group, since each group costs a pass of kernel
+    launches.
+
+    Args:
+        lengths: Positions each prompt needs (``eot + 1``).
+        max_groups: Most groups.
+        min_saving: Least fraction of positions a split must save.
+
+    Returns:
+        Prompt indices per group, shortest group first, each in ascending order.
+    """
+    if not lengths:
+        return [[]]
+    distinct = sorted(set(lengths))
+    counts = Counter(lengths)
+    cumulative = [0]
+    for d in distinct:
+        cumulative.append(cumulative[-1] + counts[d])
+    n = len(distinct)
+    inf = float("inf")
+    # best[k][j]: least positions for lengths distinct[:j+1] in k+1 groups; cut[k][j]: start of the last group.
+    best = [[inf] * n for _ in range(max_groups)]
+    cut = [[0] * n for _ in range(max_groups)]
+    for j in range(n):
+        best[0][j] = distinct[j] * cumulative[j + 1]
+    for k in range(1, max_groups):
+        for j in range(n):
+            for i in range(1, j + 1):  # the last group holds distinct[i..j]
+                cost = best[k - 1][i - 1] + distinct[j] * (cumulative[j + 1] - cumulative[i])
+                if cost < best[k][j]:
+                    best[k][j], cut[k][j] = cost, i
+    k = 0
+    for candidate in range(1, max_groups):
+        if best[k][n - 1] - best[candidate][n - 1] >= min_saving * best[0][n - 1]:
+            k = candidate
+    bounds, j = [], n - 1
+    while k > 0:
+        i = cut[k][j]
+        bounds.append((distinct[i], distinct[j]))
+        j, k = i - 1, k - 1
+    bounds.append((distinct[0], distinct[j]))
+    return [[c for c, length in enumerate(lengths) if lo <= length <= hi] for lo, hi in reversed(bounds)]
 
 
 def normalize(x: torch.Tensor) -> torch.Tensor:

@@ -28,7 +28,7 @@ from torch import nn
 
 from lamm_plugin.backbone import CLIPBundle, weights_fingerprint
 from lamm_plugin.config import METHOD_CONFIGS, LAMMConfig, from_dict, to_dict
-from lamm_plugin.encoders import ImageEncoder, TextEncoder, normalize
+from lamm_plugin.encoders import ImageEncoder, TextEncoder, length_groups, normalize
 from lamm_plugin.label_embedding import LabelEmbedding, label_keys, label_token_counts
 from lamm_plugin.losses import HierarchicalLoss
 from lamm_plugin.methods import METHODS, PromptMethod
@@ -126,6 +126,7 @@ class LAMM(nn.Module):
         self.register_buffer("base_prompts", base, persistent=False)
         self.register_buffer("eot", layout.eot.to(device), persistent=False)
         self.register_buffer("ctx_pos", layout.ctx_pos.to(device), persistent=False)
+        self._plan_text_groups()
         self._update_splice_index()
 
     def add_classes(self, classnames: Sequence[str]) -> None:
@@ -164,6 +165,52 @@ class LAMM(nn.Module):
                 stacklevel=2,
             )
         self._update_splice_index()
+
+    def _plan_text_groups(self) -> None:
+        """Split the class prompts into length groups (:func:`~lamm_plugin.encoders.length_groups`).
+
+        Everything a text pass needs to know about the groups is fixed here as Python ints and index buffers, so
+        that a training step never reads a size from the GPU (which would stop a CUDA graph).
+        """
+        layout, device = self.layout, self.logit_scale.device
+        lengths = (layout.eot + 1).tolist() if self.text.truncate else [self.base_prompts.shape[1]] * len(layout.eot)
+        groups = length_groups(lengths, self.cfg.text_groups)
+        starts = layout.name_start.tolist()
+        # (size, positions, shared prefix) per group; the shared prefix lies before every class name of the group.
+        self._groups = [
+            (len(g), max((lengths[c] for c in g), default=1), min((starts[c] for c in g), default=0)) for g in groups
+        ]
+        order = torch.tensor([c for g in groups for c in g], dtype=torch.long)
+        self.register_buffer("group_order", order.to(device), persistent=False)
+        self.register_buffer("group_inverse", torch.argsort(order).to(device), persistent=False)
+
+    def _encode(
+        self, prompts: torch.Tensor, prompt: TextPrompt, reference: Optional[torch.Tensor] = None
+    ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """Text features of ``prompts`` (and of ``reference``, equal to them before the class names), one pass
+        per length group."""
+        deep, start = prompt.deep, prompt.deep_start
+        groups = self._groups
+        if len(groups) > 1 and any(d.dim() > 2 for d in deep):  # per-class deep prompts: one group
+            groups = [(len(self.eot), max(g[1] for g in groups), min(g[2] for g in groups))]
+        if len(groups) == 1:
+            _, length, shared = groups[0]
+            if reference is None:
+                return self.text(prompts, self.eot, deep, start, length), None
+            return self.text.forward_pair(prompts, reference, self.eot, shared, deep, start, length)
+        sizes = [g[0] for g in groups]
+        order = self.group_order
+        parts = zip(groups, prompts[order].split(sizes), self.eot[order].split(sizes))
+        if reference is None:
+            text = [self.text(x[:, :length], eot, deep, start, length) for (_, length, _), x, eot in parts]
+            return torch.cat(text)[self.group_inverse], None
+        refs = reference[order].split(sizes)
+        pairs = [
+            self.text.forward_pair(x[:, :length], ref[:, :length], eot, shared, deep, start, length)
+            for ((_, length, shared), x, eot), ref in zip(parts, refs)
+        ]
+        text = torch.cat([p[0] for p in pairs])[self.group_inverse]
+        return text, torch.cat([p[1] for p in pairs])[self.group_inverse]
 
     def _update_splice_index(self) -> None:
         device = self.logit_scale.device
@@ -220,8 +267,8 @@ class LAMM(nn.Module):
         if self.label_embedding is not None and self.flat_position.numel():
             learned = LabelEmbedding.splice(prompts, self._label_rows()[0], self.flat_position)
 
-        def run(x: torch.Tensor, eot: torch.Tensor) -> torch.Tensor:
-            return self.text(x, eot, prompt.deep, prompt.deep_start)
+        def run(x: torch.Tensor) -> torch.Tensor:
+            return self._encode(x, prompt)[0]
 
         # Without learned labels and trainable text prompts (VPT, zero-shot), the text features are constants.
         constant = self.cfg.cache_reference and not self.method.text_is_trainable()
@@ -230,13 +277,12 @@ class LAMM(nn.Module):
         depends_on = (*text_tensors, self.base_prompts, self.ctx_pos)
         if not reference:
             if constant and self.label_embedding is None:
-                return self._cached("reference", lambda: run(prompts, self.eot), depends_on), None
-            return run(learned, self.eot), None
+                return self._cached("reference", lambda: run(prompts), depends_on), None
+            return run(learned), None
         if constant:
-            return run(learned, self.eot), self._cached("reference", lambda: run(prompts, self.eot), depends_on)
+            return run(learned), self._cached("reference", lambda: run(prompts), depends_on)
         # One pass for both; the positions before the first class name are the same in both and computed once.
-        shared = int(self.layout.name_start.min())
-        return self.text.forward_pair(learned, prompts, self.eot, shared, prompt.deep, prompt.deep_start)
+        return self._encode(learned, prompt, prompts)
 
     # ---- forward -------------------------------------------------------------------------------------------------
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
