@@ -84,7 +84,8 @@ LAMM_DEFAULTS = {
 def test_default_nodes_hold_the_published_defaults(node):
     cfg = get_cfg_default()
     cls = METHOD_CONFIGS[ALL_NODES[node]]
-    assert set(cfg.TRAINER[node]) == {f.name.upper() for f in dataclasses.fields(cls)} | {"PREC"}
+    assert set(cfg.TRAINER[node]) == {f.name.upper() for f in dataclasses.fields(cls)} | {"PREC", "CUDA_GRAPH"}
+    assert cfg.TRAINER[node].CUDA_GRAPH is True
     for key, value in PUBLISHED_DEFAULTS[ALL_NODES[node]].items():
         assert cfg.TRAINER[node][key] == value, key
     for key, value in LAMM_DEFAULTS.items():

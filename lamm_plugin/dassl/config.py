@@ -4,7 +4,8 @@ A dataclass field ``n_ctx`` becomes key ``N_CTX`` with the field's default, so e
 dataclass and nowhere else. Nodes:
 
 * ``TRAINER.LAMM_COOP``, ``TRAINER.LAMM_MAPLE``, ``TRAINER.LAMM_VPT``: the host method's settings, plus
-  ``PREC`` (``fp16``, ``fp32``, ``bf16`` or ``amp``) as in the host repositories' ``TRAINER.COOP.PREC``;
+  ``PREC`` (``fp16``, ``fp32``, ``bf16`` or ``amp``) as in the host repositories' ``TRAINER.COOP.PREC``, and
+  ``CUDA_GRAPH`` (``True``): on a GPU, replay each training step's forward and backward from a CUDA graph;
 * ``TRAINER.LAMM``: :class:`~lamm_plugin.config.LAMMConfig`, shared by every LAMM trainer;
 * baselines of this repository (:func:`add_baseline_config`): ``TRAINER.COOP``, ``TRAINER.MAPLE``,
   ``TRAINER.VPT``, ``TRAINER.ZEROSHOTCLIP``. Host repositories define their own ``TRAINER.COOP`` etc., so the
@@ -40,6 +41,7 @@ __all__ = [
     "BASELINE_NODES",
     "LAMM_NODE",
     "LAMM_NODES",
+    "CUDA_GRAPH_KEY",
     "PRECISION_KEY",
     "PRECISIONS",
     "ConfigFileError",
@@ -70,6 +72,10 @@ PRECISION_KEY = "PREC"
 PRECISIONS = ("fp16", "fp32", "bf16", "amp")
 #: The host repositories' default (CLIP's own weights are fp16).
 DEFAULT_PRECISION = "fp16"
+#: Key in every trainer node: replay training steps from a CUDA graph (:mod:`lamm_plugin.cuda_graph`) on a GPU.
+CUDA_GRAPH_KEY = "CUDA_GRAPH"
+#: Keys of a trainer node that are not fields of the method's dataclass.
+RUNTIME_KEYS = (PRECISION_KEY, CUDA_GRAPH_KEY)
 SUBSAMPLE_CHOICES = ("all", "base", "new")
 
 
@@ -93,13 +99,13 @@ def dataclass_to_node(config: Any, extra: Optional[dict[str, Any]] = None) -> Cf
     return CfgNode(values)
 
 
-def node_to_dataclass(node: CfgNode, cls: type, ignore: tuple[str, ...] = (PRECISION_KEY,)) -> Any:
+def node_to_dataclass(node: CfgNode, cls: type, ignore: tuple[str, ...] = RUNTIME_KEYS) -> Any:
     """Build dataclass ``cls`` from a node made by :func:`dataclass_to_node`.
 
     Args:
         node: The yacs node.
         cls: The dataclass.
-        ignore: Node keys that are not fields (the precision).
+        ignore: Node keys that are not fields (the precision, the CUDA-graph switch).
 
     Raises:
         KeyError: The node has a key that is not a field of ``cls`` (dataclass and node out of step).
@@ -125,7 +131,8 @@ def _add_missing(parent: CfgNode, name: str, node: CfgNode) -> None:
 
 def _trainer_nodes(nodes: dict[str, str], cfg: CfgNode) -> None:
     for name, method in nodes.items():
-        _add_missing(cfg.TRAINER, name, dataclass_to_node(METHOD_CONFIGS[method], {PRECISION_KEY: DEFAULT_PRECISION}))
+        runtime = {PRECISION_KEY: DEFAULT_PRECISION, CUDA_GRAPH_KEY: True}
+        _add_missing(cfg.TRAINER, name, dataclass_to_node(METHOD_CONFIGS[method], runtime))
 
 
 def add_lamm_config(cfg: CfgNode) -> CfgNode:

@@ -6,6 +6,8 @@ add to Dassl's ``TrainerX``:
 
 * precision from ``TRAINER.<NODE>.PREC`` (``fp32``, ``fp16``, ``bf16`` or ``amp``; a GradScaler under ``fp16``
   and ``amp``);
+* on a GPU, each training step's forward and backward replayed from a CUDA graph (``TRAINER.<NODE>.CUDA_GRAPH``,
+  :mod:`lamm_plugin.cuda_graph`), the optimiser step eager;
 * every loss term of the hierarchical loss in the ``PRINT_FREQ`` lines and in TensorBoard;
 * checkpoints holding only learned tensors, class names and configs (``model.checkpoint_state()``) plus plain
   optimiser and scheduler states, in Dassl's layout (``<output>/prompt_learner/model.pth.tar-<epoch>``,
@@ -39,8 +41,10 @@ from dassl.utils import set_random_seed
 
 from lamm_plugin import build_model, load_clip
 from lamm_plugin.config import LAMMConfig
+from lamm_plugin.cuda_graph import GraphedStep
 from lamm_plugin.dassl import checkpoints, compat
 from lamm_plugin.dassl.config import (
+    CUDA_GRAPH_KEY,
     LAMM_NODE,
     PRECISION_KEY,
     PRECISIONS,
@@ -145,6 +149,9 @@ class PromptTrainer(TrainerX):
         self.scaler = None
         if params and self.precision in ("fp16", "amp"):
             self.scaler = torch.amp.GradScaler(self.device.type)
+        self.graphed = None
+        if params and self.device.type == "cuda" and cfg.TRAINER[self.NODE].get(CUDA_GRAPH_KEY, True):
+            self.graphed = GraphedStep(self.model, self._autocast_dtype(), self.scaler)
 
     def _shots(self) -> int:
         """``K``, the shots per class the training set really holds (0 for the full training set).
@@ -194,11 +201,14 @@ class PromptTrainer(TrainerX):
                 )
 
     # ---- training ------------------------------------------------------------------------------------------------
+    def _autocast_dtype(self) -> Optional[torch.dtype]:
+        if self.precision != "amp":
+            return None
+        return torch.float16 if self.device.type == "cuda" else torch.bfloat16
+
     def _autocast(self):
-        if self.precision == "amp":
-            dtype = torch.float16 if self.device.type == "cuda" else torch.bfloat16
-            return torch.autocast(device_type=self.device.type, dtype=dtype)
-        return contextlib.nullcontext()
+        dtype = self._autocast_dtype()
+        return torch.autocast(device_type=self.device.type, dtype=dtype) if dtype else contextlib.nullcontext()
 
     def parse_batch_train(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         return batch["img"].to(self.device), batch["label"].to(self.device)
@@ -207,6 +217,25 @@ class PromptTrainer(TrainerX):
         if self.optim is None:
             raise RuntimeError(f"{type(self).__name__} has nothing to train; run it with --eval-only.")
         image, label = self.parse_batch_train(batch)
+        out = self.graphed(image, label) if self.graphed is not None else None
+        if out is not None:  # forward and backward replayed from a CUDA graph; the optimiser step stays eager
+            loss = out.losses["total"]
+            if self.scaler is not None:
+                self.scaler.step(self.optim)
+                self.scaler.update()
+            else:
+                self.optim.step()
+        else:
+            out = self._eager_step(image, label)
+            loss = out.losses["total"]
+
+        summary = {"loss": loss.item(), "acc": compute_accuracy(out.logits.detach(), label)[0].item()}
+        summary.update({name: value.item() for name, value in out.losses.items() if name != "total"})
+        if (self.batch_idx + 1) == self.num_batches:
+            self.update_lr()
+        return summary
+
+    def _eager_step(self, image: torch.Tensor, label: torch.Tensor):
         with self._autocast():
             out = self.model(image, label)
         loss = out.losses["total"]
@@ -217,12 +246,7 @@ class PromptTrainer(TrainerX):
             self.scaler.update()
         else:
             self.model_backward_and_update(loss)
-
-        summary = {"loss": loss.item(), "acc": compute_accuracy(out.logits.detach(), label)[0].item()}
-        summary.update({name: value.item() for name, value in out.losses.items() if name != "total"})
-        if (self.batch_idx + 1) == self.num_batches:
-            self.update_lr()
-        return summary
+        return out
 
     def model_inference(self, input: torch.Tensor) -> torch.Tensor:
         with self._autocast():

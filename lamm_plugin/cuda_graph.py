@@ -1,0 +1,167 @@
+"""Training steps replayed from a CUDA graph.
+
+At the class counts of most benchmarks a training step launches about a thousand small kernels (the text tower's
+12 blocks forward and backward, the image tower's forward) and the GPU finishes them faster than Python can
+launch them: the step is bound by the CPU. :class:`GraphedStep` captures the forward pass, the loss and the
+backward pass once and replays them for every batch; the optimiser step (a few small tensors) stays eager, so
+learning-rate schedules, gradient scaling and clipping work as before.
+
+What the captured region must obey, and how this module keeps it so:
+
+- no host synchronisation (``.item()``, ``int(tensor)``, a size read from the GPU): the model precomputes every
+  size when its class set is set; :func:`forbid_host_sync` makes any such read raise, which the tests use on CPU
+  to hold the eager step to the same rule as the GPU;
+- fixed shapes and fixed memory: a batch of another shape, another class set, parameters or buffers replaced
+  (not updated in place), or a recomputed cached reference give a new capture (:meth:`GraphedStep._key`);
+- autocast without its weight cache (the cache would live outside the graph);
+- gradients written, not accumulated: they are ``None`` at capture, so the backward pass writes them into the
+  graph's memory; after each replay ``param.grad`` points there again, whatever the eager code did in between.
+
+A capture that fails (an operation that cannot be captured on some CUDA/cuDNN version) logs a warning and the
+step runs eagerly from then on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from typing import Any, Callable, Optional
+
+import torch
+from torch import nn
+
+logger = logging.getLogger(__name__)
+
+_SYNC_METHODS = ("item", "tolist", "__bool__", "__int__", "__float__", "__index__", "nonzero")
+
+
+@contextlib.contextmanager
+def forbid_host_sync() -> Iterator[None]:
+    """Make every read of a tensor's value by the host raise ``RuntimeError`` (CUDA graphs forbid them).
+
+    Covers ``.item()``, ``.tolist()``, ``bool()``, ``int()``, ``float()``, use as an index, and ``nonzero`` (a
+    data-dependent shape). Works on any device, so a CPU test can hold code to the GPU's rule.
+    """
+    saved = {name: getattr(torch.Tensor, name) for name in _SYNC_METHODS}
+
+    def refuse(name: str) -> Callable[..., Any]:
+        def method(self, *args, **kwargs):
+            raise RuntimeError(f"Tensor.{name} reads a value on the host inside a captured region")
+
+        return method
+
+    for name in _SYNC_METHODS:
+        setattr(torch.Tensor, name, refuse(name))
+    try:
+        yield
+    finally:
+        for name, method in saved.items():
+            setattr(torch.Tensor, name, method)
+
+
+class GraphedStep:
+    """Forward, loss and backward of a :class:`~lamm_plugin.lamm.LAMM` model, captured once and replayed.
+
+    Args:
+        model: The model (training mode).
+        autocast_dtype: ``torch.float16`` / ``torch.bfloat16`` to run under autocast (``amp``), ``None`` for none.
+        scaler: A GradScaler whose ``scale`` multiplies the loss before the backward pass (its scale tensor is
+            updated in place by ``update``, so the graph reads the current one).
+        warmup: Eager iterations on a side stream before capture (they fill lazy state: cuDNN plans, cached
+            reference features, the scaler's scale tensor); they compute gradients that are then discarded.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        autocast_dtype: Optional[torch.dtype] = None,
+        scaler: Optional[torch.amp.GradScaler] = None,
+        warmup: int = 3,
+    ) -> None:
+        self.model = model
+        self.autocast_dtype = autocast_dtype
+        self.scaler = scaler
+        self.warmup = warmup
+        self.disabled = False
+        self.captures = 0
+        self._key_value: Optional[tuple] = None
+        self._graph: Optional[torch.cuda.CUDAGraph] = None
+
+    # ---- the captured function -----------------------------------------------------------------------------------
+    def forward_backward(self, images: torch.Tensor, labels: torch.Tensor):
+        """The region a capture records: forward, loss, (scaled) backward. Returns the model output."""
+        autocast = contextlib.nullcontext()
+        if self.autocast_dtype is not None:
+            autocast = torch.autocast(images.device.type, dtype=self.autocast_dtype, cache_enabled=False)
+        with autocast:
+            out = self.model(images, labels)
+        loss = out.losses["total"]
+        (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+        return out
+
+    # ---- replay ----------------------------------------------------------------------------------------------------
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor):
+        """Run one step's forward and backward; ``param.grad`` then holds this batch's gradients.
+
+        Returns:
+            The model output (logits and loss terms), valid until the next call, or ``None`` when the step cannot
+            be graphed (CPU, a failed capture): the caller then runs its eager step.
+        """
+        if self.disabled or images.device.type != "cuda" or not self.model.training:
+            return None
+        key = self._key(images, labels)
+        if key != self._key_value:
+            try:
+                self._capture(images, labels)
+            except Exception as error:  # noqa: BLE001 - any capture failure falls back to the eager step
+                self._release()
+                self.disabled = True
+                logger.warning("CUDA graph capture failed (%s: %s); training steps run eagerly.", type(error).__name__,
+                               error)  # fmt: skip
+                return None
+            self._key_value = self._key(images, labels)
+        self._images.copy_(images)
+        self._labels.copy_(labels)
+        self._graph.replay()
+        for param, grad in zip(self._params, self._grads):
+            param.grad = grad
+        return self._out
+
+    def _key(self, images: torch.Tensor, labels: torch.Tensor) -> tuple:
+        """What a capture is valid for: shapes, dtypes and the memory of every tensor the graph reads."""
+        model = self.model
+        tensors = [*model.parameters(), *model.buffers()]
+        cached = getattr(model, "_cache", {})
+        return (
+            tuple(images.shape), images.dtype, tuple(labels.shape), images.device,
+            tuple((t.data_ptr(), t.requires_grad) for t in tensors),
+            tuple((k, v[1].data_ptr()) for k, v in cached.items() if k != "eval_text"),
+            self.scaler is not None and self.scaler.is_enabled(),
+        )  # fmt: skip
+
+    def _capture(self, images: torch.Tensor, labels: torch.Tensor) -> None:
+        self._release()
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        self._images, self._labels = images.clone(), labels.clone()
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(self.warmup):
+                for param in params:
+                    param.grad = None
+                self.forward_backward(self._images, self._labels)
+        torch.cuda.current_stream().wait_stream(side)
+        for param in params:
+            param.grad = None
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            self._out = self.forward_backward(self._images, self._labels)
+        self._graph, self._params = graph, params
+        self._grads = [p.grad for p in params]
+        self.captures += 1
+
+    def _release(self) -> None:
+        self._graph = None
+        self._key_value = None
+        self._out = None

@@ -1,0 +1,194 @@
+"""Training steps replayed from a CUDA graph, and the rules the captured region obeys.
+
+On a CPU: the forward and backward pass of every method read no value on the host (a CUDA graph cannot), the
+length groups of the text encoder give the features of one full pass, and the trainer falls back to its eager
+step. On a GPU (``benchmarks/gpu_check.sh`` runs this file there): the replayed step equals the eager step,
+through optimiser updates, class-set changes, another batch shape and eager steps in between.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+from lamm_plugin import LAMMConfig, build_model
+from lamm_plugin.config import CoOpConfig, MaPLeConfig, VPTConfig
+from lamm_plugin.cuda_graph import GraphedStep, forbid_host_sync
+from lamm_plugin.encoders import length_groups
+
+CASES = {
+    "coop": ("coop", CoOpConfig(n_ctx=4), LAMMConfig()),
+    "lamm-alone": ("coop", CoOpConfig(ctx_init="a photo of a", train_ctx=False), LAMMConfig()),
+    "coop-front": ("coop", CoOpConfig(n_ctx=4, class_token_position="front"), LAMMConfig()),
+    "maple": ("maple", MaPLeConfig(prompt_depth=3), LAMMConfig()),
+    "vpt": ("vpt", VPTConfig(n_ctx_vision=4, prompt_depth_vision=3), LAMMConfig()),
+    "coop-baseline": ("coop", CoOpConfig(n_ctx=4), LAMMConfig(enabled=False)),
+}
+IMAGENET = Path(__file__).parent / "fixtures" / "classnames" / "imagenet.txt"
+# Names of 1 to 9 tokens: prompts of several lengths, so the text encoder runs in several groups.
+NAMES = ["dog", "golden retriever", "bernese mountain dog", "kite (bird of prey)", "red_fox", "cat",
+         "African hunting dog, hyena dog, Cape hunting dog, Lycaon pictus"]  # fmt: skip
+GPU = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run by benchmarks/gpu_check.sh)")
+
+
+def _model(case: str, clip, names=NAMES):
+    method, cfg, lamm = CASES[case]
+    torch.manual_seed(0)
+    return build_model(method, clip, names, copy.deepcopy(cfg), copy.deepcopy(lamm), shots=4).train()
+
+
+def _batch(device="cpu", n=4, classes=None):
+    g = torch.Generator().manual_seed(1)
+    images = torch.randn(n, 3, 32, 32, generator=g)
+    labels = torch.arange(n) * 3 % (classes or len(NAMES))
+    return images.to(device), labels.to(device)
+
+
+# ---- CPU: the captured region reads nothing on the host ----------------------------------------------------------
+def test_forbid_host_sync_refuses_every_read():
+    x = torch.tensor([1.5, 2.0])
+    with forbid_host_sync():
+        for read in (lambda: x[0].item(), lambda: int(x[1]), lambda: float(x[0]), lambda: bool(x[0] > 1),
+                     lambda: x.tolist(), lambda: x.nonzero(), lambda: [0, 1, 2][x.long()[1]]):  # fmt: skip
+            with pytest.raises(RuntimeError, match="on the host"):
+                read()
+    assert x[0].item() == 1.5  # restored
+
+
+def test_text_length_read_from_the_gpu_is_refused(tiny_clip):
+    """The rule has teeth: the encoder's own fallback (``max(eot)`` read on the host) is caught."""
+    model = _model("coop", tiny_clip)
+    prompts, eot = model.base_prompts, model.eot
+    with forbid_host_sync(), pytest.raises(RuntimeError, match="on the host"):
+        model.text(prompts, eot)
+    with forbid_host_sync():
+        model.text(prompts, eot, length=prompts.shape[1])
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_training_step_reads_nothing_on_the_host(case, tiny_clip):
+    model = _model(case, tiny_clip)
+    step = GraphedStep(model)
+    images, labels = _batch()
+    step.forward_backward(images, labels)  # the warm-up before a capture fills the caches
+    with forbid_host_sync():
+        out = step.forward_backward(images, labels)
+    assert set(out.losses) >= {"ce", "total"}
+    assert all(p.grad is not None for p in model.trainable_parameters())
+
+
+def test_graphed_step_runs_eagerly_off_the_gpu(tiny_clip):
+    model = _model("coop", tiny_clip)
+    assert GraphedStep(model)(*_batch()) is None  # the trainer then takes its eager step
+
+
+# ---- CPU: length groups ------------------------------------------------------------------------------------------
+def _positions(groups, lengths):
+    return sum(len(g) * max(lengths[c] for c in g) for g in groups if g)
+
+
+def test_length_groups_are_optimal():
+    rng = random.Random(0)
+    for _ in range(200):
+        lengths = [rng.randint(3, 30) for _ in range(rng.randint(1, 12))]
+        groups = length_groups(lengths, max_groups=3, min_saving=0.0)
+        assert sorted(c for g in groups for c in g) == list(range(len(lengths)))
+        best = _positions([list(range(len(lengths)))], lengths)
+        distinct = sorted(set(lengths))
+        for cuts in itertools.chain.from_iterable(itertools.combinations(distinct[:-1], k) for k in (1, 2)):
+            bounds = [-1, *cuts, distinct[-1]]
+            split = [[c for c, n in enumerate(lengths) if lo < n <= hi] for lo, hi in itertools.pairwise(bounds)]
+            best = min(best, _positions(split, lengths))
+        assert _positions(groups, lengths) == best
+
+
+def test_length_groups_split_only_when_it_pays():
+    assert length_groups([9] * 50) == [list(range(50))]
+    assert length_groups([9] * 50 + [10]) == [list(range(51))]  # 2% saving: one pass
+    groups = length_groups([9] * 50 + [18] * 5)
+    assert groups == [list(range(50)), list(range(50, 55))]
+
+
+@pytest.mark.filterwarnings("ignore:Repeated class names")
+@pytest.mark.parametrize("case", ["coop", "lamm-alone", "coop-front", "maple", "vpt"])
+def test_length_groups_give_the_features_of_one_pass(case, tiny_clip64):
+    """ImageNet's 1000 names run in groups: same text features (and reference features) as one pass."""
+    names = IMAGENET.read_text().splitlines()
+    method, cfg, _ = CASES[case]
+    models = []
+    for groups in (4, 1):
+        torch.manual_seed(0)
+        lamm = LAMMConfig(text_groups=groups)
+        models.append(build_model(method, copy.deepcopy(tiny_clip64), names, copy.deepcopy(cfg), lamm).train())
+    grouped, single = models
+    assert len(grouped._groups) > 1 and len(single._groups) == 1
+    with torch.no_grad():
+        grouped.label_embedding.weight.add_(0.01 * torch.randn_like(grouped.label_embedding.weight))
+        single.label_embedding.weight.copy_(grouped.label_embedding.weight)
+        text, ref = grouped.encode_text(reference=True)
+        text1, ref1 = single.encode_text(reference=True)
+    torch.testing.assert_close(text, text1, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(ref, ref1, rtol=1e-10, atol=1e-12)
+
+
+# ---- GPU: replay equals the eager step ----------------------------------------------------------------------------
+def _eager_step(model, optim, images, labels):
+    optim.zero_grad()
+    loss = model(images, labels).losses["total"]
+    loss.backward()
+    optim.step()
+    return loss.detach()
+
+
+@GPU
+@pytest.mark.parametrize("case", CASES)
+def test_replayed_step_equals_eager_step(case, tiny_clip):
+    eager_model = _model(case, copy.deepcopy(tiny_clip)).cuda()
+    graph_model = _model(case, tiny_clip).cuda()
+    eager_optim = torch.optim.SGD(eager_model.trainable_parameters(), lr=0.5, momentum=0.9)
+    graph_optim = torch.optim.SGD(graph_model.trainable_parameters(), lr=0.5, momentum=0.9)
+    graphed = GraphedStep(graph_model)
+    for i in range(4):
+        images, labels = _batch("cuda")
+        images = images + i  # new data in the same static buffer
+        expected = _eager_step(eager_model, eager_optim, images, labels)
+        out = graphed(images, labels)
+        assert out is not None, "capture failed (see the warning)"
+        graph_optim.step()
+        torch.testing.assert_close(out.losses["total"], expected, rtol=1e-5, atol=1e-6)
+    for a, b in zip(graph_model.trainable_parameters(), eager_model.trainable_parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert graphed.captures == 1
+
+
+@GPU
+def test_replay_follows_class_sets_batch_shapes_and_eager_steps(tiny_clip):
+    eager_model = _model("coop", copy.deepcopy(tiny_clip)).cuda()
+    graph_model = _model("coop", tiny_clip).cuda()
+    eager_optim = torch.optim.SGD(eager_model.trainable_parameters(), lr=0.5)
+    graph_optim = torch.optim.SGD(graph_model.trainable_parameters(), lr=0.5)
+    graphed = GraphedStep(graph_model)
+
+    def both(images, labels, graph=True):
+        expected = _eager_step(eager_model, eager_optim, images, labels)
+        if graph:
+            out = graphed(images, labels)
+            graph_optim.step()
+            got = out.losses["total"]
+        else:  # an eager step in between sets param.grad to new tensors
+            got = _eager_step(graph_model, graph_optim, images, labels)
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+
+    both(*_batch("cuda"))
+    both(*_batch("cuda", n=6))  # another batch shape: a new capture
+    both(*_batch("cuda"), graph=False)
+    both(*_batch("cuda"))
+    for model in (eager_model, graph_model):
+        model.set_classnames(NAMES[:5])  # a new class set: new buffers, a new capture
+    both(*_batch("cuda", classes=5))
+    assert graphed.captures == 4
