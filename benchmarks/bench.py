@@ -3,9 +3,17 @@
     python benchmarks/bench.py text            # text encoder: full length vs EOT-truncated
     python benchmarks/bench.py step            # one training step per method, vs a naive LAMM
     python benchmarks/bench.py step --device cuda --classes 10 100 1000
+    python benchmarks/bench.py official --official /path/to/LAMM --device cuda    # against the official code
+    python benchmarks/bench.py loader --workers 4 8 16      # images/s of the training loader alone
 
-Each case runs in a fresh process so that its peak memory is its own (CUDA: peak allocated; CPU: peak RSS of the
-process, which includes the ~0.6 GB of CLIP weights).
+Each ``text``/``step`` case runs in a fresh process so that its peak memory is its own (CUDA: peak allocated; CPU:
+peak RSS of the process, which includes the ~0.6 GB of CLIP weights).
+
+``official`` times one training step (forward, backward, SGD) of the official LAMM code (github.com/gaojingsheng/
+LAMM, imported from a checkout, never copied) and of ours on the same random ViT-B/16 weights, images, labels and
+class names (Caltech101's 100 names, ImageNet's 1000), batch 32, median over steps after warm-up with CUDA
+synchronisation, peak allocated memory per case; and the evaluation throughput (images/s over test batches of 100:
+the official code encodes the class prompts for every batch, ours once per evaluation).
 """
 
 from __future__ import annotations
@@ -146,15 +154,126 @@ def _isolated(fn, *args) -> dict:
     return result
 
 
+def loader_table(args) -> None:
+    """Images/s of the training loader alone: a trainer config's transforms over JPEGs of ImageNet's typical size."""
+    import os
+    import tempfile
+
+    import numpy as np
+    from dassl.config import get_cfg_default
+    from dassl.data.transforms import build_transform
+    from PIL import Image
+    from torch.utils.data import DataLoader, Dataset
+
+    import lamm_plugin.dassl  # noqa: F401 - adds the LAMM config nodes
+
+    cfg = get_cfg_default()
+    cfg.merge_from_file(args.config)
+    transform = build_transform(cfg, is_train=True)
+    folder = tempfile.mkdtemp()
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(args.images):
+        path = os.path.join(folder, f"{i}.jpg")  # smooth random content: JPEG sizes like photos
+        small = rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)
+        Image.fromarray(small).resize((500, 375), Image.BICUBIC).save(path, quality=90)
+        paths.append(path)
+
+    class Files(Dataset):
+        def __len__(self) -> int:
+            return len(paths)
+
+        def __getitem__(self, i: int):
+            return transform(Image.open(paths[i]).convert("RGB")), 0
+
+    rows = []
+    batch = cfg.DATALOADER.TRAIN_X.BATCH_SIZE
+    for workers in args.workers or [cfg.DATALOADER.NUM_WORKERS]:
+        loader = DataLoader(Files(), batch_size=batch, shuffle=True, num_workers=workers, drop_last=True)
+        for _ in loader:  # warm-up epoch (workers start, files in the page cache)
+            pass
+        start = time.perf_counter()
+        n = sum(images.shape[0] for images, _ in loader)
+        seconds = time.perf_counter() - start
+        ms = 1000 * seconds * batch / n
+        rows.append({"workers": workers, "batch": batch, "images/s": n / seconds, "ms/batch": ms})
+        print(rows[-1], flush=True)
+    print(f"config: {args.config}, {os.cpu_count()} CPUs, {args.images} JPEGs of 500x375")
+    print(tabulate(rows, headers="keys", floatfmt=".1f", tablefmt="github"))
+
+
+def official_table(args) -> None:
+    """Rows for both sides, then one line per (case, classes, our precision) with the ratios."""
+    import os
+    import tempfile
+
+    import vs_official
+
+    if not args.official:
+        raise SystemExit("the official table needs --official PATH (a checkout of github.com/gaojingsheng/LAMM)")
+    vs_official.DEVICE, vs_official.BATCH, vs_official.EVAL_BATCH = args.device, args.batch, args.eval_batch
+    vs_official.GRAPHS = not args.no_graphs
+    device_name = torch.cuda.get_device_name() if args.device == "cuda" else "CPU"
+    print(f"device: {device_name}, torch {torch.__version__}, batch {vs_official.BATCH}")
+    weights = os.path.join(tempfile.mkdtemp(), "vit_b16_random.pt")
+    vs_official.save_random_weights(weights)
+    rows, summary = [], []
+    for case in args.cases or list(vs_official.CASES):
+        for n in args.classes or [100, 1000]:
+            theirs = {}
+            for side, precisions in (("official", args.official_precisions), ("ours", args.precisions)):
+                for precision in precisions:
+                    try:
+                        row = vs_official.measure(side, case, n, precision, weights, args.official, args.steps,
+                                                  args.profile if side == "ours" else None)  # fmt: skip
+                    except Exception as error:  # noqa: BLE001 - one failing case must not hide the others
+                        row = {"side": side, "case": case, "classes": n, "precision": precision,
+                               "failed": f"{type(error).__name__}: {error}"[:200]}  # fmt: skip
+                    rows.append(row)
+                    print(row, flush=True)
+                    if side == "official" and "ms/step" in row:
+                        theirs[precision] = row
+                    if side == "ours" and "ms/step" in row:
+                        for ref_precision, ref in theirs.items():
+                            summary.append({
+                                "case": case, "classes": n, "official": ref_precision, "ours": precision,
+                                "step speed-up": ref["ms/step"] / row["ms/step"],
+                                "memory ratio": ref["peak MB"] / row["peak MB"],
+                                "eval speed-up": row["eval img/s"] / ref["eval img/s"],
+                                "loss diff": abs(row["first loss"] - ref["first loss"]),
+                            })  # fmt: skip
+    print(tabulate(rows, headers="keys", floatfmt=".4g", tablefmt="github"))
+    print()
+    print(tabulate(summary, headers="keys", floatfmt=".3g", tablefmt="github"))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("table", choices=["text", "step"])
+    parser.add_argument("table", choices=["text", "step", "official", "loader"])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--classes", type=int, nargs="+", default=None)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--truncate", choices=["both", "on", "off"], default="both", help="text table: which passes")
+    parser.add_argument("--official", help="official table: checkout of github.com/gaojingsheng/LAMM")
+    parser.add_argument("--cases", nargs="+", default=None, help="official table: CoOp+LAMM, 'LAMM alone', MaPLe+LAMM")
+    parser.add_argument("--precisions", nargs="+", default=["fp16", "amp"], help="official table: ours")
+    parser.add_argument("--official-precisions", nargs="+", default=["fp16"], help="official table: theirs")
+    parser.add_argument("--steps", type=int, default=8, help="official table: timed steps per case")
+    parser.add_argument("--profile", help="official table: file that gets torch.profiler tables of our cases")
+    parser.add_argument("--batch", type=int, default=32, help="official table: training batch")
+    parser.add_argument("--no-graphs", action="store_true", help="official table: our step without CUDA graphs")
+    parser.add_argument("--eval-batch", type=int, default=100, help="official table: test batch")
+    parser.add_argument("--config", default="configs/trainers/LAMM_CoOp/vit_b16_ep50_ctxv1.yaml", help="loader table")
+    parser.add_argument("--images", type=int, default=512, help="loader table: JPEGs per epoch")
+    parser.add_argument("--workers", type=int, nargs="+", default=None, help="loader table (default: the config's)")
     args = parser.parse_args()
+    if args.table == "loader":
+        loader_table(args)
+        return
+    if args.table == "official":
+        official_table(args)
+        return
     device_name = torch.cuda.get_device_name() if args.device == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
     print(f"device: {device_name}, torch {torch.__version__}")
     rows = []

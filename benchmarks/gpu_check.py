@@ -46,6 +46,8 @@ TINY_OPTS = {
     "LAMM_MaPLe": ["TRAINER.LAMM_MAPLE.PROMPT_DEPTH", "2"],
     "LAMM_VPT": ["TRAINER.LAMM_VPT.PROMPT_DEPTH_VISION", "3"],
 }
+#: Test files whose GPU tests skip on a CPU; run here, where they must pass.
+GPU_TESTS = ("tests/test_cuda_graph.py",)
 BENCH_METHODS = ("CoOp+LAMM", "CoOp+LAMM naive", "MaPLe+LAMM", "VPT+LAMM")
 
 
@@ -243,8 +245,22 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser.add_argument("--bench-classes", type=int, nargs="+", default=[100], help="class counts for bench.py")
     parser.add_argument("--bench-timeout", type=float, default=180, help="seconds for the whole benchmark")
     parser.add_argument("--no-bench", action="store_true", help="skip the step benchmark (always skipped on CPU)")
+    parser.add_argument("--no-tests", action="store_true", help="skip the GPU tests (always skipped on CPU)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides for every run")
     return parser.parse_args(argv)
+
+
+def run_gpu_tests(args) -> tuple[bool, str]:
+    """The tests that only a GPU runs (they skip elsewhere); on a GPU a skip counts as a failure."""
+    command = [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", *GPU_TESTS]
+    try:
+        proc = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=args.timeout)
+        output, ok = proc.stdout + proc.stderr, proc.returncode == 0
+    except subprocess.TimeoutExpired as error:
+        output, ok = f"timed out after {error.timeout:.0f} s", False
+    lines = [line for line in output.strip().splitlines() if line.strip()]
+    ok = ok and not any("skipped" in line.lower() for line in lines[-1:])
+    return ok, "\n".join(["```", *lines[-15:], "```"])
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -264,6 +280,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}", flush=True)
     runs = os.path.join(args.output, "runs")
     os.makedirs(runs, exist_ok=True)
+    tests_ok, tests_table = True, "(skipped: --device cpu)" if args.device == "cpu" else "(skipped: --no-tests)"
+    if args.device == "cuda" and not args.no_tests:
+        tests_ok, tests_table = run_gpu_tests(args)
+        print(tests_table, flush=True)
 
     cases = []
     for trainer in args.trainers:
@@ -299,11 +319,14 @@ def main(argv: Optional[list[str]] = None) -> int:
         bench_ok, bench_table = run_benchmark(args)
 
     n_ok = sum(case.ok for case in cases)
-    summary = f"{n_ok} of {len(cases)} runs ok, benchmark {'ok' if bench_ok else 'failed'}"
+    summary = f"{n_ok} of {len(cases)} runs ok, GPU tests {'ok' if tests_ok else 'failed'}, "
+    summary += f"benchmark {'ok' if bench_ok else 'failed'}"
     text = "\n\n".join(
         [
             f"# GPU check ({args.device}, backbone {args.backbone})",
             table(cases),
+            f"## GPU tests ({' '.join(GPU_TESTS)})",
+            tests_table,
             "## Step benchmark (benchmarks/bench.py step)",
             bench_table,
             f"{summary}; total {time.time() - start:.0f} s. Logs: {runs}/<case>/console.txt",
@@ -312,7 +335,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     with open(os.path.join(args.output, "table.md"), "w") as f:
         f.write(text + "\n")
     print("\n" + text, flush=True)
-    return 0 if n_ok == len(cases) and bench_ok else 1
+    return 0 if n_ok == len(cases) and bench_ok and tests_ok else 1
 
 
 if __name__ == "__main__":
