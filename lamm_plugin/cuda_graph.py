@@ -156,7 +156,9 @@ class GraphedStep:
             param.grad = None
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
-            self._out = self.forward_backward(self._images, self._labels)
+            out = self.forward_backward(self._images, self._labels)
+        # Detached views of the graph's outputs: nothing keeps the captured autograd graph alive.
+        self._out = type(out)(out.logits.detach(), {name: value.detach() for name, value in out.losses.items()})
         self._graph, self._params = graph, params
         self._grads = [p.grad for p in params]
         self.captures += 1
