@@ -6,7 +6,7 @@
     python benchmarks/bench.py official --official /path/to/LAMM --device cuda    # against the official code
     python benchmarks/bench.py loader --workers 4 8 16      # images/s of the training loader alone
 
-Each ``text``/``step`` case runs in a fresh process so that its peak memory is its own (CUDA: peak allocated; CPU:
+Each case runs in a fresh process so that its peak memory is its own (CUDA: peak allocated; CPU:
 peak RSS of the process, which includes the ~0.6 GB of CLIP weights).
 
 ``official`` times one training step (forward, backward, SGD) of the official LAMM code (github.com/gaojingsheng/
@@ -202,6 +202,19 @@ def loader_table(args) -> None:
     print(tabulate(rows, headers="keys", floatfmt=".1f", tablefmt="github"))
 
 
+def _official_case(settings: tuple, measure: tuple) -> dict:
+    """One row of the official table (run in a fresh process by :func:`_isolated`)."""
+    import vs_official
+
+    vs_official.DEVICE, vs_official.BATCH, vs_official.EVAL_BATCH, vs_official.GRAPHS = settings
+    side, case, n, precision = measure[:4]
+    try:
+        return vs_official.measure(*measure)
+    except Exception as error:  # noqa: BLE001 - one failing case must not hide the others
+        failed = f"{type(error).__name__}: {error}"[:200]
+        return {"side": side, "case": case, "classes": n, "precision": precision, "failed": failed}
+
+
 def official_table(args) -> None:
     """Rows for both sides, then one line per (case, classes, our precision) with the ratios."""
     import os
@@ -223,12 +236,10 @@ def official_table(args) -> None:
             theirs = {}
             for side, precisions in (("official", args.official_precisions), ("ours", args.precisions)):
                 for precision in precisions:
-                    try:
-                        row = vs_official.measure(side, case, n, precision, weights, args.official, args.steps,
-                                                  args.profile if side == "ours" else None)  # fmt: skip
-                    except Exception as error:  # noqa: BLE001 - one failing case must not hide the others
-                        row = {"side": side, "case": case, "classes": n, "precision": precision,
-                               "failed": f"{type(error).__name__}: {error}"[:200]}  # fmt: skip
+                    settings = (args.device, args.batch, args.eval_batch, not args.no_graphs)
+                    profile = args.profile if side == "ours" else None
+                    measure = (side, case, n, precision, weights, args.official, args.steps, profile)
+                    row = _isolated(_official_case, settings, measure)  # its own process: its own peak memory
                     rows.append(row)
                     print(row, flush=True)
                     if side == "official" and "ms/step" in row:

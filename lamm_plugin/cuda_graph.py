@@ -60,6 +60,16 @@ def forbid_host_sync() -> Iterator[None]:
             setattr(torch.Tensor, name, method)
 
 
+_SIDE_STREAMS: dict[torch.device, torch.cuda.Stream] = {}
+
+
+def _side_stream(device: torch.device) -> torch.cuda.Stream:
+    """One warm-up stream per device for every capture (cuBLAS keeps a workspace per stream for good)."""
+    if device not in _SIDE_STREAMS:
+        _SIDE_STREAMS[device] = torch.cuda.Stream(device)
+    return _SIDE_STREAMS[device]
+
+
 class GraphedStep:
     """Forward, loss and backward of a :class:`~lamm_plugin.lamm.LAMM` model, captured once and replayed.
 
@@ -144,7 +154,7 @@ class GraphedStep:
         self._release()
         params = [p for p in self.model.parameters() if p.requires_grad]
         self._images, self._labels = images.clone(), labels.clone()
-        side = torch.cuda.Stream()
+        side = _side_stream(images.device)
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
             for _ in range(self.warmup):
