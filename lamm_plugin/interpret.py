@@ -64,6 +64,7 @@ __all__ = [
     "interpret",
     "load_checkpoint",
     "main",
+    "nearest_both",
     "nearest_tokens",
     "plot_drift",
     "vocabulary_for",
@@ -125,45 +126,61 @@ class Vocabulary:
         return text if end else text + "-"
 
 
-def nearest_tokens(
-    vectors: torch.Tensor, vocabulary: torch.Tensor, k: int = 5, metric: str = "cosine", chunk: int = CHUNK
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The ``k`` nearest vocabulary rows of each vector, vectorised and chunked over the vectors.
+def nearest_both(
+    vectors: torch.Tensor, vocabulary: torch.Tensor, k: int = 5, chunk: int = CHUNK
+) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+    """The ``k`` nearest vocabulary rows of each vector by cosine and by L2, from one matrix product per chunk.
+
+    Vectorised over the whole vocabulary and chunked over the vectors (``[chunk, V]`` at a time).
 
     Args:
         vectors: ``[R, width]``.
         vocabulary: ``[V, width]``.
         k: Neighbours per vector.
-        metric: ``"cosine"`` (similarity, descending) or ``"l2"`` (distance, ascending).
         chunk: Vectors per matrix product.
+
+    Returns:
+        ``((cos_ids, cos_similarity), (l2_ids, l2_distance))``, each ``[R, k]``; similarities descending,
+        distances ascending.
+    """
+    k = min(k, vocabulary.shape[0])
+    vectors, vocabulary = vectors.detach().float(), vocabulary.detach().float()
+    vocab_norm = vocabulary.norm(dim=-1)  # [V]
+    vocab_sq = vocab_norm * vocab_norm
+    out: list[list[torch.Tensor]] = [[], [], [], []]
+    with torch.no_grad():
+        for part in vectors.split(chunk):
+            norm = part.norm(dim=-1, keepdim=True)  # [c, 1]
+            dot = part @ vocabulary.t()  # [c, V]
+            top = (dot / (norm * vocab_norm).clamp_min(1e-12)).topk(k, dim=-1)
+            out[0].append(top.indices)
+            out[1].append(top.values)
+            # ||x - v||^2 = ||x||^2 - 2 x.v + ||v||^2, in place on the product
+            top = dot.mul_(-2).add_(vocab_sq).add_(norm * norm).topk(k, dim=-1, largest=False)
+            out[2].append(top.indices)
+            out[3].append(top.values.clamp_min(0).sqrt())
+    if not out[0]:
+        empty = (torch.empty(0, k, dtype=torch.long), torch.empty(0, k))
+        return empty, empty
+    cos_ids, cos_sim, l2_ids, l2_dist = (torch.cat(x) for x in out)
+    return (cos_ids, cos_sim), (l2_ids, l2_dist)
+
+
+def nearest_tokens(
+    vectors: torch.Tensor, vocabulary: torch.Tensor, k: int = 5, metric: str = "cosine", chunk: int = CHUNK
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``k`` nearest vocabulary rows of each vector by one metric (:func:`nearest_both`).
+
+    Args:
+        metric: ``"cosine"`` (similarity, descending) or ``"l2"`` (distance, ascending).
 
     Returns:
         ``(ids, scores)``, each ``[R, k]``.
     """
     if metric not in ("cosine", "l2"):
         raise ValueError(f"metric must be 'cosine' or 'l2', not {metric!r}.")
-    k = min(k, vocabulary.shape[0])
-    vectors, vocabulary = vectors.float(), vocabulary.float()
-    if metric == "cosine":
-        vocab_n = torch.nn.functional.normalize(vocabulary, dim=-1)
-    else:
-        vocab_sq = (vocabulary * vocabulary).sum(-1)  # [V]
-    ids, scores = [], []
-    for part in vectors.split(chunk):
-        if metric == "cosine":
-            sim = torch.nn.functional.normalize(part, dim=-1) @ vocab_n.t()  # [chunk, V]
-            top = sim.topk(k, dim=-1)
-            ids.append(top.indices)
-            scores.append(top.values)
-        else:
-            # ||x - v||^2 = ||x||^2 - 2 x.v + ||v||^2
-            sq = (part * part).sum(-1, keepdim=True) - 2 * part @ vocabulary.t() + vocab_sq  # [chunk, V]
-            top = sq.topk(k, dim=-1, largest=False)
-            ids.append(top.indices)
-            scores.append(top.values.clamp_min(0).sqrt())
-    if not ids:
-        return torch.empty(0, k, dtype=torch.long), torch.empty(0, k)
-    return torch.cat(ids), torch.cat(scores)
+    cosine, l2 = nearest_both(vectors, vocabulary, k, chunk)
+    return cosine if metric == "cosine" else l2
 
 
 # ---- checkpoints -------------------------------------------------------------------------------------------------
@@ -251,12 +268,13 @@ def vocabulary_for(
         ValueError: The CLIP built has other weights than the checkpoint's.
     """
     name = backbone or state["backbone"]
-    if name in TINY_MODELS:
-        seed = seed if seed is not None else _run_seed(state.get("path", ""))
-        if seed is not None:
-            torch.manual_seed(seed)
+    if name in TINY_MODELS and seed is None:
+        seed = _run_seed(state.get("path", ""))
     logger.info("Loading CLIP %s for its token embeddings", name)
-    vocabulary = Vocabulary.from_clip(load_clip(name, pretrained=pretrained))
+    with torch.random.fork_rng(devices=[]):  # the caller's random state is left as it was
+        if name in TINY_MODELS and seed is not None:
+            torch.manual_seed(seed)
+        vocabulary = Vocabulary.from_clip(load_clip(name, pretrained=pretrained))
     theirs = state.get("clip_weights")
     if theirs is not None and theirs != vocabulary.fingerprint:
         hint = (
@@ -387,8 +405,7 @@ def _row_reports(
     vocabulary: Vocabulary,
     k: int,
 ) -> list[RowReport]:
-    cos_ids, cos_sim = nearest_tokens(vectors, vocabulary.embeddings, k, "cosine")
-    l2_ids, l2_dist = nearest_tokens(vectors, vocabulary.embeddings, k, "l2")
+    (cos_ids, cos_sim), (l2_ids, l2_dist) = nearest_both(vectors, vocabulary.embeddings, k)
     drift_l2, drift_cos = _drift(vectors, init) if init is not None else (None, None)
     reports = []
     for r in range(len(vectors)):
@@ -410,17 +427,29 @@ def _row_reports(
 
 
 def _original_ids(init: torch.Tensor, vocabulary: Vocabulary, what: str) -> list[int]:
-    """The vocabulary row each initial vector equals; raises when one equals none (another CLIP's vocabulary)."""
-    ids = nearest_tokens(init, vocabulary.embeddings, 1, "l2")[0][:, 0]
-    dist = (init.float() - vocabulary.embeddings[ids]).norm(dim=-1)  # exact, not through the expansion
-    scale = vocabulary.embeddings.norm(dim=-1).mean().item()
-    worst = float(dist.max()) if dist.numel() else 0.0
-    if worst > INIT_TOLERANCE * max(scale, 1.0):
-        raise ValueError(
-            f"The initial {what} are not token embeddings of this vocabulary (largest distance {worst:.3g}): the "
-            "checkpoint was trained with another CLIP; pass its backbone and weights (--backbone, --pretrained)."
-        )
-    return ids.tolist()
+    """The vocabulary row each initial vector equals; raises when one equals none (another CLIP's vocabulary).
+
+    Initial rows are copies of token embeddings: an exact lookup finds them; rows that do not match exactly (a
+    vocabulary in other precision) take their nearest row by L2, within a tolerance.
+    """
+    vocab = vocabulary.embeddings
+    exact = {row.tobytes(): i for i, row in reversed(list(enumerate(vocab.numpy())))}
+    init = init.detach().float()
+    ids = [exact.get(row.tobytes(), -1) for row in init.numpy()]
+    missing = [r for r, i in enumerate(ids) if i < 0]
+    if missing:
+        nearest = nearest_tokens(init[missing], vocab, 1, "l2")[0][:, 0]
+        dist = (init[missing] - vocab[nearest]).norm(dim=-1)  # exact, not through the expansion
+        worst = float(dist.max())
+        if worst > INIT_TOLERANCE * max(vocab.norm(dim=-1).mean().item(), 1.0):
+            raise ValueError(
+                f"The initial {what} are not token embeddings of this vocabulary (largest distance {worst:.3g}): "
+                "the checkpoint was trained with another CLIP; pass its backbone and weights (--backbone, "
+                "--pretrained)."
+            )
+        for r, i in zip(missing, nearest.tolist()):
+            ids[r] = i
+    return ids
 
 
 def _context(state: dict[str, Any], vocabulary: Vocabulary, k: int, tokenizer: Any) -> list[tuple[str, RowReport]]:
@@ -761,7 +790,8 @@ def _short(path: str, keep: int = 60) -> str:
 # ---- command line ------------------------------------------------------------------------------------------------
 def _load(path: str, args: argparse.Namespace, epoch: Optional[int]) -> Interpretation:
     state = load_checkpoint(path, epoch)
-    print(f"Read {state['path']}", file=sys.stderr)
+    backbone = args.backbone or state["backbone"]
+    print(f"Read {state['path']}; loading CLIP {backbone} for its vocabulary", file=sys.stderr)
     vocabulary = vocabulary_for(state, args.backbone, args.pretrained, args.seed)
     return interpret(state, vocabulary, args.topk, args.most)
 

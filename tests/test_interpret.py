@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import os
@@ -235,3 +236,26 @@ def test_command_errors(tmp_path, capsys):
     (tmp_path / "empty_run" / "prompt_learner").mkdir(parents=True)
     assert main([str(tmp_path / "empty_run")]) == 2
     assert "No checkpoint in" in capsys.readouterr().err
+
+
+def _untrained_report(clip, dataset: str):
+    names = [n for n in (FIXTURES / f"{dataset}.txt").read_text().split("\n") if n]
+    repeated = pytest.warns(UserWarning, match="Repeated class names") if dataset == "imagenet" else None
+    with repeated or contextlib.nullcontext():
+        model = build_model("coop", clip, names, CoOpConfig(ctx_init="a photo of a"), LAMMConfig())
+    return names, interpret(model.checkpoint_state(), Vocabulary.from_clip(clip), k=2)
+
+
+def test_untrained_cifar100_decodes_to_its_names(clip0):
+    names, report = _untrained_report(clip0, "cifar100")
+    assert len(report.classes) == len(names) == 100
+    assert report.summary["classes_decoding_to_own_name"] == 100 and report.summary["drift_l2"]["max"] == 0.0
+    assert all([r.original_id for r in c.rows] == clip0.tokenizer.encode(c.name) for c in report.classes)
+
+
+@pytest.mark.slow
+def test_untrained_imagenet_1000_classes(clip0):
+    names, report = _untrained_report(clip0, "imagenet")
+    assert len(report.classes) == 1000
+    assert {"missile #2", "sunglasses #2"} <= {c.name for c in report.classes}  # repeated names keep their rows
+    assert report.summary["classes_decoding_to_own_name"] == 1000 and report.summary["drift_l2"]["max"] == 0.0
