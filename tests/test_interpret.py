@@ -259,3 +259,22 @@ def test_untrained_imagenet_1000_classes(clip0):
     assert len(report.classes) == 1000
     assert {"missile #2", "sunglasses #2"} <= {c.name for c in report.classes}  # repeated names keep their rows
     assert report.summary["classes_decoding_to_own_name"] == 1000 and report.summary["drift_l2"]["max"] == 0.0
+
+
+def test_maple_first_layer_prompts_and_a_baseline_without_labels(clip0, tmp_path):
+    from lamm_plugin import MaPLeConfig
+
+    vocab = Vocabulary.from_clip(clip0)
+    maple = build_model("maple", clip0, _pets()[:3], MaPLeConfig(n_ctx=2, prompt_depth=2), LAMMConfig())
+    report = interpret(maple.checkpoint_state(), vocab, k=2)
+    assert [name for name, _ in report.context] == ["ctx[0]", "ctx[1]"]  # deeper layers' prompts: not decoded
+    assert report.summary["context_nearest"] == "a photo" and all(r.drift_l2 == 0 for _, r in report.context)
+    assert report.summary["classes_decoding_to_own_name"] == 3
+
+    coop = build_model("coop", clip0, _pets()[:3], CoOpConfig(n_ctx=4, ctx_init=""), LAMMConfig(enabled=False))
+    report = interpret(coop.checkpoint_state(), vocab, k=2)
+    assert report.classes == [] and len(report.context) == 4  # random context: no original token, no drift
+    assert all(r.original_id is None and r.drift_l2 is None for _, r in report.context)
+    assert "no label rows (trained without LAMM)" in format_report(report, "markdown")
+    with pytest.raises(ValueError, match="No label rows to plot"):
+        plot_drift(report, str(tmp_path / "none.png"))
