@@ -123,6 +123,8 @@ class Vocabulary:
         text = text[: -len("</w>")] if end else text
         if all(c in _BYTE_DECODER for c in text):
             text = bytearray(_BYTE_DECODER[c] for c in text).decode("utf-8", errors="backslashreplace")
+        if not text.isprintable():  # control bytes and the like: escaped, not printed raw
+            text = text.encode("unicode_escape").decode("ascii")
         return text if end else text + "-"
 
 

@@ -278,3 +278,16 @@ def test_maple_first_layer_prompts_and_a_baseline_without_labels(clip0, tmp_path
     assert "no label rows (trained without LAMM)" in format_report(report, "markdown")
     with pytest.raises(ValueError, match="No label rows to plot"):
         plot_drift(report, str(tmp_path / "none.png"))
+
+
+def test_tokens_are_readable():
+    import open_clip
+
+    decoder = open_clip.SimpleTokenizer().decoder
+    ids = {text: i for i, text in decoder.items()}
+    vocab = Vocabulary(torch.empty(0, 1), decoder)
+    assert vocab.token(ids["dog</w>"]) == "dog"  # a whole word
+    assert vocab.token(ids["gol"]) == "gol-"  # a word piece
+    assert vocab.token(ids["ðŁ¤·"]) == "\U0001f937-"  # bytes decoded to UTF-8
+    assert vocab.token(ids["Đ"]) == "\\x10-"  # a control byte, escaped
+    assert vocab.token(10**6) == "<1000000>"
