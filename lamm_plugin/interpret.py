@@ -750,14 +750,14 @@ def plot_drift(report: Interpretation | Comparison, path: str, title: Optional[s
         pairs = sorted(report.pairs(), key=lambda p: -max(p[0].drift_l2, p[1].drift_l2))
         names = [a.name for a, _ in pairs]
         series = [
-            ("A: " + _short(report.a.source), [a.drift_l2 for a, _ in pairs]),
-            ("B: " + _short(report.b.source), [b.drift_l2 for _, b in pairs]),
+            (_label("A", report.a.source), [a.drift_l2 for a, _ in pairs]),
+            (_label("B", report.b.source), [b.drift_l2 for _, b in pairs]),
         ]
         default = "Label drift per class: two checkpoints"
     else:
         ordered = sorted(report.classes, key=lambda c: -c.drift_l2)
         names = [c.name for c in ordered]
-        series = [(_short(report.source), [c.drift_l2 for c in ordered])]
+        series = [(_short(report.source) or "checkpoint", [c.drift_l2 for c in ordered])]
         default = "Label drift per class"
     if not names:
         raise ValueError("No label rows to plot (a checkpoint trained without LAMM, or no shared classes).")
@@ -787,6 +787,10 @@ def plot_drift(report: Interpretation | Comparison, path: str, title: Optional[s
 
 def _short(path: str, keep: int = 60) -> str:
     return path if len(path) <= keep else "..." + path[-keep + 3 :]
+
+
+def _label(tag: str, path: str) -> str:
+    return f"{tag}: {_short(path)}" if path else tag
 
 
 # ---- command line ------------------------------------------------------------------------------------------------
