@@ -41,7 +41,9 @@ setup(
         "pillow",
     ],
     extras_require={
-        "test": ["pytest>=7", "ruff>=0.5"],
+        # tabulate and matplotlib: the tables and figure of python -m lamm_plugin.interpret (tested).
+        "test": ["pytest>=7", "ruff>=0.5", "tabulate", "matplotlib"],
+        "interpret": ["tabulate", "matplotlib"],
         "dassl": DASSL_RUNTIME,
     },
 )

@@ -51,6 +51,7 @@ BLOCKS: dict[tuple[str, str], tuple[str, str]] = {
     ("README.md", 'clip = load_clip("tiny-vit")'): (RUN, "the Dassl-free core on the tiny CLIP"),
     ("README.md", "import lamm_plugin.dassl"): (RUN_DASSL, "the drop-in import line"),
     ("README.md", "--config-file /path/to/lamm-plugin/"): (SKIP, HOST_REPO),
+    ("README.md", "python -m lamm_plugin.interpret output/demo"): (RUN_DASSL, "inspects the main job's checkpoint"),
     ("README.md", "python -m pytest -q"): (SKIP, "the test suite itself (.ci/run runs it)"),
     ("README.md", "tests/         pytest suite"): (OUTPUT, "the repository layout"),
     # docs/RUN.md
@@ -63,6 +64,11 @@ BLOCKS: dict[tuple[str, str], tuple[str, str]] = {
     ("docs/RUN.md", "bash scripts/lamm/xd_train.sh"): (SKIP, "sweeps over " + REAL_DATA),
     ("docs/RUN.md", "bash scripts/lamm/continual.sh"): (SKIP, "sweeps over " + REAL_DATA),
     ("docs/RUN.md", "--load-epoch 20"): (RUN_DASSL, "the CPU demo: the main job, then its model on new classes"),
+    ("docs/RUN.md", "--compare output/fewshot/oxford_pets/shots_16/"): (SKIP, "two few-shot runs of " + REAL_DATA),
+    ("docs/RUN.md", "report = interpret(state, vocabulary_for(state), k=5)"): (
+        RUN_DASSL,
+        "reads the main job's checkpoint from Python",
+    ),
     ("docs/RUN.md", "bash benchmarks/gpu_check.sh\n"): (SKIP, "the GPU check needs a GPU"),
     ("docs/RUN.md", "gpu_check.sh --device cpu --backbone tiny-vit --precisions fp32 bf16"): (
         SKIP,
