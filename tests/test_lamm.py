@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from lamm_plugin import LAMMConfig, build_model
-from lamm_plugin.config import CoOpConfig, MaPLeConfig, VPTConfig, ZeroshotConfig
+from lamm_plugin.config import CoCoOpConfig, CoOpConfig, KgCoOpConfig, MaPLeConfig, VPTConfig, ZeroshotConfig
 
 METHOD_CASES = {
     "coop": CoOpConfig(n_ctx=4),
@@ -20,6 +20,8 @@ METHOD_CASES = {
     "vpt": VPTConfig(n_ctx_vision=4),
     "vpt-deep": VPTConfig(n_ctx_vision=4, prompt_depth_vision=3),
     "zeroshot": ZeroshotConfig(dataset="OxfordPets"),
+    "cocoop": CoCoOpConfig(),
+    "kgcoop": KgCoOpConfig(dataset="OxfordPets"),
 }
 
 
@@ -101,6 +103,8 @@ EXPECTED_TRAINABLE = {
     "vpt": {"method.shallow"},
     "vpt-deep": {"method.shallow", "method.deep.0", "method.deep.1"},
     "zeroshot": set(),
+    "cocoop": {"method.ctx", *{f"method.meta_net.linear{i}.{w}" for i in (1, 2) for w in ("weight", "bias")}},
+    "kgcoop": {"method.ctx"},
 }
 
 
