@@ -28,7 +28,7 @@ import torch
 from tabulate import tabulate
 
 from lamm_plugin import LAMM, LAMMConfig, build_model, load_clip
-from lamm_plugin.config import CoOpConfig, MaPLeConfig, VPTConfig
+from lamm_plugin.config import CoCoOpConfig, CoOpConfig, KgCoOpConfig, MaPLeConfig, VPTConfig
 from lamm_plugin.encoders import TextEncoder
 
 WORDS = ["dog", "golden retriever", "bernese mountain dog", "sea lion", "red fox", "oak tree", "fire truck"]
@@ -88,6 +88,18 @@ class NaiveLAMM(LAMM):
         ref = self.text(prompts, self.eot, prompt.deep, prompt.deep_start) if reference else None
         return text, ref
 
+    def encode_text_per_image(self, image, reference: bool = False):
+        """CoCoOp the way its original code runs: a Python loop over the images, each image's prompts encoded
+        at full length, learned and original labels in separate passes."""
+        texts, refs = [], []
+        for ctx in self.method.image_context(image):
+            prompts = self._per_image_context(self.base_prompts, ctx.unsqueeze(0))[0]
+            learned = self.label_embedding.splice(prompts, self._label_rows()[0], self.flat_position)
+            texts.append(self.text(learned, self.eot))
+            if reference:
+                refs.append(self.text(prompts, self.eot))
+        return torch.stack(texts), torch.stack(refs) if reference else None
+
 
 METHODS = {
     "CoOp": ("coop", CoOpConfig(ctx_init="a photo of a"), False),
@@ -98,6 +110,11 @@ METHODS = {
     "MaPLe+LAMM": ("maple", MaPLeConfig(), True),
     "VPT": ("vpt", VPTConfig(), False),
     "VPT+LAMM": ("vpt", VPTConfig(), True),
+    "CoCoOp": ("cocoop", CoCoOpConfig(), False),
+    "CoCoOp+LAMM": ("cocoop", CoCoOpConfig(), True),
+    "CoCoOp+LAMM naive": ("cocoop", CoCoOpConfig(), "naive"),
+    "KgCoOp": ("kgcoop", KgCoOpConfig(), False),
+    "KgCoOp+LAMM": ("kgcoop", KgCoOpConfig(), True),
 }
 
 
