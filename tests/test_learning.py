@@ -36,7 +36,7 @@ def test_lamm_alone_learns_labels(tiny_clip):
     ("method", "cfg", "steps", "batch", "lr"),
     [
         ("cocoop", CoCoOpConfig(), 100, 8, 0.05),
-        ("kgcoop", KgCoOpConfig(dataset="OxfordPets", kg_weight=1.0), 30, 32, 0.1),
+        ("kgcoop", KgCoOpConfig(dataset="OxfordPets", kg_weight=1.0), 60, 32, 0.05),
     ],
     ids=["cocoop", "kgcoop"],
 )
