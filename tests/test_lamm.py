@@ -231,7 +231,7 @@ def test_truncation_does_not_change_losses_or_gradients(tiny_clip, classnames):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.parametrize("case", ["coop", "maple", "vpt-deep"])
+@pytest.mark.parametrize("case", ["coop", "maple", "vpt-deep", "cocoop"])
 def test_checkpoint_round_trip(tiny_clip, classnames, case, tmp_path):
     torch.manual_seed(0)
     model = _build(case, tiny_clip, classnames).train()
