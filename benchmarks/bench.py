@@ -6,6 +6,9 @@
     python benchmarks/bench.py official --official /path/to/LAMM --device cuda    # against the official code
     python benchmarks/bench.py loader --workers 4 8 16      # images/s of the training loader alone
 
+``step`` rows per host, with and without LAMM; the ``naive`` rows compute the same loss the straightforward way
+(full-length prompts, separate passes for learned and original labels; CoCoOp's the way its original code does,
+a Python loop over the images). ``--step-batch`` sets the images per step (CoCoOp's papers: 1).
 Each ``text``/``step`` case runs in a fresh process so that its peak memory is its own (CUDA: peak allocated; CPU:
 peak RSS of the process, which includes the ~0.6 GB of CLIP weights).
 
@@ -271,6 +274,7 @@ def main() -> None:
     parser.add_argument("--classes", type=int, nargs="+", default=None)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--step-batch", type=int, default=4, help="step table: images per training step")
     parser.add_argument("--truncate", choices=["both", "on", "off"], default="both", help="text table: which passes")
     parser.add_argument("--official", help="official table: checkout of github.com/gaojingsheng/LAMM")
     parser.add_argument("--cases", nargs="+", default=None, help="official table: CoOp+LAMM, 'LAMM alone', MaPLe+LAMM")
@@ -302,7 +306,7 @@ def main() -> None:
     else:
         for n in args.classes or [10, 100]:
             for name in args.methods:
-                rows.append(_isolated(step_case, name, n, args.device, args.repeats))
+                rows.append(_isolated(step_case, name, n, args.device, args.repeats, args.step_batch))
                 print(rows[-1], flush=True)
     print(tabulate(rows, headers="keys", floatfmt=".1f", tablefmt="github"))
 

@@ -38,6 +38,9 @@ from lamm_plugin.tokens import PromptLayout, build_layout, clean_classname
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = "lamm_plugin/1"
+#: Most per-image prompts (images x classes) one evaluation pass of an image-conditioned method encodes (CoCoOp on
+#: ImageNet: 1000 prompts per image); larger test batches go through in chunks of images.
+EVAL_PROMPTS_PER_PASS = 16384
 
 
 @dataclass
@@ -355,8 +358,11 @@ class LAMM(nn.Module):
         with_reference = with_loss and self.label_embedding is not None
         image = normalize(self.encode_image(images).float())
         per_image = self.method.image_conditioned
-        if per_image:  # [B, C, E] text features, one set per image
+        if per_image and self.training:  # [B, C, E] text features, one set per image
             text, ref = self.encode_text_per_image(image, reference=with_reference)
+        elif per_image:
+            chunk = max(1, EVAL_PROMPTS_PER_PASS // len(self.eot))
+            text, ref = torch.cat([self.encode_text_per_image(part)[0] for part in image.split(chunk)]), None
         elif self.training:
             text, ref = self.encode_text(reference=with_reference)
         else:

@@ -415,3 +415,14 @@ def test_checkpoint_restores_initial_label_values(tiny_clip, classnames):
     for i, name in enumerate(order):
         torch.testing.assert_close(class_init(fresh, i), class_init(theirs, classnames.index(name)))
     assert not torch.equal(fresh.label_embedding.init, _build("coop", tiny_clip, order).label_embedding.init)
+
+
+def test_cocoop_evaluation_in_chunks_of_images_equals_one_pass(tiny_clip, classnames, monkeypatch):
+    import lamm_plugin.lamm as lamm_module
+
+    torch.manual_seed(0)
+    model = _build("cocoop", tiny_clip, classnames).eval()
+    images, _ = _batch(n=5)
+    whole = model(images).logits
+    monkeypatch.setattr(lamm_module, "EVAL_PROMPTS_PER_PASS", 2 * len(classnames))  # 2 images per pass
+    torch.testing.assert_close(model(images).logits, whole, rtol=1e-6, atol=1e-6)
