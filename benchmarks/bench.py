@@ -6,6 +6,9 @@
     python benchmarks/bench.py official --official /path/to/LAMM --device cuda    # against the official code
     python benchmarks/bench.py loader --workers 4 8 16      # images/s of the training loader alone
 
+``step`` rows per host, with and without LAMM; the ``naive`` rows compute the same loss the straightforward way
+(full-length prompts, separate passes for learned and original labels; CoCoOp's the way its original code does,
+a Python loop over the images). ``--step-batch`` sets the images per step (CoCoOp's papers: 1).
 Each case runs in a fresh process so that its peak memory is its own (CUDA: peak allocated; CPU:
 peak RSS of the process, which includes the ~0.6 GB of CLIP weights).
 
@@ -28,7 +31,7 @@ import torch
 from tabulate import tabulate
 
 from lamm_plugin import LAMM, LAMMConfig, build_model, load_clip
-from lamm_plugin.config import CoOpConfig, MaPLeConfig, VPTConfig
+from lamm_plugin.config import CoCoOpConfig, CoOpConfig, KgCoOpConfig, MaPLeConfig, VPTConfig
 from lamm_plugin.encoders import TextEncoder
 
 WORDS = ["dog", "golden retriever", "bernese mountain dog", "sea lion", "red fox", "oak tree", "fire truck"]
@@ -88,6 +91,18 @@ class NaiveLAMM(LAMM):
         ref = self.text(prompts, self.eot, prompt.deep, prompt.deep_start) if reference else None
         return text, ref
 
+    def encode_text_per_image(self, image, reference: bool = False):
+        """CoCoOp the way its original code runs: a Python loop over the images, each image's prompts encoded
+        at full length, learned and original labels in separate passes."""
+        texts, refs = [], []
+        for ctx in self.method.image_context(image):
+            prompts = self._per_image_context(self.base_prompts, ctx.unsqueeze(0))[0]
+            learned = self.label_embedding.splice(prompts, self._label_rows()[0], self.flat_position)
+            texts.append(self.text(learned, self.eot))
+            if reference:
+                refs.append(self.text(prompts, self.eot))
+        return torch.stack(texts), torch.stack(refs) if reference else None
+
 
 METHODS = {
     "CoOp": ("coop", CoOpConfig(ctx_init="a photo of a"), False),
@@ -98,6 +113,11 @@ METHODS = {
     "MaPLe+LAMM": ("maple", MaPLeConfig(), True),
     "VPT": ("vpt", VPTConfig(), False),
     "VPT+LAMM": ("vpt", VPTConfig(), True),
+    "CoCoOp": ("cocoop", CoCoOpConfig(), False),
+    "CoCoOp+LAMM": ("cocoop", CoCoOpConfig(), True),
+    "CoCoOp+LAMM naive": ("cocoop", CoCoOpConfig(), "naive"),
+    "KgCoOp": ("kgcoop", KgCoOpConfig(), False),
+    "KgCoOp+LAMM": ("kgcoop", KgCoOpConfig(), True),
 }
 
 
@@ -265,6 +285,7 @@ def main() -> None:
     parser.add_argument("--classes", type=int, nargs="+", default=None)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--step-batch", type=int, default=4, help="step table: images per training step")
     parser.add_argument("--truncate", choices=["both", "on", "off"], default="both", help="text table: which passes")
     parser.add_argument("--official", help="official table: checkout of github.com/gaojingsheng/LAMM")
     parser.add_argument("--cases", nargs="+", default=None, help="official table: CoOp+LAMM, 'LAMM alone', MaPLe+LAMM")
@@ -296,7 +317,7 @@ def main() -> None:
     else:
         for n in args.classes or [10, 100]:
             for name in args.methods:
-                rows.append(_isolated(step_case, name, n, args.device, args.repeats))
+                rows.append(_isolated(step_case, name, n, args.device, args.repeats, args.step_batch))
                 print(rows[-1], flush=True)
     print(tabulate(rows, headers="keys", floatfmt=".1f", tablefmt="github"))
 

@@ -1,16 +1,20 @@
 """Compare our host methods with their original code: logits and gradients on the same random CLIP.
 
 MaPLe and VPT against github.com/muzairkhattak/multimodal-prompt-learning (``trainers/maple.py``,
-``trainers/vpt.py`` and its ``clip/`` package), CoOp against github.com/KaiyangZhou/CoOp (``trainers/coop.py``).
+``trainers/vpt.py`` and its ``clip/`` package), CoOp and CoCoOp against github.com/KaiyangZhou/CoOp
+(``trainers/coop.py``, ``trainers/cocoop.py``), KgCoOp against github.com/htyao89/KgCoOp (its ``KgCoOp/``
+folder: ``trainers/kgcoop.py``).
 Nothing of them is copied here: their modules are imported from the given checkouts (and need Dassl). Both sides
 get the same random CLIP weights (widths MaPLe hard-codes: text 512, vision 768), the same prompt values, images
-and labels; the loss is cross-entropy on the logits.
+and labels; the loss is cross-entropy on the logits (KgCoOp: plus ``W`` times its knowledge-guided term, with
+its hand-crafted text features from the same CLIP).
 
 The originals cast visual prompts to fp16 (``.half()``) inside an fp32 model, which rounds their values and
 gradients. The comparison runs with that cast made a no-op (``exact``) and reports the difference it makes
 (``with_half_cast``); ours computes in the model's dtype (README, "Fidelity").
 
-    python benchmarks/host_parity.py --maple /path/to/multimodal-prompt-learning --coop /path/to/CoOp
+    python benchmarks/host_parity.py --maple /path/to/multimodal-prompt-learning --coop /path/to/CoOp \
+        --kgcoop /path/to/KgCoOp/KgCoOp
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from open_clip.model import CLIP
 
 from lamm_plugin import LAMMConfig, build_model
 from lamm_plugin.backbone import CLIPBundle
-from lamm_plugin.config import CoOpConfig, MaPLeConfig, VPTConfig
+from lamm_plugin.config import CoCoOpConfig, CoOpConfig, KgCoOpConfig, MaPLeConfig, VPTConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from official_parity import _Tokenizer  # noqa: E402
@@ -51,6 +55,10 @@ CASES = {
     "coop-front": ("coop", CoOpConfig(n_ctx=4, class_token_position="front"), "coop"),
     "coop-csc": ("coop", CoOpConfig(n_ctx=4, csc=True), "coop"),
     "coop-init": ("coop", CoOpConfig(ctx_init="a photo of a"), "coop"),
+    "cocoop-init": ("cocoop", CoCoOpConfig(ctx_init="a photo of a"), "coop"),
+    "cocoop-random": ("cocoop", CoCoOpConfig(n_ctx=4, ctx_init=""), "coop"),
+    "kgcoop-init": ("kgcoop", KgCoOpConfig(ctx_init="a photo of a", dataset="OxfordPets"), "kgcoop"),
+    "kgcoop-random": ("kgcoop", KgCoOpConfig(n_ctx=4, ctx_init="", dataset="DescribableTextures"), "kgcoop"),
 }
 
 _NAMES = ("clip", "trainers")
@@ -96,6 +104,18 @@ def _half_is_identity(active: bool):
         torch.Tensor.half = original
 
 
+@contextlib.contextmanager
+def _cuda_is_identity():
+    """Make ``.cuda()`` a no-op: the original KgCoOp moves its hand-crafted features to the GPU while building."""
+    saved = torch.Tensor.cuda, torch.nn.Module.cuda
+    torch.Tensor.cuda = lambda self, *args, **kwargs: self
+    torch.nn.Module.cuda = lambda self, *args, **kwargs: self
+    try:
+        yield
+    finally:
+        torch.Tensor.cuda, torch.nn.Module.cuda = saved
+
+
 def _cfg(method: str, cfg):
     from yacs.config import CfgNode as CN
 
@@ -104,6 +124,14 @@ def _cfg(method: str, cfg):
     if method == "coop":
         node.TRAINER = CN({"COOP": CN({"N_CTX": cfg.n_ctx, "CTX_INIT": cfg.ctx_init, "CSC": cfg.csc})})
         node.TRAINER.COOP.CLASS_TOKEN_POSITION = cfg.class_token_position
+    elif method == "cocoop":
+        node.TRAINER = CN({"COCOOP": CN({"N_CTX": cfg.n_ctx, "CTX_INIT": cfg.ctx_init, "PREC": "fp32"})})
+    elif method == "kgcoop":
+        node.TRAINER = CN({"COOP": CN({"N_CTX": cfg.n_ctx, "CTX_INIT": cfg.ctx_init, "CSC": cfg.csc})})
+        node.TRAINER.COOP.CLASS_TOKEN_POSITION = cfg.class_token_position
+        node.TRAINER.COOP.W = cfg.kg_weight
+        node.TRAINER.COCOOP = CN({"PREC": "fp32"})
+        node.DATASET = CN({"NAME": cfg.dataset})
     elif method == "maple":
         node.TRAINER = CN({"MAPLE": CN({"N_CTX": cfg.n_ctx, "CTX_INIT": cfg.ctx_init})})
         node.TRAINER.MAPLE.PROMPT_DEPTH = cfg.prompt_depth
@@ -125,10 +153,11 @@ def _random_clip(seed: int) -> CLIP:
 
 def _original_model(case: str, path: str, ours_clip: CLIP):
     method, cfg, _ = CASES[case]
-    trainer = {"coop": "coop", "maple": "maple", "vpt": "vpt"}[method]
-    clip, module = import_original(path, trainer)
+    clip, module = import_original(path, method)
     state = {k: v.clone() for k, v in ours_clip.state_dict().items()}
-    if method == "coop":
+    if method == "kgcoop":  # it loads a second CLIP for its hand-crafted prompts: the same weights
+        module.load_clip_to_cpu = lambda _cfg: clip.build_model({k: v.clone() for k, v in state.items()}).float()
+    if method in ("coop", "cocoop", "kgcoop"):
         model = clip.build_model(state)
     else:
         details = {"trainer": {"maple": "MaPLe", "vpt": "VPT"}[method], "language_depth": 0, "language_ctx": 0}
@@ -138,15 +167,25 @@ def _original_model(case: str, path: str, ours_clip: CLIP):
             details.update(vision_depth=cfg.prompt_depth_vision, vision_ctx=cfg.n_ctx_vision)
         model = clip.build_model(state, details)
     model = model.float()
-    custom = module.CustomCLIP(_cfg(method, cfg), CLASSNAMES, model).float().eval()
+    with _cuda_is_identity():
+        custom = module.CustomCLIP(_cfg(method, cfg), CLASSNAMES, model).float().eval()
     return custom
 
 
 def _pairs(method: str, ours, theirs) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
     """(name, our tensor, their tensor) for every learned tensor of the host method."""
     m = ours.method
-    if method == "coop":
+    if method in ("coop", "kgcoop"):
         return [("ctx", m.ctx, theirs.prompt_learner.ctx)]
+    if method == "cocoop":
+        net = theirs.prompt_learner.meta_net
+        pairs = [("ctx", m.ctx, theirs.prompt_learner.ctx)]
+        for layer in ("linear1", "linear2"):
+            for w in ("weight", "bias"):
+                pairs.append(
+                    (f"meta_net.{layer}.{w}", getattr(getattr(m.meta_net, layer), w), getattr(getattr(net, layer), w))
+                )
+        return pairs
     if method == "maple":
         pl = theirs.prompt_learner
         pairs = [("ctx", m.ctx, pl.ctx), ("proj.weight", m.proj.weight, pl.proj.weight)]
@@ -161,6 +200,14 @@ def _pairs(method: str, ours, theirs) -> list[tuple[str, torch.Tensor, torch.Ten
     for i, p in enumerate(m.deep):
         pairs.append((f"deep.{i}", p, visual.transformer.resblocks[i + 1].VPT_shallow))
     return pairs
+
+
+def _their_logits_and_loss(method: str, cfg, theirs, images: torch.Tensor, labels: torch.Tensor):
+    if method == "kgcoop":  # KgCoOp's trainer: CE + W * score
+        logits, score = theirs(images)
+        return logits, F.cross_entropy(logits, labels) + cfg.kg_weight * score
+    logits = _their_logits(method, theirs, images)
+    return logits, F.cross_entropy(logits, labels)
 
 
 def _their_logits(method: str, theirs, images: torch.Tensor) -> torch.Tensor:
@@ -192,11 +239,12 @@ def compare(case: str, path: str, exact: bool = True, seed: int = 0) -> dict[str
     images = torch.randn(4, 3, 32, 32, generator=g)
     labels = torch.tensor([0, 3, 1, 4])
 
-    logits_ours = ours(images).logits
-    F.cross_entropy(logits_ours, labels).backward()
+    out = ours(images, labels)
+    logits_ours, loss_ours = out.logits, out.losses["total"]
+    loss_ours.backward()
     with _half_is_identity(exact):
-        logits_theirs = _their_logits(method, theirs, images)
-        F.cross_entropy(logits_theirs, labels).backward()
+        logits_theirs, loss_theirs = _their_logits_and_loss(method, cfg, theirs, images, labels)
+        loss_theirs.backward()
 
     def diff(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
         absolute = float((a - b).abs().max())
@@ -204,6 +252,7 @@ def compare(case: str, path: str, exact: bool = True, seed: int = 0) -> dict[str
 
     result = {}
     result["logits abs"], result["logits rel"] = diff(logits_ours.detach(), logits_theirs.detach())
+    result["loss abs"], result["loss rel"] = diff(loss_ours.detach(), loss_theirs.detach())
     grads = [diff(p.grad, q.grad) for _, p, q in pairs]
     result["grad abs"] = max(a for a, _ in grads)
     result["grad rel"] = max(r for _, r in grads)
@@ -214,9 +263,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--maple", help="checkout of github.com/muzairkhattak/multimodal-prompt-learning")
     parser.add_argument("--coop", help="checkout of github.com/KaiyangZhou/CoOp")
+    parser.add_argument("--kgcoop", help="the KgCoOp/ folder of a checkout of github.com/htyao89/KgCoOp")
     args = parser.parse_args()
-    print("| case | cast | logits abs | logits rel | grad abs | grad rel |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    print("| case | cast | logits abs | logits rel | loss rel | grad abs | grad rel |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     for case, (_, _, repo) in CASES.items():
         path = getattr(args, repo)
         if not path:
@@ -225,7 +275,7 @@ def main() -> None:
             r = compare(case, path, exact)
             cast = "no-op" if exact else ".half()"
             print(
-                f"| {case} | {cast} | {r['logits abs']:.2e} | {r['logits rel']:.2e} | "
+                f"| {case} | {cast} | {r['logits abs']:.2e} | {r['logits rel']:.2e} | {r['loss rel']:.2e} | "
                 f"{r['grad abs']:.2e} | {r['grad rel']:.2e} |"
             )
 

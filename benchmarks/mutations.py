@@ -137,6 +137,24 @@ MUTATIONS = [
         "half = len(words) // 2",
         "half = len(words) // 2 + 1",
     ),
+    Mutation(
+        "CoCoOp: meta-network bias subtracted from the context",
+        "lamm_plugin/methods/cocoop.py",
+        "return self.ctx.unsqueeze(0) + bias.unsqueeze(1)",
+        "return self.ctx.unsqueeze(0) - bias.unsqueeze(1)",
+    ),
+    Mutation(
+        "KgCoOp: the zero-shot texture template instead of KgCoOp's",
+        "lamm_plugin/methods/kgcoop.py",
+        '"DescribableTextures": "a photo of a {}, a type of texture."',
+        '"DescribableTextures": "{} texture."',
+    ),
+    Mutation(
+        "KgCoOp: KG_WEIGHT ignored",
+        "lamm_plugin/methods/kgcoop.py",
+        '{"kg_alignment": (self.cfg.kg_weight, score)}',
+        '{"kg_alignment": (8.0, score)}',
+    ),
     # ---- checkpoints
     Mutation(
         "checkpoint: label rows loaded by position, not by class name",

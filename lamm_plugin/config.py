@@ -67,6 +67,41 @@ class VPTConfig:
 
 
 @dataclass
+class CoCoOpConfig:
+    """CoCoOp (Zhou et al., CVPR 2022): CoOp's context plus a per-image bias from a small meta-network.
+
+    Attributes:
+        n_ctx: Number of context vectors (ignored when ``ctx_init`` is given: one per word).
+        ctx_init: Words that initialise the context; empty for random init.
+        meta_reduction: The meta-network's hidden width is the image-feature width divided by this (16 in the
+            original code).
+    """
+
+    n_ctx: int = 4
+    ctx_init: str = "a photo of a"
+    meta_reduction: int = 16
+
+
+@dataclass
+class KgCoOpConfig(CoOpConfig):
+    """KgCoOp (Yao et al., CVPR 2023): CoOp plus a loss keeping the class text features near CLIP's features of a
+    hand-crafted prompt.
+
+    Attributes:
+        kg_weight: Weight ``W`` of the knowledge-guided term ``1 - mean_c cos(t_c, t_c^clip)`` (8.0 in the paper's
+            base-to-new runs).
+        template: Hand-crafted template with ``{}``; empty picks the dataset's (KgCoOp's table).
+        dataset: Dataset name used to pick the template when ``template`` is empty.
+    """
+
+    n_ctx: int = 4
+    ctx_init: str = "a photo of a"
+    kg_weight: float = 8.0
+    template: str = ""
+    dataset: str = ""
+
+
+@dataclass
 class ZeroshotConfig:
     """Zero-shot CLIP with a hand-crafted template (no training).
 
@@ -125,6 +160,8 @@ METHOD_CONFIGS: dict[str, type] = {
     "coop": CoOpConfig,
     "maple": MaPLeConfig,
     "vpt": VPTConfig,
+    "cocoop": CoCoOpConfig,
+    "kgcoop": KgCoOpConfig,
     "zeroshot": ZeroshotConfig,
 }
 

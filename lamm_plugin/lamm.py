@@ -38,6 +38,9 @@ from lamm_plugin.tokens import PromptLayout, build_layout, clean_classname
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = "lamm_plugin/1"
+#: Most per-image prompts (images x classes) one evaluation pass of an image-conditioned method encodes (CoCoOp on
+#: ImageNet: 1000 prompts per image); larger test batches go through in chunks of images.
+EVAL_PROMPTS_PER_PASS = 16384
 
 
 @dataclass
@@ -212,6 +215,35 @@ class LAMM(nn.Module):
         text = torch.cat([p[0] for p in pairs])[self.group_inverse]
         return text, torch.cat([p[1] for p in pairs])[self.group_inverse]
 
+    def _encode_per_image(
+        self, prompts: torch.Tensor, reference: Optional[torch.Tensor] = None
+    ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """:meth:`_encode` for per-image prompts ``[B, C, L, width]`` (CoCoOp): every image's ``C`` prompts go
+        through the length groups together, one batched pass per group; returns ``[B, C, E]`` features."""
+        b = prompts.shape[0]
+        groups, order = self._groups, self.group_order
+        if len(groups) == 1:
+            parts = [(groups[0], prompts, reference, self.eot)]
+        else:
+            sizes = [g[0] for g in groups]
+            refs = reference[:, order].split(sizes, dim=1) if reference is not None else [None] * len(groups)
+            parts = zip(groups, prompts[:, order].split(sizes, dim=1), refs, self.eot[order].split(sizes))
+        texts, references = [], []
+        for (n, length, shared), x, ref, eot in parts:
+            x, eot = x[:, :, :length].flatten(0, 1), eot.repeat(b)  # image-major: [B * n, length, width]
+            if ref is None:
+                texts.append(self.text(x, eot, None, 1, length).unflatten(0, (b, n)))
+                continue
+            pair = self.text.forward_pair(x, ref[:, :, :length].flatten(0, 1), eot, shared, None, 1, length)
+            texts.append(pair[0].unflatten(0, (b, n)))
+            references.append(pair[1].unflatten(0, (b, n)))
+        text = torch.cat(texts, dim=1)
+        ref_text = torch.cat(references, dim=1) if references else None
+        if len(groups) > 1:
+            text = text[:, self.group_inverse]
+            ref_text = ref_text[:, self.group_inverse] if ref_text is not None else None
+        return text, ref_text
+
     def _update_splice_index(self) -> None:
         device = self.logit_scale.device
         if self.label_embedding is None:
@@ -284,6 +316,30 @@ class LAMM(nn.Module):
         # One pass for both; the positions before the first class name are the same in both and computed once.
         return self._encode(learned, prompt, prompts)
 
+    def _per_image_context(self, prompts: torch.Tensor, ctx: torch.Tensor) -> torch.Tensor:
+        """``[C, L, width]`` prompts with each image's context ``ctx`` (``[B, n_ctx, width]``) in the context slots:
+        ``[B, C, L, width]``."""
+        (c, length, width), b, n = prompts.shape, ctx.shape[0], self.ctx_pos.shape[1]
+        index = self.ctx_pos[None, :, :, None].expand(b, c, n, width)
+        values = ctx.to(prompts.dtype).unsqueeze(1).expand(b, c, n, width)
+        return prompts.unsqueeze(0).expand(b, c, length, width).scatter(2, index, values)
+
+    def encode_text_per_image(
+        self, image: torch.Tensor, reference: bool = False
+    ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """Per-image class text features ``[B, C, E]`` of an image-conditioned method (CoCoOp), and (if asked) the
+        same with the original labels, from L2-normalised image features ``[B, E]``."""
+        ctx = self.method.image_context(image)  # [B, n_ctx, width]
+        prompts = self.base_prompts
+        learned = prompts
+        if self.label_embedding is not None and self.flat_position.numel():
+            learned = LabelEmbedding.splice(prompts, self._label_rows()[0], self.flat_position)
+        learned = self._per_image_context(learned, ctx)
+        if not reference:
+            return self._encode_per_image(learned)
+        # One pass for both; the positions before the first class name (start token, context) are shared.
+        return self._encode_per_image(learned, self._per_image_context(prompts, ctx))
+
     # ---- forward -------------------------------------------------------------------------------------------------
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         """Image features ``[B, E]`` (unnormalised) with the method's visual prompts."""
@@ -301,21 +357,45 @@ class LAMM(nn.Module):
         with_loss = self.training and labels is not None
         with_reference = with_loss and self.label_embedding is not None
         image = normalize(self.encode_image(images).float())
-        if self.training:
+        per_image = self.method.image_conditioned
+        if per_image and self.training:  # [B, C, E] text features, one set per image
+            text, ref = self.encode_text_per_image(image, reference=with_reference)
+        elif per_image:
+            chunk = max(1, EVAL_PROMPTS_PER_PASS // len(self.eot))
+            text, ref = torch.cat([self.encode_text_per_image(part)[0] for part in image.split(chunk)]), None
+        elif self.training:
             text, ref = self.encode_text(reference=with_reference)
         else:
             depends_on = (*self.parameters(), *self.buffers())
             text, ref = self._cached("eval_text", lambda: self.encode_text()[0], depends_on), None
         text = normalize(text.float())
-        logits = self.logit_scale * image @ text.t()
+        logits = self._logits(image, text)
         if not with_loss:
             return LAMMOutput(logits)
         if not with_reference:
-            return LAMMOutput(logits, self.loss(logits, labels))
+            return LAMMOutput(logits, self._add_method_losses(self.loss(logits, labels), text))
         ref = normalize(ref.float())
         rows, init = self._label_rows()
-        losses = self.loss(logits, labels, self.logit_scale * image @ ref.t(), text, ref, rows, init)
-        return LAMMOutput(logits, losses)
+        losses = self.loss(logits, labels, self._logits(image, ref), text, ref, rows, init)
+        return LAMMOutput(logits, self._add_method_losses(losses, text))
+
+    def _logits(self, image: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        """``[B, C]`` logits of normalised image ``[B, E]`` and text ``[C, E]`` (or per-image ``[B, C, E]``)."""
+        if text.dim() == 3:
+            return self.logit_scale * torch.einsum("be,bce->bc", image, text)
+        return self.logit_scale * image @ text.t()
+
+    def _add_method_losses(self, losses: dict[str, torch.Tensor], text: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The host method's own named terms (KgCoOp's ``kg_alignment``), weighted into ``total``."""
+        extra = self.method.extra_losses(text, self.classnames)
+        if not extra:
+            return losses
+        total = losses.pop("total")
+        for name, (weight, value) in extra.items():
+            losses[name] = value
+            total = total + weight * value
+        losses["total"] = total
+        return losses
 
     # ---- checkpoints ---------------------------------------------------------------------------------------------
     def checkpoint_state(self) -> dict[str, Any]:

@@ -30,14 +30,18 @@ def feature_alignment(text: torch.Tensor, reference: torch.Tensor, labels: torch
     """Mean over samples of ``1 - cos(text[y], reference[y])`` (reference detached).
 
     Args:
-        text: ``[C, E]`` class text features with learned labels.
-        reference: ``[C, E]`` class text features with the original labels.
+        text: ``[C, E]`` class text features with learned labels, or ``[B, C, E]`` per image (CoCoOp).
+        reference: ``[C, E]`` (or ``[B, C, E]``) class text features with the original labels.
         labels: ``[B]`` class of each sample.
 
     Returns:
         A scalar; zero when every sample of the batch has the same class (nothing to tell apart).
     """
-    cos = F.cosine_similarity(text[labels], reference[labels].detach(), dim=-1)
+    if text.dim() == 3:  # per image: sample i's own prompt of its class
+        rows = torch.arange(len(labels), device=labels.device)
+        cos = F.cosine_similarity(text[rows, labels], reference[rows, labels].detach(), dim=-1)
+    else:
+        cos = F.cosine_similarity(text[labels], reference[labels].detach(), dim=-1)
     several_classes = (labels != labels[0]).any()
     return torch.where(several_classes, (1 - cos).mean(), cos.new_zeros(()))
 
@@ -78,8 +82,8 @@ class HierarchicalLoss(nn.Module):
             logits: ``[B, C]`` logits with learned labels.
             labels: ``[B]`` targets.
             reference_logits: ``[B, C]`` logits with the original labels; ``None`` gives cross-entropy only.
-            text: ``[C, E]`` text features with learned labels.
-            reference_text: ``[C, E]`` text features with the original labels.
+            text: ``[C, E]`` (per image: ``[B, C, E]``) text features with learned labels.
+            reference_text: Text features with the original labels, shaped like ``text``.
             rows: ``[R, width]`` label rows used in this step.
             init: ``[R, width]`` their initial values.
 

@@ -68,6 +68,8 @@ PUBLISHED_DEFAULTS = {
     "maple": {"N_CTX": 2, "CTX_INIT": "a photo of a", "PROMPT_DEPTH": 9},
     "vpt": {"N_CTX_VISION": 8, "PROMPT_DEPTH_VISION": 1, "CTX_INIT": "a photo of a"},
     "zeroshot": {},
+    "cocoop": {"N_CTX": 4, "CTX_INIT": "a photo of a", "META_REDUCTION": 16},
+    "kgcoop": {"N_CTX": 4, "CTX_INIT": "a photo of a", "KG_WEIGHT": 8.0, "TEMPLATE": "", "DATASET": ""},
 }
 LAMM_DEFAULTS = {
     "ENABLED": True,
@@ -238,6 +240,12 @@ def official_settings(trainer, name):
         ("LAMM_CoOp", "vit_b16_ep50_ctxv1_frozen.yaml", 0.002, 50, 32),
         ("LAMM_MaPLe", "vit_b16_c2_ep5_batch4_2ctx.yaml", 0.0035, 5, 4),
         ("LAMM_VPT", "vit_b16_c2_ep5_batch4_4.yaml", 0.0025, 5, 4),
+        ("LAMM_CoCoOp", "vit_b16_c4_ep10_batch1_ctxv1.yaml", 0.002, 10, 1),
+        ("LAMM_CoCoOp", "vit_b16_c4_ep10_batch1_ctxv1_official.yaml", 0.002, 10, 1),
+        ("CoCoOp", "vit_b16_c4_ep10_batch1_ctxv1.yaml", 0.002, 10, 1),
+        ("LAMM_KgCoOp", "vit_b16_ep100_ctxv1.yaml", 0.002, 100, 128),
+        ("LAMM_KgCoOp", "vit_b16_ep100_ctxv1_official.yaml", 0.002, 100, 128),
+        ("KgCoOp", "vit_b16_ep100_ctxv1.yaml", 0.002, 100, 128),
     ],
 )
 def test_reference_settings(trainer, name, lr, epochs, batch):
@@ -250,6 +258,10 @@ def test_reference_settings(trainer, name, lr, epochs, batch):
     method = method_config_from_cfg(cfg, trainer.upper())
     if trainer == "LAMM_CoOp":
         assert method.ctx_init == "a photo of a" and method.train_ctx is ("frozen" not in name)
+    elif trainer.endswith("CoCoOp"):
+        assert (method.n_ctx, method.ctx_init, method.meta_reduction) == (4, "a photo of a", 16)
+    elif trainer.endswith("KgCoOp"):
+        assert (method.ctx_init, method.kg_weight, method.train_ctx) == ("a photo of a", 8.0, True)
     elif trainer == "LAMM_MaPLe":
         assert (method.n_ctx, method.prompt_depth) == (2, 9)
     else:
@@ -272,4 +284,4 @@ def test_plugin_imports_nothing_of_dassl_and_registers_only_lamm_trainers():
         [sys.executable, "-c", code], env=env, cwd=os.path.dirname(REPO), capture_output=True, text=True
     )
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split("\n")[:2] == ["['LAMM_CoOp', 'LAMM_MaPLe', 'LAMM_VPT']", "[]"]
+    assert out.stdout.split("\n")[:2] == ["['LAMM_CoCoOp', 'LAMM_CoOp', 'LAMM_KgCoOp', 'LAMM_MaPLe', 'LAMM_VPT']", "[]"]

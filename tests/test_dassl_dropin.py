@@ -260,3 +260,20 @@ def test_drop_in_recipe(host, tmp_path):
     new = json.loads((tmp_path / "new" / "results.json").read_text())
     assert "val_result=None" in out and new["checkpoint"]["epoch"] == 2
     assert new["classnames"] == trained["classnames"][2:]
+
+
+def test_drop_in_line_gives_every_lamm_trainer(host, tmp_path):
+    """The same one line gives LAMM_CoCoOp and LAMM_KgCoOp (their nodes too) in the host repository."""
+    _, _, env = host
+    start = {"cwd": host[0], "env": env, "stdout": subprocess.PIPE, "stderr": subprocess.STDOUT, "text": True}
+    runs = {}
+    for trainer in ("LAMM_CoCoOp", "LAMM_KgCoOp"):
+        opts = ("OPTIM.MAX_EPOCH", "1", f"TRAINER.{trainer.upper()}.PREC", "fp32")
+        runs[trainer] = subprocess.Popen(host_command(host, trainer, tmp_path / trainer) + list(opts), **start)
+    for trainer, process in runs.items():
+        out = finish(process)
+        method = trainer.split("_")[1].lower()
+        assert f"Building {method} (with LAMM)" in out and "logit_alignment" in out
+        assert ("kg_alignment" in out) is (trainer == "LAMM_KgCoOp")
+        result = json.loads((tmp_path / trainer / "results.json").read_text())
+        assert result["method"] == method and result["dataset"] == "OxfordPets"

@@ -109,3 +109,22 @@ def test_parse_results_base_to_new(tmp_path):
     assert out.returncode == 0, out.stderr
     assert "80.00 ± 0.00" in out.stdout and "60.00 ± 0.00" in out.stdout and "68.57" in out.stdout  # 2*80*60/140
     assert parse(str(tmp_path / "nothing")).returncode == 1
+
+
+@pytest.mark.parametrize(
+    ("trainer", "cfg", "epochs"),
+    [
+        ("LAMM_CoCoOp", "vit_b16_c4_ep10_batch1_ctxv1", "10"),
+        ("CoCoOp", "vit_b16_c4_ep10_batch1_ctxv1", "10"),
+        ("LAMM_KgCoOp", "vit_b16_ep100_ctxv1", "100"),
+        ("KgCoOp", "vit_b16_ep100_ctxv1", "100"),
+    ],
+)
+def test_base_to_new_commands_of_more_hosts(trainer, cfg, epochs):
+    env = {"TRAINER": trainer, "CFG": cfg}
+    (train_cmd,) = dry_run("lamm/base2new_train.sh", "dtd", "1", **env)
+    (test_cmd,) = dry_run("lamm/base2new_test.sh", "dtd", "1", LOADEP=epochs, **env)
+    model_dir = f"out/base2new/train_base/dtd/shots_16/{trainer}/{cfg}/seed1"
+    assert f"--trainer {trainer}" in train_cmd and f"--output-dir {model_dir}" in train_cmd
+    assert os.path.isfile(f"{REPO}/configs/trainers/{trainer}/{cfg}.yaml") and f"{trainer}/{cfg}.yaml" in train_cmd
+    assert f"--model-dir {model_dir}" in test_cmd and f"--load-epoch {epochs} --eval-only" in test_cmd

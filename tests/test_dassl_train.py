@@ -30,6 +30,7 @@ DEMO_CONFIGS = {
     "LAMM_VPT": "configs/trainers/LAMM_VPT/demo_cpu.yaml",
     "CoOp": "configs/trainers/CoOp/demo_cpu.yaml",
     "ZeroshotCLIP": "configs/trainers/ZeroshotCLIP/demo_cpu.yaml",
+    **{t: f"configs/trainers/{t}/demo_cpu.yaml" for t in ("CoCoOp", "KgCoOp", "LAMM_CoCoOp", "LAMM_KgCoOp")},
 }
 # 4 classes (2 base + 2 new), 2 shots: 8 training images, 2 batches per epoch.
 SMALL_DATA = [
@@ -244,6 +245,23 @@ def test_baselines(data_root, tmp_path):
     zeroshot = run("ZeroshotCLIP", data_root, zs, "--eval-only")
     assert zeroshot.optim is None and not zeroshot.model.trainable_parameters()
     assert results(zs)["method"] == "zeroshot" and results(zs)["checkpoint"] is None
+
+
+@pytest.mark.parametrize("host", ["CoCoOp", "KgCoOp"])
+def test_more_hosts_train_and_reload(host, data_root, tmp_path):
+    """CoCoOp and KgCoOp, with and without LAMM: train, log their own terms, reload to the same accuracy."""
+    method_terms = ("kg_alignment",) if host == "KgCoOp" else ()
+    for trainer in (host, f"LAMM_{host}"):
+        out = str(tmp_path / trainer)
+        run(trainer, data_root, out, opts=("OPTIM.MAX_EPOCH", "1"))
+        line = epoch_lines(read_logs(out), 1)[-1]
+        lamm = trainer.startswith("LAMM_")
+        terms = (*LOSS_TERMS, *method_terms) if lamm else ("ce", *method_terms)
+        assert all(f" {term} " in line for term in terms), line
+        assert lamm or set(LOSS_TERMS[1:]).isdisjoint(line.split())
+        assert results(out)["method"] == host.lower() and results(out)["lamm"] is lamm
+        run(trainer, data_root, str(tmp_path / f"{trainer}_eval"), "--eval-only", "--model-dir", out)
+        assert results(str(tmp_path / f"{trainer}_eval"))["accuracy"] == results(out)["accuracy"]
 
 
 def test_best_val(data_root, tmp_path):

@@ -1,7 +1,8 @@
 """Host methods against their original code (logits and gradients to 1e-5 on the same random CLIP).
 
 Needs checkouts, given by environment variables: MAPLE_ORIGINAL_REPO (github.com/muzairkhattak/
-multimodal-prompt-learning: MaPLe and VPT) and COOP_ORIGINAL_REPO (github.com/KaiyangZhou/CoOp), plus Dassl.
+multimodal-prompt-learning: MaPLe and VPT), COOP_ORIGINAL_REPO (github.com/KaiyangZhou/CoOp: CoOp and CoCoOp) and
+KGCOOP_ORIGINAL_REPO (the ``KgCoOp/`` folder of github.com/htyao89/KgCoOp), plus Dassl.
 Without them these tests skip; the placement of every prompt is also checked without them in test_placement.py.
 """
 
@@ -15,7 +16,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
-REPOS = {"maple": "MAPLE_ORIGINAL_REPO", "coop": "COOP_ORIGINAL_REPO"}
+REPOS = {"maple": "MAPLE_ORIGINAL_REPO", "coop": "COOP_ORIGINAL_REPO", "kgcoop": "KGCOOP_ORIGINAL_REPO"}
 CASES = {
     "maple-shallow": "maple",
     "maple-deep": "maple",
@@ -26,6 +27,10 @@ CASES = {
     "coop-front": "coop",
     "coop-csc": "coop",
     "coop-init": "coop",
+    "cocoop-init": "coop",
+    "cocoop-random": "coop",
+    "kgcoop-init": "kgcoop",
+    "kgcoop-random": "kgcoop",
 }
 
 
@@ -39,5 +44,5 @@ def test_host_method_matches_original_code(case):
     from host_parity import compare
 
     result = compare(case, path)
-    for key in ("logits rel", "grad rel"):
+    for key in ("logits rel", "loss rel", "grad rel"):
         assert result[key] < 1e-5, (key, result)

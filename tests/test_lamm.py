@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from lamm_plugin import LAMMConfig, build_model
-from lamm_plugin.config import CoOpConfig, MaPLeConfig, VPTConfig, ZeroshotConfig
+from lamm_plugin.config import CoCoOpConfig, CoOpConfig, KgCoOpConfig, MaPLeConfig, VPTConfig, ZeroshotConfig
 
 METHOD_CASES = {
     "coop": CoOpConfig(n_ctx=4),
@@ -20,6 +20,8 @@ METHOD_CASES = {
     "vpt": VPTConfig(n_ctx_vision=4),
     "vpt-deep": VPTConfig(n_ctx_vision=4, prompt_depth_vision=3),
     "zeroshot": ZeroshotConfig(dataset="OxfordPets"),
+    "cocoop": CoCoOpConfig(),
+    "kgcoop": KgCoOpConfig(dataset="OxfordPets"),
 }
 
 
@@ -101,6 +103,8 @@ EXPECTED_TRAINABLE = {
     "vpt": {"method.shallow"},
     "vpt-deep": {"method.shallow", "method.deep.0", "method.deep.1"},
     "zeroshot": set(),
+    "cocoop": {"method.ctx", *{f"method.meta_net.linear{i}.{w}" for i in (1, 2) for w in ("weight", "bias")}},
+    "kgcoop": {"method.ctx"},
 }
 
 
@@ -227,7 +231,7 @@ def test_truncation_does_not_change_losses_or_gradients(tiny_clip, classnames):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.parametrize("case", ["coop", "maple", "vpt-deep"])
+@pytest.mark.parametrize("case", ["coop", "maple", "vpt-deep", "cocoop"])
 def test_checkpoint_round_trip(tiny_clip, classnames, case, tmp_path):
     torch.manual_seed(0)
     model = _build(case, tiny_clip, classnames).train()
@@ -411,3 +415,14 @@ def test_checkpoint_restores_initial_label_values(tiny_clip, classnames):
     for i, name in enumerate(order):
         torch.testing.assert_close(class_init(fresh, i), class_init(theirs, classnames.index(name)))
     assert not torch.equal(fresh.label_embedding.init, _build("coop", tiny_clip, order).label_embedding.init)
+
+
+def test_cocoop_evaluation_in_chunks_of_images_equals_one_pass(tiny_clip, classnames, monkeypatch):
+    import lamm_plugin.lamm as lamm_module
+
+    torch.manual_seed(0)
+    model = _build("cocoop", tiny_clip, classnames).eval()
+    images, _ = _batch(n=5)
+    whole = model(images).logits
+    monkeypatch.setattr(lamm_module, "EVAL_PROMPTS_PER_PASS", 2 * len(classnames))  # 2 images per pass
+    torch.testing.assert_close(model(images).logits, whole, rtol=1e-6, atol=1e-6)

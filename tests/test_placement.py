@@ -7,6 +7,9 @@ input of blocks ``1 .. J-1`` the ``n`` positions after SOS are replaced by fresh
 gets the linear projections of the same prompts appended after the class and patch tokens.
 VPT (Jia et al., ECCV 2022): ``n`` tokens appended after the class and patch tokens; deep VPT replaces them at
 the input of blocks ``1 .. depth-1``. Prompt outputs never enter the pooled feature.
+CoCoOp (Zhou et al., CVPR 2022): image i's prompts are ``[SOS] ctx + meta_net(f_i / |f_i|) [CLASS] . [EOS]``, one
+per class. KgCoOp (Yao et al., CVPR 2023): CoOp's logits; its term is 1 - mean_c cos(t_c, frozen CLIP's feature of
+the hand-crafted prompt of class c).
 These forwards share nothing with :mod:`lamm_plugin.encoders` but CLIP's own blocks.
 """
 
@@ -16,7 +19,7 @@ import pytest
 import torch
 
 from lamm_plugin import LAMMConfig, build_model
-from lamm_plugin.config import CoOpConfig, MaPLeConfig, VPTConfig
+from lamm_plugin.config import CoCoOpConfig, CoOpConfig, KgCoOpConfig, MaPLeConfig, VPTConfig
 
 
 def _text_tower(clip, x, eot, deep=()):
@@ -154,3 +157,51 @@ def test_maple_deep_projections_start_cloned_only_when_asked(tiny_clip, classnam
     first, second = build_model("maple", tiny_clip, classnames, cfg, LAMMConfig(enabled=False)).method.deep_proj
     assert torch.equal(first.weight, second.weight) == clone
     assert first.weight.data_ptr() != second.weight.data_ptr()  # copies, trained separately
+
+
+@pytest.mark.parametrize("lamm", [False, True])
+def test_cocoop_prompts_are_per_image(tiny_clip64, classnames, lamm):
+    """Per image: the meta-network's bias on every context vector, every class; labels (if any) in each prompt."""
+    model = build_model("cocoop", tiny_clip64, classnames, CoCoOpConfig(), LAMMConfig(enabled=lamm)).double()
+    _randomise(model, 7)  # context, meta-network and label rows: all distinct
+    clip = tiny_clip64.model
+    tokens = tiny_clip64.tokenizer([f"a photo of a {n.replace('_', ' ')}." for n in classnames])
+    images = _images()
+    with torch.no_grad():
+        image = torch.nn.functional.normalize(clip.encode_image(images), dim=-1)
+        base = clip.token_embedding(tokens)
+        if lamm:  # the label rows take the class-name positions (after "a photo of a", before ".")
+            rows = model.label_embedding.rows()[model.row_index]
+            length = model.base_prompts.shape[1]  # flat positions index [C * length] (truncated prompts)
+            base = base.clone()
+            base[model.flat_position // length, model.flat_position % length] = rows.to(base.dtype)
+            assert int((model.flat_position % length).min()) == 5  # after SOS and "a photo of a" (1..4)
+        expected = []
+        for f in image:  # the original code's loop over images
+            x = base.clone()
+            x[:, 1:5] = model.method.ctx + model.method.meta_net(f)
+            text = torch.nn.functional.normalize(_text_tower(clip, x, tokens.argmax(-1)), dim=-1)
+            expected.append(clip.logit_scale.exp() * f @ text.t())
+        logits = model.eval()(images).logits
+    # Our logits are float32 (normalised features in float32), and the context goes into float32 prompt embeddings.
+    torch.testing.assert_close(logits, torch.stack(expected).float(), rtol=1e-5, atol=1e-5)
+
+
+def test_kgcoop_term_against_frozen_clip_hand_crafted_prompts(tiny_clip64, classnames):
+    cfg = KgCoOpConfig(dataset="DescribableTextures", kg_weight=3.0)
+    model = build_model("kgcoop", tiny_clip64, classnames, cfg, LAMMConfig(enabled=False)).double().train()
+    _randomise(model, 8)
+    clip = tiny_clip64.model
+    names = [n.replace("_", " ") for n in classnames]
+    labels = torch.tensor([0, 3, 1])
+    with torch.no_grad():
+        x = clip.token_embedding(tiny_clip64.tokenizer([f"a photo of a {n}." for n in names])).clone()
+        x[:, 1:5] = model.method.ctx
+        text = _text_tower(clip, x, tiny_clip64.tokenizer([f"a photo of a {n}." for n in names]).argmax(-1))
+        hand = clip.encode_text(tiny_clip64.tokenizer([f"a photo of a {n}, a type of texture." for n in names]))
+        cos = torch.nn.functional.cosine_similarity(text, hand, dim=-1)
+        out = model(_images(), labels)
+    kg = out.losses["kg_alignment"]
+    torch.testing.assert_close(kg, (1 - cos.mean()).float(), rtol=1e-6, atol=1e-6)
+    ce = torch.nn.functional.cross_entropy(out.logits, labels)
+    torch.testing.assert_close(out.losses["total"], ce + 3.0 * kg)

@@ -15,7 +15,7 @@ from open_clip.transformer import LayerNormFp32
 from torch import nn
 
 from lamm_plugin import LAMMConfig, build_model, load_clip
-from lamm_plugin.config import CoOpConfig, MaPLeConfig, VPTConfig, ZeroshotConfig
+from lamm_plugin.config import CoCoOpConfig, CoOpConfig, KgCoOpConfig, MaPLeConfig, VPTConfig, ZeroshotConfig
 
 LOW_PRECISIONS = {"fp16": torch.float16, "bf16": torch.bfloat16}
 CASES = {
@@ -24,6 +24,8 @@ CASES = {
     "maple": MaPLeConfig(prompt_depth=3),
     "vpt": VPTConfig(n_ctx_vision=4, prompt_depth_vision=3),
     "zeroshot": ZeroshotConfig(template="a photo of a {}."),
+    "cocoop": CoCoOpConfig(),
+    "kgcoop": KgCoOpConfig(),
 }
 
 

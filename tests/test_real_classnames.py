@@ -20,6 +20,7 @@ import torch
 
 import lamm_plugin
 from lamm_plugin import CoOpConfig, LAMMConfig, MaPLeConfig, VPTConfig, ZeroshotConfig
+from lamm_plugin.config import CoCoOpConfig, KgCoOpConfig
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "classnames"
 
@@ -54,6 +55,8 @@ CASES = {
     "maple": ("maple", MaPLeConfig(prompt_depth=2)),
     "vpt": ("vpt", VPTConfig(n_ctx_vision=2)),
     "zeroshot": ("zeroshot", ZeroshotConfig()),
+    "cocoop": ("cocoop", CoCoOpConfig()),
+    "kgcoop": ("kgcoop", KgCoOpConfig()),
 }
 
 

@@ -9,10 +9,13 @@ from lamm_plugin.dassl import add_baseline_config, dassl_default_cfg
 
 add_baseline_config(dassl_default_cfg())
 
+from trainers.cocoop import CoCoOp  # noqa: E402
 from trainers.coop import CoOp  # noqa: E402
-from trainers.lamm import LAMM_VPT, LAMM_CoOp, LAMM_MaPLe  # noqa: E402
+from trainers.kgcoop import KgCoOp  # noqa: E402
+from trainers.lamm import LAMM_VPT, LAMM_CoCoOp, LAMM_CoOp, LAMM_KgCoOp, LAMM_MaPLe  # noqa: E402
 from trainers.maple import MaPLe  # noqa: E402
 from trainers.vpt import VPT  # noqa: E402
 from trainers.zsclip import ZeroshotCLIP  # noqa: E402
 
 __all__ = ["VPT", "CoOp", "LAMM_CoOp", "LAMM_MaPLe", "LAMM_VPT", "MaPLe", "ZeroshotCLIP"]
+__all__ += ["CoCoOp", "KgCoOp", "LAMM_CoCoOp", "LAMM_KgCoOp"]

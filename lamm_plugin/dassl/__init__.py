@@ -28,11 +28,13 @@ from lamm_plugin.dassl.config import (
     lamm_config_from_cfg,
     method_config_from_cfg,
 )
-from lamm_plugin.dassl.trainer import LAMM_VPT, TRAINERS, LAMM_CoOp, LAMM_MaPLe, PromptTrainer
+from lamm_plugin.dassl.trainer import LAMM_VPT, TRAINERS, LAMM_CoCoOp, LAMM_CoOp, LAMM_KgCoOp, LAMM_MaPLe, PromptTrainer
 
 __all__ = [
     "ConfigKeyError",
+    "LAMM_CoCoOp",
     "LAMM_CoOp",
+    "LAMM_KgCoOp",
     "LAMM_MaPLe",
     "LAMM_VPT",
     "PromptTrainer",

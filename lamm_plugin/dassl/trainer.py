@@ -60,7 +60,7 @@ from lamm_plugin.dassl.results import (
     write_json,
 )
 
-__all__ = ["LAMM_CoOp", "LAMM_MaPLe", "LAMM_VPT", "TRAINERS", "PromptTrainer"]
+__all__ = ["LAMM_CoCoOp", "LAMM_CoOp", "LAMM_KgCoOp", "LAMM_MaPLe", "LAMM_VPT", "TRAINERS", "PromptTrainer"]
 
 #: Keys a saved checkpoint adds to ``model.checkpoint_state()`` (Dassl's names, then what an exact resume needs).
 TRAINING_KEYS = ("epoch", "optimizer", "scheduler", "val_result", "scaler", "rng", "best_result", "train_seconds")
@@ -106,7 +106,7 @@ class PromptTrainer(TrainerX):
     def method_config(self) -> Any:
         """The method's dataclass config from ``TRAINER.<NODE>``."""
         method_cfg = method_config_from_cfg(self.cfg, self.NODE)
-        if self.METHOD == "zeroshot" and not method_cfg.dataset:
+        if getattr(method_cfg, "dataset", None) == "":  # hand-crafted template of this dataset (zero-shot, KgCoOp)
             method_cfg = dataclasses.replace(method_cfg, dataset=self.cfg.DATASET.NAME)
         return method_cfg
 
@@ -516,4 +516,19 @@ class LAMM_VPT(PromptTrainer):
     NODE = "LAMM_VPT"
 
 
+class LAMM_CoCoOp(PromptTrainer):
+    """CoCoOp (per-image context from a meta-network) with LAMM: label rows in every per-image prompt."""
+
+    METHOD = "cocoop"
+    NODE = "LAMM_COCOOP"
+
+
+class LAMM_KgCoOp(PromptTrainer):
+    """KgCoOp (CoOp + knowledge-guided term ``kg_alignment``, weight ``KG_WEIGHT``) with LAMM."""
+
+    METHOD = "kgcoop"
+    NODE = "LAMM_KGCOOP"
+
+
 TRAINERS = (LAMM_CoOp, LAMM_MaPLe, LAMM_VPT)
+TRAINERS += (LAMM_CoCoOp, LAMM_KgCoOp)

@@ -61,6 +61,8 @@ class PromptMethod(nn.Module):
 
     name: ClassVar[str]
     config_class: ClassVar[type]
+    #: The context depends on the image (CoCoOp): text features are computed per image, see :meth:`image_context`.
+    image_conditioned: ClassVar[bool] = False
 
     def __init__(self, cfg: Any, clip: CLIPBundle, classnames: Sequence[str]) -> None:
         super().__init__()
@@ -85,6 +87,20 @@ class PromptMethod(nn.Module):
 
     def check_classnames(self, classnames: Sequence[str]) -> None:
         """Raise if the method cannot serve this class set (e.g. class-specific context for other classes)."""
+
+    def image_context(self, image_features: torch.Tensor) -> torch.Tensor:
+        """Per-image context vectors ``[B, n_ctx, width]`` from L2-normalised image features ``[B, E]`` (only for
+        methods with ``image_conditioned = True``)."""
+        raise NotImplementedError(f"{type(self).__name__} does not condition its context on the image.")
+
+    def extra_losses(self, text: torch.Tensor, classnames: Sequence[str]) -> dict[str, tuple[float, torch.Tensor]]:
+        """The method's own loss terms besides cross-entropy, as ``name -> (weight, unweighted value)``.
+
+        Args:
+            text: ``[C, E]`` L2-normalised class text features of this step (learned labels when LAMM is on).
+            classnames: The current class names, in label order.
+        """
+        return {}
 
 
 def token_embeddings(clip: CLIPBundle, text: str) -> torch.Tensor:
