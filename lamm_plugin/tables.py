@@ -252,10 +252,12 @@ def build_fewshot(runs: list[Run], reference: dict) -> list[Table]:
     """Per method: datasets x shots, plus the average over the datasets; the figure's numbers beside ours."""
     fig = reference.get("fewshot", {})
     datasets = _order(r.dataset for r in runs)
-    shots = sorted({r.shots for r in runs})
+    trained = sorted({r.shots for r in runs if r.shots > 0})
     cells = _by(runs, "method", "dataset", "shots")
     tables = []
     for method in sorted({r.method for r in runs}):
+        # zero-shot methods (only 0-shot runs) get their one column; trained ones every shot count of the tree
+        shots = trained if any(r.shots > 0 for r in runs if r.method == method) else [0]
         name = paper_name(method)
         title = f"Few-shot top-1 accuracy (%), {_method_label(method)}"
         table = Table(f"fewshot_{name}_{method.replace('/', '_')}", title,
@@ -341,8 +343,24 @@ def build_xd(runs: list[Run], reference: dict) -> list[Table]:
     return tables
 
 
-register_table_kind("fewshot", _tail_parser("fewshot", None), build_fewshot)
-register_table_kind("base2new", _tail_parser("base2new", ("train_base", "test_new")), build_base2new)
+def _zeroshot_parser(subs: dict[str, str], inner):
+    """Also read ``zeroshot/<sub>/<dataset>/<trainer>/<cfg>`` (scripts/zsclip/zeroshot.sh: no seed, 0 shots)."""
+
+    def parse(parts: Sequence[str]) -> Optional[dict]:
+        if len(parts) >= 5 and parts[-5] == "zeroshot" and parts[-4] in subs:
+            sub, ds, trainer, cfg = parts[-4:]
+            return {"split": subs[sub], "dataset": ds, "shots": 0, "method": f"{trainer}/{cfg}", "seed": 1}
+        return inner(parts)
+
+    return parse
+
+
+register_table_kind("fewshot", _zeroshot_parser({"all": ""}, _tail_parser("fewshot", None)), build_fewshot)
+register_table_kind(
+    "base2new",
+    _zeroshot_parser({"base": "train_base", "new": "test_new"}, _tail_parser("base2new", ("train_base", "test_new"))),
+    build_base2new,
+)
 register_table_kind("xd", _tail_parser("xd", ("train", "test")), build_xd)
 
 
@@ -473,7 +491,7 @@ def fewshot_figure(runs: list[Run], path_stem: str, reference: Optional[dict] = 
     datasets = _order(r.dataset for r in runs)
     cells = _by(runs, "method", "dataset", "shots")
     methods = sorted({r.method for r in runs})
-    shots = sorted({r.shots for r in runs})
+    shots = sorted({r.shots for r in runs if r.shots > 0})
     names = sorted({paper_name(m) for m in methods}, key=lambda n: (PAPER_METHODS + (n,)).index(n))
     colors = {n: f"C{i}" for i, n in enumerate(dict.fromkeys(list(PAPER_METHODS) + names))}
     panels = datasets + ["Average"]
@@ -499,6 +517,10 @@ def fewshot_figure(runs: list[Run], path_stem: str, reference: Optional[dict] = 
                     c = seed_cell(cells.get((method, panel, k), {}))
                 if c.mean is not None:
                     xs.append(k), ys.append(c.mean), es.append(c.std or 0.0)
+            zero = cells.get((method, panel, 0), {}) if panel != "Average" else None
+            if not xs and zero:  # a zero-shot method: a horizontal line
+                ax.axhline(statistics.fmean(zero.values()), ls=":", color=colors[paper_name(method)],
+                           label=f"{paper_name(method)} (ours, 0 shots)")  # fmt: skip
             if xs:
                 ax.errorbar(xs, ys, yerr=es, fmt="-o", color=colors[paper_name(method)], ms=4, capsize=2,
                             label=f"{paper_name(method)} (ours)")  # fmt: skip
