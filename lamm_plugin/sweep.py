@@ -339,7 +339,15 @@ def _spawn_workers(args: argparse.Namespace, argv: Sequence[str], since: float) 
         if device is not None:
             env["CUDA_VISIBLE_DEVICES"] = device
         label = f"w{k}" + (f" gpu{device}" if device is not None else "")
-        cmd = [sys.executable, "-m", "lamm_plugin.sweep", *argv, "--_worker", label, "--_since", str(since)]
+        cmd = [
+            sys.executable,
+            os.path.join(REPO, "scripts", "sweep.py"),
+            *argv,
+            "--_worker",
+            label,
+            "--_since",
+            str(since),
+        ]
         cmd += ["--_outcomes", out, "--workers", "1", "--gpus", ""]
         procs.append((subprocess.Popen(cmd, env={**env, "PYTHONPATH": _pythonpath(env)}), out))
     outcomes = []

@@ -19,9 +19,11 @@ import sys
 from collections.abc import Sequence
 from typing import Optional
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from lamm_plugin import tables as T  # noqa: E402
+from _light import light_import  # noqa: E402
+
+T = light_import("tables")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -3,9 +3,9 @@
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from lamm_plugin.sweep import main  # noqa: E402
+from _light import light_import  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(light_import("sweep").main())
