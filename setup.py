@@ -30,6 +30,7 @@ setup(
     license="MIT",
     python_requires=">=3.9",
     packages=find_packages(include=["lamm_plugin", "lamm_plugin.*"]),
+    package_data={"lamm_plugin": ["reference/*.csv", "reference/README.md"]},
     install_requires=[
         "torch>=2.0",
         "torchvision>=0.15",
@@ -41,9 +42,11 @@ setup(
         "pillow",
     ],
     extras_require={
-        # tabulate and matplotlib: the tables and figure of python -m lamm_plugin.interpret (tested).
-        "test": ["pytest>=7", "ruff>=0.5", "tabulate", "matplotlib"],
-        "interpret": ["tabulate", "matplotlib"],
+        # The tests cover the tables and figures (tabulate, matplotlib) and the submitit sweep engine.
+        "test": ["pytest>=7", "ruff>=0.5", "tabulate", "matplotlib>=3.5", "submitit>=1.4"],
+        "interpret": ["tabulate", "matplotlib>=3.5"],  # python -m lamm_plugin.interpret
         "dassl": DASSL_RUNTIME,
+        "plots": ["matplotlib>=3.5"],  # the few-shot figure of scripts/make_tables.py
+        "cluster": ["submitit>=1.4"],  # scripts/lamm/sweep.sh --engine submitit (SLURM)
     },
 )

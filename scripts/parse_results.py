@@ -74,9 +74,14 @@ def harmonic_mean(base: float, new: float) -> float:
     return 0.0 if base + new == 0 else 2 * base * new / (base + new)
 
 
+def natural_key(text: str) -> list[Any]:
+    """Sort key with numbers compared as numbers (``shots_2`` before ``shots_16``)."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
+
+
 def summarise(table: dict[str, dict[str, float]]) -> list[dict[str, Any]]:
     rows = []
-    for experiment in sorted(table):
+    for experiment in sorted(table, key=natural_key):
         values = [table[experiment][seed] for seed in sorted(table[experiment])]
         mean, std = mean_std(values)
         rows.append({"experiment": experiment, "seeds": len(values), "mean": mean, "std": std, "values": values})
@@ -86,7 +91,7 @@ def summarise(table: dict[str, dict[str, float]]) -> list[dict[str, Any]]:
 def base2new_rows(table: dict[str, dict[str, float]]) -> list[dict[str, Any]]:
     """Pair ``train_base/<x>`` (base accuracy) with ``test_new/<x>`` (new accuracy); H from the mean accuracies."""
     rows = []
-    for experiment in sorted(table):
+    for experiment in sorted(table, key=natural_key):
         head, _, rest = experiment.partition("/")
         if head != "train_base" or f"test_new/{rest}" not in table:
             continue
@@ -166,10 +171,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.base2new and not rows:
         print("No train_base/... folder with a matching test_new/... folder", file=sys.stderr)
         return 1
-    print(render(rows, args.format, args.metric, args.digits, args.base2new))
-    if not args.base2new and args.format == "table" and len(rows) > 1:
-        means = [r["mean"] for r in rows]
-        print(f"average over {len(rows)} rows: {statistics.fmean(means):.{args.digits}f}")
+    lines = [render(rows, args.format, args.metric, args.digits, args.base2new)]
+    if not args.base2new and args.format == "table":
+        # Average over datasets within one setting (the path without its first part, the dataset), never across
+        # methods or shots.
+        groups: dict[str, list[float]] = {}
+        for r in rows:
+            groups.setdefault(r["experiment"].partition("/")[2] or ".", []).append(r["mean"])
+        for setting in sorted(groups, key=natural_key):
+            if len(groups[setting]) > 1:
+                mean = statistics.fmean(groups[setting])
+                lines.append(f"average over {len(groups[setting])} datasets of {setting}: {mean:.{args.digits}f}")
+        lines.append("Paper tables (per method, missing runs shown): python scripts/make_tables.py OUTPUT")
+    try:
+        print("\n".join(lines))
+        sys.stdout.flush()
+    except BrokenPipeError:  # `| head`: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0 if all(math.isfinite(r.get("mean", r.get("hm", 0.0))) for r in rows) else 1
 
 

@@ -96,7 +96,7 @@ def test_parse_results_mean_std_over_seeds(tmp_path):
     # population std of 70, 72, 74 = 1.63
     assert any("dtd/shots_16/LAMM_CoOp/cfg" in line and "3" in line and "72.00 ± 1.63" in line for line in lines)
     assert any("eurosat/shots_16/LAMM_CoOp/cfg" in line and "80.12 ± 0.00" in line for line in lines)
-    assert "average over 2 rows: 76.06" in out.stdout
+    assert "average over 2 datasets of shots_16/LAMM_CoOp/cfg: 76.06" in out.stdout
     rows = json.loads(parse(str(tmp_path / "fewshot"), "--metric", "macro_f1", "--format", "json").stdout)
     assert rows[0]["mean"] == pytest.approx(62.0) and rows[0]["seeds"] == 3
 

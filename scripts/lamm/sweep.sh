@@ -1,15 +1,22 @@
 #!/bin/bash
-# Every job of one benchmark table, seeds 1 2 3 (one after the other; run several copies of this script on
-# different GPUs with different SEEDS to parallelise, finished jobs are skipped).
+# Every job of one benchmark table, seeds 1 2 3. fewshot, base2new and xd run through lamm_plugin/sweep.py:
+# finished jobs are skipped (rerun the same command to resume), a failed job is recorded and the others go on
+# (exit 1 at the end, after a summary), progress shows i/N and an ETA, several workers never take the same job.
 #
-# Usage: scripts/lamm/sweep.sh fewshot|base2new|xd|continual
+# Usage: scripts/lamm/sweep.sh fewshot|base2new|xd [KEY VALUE ...] [--dry-run] [--gpus 0,1,...] [--workers N]
+#                             [--engine submitit [--cluster slurm|local] [--partition P]]
+#        scripts/lamm/sweep.sh continual
 #   TRAINER, CFG, DATA, OUTPUT as for the single-job scripts; SEEDS (default "1 2 3");
-#   DATASETS (default: the 11 datasets of CoOp's benchmark); SHOTS_LIST for fewshot (default "1 2 4 8 16").
-# Then: python scripts/parse_results.py ${OUTPUT:-output}/<benchmark>   (see docs/RUN.md)
+#   DATASETS (default: the 11 datasets of CoOp's benchmark); SHOTS_LIST for fewshot (default "1 2 4 8 16");
+#   KEY VALUE pairs are config overrides added to every job; SWEEP_PYTHON runs the sweep (default: python).
+# Then: python scripts/make_tables.py ${OUTPUT:-output}   (see docs/RUN.md)
 
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
-BENCH=$1
+BENCH=${1:-}
+if [ "${BENCH}" != "continual" ]; then
+    exec "${SWEEP_PYTHON:-python}" "${HERE}/../sweep.py" "$@"
+fi
 SEEDS="${SEEDS:-1 2 3}"
 DATASETS="${DATASETS:-caltech101 dtd eurosat fgvc_aircraft food101 oxford_flowers oxford_pets stanford_cars sun397 ucf101 imagenet}"
 SHOTS_LIST="${SHOTS_LIST:-1 2 4 8 16}"

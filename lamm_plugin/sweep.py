@@ -1,0 +1,470 @@
+"""Benchmark sweeps: the job list of a table, run so that failures, restarts and several workers are safe.
+
+A *job* is one or more ``scripts/lamm/*.sh`` calls (a base-to-new job trains, then tests; a cross-dataset job
+trains on the source, then tests every target). A job is finished when every step's folder holds
+``results.json``; finished jobs are skipped, so rerunning the same command resumes a sweep.
+
+* A failing step is recorded (``sweep_failed.json`` with its console log beside it) and the sweep goes on; the
+  sweep exits with 1 at the end, after a summary of done / skipped / failed jobs.
+* Several workers (``--workers N`` or ``--gpus 0,1,...``: one worker per GPU, pinned with
+  ``CUDA_VISIBLE_DEVICES``) take jobs from the same list; an atomic lock file in the job's folder (created with
+  ``O_CREAT | O_EXCL``, naming its owner's host and pid) makes sure no job runs twice. A lock whose owner process
+  is dead (same host) is stale and taken over.
+* ``--engine submitit`` submits one array job per sweep to SLURM (or submitit's ``local``/``debug`` executors),
+  one task per unfinished job; rerunning the same command submits only what is still unfinished.
+
+Only the standard library; ``submitit`` is imported when that engine is used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+__all__ = ["Job", "Step", "JobLock", "build_jobs", "run_job", "run_worker", "main"]
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPTS = os.path.join(REPO, "scripts", "lamm")
+RESULTS_FILENAME = "results.json"
+LOCK_FILENAME = "sweep.lock"
+FAILED_FILENAME = "sweep_failed.json"
+CONSOLE_FILENAME = "console.txt"
+BENCHMARKS = ("fewshot", "base2new", "xd")
+
+ELEVEN = "caltech101 dtd eurosat fgvc_aircraft food101 oxford_flowers oxford_pets stanford_cars sun397 ucf101 imagenet"
+XD_TARGETS = ELEVEN.replace(" imagenet", "") + " imagenetv2 imagenet_sketch imagenet_a imagenet_r"
+# Environment read by the sweep and passed on to the job scripts (see scripts/lamm/common.sh).
+DEFAULTS = {
+    "TRAINER": "LAMM_CoOp",
+    "CFG": "vit_b16_ep50_ctxv1",
+    "SEEDS": "1 2 3",
+    "DATASETS": ELEVEN,
+    "SHOTS_LIST": "1 2 4 8 16",
+    "SHOTS": "16",
+    "SOURCE": "imagenet",
+    "XD_TARGETS": XD_TARGETS,
+    "OUTPUT": "./output",
+    "DATA": "./data",
+}
+
+
+@dataclass
+class Step:
+    """One script call; finished when ``out_dir/results.json`` exists."""
+
+    argv: list[str]
+    out_dir: str
+
+    def finished(self) -> bool:
+        return os.path.isfile(os.path.join(self.out_dir, RESULTS_FILENAME))
+
+
+@dataclass
+class Job:
+    """Steps run in order; when the first fails, the others (which need its model) are not run."""
+
+    name: str
+    steps: list[Step]
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def folder(self) -> str:
+        return self.steps[0].out_dir
+
+    def finished(self) -> bool:
+        return all(step.finished() for step in self.steps)
+
+    def failed_since(self, since: float) -> bool:
+        """True when this job failed in the current sweep (started at ``since``)."""
+        path = os.path.join(self.folder, FAILED_FILENAME)
+        try:
+            return os.path.getmtime(path) >= since
+        except OSError:
+            return False
+
+
+def _words(env: dict[str, str], key: str) -> list[str]:
+    return env.get(key, DEFAULTS[key]).split()
+
+
+def build_jobs(bench: str, opts: Sequence[str] = (), environ: Optional[dict[str, str]] = None) -> list[Job]:
+    """Every job of ``bench`` (``fewshot``, ``base2new``, ``xd``), in the order of ``sweep.sh``: seed by seed.
+
+    ``opts`` (``KEY VALUE`` config overrides) are appended to every job; ``environ`` (default ``os.environ``)
+    supplies ``TRAINER``, ``CFG``, ``SEEDS``, ``DATASETS``, ``SHOTS_LIST``, ``SHOTS``, ``SOURCE``, ``XD_TARGETS``,
+    ``OUTPUT`` and ``DATA`` as documented in ``scripts/lamm/sweep.sh``.
+    """
+    if bench not in BENCHMARKS:
+        raise ValueError(f"Unknown benchmark {bench!r}: use one of {', '.join(BENCHMARKS)} (continual: sweep.sh)")
+    if len(opts) % 2:
+        raise ValueError(f"Config overrides come in KEY VALUE pairs; got an odd number: {' '.join(opts)}")
+    env = dict(os.environ if environ is None else environ)
+    get = {key: env.get(key, default) for key, default in DEFAULTS.items()}
+    trainer, cfg, out, shots = get["TRAINER"], get["CFG"], get["OUTPUT"], get["SHOTS"]
+    job_env = {key: get[key] for key in ("TRAINER", "CFG", "OUTPUT", "DATA", "SHOTS", "SOURCE")}
+    opts = list(opts)
+    tail = f"{trainer}/{cfg}"
+
+    def script(name: str, *args: str) -> list[str]:
+        return ["bash", os.path.join(SCRIPTS, name), *args, *opts]
+
+    jobs = []
+    for seed in _words(env, "SEEDS"):
+        if bench == "fewshot":
+            for k in _words(env, "SHOTS_LIST"):
+                for ds in _words(env, "DATASETS"):
+                    step = Step(script("fewshot.sh", ds, k, seed), f"{out}/fewshot/{ds}/shots_{k}/{tail}/seed{seed}")
+                    jobs.append(Job(f"fewshot {ds} shots={k} {tail} seed={seed}", [step], job_env))
+        elif bench == "base2new":
+            for ds in _words(env, "DATASETS"):
+                common = f"{ds}/shots_{shots}/{tail}/seed{seed}"
+                steps = [
+                    Step(script("base2new_train.sh", ds, seed), f"{out}/base2new/train_base/{common}"),
+                    Step(script("base2new_test.sh", ds, seed), f"{out}/base2new/test_new/{common}"),
+                ]
+                jobs.append(Job(f"base2new {ds} {tail} seed={seed}", steps, job_env))
+        else:
+            source = get["SOURCE"]
+            steps = [Step(script("xd_train.sh", seed), f"{out}/xd/train/{source}/shots_{shots}/{tail}/seed{seed}")]
+            for ds in _words(env, "XD_TARGETS"):
+                steps.append(
+                    Step(script("xd_test.sh", ds, seed), f"{out}/xd/test/{ds}/shots_{shots}/{tail}/seed{seed}")
+                )
+            jobs.append(Job(f"xd {source} -> {len(steps) - 1} targets {tail} seed={seed}", steps, job_env))
+    return jobs
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Locks
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class JobLock:
+    """An exclusive lock file ``<folder>/sweep.lock`` holding ``{"host", "pid", "time"}`` of its owner.
+
+    ``acquire()`` is atomic (``O_CREAT | O_EXCL``); a lock left by a dead process of this host is removed and
+    taken. Locks of other hosts are never broken (their pid means nothing here): delete the file by hand when
+    such a worker died.
+    """
+
+    def __init__(self, folder: str) -> None:
+        self.path = os.path.join(folder, LOCK_FILENAME)
+        self.held = False
+
+    def owner(self) -> Optional[dict[str, Any]]:
+        try:
+            with open(self.path) as f:
+                return json.load(f)
+        except (OSError, ValueError):
+            return None
+
+    def _stale(self) -> bool:
+        owner = self.owner()
+        if owner is None:
+            # Being written right now, or damaged: stale only when old.
+            try:
+                return time.time() - os.path.getmtime(self.path) > 60
+            except OSError:
+                return True
+        return owner.get("host") == socket.gethostname() and not _pid_alive(int(owner.get("pid", -1)))
+
+    def acquire(self) -> bool:
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                if not self._stale():
+                    return False
+                stale = self.path + f".stale.{os.getpid()}"
+                try:
+                    os.rename(self.path, stale)  # only one worker wins the rename of a stale lock
+                    os.remove(stale)
+                except OSError:
+                    return False
+                continue
+            with os.fdopen(fd, "w") as f:
+                json.dump({"host": socket.gethostname(), "pid": os.getpid(), "time": time.time()}, f)
+            self.held = True
+            return True
+        return False
+
+    def release(self) -> None:
+        if self.held:
+            self.held = False
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(self.path)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Running
+
+
+def run_job(job: Job, since: Optional[float] = None) -> dict[str, Any]:
+    """Run ``job`` under its lock. Returns ``{"name", "status", "seconds", "log"?, "owner"?}``.
+
+    status: ``done`` (ran and finished), ``skipped`` (already finished), ``taken`` (another worker holds its lock,
+    or failed it earlier in this sweep) or ``failed`` (``log``: the console file of the failing step).
+    """
+    since = time.time() if since is None else since
+    if job.finished():
+        return {"name": job.name, "status": "skipped", "seconds": 0.0}
+    lock = JobLock(job.folder)
+    if not lock.acquire():
+        return {"name": job.name, "status": "taken", "seconds": 0.0, "owner": lock.owner()}
+    start = time.time()
+    try:
+        if job.finished():  # finished by another worker between the check and the lock
+            return {"name": job.name, "status": "skipped", "seconds": 0.0}
+        if job.failed_since(since):
+            return {"name": job.name, "status": "taken", "seconds": 0.0, "owner": "failed earlier in this sweep"}
+        failure = None
+        for i, step in enumerate(job.steps):
+            if step.finished():
+                continue
+            os.makedirs(step.out_dir, exist_ok=True)
+            log = os.path.join(step.out_dir, CONSOLE_FILENAME)
+            with open(log, "a") as f:
+                f.write(f"$ {' '.join(step.argv)}\n")
+                f.flush()
+                rc = subprocess.run(
+                    step.argv, env={**os.environ, **job.env}, stdout=f, stderr=subprocess.STDOUT
+                ).returncode
+            if rc != 0 or not step.finished():
+                failure = failure or {"log": log, "returncode": rc, "step": " ".join(step.argv)}
+                if i == 0:
+                    break  # the later steps need this step's model
+        seconds = time.time() - start
+        if failure is None:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(os.path.join(job.folder, FAILED_FILENAME))
+            return {"name": job.name, "status": "done", "seconds": seconds}
+        record = {"name": job.name, "status": "failed", "seconds": seconds, **failure, "time": time.time()}
+        with open(os.path.join(job.folder, FAILED_FILENAME), "w") as f:
+            json.dump(record, f, indent=2)
+        return record
+    finally:
+        lock.release()
+
+
+def _fmt_time(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def _tail(path: str, lines: int = 5) -> str:
+    try:
+        with open(path, errors="replace") as f:
+            return "".join(f.readlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def run_worker(jobs: Sequence[Job], since: float, label: str = "") -> list[dict[str, Any]]:
+    """Take the jobs one by one (skipping finished and locked ones), printing ``[i/N]`` progress and an ETA."""
+    outcomes = []
+    durations: list[float] = []
+    n = len(jobs)
+    prefix = f"[{label}] " if label else ""
+    for i, job in enumerate(jobs, 1):
+        result = run_job(job, since)
+        outcomes.append(result)
+        status = result["status"]
+        if status in ("done", "failed"):
+            durations.append(result["seconds"])
+        left = sum(not j.finished() for j in jobs[i:])
+        eta = f", ETA {_fmt_time(left * sum(durations) / len(durations))}" if durations and left else ""
+        what = {"done": f"done in {result['seconds']:.0f} s", "skipped": "already finished, skipped"}.get(status, "")
+        if status == "taken":
+            what = f"taken by {result.get('owner')}"
+        elif status == "failed":
+            what = f"FAILED (exit {result['returncode']}), log: {result['log']}"
+        print(f"{prefix}[{i}/{n}] {job.name}: {what}{eta}", flush=True)
+        if status == "failed":
+            print(_tail(result["log"]).rstrip(), flush=True)
+    return outcomes
+
+
+def merge(jobs: Sequence[Job], outcomes: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """One status per job (a job run by one worker and seen as taken by others counts once, as run)."""
+    rank = {"failed": 3, "done": 2, "skipped": 1, "taken": 0}
+    best: dict[str, dict[str, Any]] = {}
+    for o in outcomes:
+        if o["name"] not in best or rank[o["status"]] > rank[best[o["name"]]["status"]]:
+            best[o["name"]] = o
+    summary: dict[str, list[dict[str, Any]]] = {"done": [], "skipped": [], "failed": [], "not run": []}
+    for job in jobs:
+        o = best.get(job.name)
+        if o is None or o["status"] == "taken":
+            summary["not run"].append(o or {"name": job.name})
+        else:
+            summary[o["status"]].append(o)
+    return summary
+
+
+def print_summary(summary: dict[str, list[dict[str, Any]]], seconds: float) -> int:
+    counts = ", ".join(f"{len(v)} {k}" for k, v in summary.items() if v or k != "not run")
+    print(f"Sweep summary: {counts} ({_fmt_time(seconds)})", flush=True)
+    for o in summary["failed"]:
+        print(f"  failed: {o['name']}\n    log: {o['log']}", flush=True)
+    for o in summary["not run"]:
+        print(f"  not run: {o['name']} (locked by {o.get('owner')})", flush=True)
+    return 1 if summary["failed"] or summary["not run"] else 0
+
+
+def _spawn_workers(args: argparse.Namespace, argv: Sequence[str], since: float) -> list[dict[str, Any]]:
+    devices = [d for d in args.gpus.split(",") if d] if args.gpus else [None] * args.workers
+    procs = []
+    for k, device in enumerate(devices):
+        out = os.path.join(args.state_dir, f"worker{k}_{os.getpid()}.json")
+        env = dict(os.environ)
+        if device is not None:
+            env["CUDA_VISIBLE_DEVICES"] = device
+        label = f"w{k}" + (f" gpu{device}" if device is not None else "")
+        cmd = [
+            sys.executable,
+            os.path.join(REPO, "scripts", "sweep.py"),
+            *argv,
+            "--_worker",
+            label,
+            "--_since",
+            str(since),
+        ]
+        cmd += ["--_outcomes", out, "--workers", "1", "--gpus", ""]
+        procs.append((subprocess.Popen(cmd, env={**env, "PYTHONPATH": _pythonpath(env)}), out))
+    outcomes = []
+    for proc, out in procs:
+        proc.wait()
+        try:
+            with open(out) as f:
+                outcomes += json.load(f)
+            os.remove(out)
+        except OSError:
+            print(f"warning: a worker exited with {proc.returncode} without its outcomes", file=sys.stderr)
+    return outcomes
+
+
+def _pythonpath(env: dict[str, str]) -> str:
+    parts = [REPO] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    return os.pathsep.join(parts)
+
+
+def _submitit(args: argparse.Namespace, jobs: Sequence[Job], since: float) -> list[dict[str, Any]]:
+    try:
+        import submitit
+    except ImportError:
+        raise SystemExit("--engine submitit needs submitit: pip install submitit") from None
+    todo = [job for job in jobs if not job.finished()]
+    outcomes = [{"name": j.name, "status": "skipped", "seconds": 0.0} for j in jobs if j.finished()]
+    if not todo:
+        return outcomes
+    executor = submitit.AutoExecutor(folder=args.submitit_folder, cluster=args.cluster)
+    params: dict[str, Any] = {"timeout_min": args.timeout_min, "name": "lamm_sweep"}
+    if args.cluster in (None, "slurm"):
+        params.update(gpus_per_node=args.gpus_per_job, cpus_per_task=args.cpus_per_job)
+        params["slurm_array_parallelism"] = args.array_parallelism
+        if args.partition:
+            params["slurm_partition"] = args.partition
+    executor.update_parameters(**params)
+    handles = executor.map_array(run_job, todo, [since] * len(todo))
+    print(f"Submitted {len(handles)} jobs ({handles[0].job_id.split('_')[0]}), logs in {args.submitit_folder}")
+    if args.no_wait:
+        return outcomes + [{"name": j.name, "status": "taken", "owner": h.job_id} for j, h in zip(todo, handles)]
+    for i, (job, handle) in enumerate(zip(todo, handles), 1):
+        try:
+            result = handle.result()
+        except Exception as e:  # the task itself crashed (node failure, timeout): record it, keep waiting
+            result = {
+                "name": job.name,
+                "status": "failed",
+                "seconds": 0.0,
+                "returncode": -1,
+                "log": str(handle.paths.stderr),
+            }
+            print(f"task error: {str(e).splitlines()[-1] if str(e) else e!r}", file=sys.stderr)
+        outcomes.append(result)
+        print(f"[{i}/{len(todo)}] {job.name}: {result['status']}", flush=True)
+    return outcomes
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(
+        prog="scripts/lamm/sweep.sh",
+        description="Run every job of a benchmark table (see docs/RUN.md, 'Sweeps').",
+        epilog="Environment: TRAINER, CFG, DATA, OUTPUT, SEEDS, DATASETS, SHOTS_LIST, SHOTS, SOURCE, XD_TARGETS, "
+        "DRY_RUN=1.",
+    )
+    parser.add_argument("bench", choices=BENCHMARKS)
+    parser.add_argument("opts", nargs="*", help="KEY VALUE config overrides passed to every job")
+    parser.add_argument("--dry-run", action="store_true", help="list the jobs and their state, run nothing")
+    parser.add_argument("--workers", type=int, default=1, help="parallel workers on this machine (CPU)")
+    parser.add_argument("--gpus", default=os.environ.get("GPUS", ""), help="comma-separated GPU ids: one worker each")
+    parser.add_argument("--engine", choices=("local", "submitit"), default="local")
+    parser.add_argument("--cluster", default=None, help="submitit cluster: slurm (default: auto), local, debug")
+    parser.add_argument("--partition", default=None, help="SLURM partition")
+    parser.add_argument("--timeout-min", type=int, default=24 * 60, help="submitit: time limit of one job")
+    parser.add_argument("--gpus-per-job", type=int, default=1)
+    parser.add_argument("--cpus-per-job", type=int, default=8)
+    parser.add_argument("--array-parallelism", type=int, default=64, help="SLURM: jobs of the array at once")
+    parser.add_argument("--no-wait", action="store_true", help="submitit: submit and return")
+    parser.add_argument("--_worker", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--_since", type=float, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--_outcomes", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_intermixed_args(argv)
+    try:
+        jobs = build_jobs(args.bench, args.opts)
+    except ValueError as e:
+        parser.error(str(e))
+    output = os.environ.get("OUTPUT", DEFAULTS["OUTPUT"])
+    args.state_dir = os.path.join(output, args.bench)
+    args.submitit_folder = os.path.join(output, args.bench, "submitit", "%j")
+    since = time.time() if args._since is None else args._since
+
+    if args.dry_run or os.environ.get("DRY_RUN") == "1":
+        for i, job in enumerate(jobs, 1):
+            state = "finished" if job.finished() else "to run"
+            print(f"[{i}/{len(jobs)}] {job.name} ({state})")
+            for step in job.steps:
+                print(f"    {' '.join(step.argv)}")
+        print(f"{len(jobs)} jobs, {sum(not j.finished() for j in jobs)} to run")
+        return 0
+
+    if args._worker:  # one worker of several, spawned below
+        outcomes = run_worker(jobs, since, args._worker)
+        with open(args._outcomes, "w") as f:
+            json.dump(outcomes, f)
+        return 0
+
+    start = time.time()
+    print(f"{len(jobs)} jobs ({args.bench}), {sum(not j.finished() for j in jobs)} to run", flush=True)
+    if args.engine == "submitit":
+        outcomes = _submitit(args, jobs, since)
+    elif args.gpus or args.workers > 1:
+        os.makedirs(args.state_dir, exist_ok=True)
+        outcomes = _spawn_workers(args, [a for a in argv if a not in ("--_worker",)], since)
+    else:
+        outcomes = run_worker(jobs, since)
+    return print_summary(merge(jobs, outcomes), time.time() - start)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,622 @@
+"""Paper tables from an output tree: few-shot, base-to-new, cross-dataset, domain generalisation.
+
+``scripts/make_tables.py OUTPUT`` reads every ``results.json`` under ``OUTPUT`` (the folders written by
+``scripts/lamm/*.sh``), averages each cell over seeds (mean ± population std, seed count shown), puts the published
+numbers (``lamm_plugin/reference/``) beside ours with the difference, and writes markdown, LaTeX (booktabs) and
+CSV, plus the few-shot curves as PNG and PDF (matplotlib, imported only for the figure).
+
+A missing run is shown as ``missing``; an average over datasets is shown only when every dataset is there
+(otherwise ``incomplete (k/N)``), never silently averaged over what exists.
+
+Table kinds live in :data:`TABLE_KINDS`; a new benchmark plugs in with :func:`register_table_kind`, giving a
+function that recognises its result folders and one that builds its tables (see ``fewshot`` below).
+
+Only the standard library (and matplotlib for the figure).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import re
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+__all__ = [
+    "Run",
+    "Cell",
+    "Table",
+    "TableKind",
+    "TABLE_KINDS",
+    "register_table_kind",
+    "load_runs",
+    "build_tables",
+    "to_markdown",
+    "to_latex",
+    "to_csv",
+    "fewshot_figure",
+    "readme_section",
+    "paper_name",
+]
+
+RESULTS_FILENAME = "results.json"
+REFERENCE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "reference")
+ELEVEN = [
+    "imagenet",
+    "caltech101",
+    "oxford_pets",
+    "stanford_cars",
+    "oxford_flowers",
+    "food101",
+    "fgvc_aircraft",
+    "sun397",
+    "dtd",
+    "eurosat",
+    "ucf101",
+]
+DG_TARGETS = ("imagenetv2", "imagenet_sketch", "imagenet_a", "imagenet_r")
+# Our dataset keys -> the names used in the paper's figure.
+PAPER_DATASET = {
+    "caltech101": "Caltech101",
+    "dtd": "DescribableTextures",
+    "eurosat": "EuroSAT",
+    "fgvc_aircraft": "FGVCAircraft",
+    "food101": "Food101",
+    "imagenet": "ImageNet",
+    "oxford_flowers": "OxfordFlowers",
+    "oxford_pets": "OxfordPets",
+    "stanford_cars": "StanfordCars",
+    "sun397": "SUN397",
+    "ucf101": "UCF101",
+}
+PAPER_METHODS = ("ZeroshotCLIP", "LAMM", "CoOp", "CoOp+LAMM", "MaPLe", "MaPLe+LAMM")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Runs
+
+
+@dataclass(frozen=True)
+class Run:
+    """One ``results.json``: ``kind`` (table kind), ``split`` (e.g. ``train_base``), dataset, shots, method
+    (``<trainer>/<cfg>``), seed and accuracy."""
+
+    kind: str
+    split: str
+    dataset: str
+    shots: int
+    method: str
+    seed: int
+    accuracy: float
+    path: str
+
+
+def paper_name(method: str) -> str:
+    """The paper's name of ``<trainer>/<cfg>``: LAMM_CoOp with a frozen context is "LAMM", else "CoOp+LAMM"."""
+    trainer, _, cfg = method.partition("/")
+    if trainer == "LAMM_CoOp":
+        return "LAMM" if "frozen" in cfg else "CoOp+LAMM"
+    if trainer.startswith("LAMM_"):
+        return f"{trainer[5:]}+LAMM"
+    return trainer
+
+
+def _tail_parser(kind: str, splits: Optional[tuple[str, ...]]):
+    """A parser of ``<kind>/[<split>/]<dataset>/shots_<K>/<trainer>/<cfg>/seed<S>`` (relative path parts)."""
+    n = 6 if splits is None else 7
+
+    def parse(parts: Sequence[str]) -> Optional[dict]:
+        for start in range(len(parts) - n, -1, -1):
+            p = parts[start:]
+            if len(p) != n or p[0] != kind:
+                continue
+            split = "" if splits is None else p[1]
+            if splits is not None and split not in splits:
+                return None
+            ds, shots, trainer, cfg, seed = p[-5:]
+            if not (shots.startswith("shots_") and shots[6:].isdigit() and re.fullmatch(r"seed\d+", seed)):
+                return None
+            return {"split": split, "dataset": ds, "shots": int(shots[6:]), "method": f"{trainer}/{cfg}",
+                    "seed": int(seed[4:])}  # fmt: skip
+        return None
+
+    return parse
+
+
+@dataclass
+class TableKind:
+    """``parse(path parts relative to the root) -> dict(split, dataset, shots, method, seed) | None`` and
+    ``build(runs of this kind, reference) -> list[Table]``."""
+
+    name: str
+    parse: Callable[[Sequence[str]], Optional[dict]]
+    build: Callable[[list[Run], dict], list[Table]]
+
+
+TABLE_KINDS: dict[str, TableKind] = {}
+
+
+def register_table_kind(name: str, parse: Callable, build: Callable) -> None:
+    """Add (or replace) a table kind; ``make_tables.py`` then builds its tables from the same output tree."""
+    TABLE_KINDS[name] = TableKind(name, parse, build)
+
+
+def load_runs(root: str, kinds: Optional[Sequence[str]] = None) -> list[Run]:
+    """Every ``results.json`` under ``root`` that a table kind recognises."""
+    kinds = list(TABLE_KINDS) if kinds is None else list(kinds)
+    runs = []
+    for folder, dirs, files in os.walk(root):
+        dirs.sort()
+        if RESULTS_FILENAME not in files:
+            continue
+        rel = os.path.relpath(folder, root)
+        parts = [] if rel == "." else rel.split(os.sep)
+        for kind in kinds:
+            info = TABLE_KINDS[kind].parse(parts)
+            if info is None:
+                continue
+            path = os.path.join(folder, RESULTS_FILENAME)
+            with open(path) as f:
+                accuracy = json.load(f).get("accuracy")
+            if accuracy is None:
+                raise ValueError(f"{path} has no 'accuracy': rerun the job (delete the file) or remove the folder")
+            runs.append(Run(kind=kind, accuracy=float(accuracy), path=path, **info))
+            break
+    return runs
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Cells and tables
+
+
+@dataclass
+class Cell:
+    """Our value (mean ± std over ``n`` seeds; ``note`` instead when missing/incomplete) and the paper's."""
+
+    mean: Optional[float] = None
+    std: Optional[float] = None
+    n: int = 0
+    paper: Optional[float] = None
+    note: str = "missing"
+
+    @property
+    def diff(self) -> Optional[float]:
+        return None if self.mean is None or self.paper is None else self.mean - self.paper
+
+
+def seed_cell(values: dict[int, float]) -> Cell:
+    """Mean and population std over seeds (``{seed: accuracy}``)."""
+    if not values:
+        return Cell()
+    v = [values[s] for s in sorted(values)]
+    return Cell(statistics.fmean(v), statistics.pstdev(v) if len(v) > 1 else 0.0, len(v))
+
+
+def average_cell(per_dataset: Sequence[dict[int, float]]) -> Cell:
+    """Average over datasets of their seed means; the std is over seeds of the per-seed averages (seeds that
+    every dataset has). Incomplete when a dataset has no run."""
+    have = sum(bool(d) for d in per_dataset)
+    if have < len(per_dataset) or not per_dataset:
+        return Cell(note=f"incomplete ({have}/{len(per_dataset)})" if have else "missing")
+    mean = statistics.fmean(statistics.fmean(d.values()) for d in per_dataset)
+    common = set.intersection(*(set(d) for d in per_dataset))
+    per_seed = [statistics.fmean(d[s] for d in per_dataset) for s in sorted(common)]
+    std = statistics.pstdev(per_seed) if len(per_seed) > 1 else 0.0
+    return Cell(mean, std, min(len(d) for d in per_dataset))
+
+
+def harmonic_mean(base: float, new: float) -> float:
+    return 0.0 if base + new == 0 else 2 * base * new / (base + new)
+
+
+@dataclass
+class Table:
+    """Rows x columns of cells; ``key`` names its files (``fewshot_CoOp+LAMM`` -> ``fewshot_CoOp+LAMM.md``)."""
+
+    key: str
+    title: str
+    row_header: str
+    columns: list[str]
+    rows: list[tuple[str, list[Cell]]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def has_paper(self, j: int) -> bool:
+        return any(cells[j].paper is not None for _, cells in self.rows)
+
+
+def _order(datasets) -> list[str]:
+    return sorted(set(datasets), key=lambda d: (ELEVEN.index(d) if d in ELEVEN else len(ELEVEN), d))
+
+
+def _by(runs: Sequence[Run], *fields: str) -> dict[tuple, dict[int, float]]:
+    out: dict[tuple, dict[int, float]] = {}
+    for r in runs:
+        out.setdefault(tuple(getattr(r, f) for f in fields), {})[r.seed] = r.accuracy
+    return out
+
+
+def _method_label(method: str) -> str:
+    return f"{paper_name(method)} ({method})"
+
+
+def _seed_note(runs: Sequence[Run]) -> str:
+    return "mean ± std over seeds (population std), (n) = number of seeds"
+
+
+def build_fewshot(runs: list[Run], reference: dict) -> list[Table]:
+    """Per method: datasets x shots, plus the average over the datasets; the figure's numbers beside ours."""
+    fig = reference.get("fewshot", {})
+    datasets = _order(r.dataset for r in runs)
+    trained = sorted({r.shots for r in runs if r.shots > 0})
+    cells = _by(runs, "method", "dataset", "shots")
+    tables = []
+    for method in sorted({r.method for r in runs}):
+        # zero-shot methods (only 0-shot runs) get their one column; trained ones every shot count of the tree
+        shots = trained if any(r.shots > 0 for r in runs if r.method == method) else [0]
+        name = paper_name(method)
+        title = f"Few-shot top-1 accuracy (%), {_method_label(method)}"
+        table = Table(f"fewshot_{name}_{method.replace('/', '_')}", title,
+                      "dataset", [f"{k} shot" + "s" * (k != 1) for k in shots], notes=[_seed_note(runs)])  # fmt: skip
+        for ds in datasets:
+            row = []
+            for k in shots:
+                cell = seed_cell(cells.get((method, ds, k), {}))
+                cell.paper = fig.get((PAPER_DATASET.get(ds, ds), name, k))
+                row.append(cell)
+            table.rows.append((ds, row))
+        avg = []
+        for k in shots:
+            cell = average_cell([cells.get((method, ds, k), {}) for ds in datasets])
+            if sorted(datasets) == sorted(ELEVEN):
+                cell.paper = fig.get(("Average", name, k))
+            avg.append(cell)
+        table.rows.append((f"Average ({len(datasets)} datasets)", avg))
+        if any(c.paper is not None for _, row in table.rows for c in row):
+            table.notes.append("paper: the official LAMM results figure (lamm_plugin/reference/README.md)")
+        tables.append(table)
+    return tables
+
+
+def build_base2new(runs: list[Run], reference: dict) -> list[Table]:
+    """Per method: base, new and H per dataset and averaged; H from the averaged base and new accuracies."""
+    published = reference.get("base2new", {})
+    datasets = _order(r.dataset for r in runs)
+    cells = _by(runs, "method", "split", "dataset")
+    tables = []
+    for method in sorted({r.method for r in runs}):
+        table = Table(f"base2new_{paper_name(method)}_{method.replace('/', '_')}",
+                      f"Base-to-new generalisation (%), {_method_label(method)}", "dataset", ["base", "new", "H"],
+                      notes=[_seed_note(runs), "H: harmonic mean of the mean base and new accuracies"])  # fmt: skip
+        for ds in datasets:
+            base = seed_cell(cells.get((method, "train_base", ds), {}))
+            new = seed_cell(cells.get((method, "test_new", ds), {}))
+            table.rows.append((ds, [base, new, _h_cell(base, new)]))
+        base = average_cell([cells.get((method, "train_base", ds), {}) for ds in datasets])
+        new = average_cell([cells.get((method, "test_new", ds), {}) for ds in datasets])
+        row = [base, new, _h_cell(base, new)]
+        if sorted(datasets) == sorted(ELEVEN) and paper_name(method) in published:
+            for cell, value in zip(row, published[paper_name(method)]):
+                cell.paper = value
+            table.notes.append("paper: the method's published README (lamm_plugin/reference/README.md)")
+        table.rows.append((f"Average ({len(datasets)} datasets)", row))
+        tables.append(table)
+    return tables
+
+
+def _h_cell(base: Cell, new: Cell) -> Cell:
+    if base.mean is None or new.mean is None:
+        return Cell(note=base.note if base.mean is None else new.note)
+    return Cell(harmonic_mean(base.mean, new.mean), None, min(base.n, new.n))
+
+
+def build_xd(runs: list[Run], reference: dict) -> list[Table]:
+    """Cross-dataset (other datasets) and domain generalisation (ImageNet variants): rows are methods, columns
+    the source, the targets and their average."""
+    train = [r for r in runs if r.split == "train"]
+    test = [r for r in runs if r.split == "test"]
+    sources = _order(r.dataset for r in train)
+    cells = _by(runs, "method", "split", "dataset")
+    methods = sorted({r.method for r in runs})
+    targets = _order(r.dataset for r in test)
+    tables = []
+    for key, title, group in (
+        ("xd", "Cross-dataset transfer", [t for t in targets if t not in DG_TARGETS]),
+        ("dg", "Domain generalisation", [t for t in targets if t in DG_TARGETS]),
+    ):
+        if not group:
+            continue
+        source_label = "/".join(sources) or "source"
+        table = Table(key, f"{title} (%), trained on {source_label}", "method",
+                      [f"source: {s}" for s in sources] + group + ["Average"], notes=[_seed_note(runs)])  # fmt: skip
+        for method in methods:
+            row = [seed_cell(cells.get((method, "train", s), {})) for s in sources]
+            row += [seed_cell(cells.get((method, "test", t), {})) for t in group]
+            row.append(average_cell([cells.get((method, "test", t), {}) for t in group]))
+            table.rows.append((_method_label(method), row))
+        table.notes.append(f"Average: over the {len(group)} targets")
+        tables.append(table)
+    return tables
+
+
+def _zeroshot_parser(subs: dict[str, str], inner):
+    """Also read ``zeroshot/<sub>/<dataset>/<trainer>/<cfg>`` (scripts/zsclip/zeroshot.sh: no seed, 0 shots)."""
+
+    def parse(parts: Sequence[str]) -> Optional[dict]:
+        if len(parts) >= 5 and parts[-5] == "zeroshot" and parts[-4] in subs:
+            sub, ds, trainer, cfg = parts[-4:]
+            return {"split": subs[sub], "dataset": ds, "shots": 0, "method": f"{trainer}/{cfg}", "seed": 1}
+        return inner(parts)
+
+    return parse
+
+
+register_table_kind("fewshot", _zeroshot_parser({"all": ""}, _tail_parser("fewshot", None)), build_fewshot)
+register_table_kind(
+    "base2new",
+    _zeroshot_parser({"base": "train_base", "new": "test_new"}, _tail_parser("base2new", ("train_base", "test_new"))),
+    build_base2new,
+)
+register_table_kind("xd", _tail_parser("xd", ("train", "test")), build_xd)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Reference numbers
+
+
+def load_reference(folder: str = REFERENCE_DIR) -> dict:
+    """``{"fewshot": {(dataset, method, shots): accuracy}, "base2new": {method: (base, new, H)}}``."""
+    ref: dict = {"fewshot": {}, "base2new": {}}
+    with open(os.path.join(folder, "lamm_fewshot_figure.csv")) as f:
+        for row in csv.DictReader(f):
+            ref["fewshot"][(row["dataset"], row["method"], int(row["shots"]))] = float(row["accuracy"])
+    with open(os.path.join(folder, "published_base2new.csv")) as f:
+        for row in csv.DictReader(f):
+            ref["base2new"][row["method"]] = (float(row["base"]), float(row["new"]), float(row["H"]))
+    return ref
+
+
+def build_tables(runs: list[Run], reference: Optional[dict] = None, kinds: Optional[Sequence[str]] = None):
+    """Every table of every kind that has runs, in registry order."""
+    reference = load_reference() if reference is None else reference
+    tables = []
+    for name, kind in TABLE_KINDS.items():
+        if kinds is not None and name not in kinds:
+            continue
+        mine = [r for r in runs if r.kind == name]
+        if mine:
+            tables += kind.build(mine, reference)
+    return tables
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Formats
+
+
+def _ours(cell: Cell, digits: int, pm: str) -> str:
+    if cell.mean is None:
+        return cell.note
+    if cell.std is None:
+        return f"{cell.mean:.{digits}f} ({cell.n})"
+    return f"{cell.mean:.{digits}f} {pm} {cell.std:.{digits}f} ({cell.n})"
+
+
+def _grid(table: Table, digits: int, pm: str, delta: str) -> tuple[list[str], list[list[str]]]:
+    header = [table.row_header]
+    for j, col in enumerate(table.columns):
+        header += [col, f"{col} paper", delta] if table.has_paper(j) else [col]
+    body = []
+    for label, cells in table.rows:
+        line = [label]
+        for j, cell in enumerate(cells):
+            line.append(_ours(cell, digits, pm))
+            if table.has_paper(j):
+                line.append("" if cell.paper is None else f"{cell.paper:.1f}")
+                line.append("" if cell.diff is None else f"{cell.diff:+.{digits}f}")
+        body.append(line)
+    return header, body
+
+
+def to_markdown(table: Table, digits: int = 2) -> str:
+    header, body = _grid(table, digits, "±", "Δ")
+    lines = [f"**{table.title}**", "", "| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in body]
+    if table.notes:
+        lines += ["", "; ".join(table.notes) + "."]
+    return "\n".join(lines)
+
+
+def _tex(text: str) -> str:
+    return re.sub(r"([_&%#$])", r"\\\1", text).replace("±", "$\\pm$").replace("Δ", "$\\Delta$")
+
+
+def to_latex(table: Table, digits: int = 2) -> str:
+    header, body = _grid(table, digits, "±", "Δ")
+    lines = [
+        "% " + table.title + ". " + "; ".join(table.notes),
+        "\\begin{tabular}{l" + "r" * (len(header) - 1) + "}",
+        "\\toprule",
+        " & ".join(_tex(h) for h in header) + " \\\\",
+        "\\midrule",
+    ]
+    for i, row in enumerate(body):
+        if i == len(body) - 1 and row[0].startswith("Average"):
+            lines.append("\\midrule")
+        lines.append(" & ".join(_tex(c) for c in row) + " \\\\")
+    lines += ["\\bottomrule", "\\end{tabular}"]
+    return "\n".join(lines)
+
+
+CSV_FIELDS = ("table", "row", "column", "mean", "std", "seeds", "note", "paper", "diff")
+
+
+def to_csv(tables: Sequence[Table]) -> str:
+    """One line per cell: table, row, column, mean, std, seeds, note (missing/incomplete), paper, diff."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(CSV_FIELDS)
+    for t in tables:
+        for label, cells in t.rows:
+            for col, c in zip(t.columns, cells):
+                num = lambda x: "" if x is None else repr(round(x, 6))  # noqa: E731
+                writer.writerow([t.key, label, col, num(c.mean), num(c.std), c.n, "" if c.mean is not None else c.note,
+                                 "" if c.paper is None else c.paper, num(c.diff)])  # fmt: skip
+    return out.getvalue()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Figure
+
+
+def fewshot_figure(runs: list[Run], path_stem: str, reference: Optional[dict] = None) -> list[str]:
+    """Few-shot curves, one panel per dataset plus the average: ours (solid) beside the paper's (dashed).
+
+    Writes ``<path_stem>.png`` and ``.pdf``; returns their paths. Needs matplotlib.
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise ImportError("the few-shot figure needs matplotlib: pip install matplotlib (or '.[plots]')") from None
+    fig_ref = (load_reference() if reference is None else reference).get("fewshot", {})
+    runs = [r for r in runs if r.kind == "fewshot"]
+    if not runs:
+        return []
+    datasets = _order(r.dataset for r in runs)
+    cells = _by(runs, "method", "dataset", "shots")
+    methods = sorted({r.method for r in runs})
+    shots = sorted({r.shots for r in runs if r.shots > 0})
+    names = sorted({paper_name(m) for m in methods}, key=lambda n: (PAPER_METHODS + (n,)).index(n))
+    colors = {n: f"C{i}" for i, n in enumerate(dict.fromkeys(list(PAPER_METHODS) + names))}
+    panels = datasets + ["Average"]
+    ncol = min(4, len(panels))
+    nrow = math.ceil(len(panels) / ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(3.2 * ncol, 2.8 * nrow), squeeze=False)
+    for ax, panel in zip(axes.flat, panels):
+        paper_panel = "Average" if panel == "Average" else PAPER_DATASET.get(panel)
+        ticks = set(shots)
+        for name in names:
+            if paper_panel is None or (panel == "Average" and sorted(datasets) != sorted(ELEVEN)):
+                break
+            pts = sorted((k, v) for (d, m, k), v in fig_ref.items() if d == paper_panel and m == name and k > 0)
+            if pts:
+                ticks |= {k for k, _ in pts}
+                ax.plot(*zip(*pts), "--", color=colors[name], alpha=0.6, marker="x", label=f"{name} (paper)")
+        for method in methods:
+            xs, ys, es = [], [], []
+            for k in shots:
+                if panel == "Average":
+                    c = average_cell([cells.get((method, d, k), {}) for d in datasets])
+                else:
+                    c = seed_cell(cells.get((method, panel, k), {}))
+                if c.mean is not None:
+                    xs.append(k), ys.append(c.mean), es.append(c.std or 0.0)
+            zero = cells.get((method, panel, 0), {}) if panel != "Average" else None
+            if not xs and zero:  # a zero-shot method: a horizontal line
+                ax.axhline(statistics.fmean(zero.values()), ls=":", color=colors[paper_name(method)],
+                           label=f"{paper_name(method)} (ours, 0 shots)")  # fmt: skip
+            if xs:
+                ax.errorbar(xs, ys, yerr=es, fmt="-o", color=colors[paper_name(method)], ms=4, capsize=2,
+                            label=f"{paper_name(method)} (ours)")  # fmt: skip
+        ax.set_title(panel if panel != "Average" else f"Average ({len(datasets)} datasets)", fontsize=10)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(sorted(ticks))
+        ax.set_xticklabels([str(k) for k in sorted(ticks)])
+        ax.set_xlabel("shots per class", fontsize=8)
+        ax.set_ylabel("top-1 accuracy (%)", fontsize=8)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(panels) :]:
+        ax.axis("off")
+    handles, labels = {}, []
+    for ax in axes.flat:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            if lab not in handles:
+                handles[lab] = h
+                labels.append(lab)
+    fig.legend([handles[lab] for lab in labels], labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8)
+    fig.tight_layout(rect=(0, 0.04 * math.ceil(len(labels) / 4) + 0.02, 1, 1))
+    paths = []
+    for ext in ("png", "pdf"):
+        fig.savefig(f"{path_stem}.{ext}", dpi=150)
+        paths.append(f"{path_stem}.{ext}")
+    plt.close(fig)
+    return paths
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# README section
+
+README_BEGIN = "<!-- results: generated by scripts/make_tables.py, do not edit by hand -->"
+README_END = "<!-- results: end -->"
+
+
+def readme_section(runs: list[Run], reference: Optional[dict] = None, root_label: str = "output") -> str:
+    """The README's Results section body: 16-shot and base-to-new 11-dataset averages, the paper's and ours
+    ("not run yet" without runs, "incomplete (k/11)" while datasets are missing)."""
+    ref = load_reference() if reference is None else reference
+    few = [r for r in runs if r.kind == "fewshot"]
+    b2n = [r for r in runs if r.kind == "base2new"]
+    by_few = _by(few, "method", "dataset", "shots")
+    by_b2n = _by(b2n, "method", "split", "dataset")
+
+    def ours_few(name: str, shots: int) -> str:
+        methods = sorted({r.method for r in few if paper_name(r.method) == name and r.shots == shots})
+        if not methods:
+            return "not run yet"
+        return "; ".join(_ours(average_cell([by_few.get((m, d, shots), {}) for d in ELEVEN]), 2, "±") for m in methods)
+
+    def ours_b2n(name: str) -> str:
+        methods = sorted({r.method for r in b2n if paper_name(r.method) == name})
+        if not methods:
+            return "not run yet"
+        out = []
+        for m in methods:
+            base = average_cell([by_b2n.get((m, "train_base", d), {}) for d in ELEVEN])
+            new = average_cell([by_b2n.get((m, "test_new", d), {}) for d in ELEVEN])
+            h = _h_cell(base, new)
+            out.append(" / ".join(_ours(c, 2, "±") for c in (base, new, h)))
+        return "; ".join(out)
+
+    lines = [
+        README_BEGIN,
+        "",
+        "Published numbers come from `lamm_plugin/reference/` (the few-shot values are read off the results figure",
+        "of the official LAMM repository, gaojingsheng/LAMM, `docs/main_results.png`, about ±0.1 where a marker is",
+        "visible; base-to-new from each method's published README). Ours: mean ± std over seeds (seed count in",
+        "brackets) of the runs under `" + root_label + "/`, all tables and the few-shot figure by",
+        "`python scripts/make_tables.py " + root_label + " --out tables --readme README.md` (see docs/RUN.md).",
+        "",
+        "| method (ViT-B/16, 16 shots, 11-dataset average) | official figure | ours |",
+        "| --- | --- | --- |",
+    ]
+    for name in PAPER_METHODS:
+        shots = 0 if name == "ZeroshotCLIP" else 16
+        label = f"{name} (0 shots)" if shots == 0 else ("LAMM alone" if name == "LAMM" else name)
+        lines.append(f"| {label} | {ref['fewshot'].get(('Average', name, shots), float('nan')):.1f} | "
+                     f"{ours_few(name, shots)} |")  # fmt: skip
+    lines += [
+        "",
+        "| method (base-to-new, 16 shots, 11-dataset average) | published base / new / H | ours base / new / H |",
+        "| --- | --- | --- |",
+    ]
+    for name, (base, new, h) in ref["base2new"].items():
+        lines.append(f"| {name} | {base:.2f} / {new:.2f} / {h:.2f} | {ours_b2n(name)} |")
+    for name in ("CoOp+LAMM", "MaPLe+LAMM"):
+        lines.append(f"| {name} | not published | {ours_b2n(name)} |")
+    lines += ["", README_END]
+    return "\n".join(lines)
+
+
+def replace_readme_section(text: str, section: str) -> str:
+    """``text`` with the part between the markers replaced by ``section`` (which carries the markers)."""
+    if README_BEGIN not in text or README_END not in text:
+        raise ValueError(f"the README has no generated Results section: add the lines\n{README_BEGIN}\n{README_END}")
+    start = text.index(README_BEGIN)
+    end = text.index(README_END) + len(README_END)
+    return text[:start] + section + text[end:]

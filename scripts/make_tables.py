@@ -1,0 +1,107 @@
+"""Every table of the paper from an output tree, in markdown, LaTeX (booktabs) and CSV, plus the few-shot figure.
+
+Examples::
+
+    python scripts/make_tables.py output                       # all tables as markdown on stdout
+    python scripts/make_tables.py output --out tables          # + tables/<table>.{md,tex}, tables.csv, figure
+    python scripts/make_tables.py output --readme README.md    # rewrite the README's Results section
+    python scripts/make_tables.py output --readme README.md --check   # exit 1 if it would change
+
+Kinds: see ``lamm_plugin.tables.TABLE_KINDS`` (fewshot, base2new, xd; xd also gives domain generalisation).
+Needs only the standard library; the figure needs matplotlib (``pip install matplotlib``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from typing import Optional
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from _light import light_import  # noqa: E402
+
+T = light_import("tables")
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("root", help="output folder of the sweeps (holds fewshot/, base2new/, xd/)")
+    parser.add_argument("--out", help="write <table>.md, <table>.tex, tables.md, tables.csv and the figure here")
+    parser.add_argument("--kinds", default=",".join(T.TABLE_KINDS), help="comma-separated table kinds")
+    parser.add_argument("--format", default="markdown", choices=("markdown", "latex", "csv"), help="stdout format")
+    parser.add_argument("--digits", type=int, default=2)
+    parser.add_argument("--no-figure", action="store_true", help="skip the few-shot figure")
+    parser.add_argument("--readme", help="README file whose generated Results section is rewritten")
+    parser.add_argument("--check", action="store_true", help="with --readme: change nothing, exit 1 if it differs")
+    args = parser.parse_args(argv)
+
+    kinds = [k for k in args.kinds.split(",") if k]
+    unknown = [k for k in kinds if k not in T.TABLE_KINDS]
+    if unknown:
+        parser.error(f"unknown table kind(s) {', '.join(unknown)}: choose from {', '.join(T.TABLE_KINDS)}")
+    if not os.path.isdir(args.root) and not args.readme:
+        parser.error(f"{args.root} is not a folder: pass the OUTPUT folder of the sweeps")
+    runs = T.load_runs(args.root, kinds) if os.path.isdir(args.root) else []
+    reference = T.load_reference()
+    tables = T.build_tables(runs, reference, kinds)
+
+    if args.readme:
+        with open(args.readme, encoding="utf-8") as f:
+            text = f.read()
+        section = T.readme_section(runs, reference, root_label=os.path.normpath(args.root))
+        new = T.replace_readme_section(text, section)
+        if args.check:
+            if new != text:
+                print(f"{args.readme}: its Results section differs from what {args.root} gives; rerun without --check")
+                return 1
+            print(f"{args.readme}: Results section up to date")
+        elif new != text:
+            with open(args.readme, "w", encoding="utf-8") as f:
+                f.write(new)
+            print(f"{args.readme}: Results section rewritten")
+        if not args.out:
+            return 0
+
+    if not tables:
+        print(f"No results of the kinds {', '.join(kinds)} under {args.root}", file=sys.stderr)
+        return 1
+    print(f"{len(runs)} runs, {len(tables)} tables", file=sys.stderr)
+    if args.out:
+        os.makedirs(args.out, exist_ok=True)
+        for t in tables:
+            for ext, render in (("md", T.to_markdown), ("tex", T.to_latex)):
+                with open(os.path.join(args.out, f"{t.key}.{ext}"), "w") as f:
+                    f.write(render(t, args.digits) + "\n")
+        with open(os.path.join(args.out, "tables.md"), "w") as f:
+            f.write("\n\n".join(T.to_markdown(t, args.digits) for t in tables) + "\n")
+        with open(os.path.join(args.out, "tables.tex"), "w") as f:
+            f.write("\n\n".join(T.to_latex(t, args.digits) for t in tables) + "\n")
+        with open(os.path.join(args.out, "tables.csv"), "w") as f:
+            f.write(T.to_csv(tables))
+        print(f"wrote {len(tables)} tables to {args.out}/ (.md, .tex; all cells in tables.csv)", file=sys.stderr)
+        if not args.no_figure and any(r.kind == "fewshot" for r in runs):
+            try:
+                paths = T.fewshot_figure(runs, os.path.join(args.out, "fewshot_curves"), reference)
+                print(f"wrote {', '.join(paths)}", file=sys.stderr)
+            except ImportError as e:
+                print(f"error: {e}; the tables are written", file=sys.stderr)
+                return 1
+    if args.format == "markdown":
+        text = "\n\n".join(T.to_markdown(t, args.digits) for t in tables)
+    elif args.format == "latex":
+        text = "\n\n".join(T.to_latex(t, args.digits) for t in tables)
+    else:
+        text = T.to_csv(tables).rstrip("\n")
+    try:
+        print(text)
+        sys.stdout.flush()
+    except BrokenPipeError:  # `| head`: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
