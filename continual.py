@@ -120,10 +120,14 @@ def stage_trainer(name: str, freeze_shared: bool, dataset: DatasetBase):
 
 
 @torch.no_grad()
-def evaluate_seen(trainer, cfg, full: DatasetBase, labels: Sequence[int]) -> dict[str, list[int]]:
-    """``{classname: [correct, total]}`` on the test images of ``labels``, predicting among those classes."""
+def evaluate_seen(trainer, cfg, full: DatasetBase, stages: Sequence[Sequence[int]]) -> tuple[dict, dict]:
+    """Per-class ``{classname: [correct, total]}`` on the test images of every class of ``stages``, twice: predicting
+    among all those classes (class-incremental), and among the classes of the image's own stage only (within
+    stage: unaffected by the classes added later, so it isolates the change of the stage's own logits)."""
+    labels = [y for stage in stages for y in stage]
     names = [full.lab2cname[y] for y in labels]
-    (test,) = select_classes([full.test], list(labels))
+    stage_of = torch.tensor([s for s, stage in enumerate(stages) for _ in stage])
+    (test,) = select_classes([full.test], labels)
     loader = build_data_loader(
         cfg,
         sampler_type=cfg.DATALOADER.TEST.SAMPLER,
@@ -135,14 +139,21 @@ def evaluate_seen(trainer, cfg, full: DatasetBase, labels: Sequence[int]) -> dic
     model = trainer.model
     model.set_classnames(names)
     model.eval()
-    correct, total = [0] * len(names), [0] * len(names)
+    correct, within, total = [0] * len(names), [0] * len(names), [0] * len(names)
     for batch in loader:
         images, target = batch["img"].to(trainer.device), batch["label"]
-        pred = trainer.model_inference(images).argmax(dim=1).cpu()
-        for y, p in zip(target.tolist(), pred.tolist()):
+        logits = trainer.model_inference(images).cpu()
+        pred = logits.argmax(dim=1)
+        own = stage_of[target].unsqueeze(1) == stage_of.unsqueeze(0)  # [B, C]: classes of the image's stage
+        pred_within = logits.masked_fill(~own, float("-inf")).argmax(dim=1)
+        for y, p, q in zip(target.tolist(), pred.tolist(), pred_within.tolist()):
             total[y] += 1
             correct[y] += int(p == y)
-    return {name: [correct[i], total[i]] for i, name in enumerate(names)}
+            within[y] += int(q == y)
+    return (
+        {name: [correct[i], total[i]] for i, name in enumerate(names)},
+        {name: [within[i], total[i]] for i, name in enumerate(names)},
+    )
 
 
 def last_checkpoint_path(stage_dir: str, model_name: str) -> Optional[str]:
@@ -192,7 +203,7 @@ def run_stage(
             trainer._load_state(compat.load_checkpoint(checkpoint), checkpoint)
         else:
             print("Nothing to train (zero-shot): evaluating only")
-        per_class = evaluate_seen(trainer, cfg, full, seen)
+        per_class, per_class_within = evaluate_seen(trainer, cfg, full, stages[: k + 1])
         right, n = sum(c for c, _ in per_class.values()), sum(t for _, t in per_class.values())
         print(f"* stage {k + 1}: accuracy on the {len(seen)} classes seen: {100.0 * right / n:.2f}%")
     record = {
@@ -200,6 +211,7 @@ def run_stage(
         "classes": [full.lab2cname[y] for y in seen],
         "new_classes": names,
         "per_class": per_class,
+        "per_class_within_stage": per_class_within,
         "trained_shared": trained_shared,
         "checkpoint": checkpoint,
     }
@@ -247,7 +259,11 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
 
     stage_names = [[full.lab2cname[y] for y in stage] for stage in stages]
     section = continual.continual_section(
-        stage_names, [r["per_class"] for r in records], [full.lab2cname[y] for y in order], shared
+        stage_names,
+        [r["per_class"] for r in records],
+        [full.lab2cname[y] for y in order],
+        shared,
+        within_stage=[r["per_class_within_stage"] for r in records],
     )
     section["class_order_labels"] = order
     section["trained_shared"] = [r["trained_shared"] for r in records]

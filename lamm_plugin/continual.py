@@ -251,15 +251,20 @@ def continual_section(
     evaluations: Sequence[Mapping[str, Sequence[int]]],
     class_order_names: Sequence[str],
     shared: str,
+    within_stage: Optional[Sequence[Mapping[str, Sequence[int]]]] = None,
 ) -> dict[str, Any]:
-    """The ``continual`` section of ``results.json`` (see docs/RUN.md)."""
+    """The ``continual`` section of ``results.json`` (see docs/RUN.md).
+
+    Args:
+        stage_classes: Class names of each stage.
+        evaluations: Per finished stage, ``{classname: (correct, total)}`` predicting among all classes seen.
+        class_order_names: Every class name in the order learned.
+        shared: ``"train"`` or ``"freeze"``.
+        within_stage: The same counts predicting among the classes of the image's own stage only.
+    """
     acc = accuracy_matrix(stage_classes, evaluations)
-    metrics = (
-        continual_metrics(acc["matrix"], acc["seen"], acc["per_class"])
-        if len(evaluations) == len(stage_classes)
-        else None
-    )
-    return {
+    done = len(evaluations) == len(stage_classes)
+    section = {
         "format": CONTINUAL_FORMAT,
         "num_stages": len(stage_classes),
         "stages_done": len(evaluations),
@@ -271,13 +276,21 @@ def continual_section(
         "current_accuracy": acc["current"],
         "per_class_accuracy": acc["per_class"],
         "test_counts": acc["test_counts"],
-        "metrics": metrics,
+        "metrics": continual_metrics(acc["matrix"], acc["seen"], acc["per_class"]) if done else None,
     }
+    if within_stage is not None:
+        within = accuracy_matrix(stage_classes, within_stage)
+        section["within_stage"] = {
+            "accuracy_matrix": within["matrix"],
+            "per_class_accuracy": within["per_class"],
+            "metrics": continual_metrics(within["matrix"], within["seen"], within["per_class"]) if done else None,
+        }
+    return section
 
 
 # ---- tables and plots over several runs ------------------------------------------------------------------------------
 TABLE_COLUMNS = ("method", "dataset", "stages", "shared", "seeds", "avg_inc_acc", "last_acc", "forgetting",
-                 "forgetting_per_class")  # fmt: skip
+                 "forgetting_per_class", "forgetting_within_stage")  # fmt: skip
 
 
 def run_label(result: Mapping[str, Any]) -> str:
@@ -324,6 +337,12 @@ def continual_table(results: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]
                 "last_acc": _mean_std([m["last_accuracy"] for m in metric]),
                 "forgetting": _mean_std([m["average_forgetting"] for m in metric]),
                 "forgetting_per_class": _mean_std([m.get("average_forgetting_per_class") for m in metric]),
+                "forgetting_within_stage": _mean_std(
+                    [
+                        ((r["continual"].get("within_stage") or {}).get("metrics") or {}).get("average_forgetting")
+                        for r in runs
+                    ]
+                ),
             }
         )
     return rows
