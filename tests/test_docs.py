@@ -61,7 +61,12 @@ BLOCKS: dict[tuple[str, str], tuple[str, str]] = {
     ("docs/RUN.md", "bash scripts/lamm/sweep.sh fewshot"): (SKIP, "sweeps over " + REAL_DATA),
     ("docs/RUN.md", "bash scripts/lamm/base2new_train.sh"): (SKIP, "sweeps over " + REAL_DATA),
     ("docs/RUN.md", "bash scripts/lamm/xd_train.sh"): (SKIP, "sweeps over " + REAL_DATA),
-    ("docs/RUN.md", "bash scripts/lamm/continual.sh"): (SKIP, "sweeps over " + REAL_DATA),
+    ("docs/RUN.md", "bash scripts/lamm/continual.sh cifar100 1"): (SKIP, "sweeps over " + REAL_DATA),
+    ("docs/RUN.md", "continual:\n  num_stages"): (OUTPUT, "the results.json of a continual run"),
+    ("docs/RUN.md", "bash scripts/lamm/continual_demo.sh"): (
+        SKIP,
+        "about three minutes on 2 cores; tests/test_dassl_continual.py runs continual.py on a smaller synthetic set",
+    ),
     ("docs/RUN.md", "--load-epoch 20"): (RUN_DASSL, "the CPU demo: the main job, then its model on new classes"),
     ("docs/RUN.md", "bash benchmarks/gpu_check.sh\n"): (SKIP, "the GPU check needs a GPU"),
     ("docs/RUN.md", "gpu_check.sh --device cpu --backbone tiny-vit --precisions fp32 bf16"): (
