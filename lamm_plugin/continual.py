@@ -399,6 +399,7 @@ def plot_accuracy(results: Sequence[Mapping[str, Any]], path: str, title: str = 
     fig, ax = plt.subplots(figsize=(6, 4))
     for label, values in curves.items():
         ax.plot(range(1, len(values) + 1), values, marker="o", label=label)
+    ax.set_xticks(range(1, max(len(v) for v in curves.values()) + 1))
     ax.set_xlabel("stage")
     ax.set_ylabel("accuracy on all classes seen (%)")
     if title:
