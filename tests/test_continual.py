@@ -12,6 +12,7 @@ import torch
 
 from lamm_plugin import CoOpConfig, LAMMConfig, MaPLeConfig, build_model, synthetic
 from lamm_plugin.continual import (
+    TABLE_COLUMNS,
     accuracy_matrix,
     class_order,
     continual_metrics,
@@ -183,3 +184,29 @@ def test_prepare_stage_freezes_earlier_label_rows(tiny_clip):
     assert model.trainable_parameters() == [emb.weight]
     with pytest.raises(ValueError, match="shared must be one of"):
         prepare_stage(model, names[6:9], 2, "thaw")
+
+
+def test_table_script_and_plot(tmp_path, capsys):
+    import importlib.util
+    import json
+    import os
+
+    stages = [["a"], ["b"]]
+    evals = [{"a": (8, 10)}, {"a": (6, 10), "b": (5, 10)}]
+    section = continual_section(stages, evals, ["a", "b"], "train", within_stage=evals)
+    run = tmp_path / "run" / "seed1"
+    (run / "stage1").mkdir(parents=True)
+    (run / "stage1" / "results.json").write_text(json.dumps({"accuracy": 80.0}))  # a stage's own result: ignored
+    (run / "results.json").write_text(json.dumps({"trainer": "CoOp", "dataset": "D", "continual": section}))
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts", "continual_table.py")
+    spec = importlib.util.spec_from_file_location("continual_table", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    assert script.main([str(tmp_path), "--format", "csv"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == [",".join(TABLE_COLUMNS), "CoOp,D,2,train,1,67.50,55.00,20.00,20.00,20.00"]
+    assert script.main([str(tmp_path / "run" / "seed1" / "stage1")]) == 1  # nothing finished there
+    if importlib.util.find_spec("matplotlib") is None:
+        pytest.skip("the plot needs matplotlib (pip install matplotlib); the table was checked")
+    assert script.main([str(tmp_path), "--plot", str(tmp_path / "plot.png")]) == 0
+    assert (tmp_path / "plot.png").stat().st_size > 1000
