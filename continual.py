@@ -24,6 +24,7 @@ import argparse
 import contextlib
 import json
 import os.path as osp
+import random
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any, Optional
@@ -45,7 +46,7 @@ from lamm_plugin.dassl.results import cfg_to_dict, write_json
 
 EVAL_FILENAME = "continual_eval.json"
 RESULTS_FILENAME = "results.json"
-PROTOCOL_KEYS = {"stages", "classes_per_stage", "order_seed", "class_order", "shared"}
+PROTOCOL_KEYS = {"stages", "classes_per_stage", "order_seed", "class_order", "shared", "test_fraction"}
 
 
 def read_protocol(path: str) -> dict[str, Any]:
@@ -61,7 +62,7 @@ def read_protocol(path: str) -> dict[str, Any]:
 def protocol_from_args(args: argparse.Namespace) -> dict[str, Any]:
     """Protocol file values, overridden by the command line."""
     protocol = read_protocol(args.protocol) if args.protocol else {}
-    for key in PROTOCOL_KEYS:
+    for key in PROTOCOL_KEYS - {"test_fraction"}:
         value = getattr(args, key)
         if value is not None:
             protocol[key] = value
@@ -92,6 +93,30 @@ def serving(dataset: DatasetBase) -> Iterator[None]:
         yield
     finally:
         data_manager.build_dataset = original
+
+
+def held_out_split(full: DatasetBase, fraction: float, seed: int, shots: int) -> DatasetBase:
+    """For evaluation-only datasets (ImageNet-R: training and test sets are the same images), hold out ``fraction``
+    of each class's images (drawn from ``seed``) as the test set, as the continual-learning literature splits
+    ImageNet-R (80/20); the rest is the training set, ``shots`` images per class of it when ``shots > 0``."""
+    if not 0 < fraction < 1:
+        raise ValueError(f"The held-out test fraction must lie between 0 and 1, got {fraction}.")
+    by_class: dict[int, list] = {}
+    for item in full.train_x:
+        by_class.setdefault(item.label, []).append(item)
+    rng = random.Random(seed)
+    train_x, test = [], []
+    for label in sorted(by_class):
+        items = sorted(by_class[label], key=lambda d: d.impath)
+        rng.shuffle(items)
+        n_test = max(1, round(fraction * len(items)))
+        if len(items) - n_test < 1:
+            raise ValueError(f"Class {full.lab2cname[label]!r} has {len(items)} image(s): too few to hold some out.")
+        test += items[:n_test]
+        train_x += items[n_test:]
+    if shots > 0:
+        train_x = full.generate_fewshot_dataset(train_x, num_shots=shots)
+    return DatasetBase(train_x=train_x, test=test)
 
 
 def stage_dataset(full: DatasetBase, labels: Sequence[int]) -> DatasetBase:
@@ -236,6 +261,13 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         set_random_seed(cfg.SEED)
     with train.log_to(cfg.OUTPUT_DIR):
         full = build_dataset(cfg)  # few-shot sampling over every class, from SEED, as train.py does
+        if {d.impath for d in full.train_x} & {d.impath for d in full.test}:
+            fraction = float(protocol.get("test_fraction", 0.2))
+            full = held_out_split(full, fraction, int(protocol.get("order_seed") or 0), int(cfg.DATASET.NUM_SHOTS))
+            print(
+                f"Note: {cfg.DATASET.NAME} trains and tests on the same images; {fraction:.0%} of each class's images "
+                f"are held out as the test set ({len(full.test)} test, {len(full.train_x)} training images)"
+            )
     order = continual.class_order(full.num_classes, protocol.get("order_seed"), protocol.get("class_order"))
     stages = continual.split_stages(order, protocol.get("stages"), protocol.get("classes_per_stage"))
     shared = protocol["shared"]

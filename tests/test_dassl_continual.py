@@ -140,3 +140,24 @@ def test_zero_shot_baseline_has_nothing_to_train(data_root, tmp_path):
     assert not os.path.exists(os.path.join(out, "stage1", "prompt_learner"))
     # Zero-shot logits never change: within a stage, accuracy is constant.
     assert section["within_stage"]["metrics"]["average_forgetting"] == 0.0
+
+
+def test_evaluation_only_dataset_gets_a_held_out_test_set(tmp_path):
+    from dassl.data.datasets import DatasetBase, Datum
+
+    items = []
+    for c in range(3):
+        for i in range(10):
+            path = tmp_path / f"{c}_{i}.jpg"
+            path.write_bytes(b"")
+            items.append(Datum(impath=str(path), label=c, classname=f"class {c}"))
+    full = DatasetBase(train_x=items, test=items)
+    split = continual.held_out_split(full, 0.2, seed=1993, shots=0)
+    assert len(split.test) == 6 and len(split.train_x) == 24
+    assert not {d.impath for d in split.train_x} & {d.impath for d in split.test}
+    assert [sum(d.label == c for d in split.test) for c in range(3)] == [2, 2, 2]
+    assert [d.impath for d in continual.held_out_split(full, 0.2, 1993, 0).test] == [d.impath for d in split.test]
+    few = continual.held_out_split(full, 0.2, seed=1993, shots=4)
+    assert len(few.train_x) == 12 and few.test == split.test
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        continual.held_out_split(full, 1.0, 1993, 0)
