@@ -60,13 +60,28 @@ def test_base_to_new_and_cross_dataset_commands():
     assert "--load-epoch" not in xd and "configs/datasets/imagenet_sketch.yaml" in xd
 
 
-def test_continual_commands():
-    cmds = dry_run("lamm/continual.sh", "dtd", "1")
-    assert len(cmds) == 5
-    assert cmds[0].endswith("DATASET.SUBSAMPLE_CLASSES base") and cmds[1].endswith("DATASET.SUBSAMPLE_CLASSES new")
-    assert all("vit_b16_ep50_ctxv1_frozen.yaml" in c for c in cmds)
-    for cmd, sub in zip(cmds[2:], ("all", "base", "new")):
-        assert f"DATASET.SUBSAMPLE_CLASSES {sub} MODEL.INIT_WEIGHTS" in cmd and "stage2_new/seed1 --eval-only" in cmd
+def test_continual_commands(tmp_path):
+    def continual_cmds(*args, **env):
+        out = subprocess.run(
+            ["bash", os.path.join(REPO, "scripts", "lamm", "continual.sh"), *args],
+            env={**os.environ, "DRY_RUN": "1", "DATA": "/data", "OUTPUT": "out", **env},
+            capture_output=True,
+            text=True,
+        )
+        assert out.returncode == 0, out.stderr
+        return [line for line in out.stdout.splitlines() if "continual.py" in line]
+
+    (cmd,) = continual_cmds("cifar100", "1")
+    assert "vit_b16_ep50_ctxv1_frozen.yaml" in cmd and "configs/continual/cifar100_10x10.yaml" in cmd
+    assert "--output-dir out/continual/cifar100/shots_16/LAMM_CoOp/vit_b16_ep50_ctxv1_frozen/shared_freeze/seed1" in cmd
+    assert "--shared freeze" in cmd and cmd.endswith("DATASET.NUM_SHOTS 16")
+    (cmd,) = continual_cmds("dtd", "2", "OPTIM.MAX_EPOCH", "3", TRAINER="CoOp", CFG="vit_b16_ep50", SHARED="train")
+    assert "--stages 10 --order-seed 1993 --shared train" in cmd and cmd.endswith("OPTIM.MAX_EPOCH 3")
+    assert "configs/continual/imagenet_r_10x20.yaml" in continual_cmds("imagenet_r", "1")[0]
+    folder = tmp_path / "continual/dtd/shots_16/LAMM_CoOp/vit_b16_ep50_ctxv1_frozen/shared_freeze/seed1"
+    folder.mkdir(parents=True)
+    (folder / "results.json").write_text("{}")
+    assert continual_cmds("dtd", "1", OUTPUT=str(tmp_path)) == []
 
 
 def test_finished_job_is_skipped(tmp_path):

@@ -68,7 +68,12 @@ BLOCKS: dict[tuple[str, str], tuple[str, str]] = {
     ("docs/RUN.md", "--readme README.md --check"): (RUN, "the README's Results section is what make_tables.py gives"),
     ("docs/RUN.md", "bash scripts/lamm/base2new_train.sh"): (SKIP, "sweeps over " + REAL_DATA),
     ("docs/RUN.md", "bash scripts/lamm/xd_train.sh"): (SKIP, "sweeps over " + REAL_DATA),
-    ("docs/RUN.md", "bash scripts/lamm/continual.sh"): (SKIP, "sweeps over " + REAL_DATA),
+    ("docs/RUN.md", "bash scripts/lamm/continual.sh cifar100 1"): (SKIP, "sweeps over " + REAL_DATA),
+    ("docs/RUN.md", "continual:\n  num_stages"): (OUTPUT, "the results.json of a continual run"),
+    ("docs/RUN.md", "bash scripts/lamm/continual_demo.sh"): (
+        SKIP,
+        "about three minutes on 2 cores; tests/test_dassl_continual.py runs continual.py on a smaller synthetic set",
+    ),
     ("docs/RUN.md", "--load-epoch 20"): (RUN_DASSL, "the CPU demo: the main job, then its model on new classes"),
     ("docs/RUN.md", "--compare output/fewshot/oxford_pets/shots_16/"): (SKIP, "two few-shot runs of " + REAL_DATA),
     ("docs/RUN.md", "report = interpret(state, vocabulary_for(state), k=5)"): (

@@ -140,6 +140,7 @@ class PromptTrainer(TrainerX):
             # Before the optimiser is built: loading may resize the label-embedding parameter.
             self._load_state(compat.load_checkpoint(cfg.MODEL.INIT_WEIGHTS), cfg.MODEL.INIT_WEIGHTS)
             print(f"Initialised learned tensors from {cfg.MODEL.INIT_WEIGHTS}")
+        self.configure_trainable()
 
         params = self.model.trainable_parameters()
         print(f"# trainable params: {sum(p.numel() for p in params):,}")
@@ -152,6 +153,10 @@ class PromptTrainer(TrainerX):
         self.graphed = None
         if params and self.device.type == "cuda" and cfg.TRAINER[self.NODE].get(CUDA_GRAPH_KEY, True):
             self.graphed = GraphedStep(self.model, self._autocast_dtype(), self.scaler)
+
+    def configure_trainable(self) -> None:
+        """Hook between loading ``MODEL.INIT_WEIGHTS`` and building the optimiser: freeze what this run must not
+        train (later continual stages freeze the shared tensors here). Nothing by default."""
 
     def _shots(self) -> int:
         """``K``, the shots per class the training set really holds (0 for the full training set).
