@@ -1,4 +1,4 @@
-"""Paper tables from an output tree: few-shot, base-to-new, cross-dataset, domain generalisation.
+"""Paper tables from an output tree: few-shot, base-to-new, cross-dataset, domain generalisation, continual.
 
 ``scripts/make_tables.py OUTPUT`` reads every ``results.json`` under ``OUTPUT`` (the folders written by
 ``scripts/lamm/*.sh``), averages each cell over seeds (mean ± population std, seed count shown), puts the published
@@ -362,6 +362,69 @@ register_table_kind(
     build_base2new,
 )
 register_table_kind("xd", _tail_parser("xd", ("train", "test")), build_xd)
+
+
+def _parse_continual(parts: Sequence[str]) -> Optional[dict]:
+    """``continual/<dataset>/shots_<K>/<trainer>/<cfg>/shared_<freeze|train>/seed<S>`` (scripts/lamm/continual.sh);
+    the ``stage<k>`` runs inside are not rows."""
+    if len(parts) < 7 or parts[-7] != "continual":
+        return None
+    ds, shots, trainer, cfg, shared, seed = parts[-6:]
+    if not (shots.startswith("shots_") and shots[6:].isdigit() and shared.startswith("shared_")):
+        return None
+    if not re.fullmatch(r"seed\d+", seed):
+        return None
+    return {"split": shared[7:], "dataset": ds, "shots": int(shots[6:]), "method": f"{trainer}/{cfg}",
+            "seed": int(seed[4:])}  # fmt: skip
+
+
+#: Continual columns: (header, path into the ``continual`` section of results.json).
+CONTINUAL_COLUMNS = (
+    ("avg incremental acc", ("metrics", "average_incremental_accuracy")),
+    ("last acc", ("metrics", "last_accuracy")),
+    ("avg forgetting", ("metrics", "average_forgetting")),
+    ("within-stage forgetting", ("within_stage", "metrics", "average_forgetting")),
+)
+
+
+def build_continual(runs: list[Run], reference: dict) -> list[Table]:
+    """One table per (dataset, shots, stages, shared setting): methods x the continual metrics (%), over seeds.
+
+    A run without a finished ``continual`` section (a run still going) is left out, and its seed not counted.
+    """
+    groups: dict[tuple, dict[str, dict[str, dict[int, float]]]] = {}
+    for run in runs:
+        with open(run.path) as f:
+            section = json.load(f).get("continual") or {}
+        if not section.get("metrics"):
+            continue
+        key = (run.dataset, run.shots, int(section.get("num_stages", 0)), run.split)
+        by_column = groups.setdefault(key, {}).setdefault(run.method, {})
+        for header, path in CONTINUAL_COLUMNS:
+            value: object = section
+            for name in path:
+                value = value.get(name) if isinstance(value, dict) else None
+            if value is not None:
+                by_column.setdefault(header, {})[run.seed] = float(value)
+    tables = []
+    for (dataset, shots, stages, shared), methods in sorted(groups.items()):
+        table = Table(
+            f"continual_{dataset}_shots{shots}_{stages}stages_{shared}",
+            f"Class-incremental continual learning (%), {dataset}, {stages} stages, {shots} shots, shared tensors "
+            f"{'frozen after stage 1' if shared == 'freeze' else 'trained in every stage'}",
+            "method",
+            [header for header, _ in CONTINUAL_COLUMNS],
+            notes=[_seed_note([r for r in runs if r.dataset == dataset and r.split == shared])],
+        )
+        for method in sorted(methods):
+            table.rows.append(
+                (_method_label(method), [seed_cell(methods[method].get(h, {})) for h, _ in CONTINUAL_COLUMNS])
+            )
+        tables.append(table)
+    return tables
+
+
+register_table_kind("continual", _parse_continual, build_continual)
 
 
 # ---------------------------------------------------------------------------------------------------------------

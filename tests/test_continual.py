@@ -210,3 +210,32 @@ def test_table_script_and_plot(tmp_path, capsys):
         pytest.skip("the plot needs matplotlib (pip install matplotlib); the table was checked")
     assert script.main([str(tmp_path), "--plot", str(tmp_path / "plot.png")]) == 0
     assert (tmp_path / "plot.png").stat().st_size > 1000
+
+
+def test_tables_command_reads_the_continual_tree(tmp_path):
+    """``scripts/make_tables.py`` covers continual runs: the layout of ``scripts/lamm/continual.sh``, one table per
+    setting, stage runs inside a run not counted, numbers equal to the results' metrics over seeds."""
+    import json
+
+    from lamm_plugin import tables
+
+    stages = [["a"], ["b"]]
+    for seed, (x, y) in enumerate([(8, 6), (10, 4)], start=1):
+        evals = [{"a": (x, 10)}, {"a": (y, 10), "b": (5, 10)}]
+        section = continual_section(stages, evals, ["a", "b"], "freeze", within_stage=evals)
+        run = tmp_path / "continual" / "D" / "shots_16" / "LAMM_CoOp" / "cfg" / "shared_freeze" / f"seed{seed}"
+        (run / "stage1").mkdir(parents=True)
+        (run / "results.json").write_text(json.dumps({"accuracy": section["metrics"]["last_accuracy"],
+                                                      "continual": section}))  # fmt: skip
+        (run / "stage1" / "results.json").write_text(json.dumps({"accuracy": 99.0}))
+    runs = tables.load_runs(str(tmp_path))
+    assert [r.kind for r in runs] == ["continual", "continual"]
+    (table,) = tables.build_tables(runs, kinds=["continual"])
+    assert "2 stages" in table.title and "frozen after stage 1" in table.title
+    ((label, cells),) = table.rows
+    assert label == "CoOp+LAMM (LAMM_CoOp/cfg)"
+    values = {header: (cell.mean, cell.std, cell.n) for (header, _), cell in zip(tables.CONTINUAL_COLUMNS, cells)}
+    assert values["avg incremental acc"] == pytest.approx((70.0, 2.5, 2))
+    assert values["last acc"] == pytest.approx((50.0, 5.0, 2))
+    assert values["avg forgetting"] == pytest.approx((40.0, 20.0, 2))
+    assert "| CoOp+LAMM (LAMM_CoOp/cfg) | 70.00 ± 2.50 (2)" in tables.to_markdown(table)
