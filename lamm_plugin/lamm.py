@@ -311,10 +311,15 @@ class LAMM(nn.Module):
         if not with_loss:
             return LAMMOutput(logits)
         if not with_reference:
-            return LAMMOutput(logits, self.loss(logits, labels))
-        ref = normalize(ref.float())
-        rows, init = self._label_rows()
-        losses = self.loss(logits, labels, self.logit_scale * image @ ref.t(), text, ref, rows, init)
+            losses = self.loss(logits, labels)
+        else:
+            ref = normalize(ref.float())
+            rows, init = self._label_rows()
+            losses = self.loss(logits, labels, self.logit_scale * image @ ref.t(), text, ref, rows, init)
+        # The host method's own terms (PromptSRC's self-regularisation), named beside LAMM's.
+        for name, (weight, value) in self.method.regularization(self, images, image, text, logits).items():
+            losses[name] = value
+            losses["total"] = losses["total"] + weight * value
         return LAMMOutput(logits, losses)
 
     # ---- checkpoints ---------------------------------------------------------------------------------------------
@@ -376,7 +381,7 @@ def build_model(
     """Build a host method with LAMM on top.
 
     Args:
-        method: Registered method name (``"coop"``, ``"maple"``, ``"vpt"``, ``"zeroshot"``).
+        method: Registered method name (``"coop"``, ``"maple"``, ``"vpt"``, ``"promptsrc"``, ``"zeroshot"``).
         clip: The frozen CLIP (:func:`lamm_plugin.load_clip`).
         classnames: Class names in label order.
         method_cfg: The method's config dataclass, or a dict of its fields; defaults when ``None``.

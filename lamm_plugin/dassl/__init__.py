@@ -28,12 +28,13 @@ from lamm_plugin.dassl.config import (
     lamm_config_from_cfg,
     method_config_from_cfg,
 )
-from lamm_plugin.dassl.trainer import LAMM_VPT, TRAINERS, LAMM_CoOp, LAMM_MaPLe, PromptTrainer
+from lamm_plugin.dassl.trainer import LAMM_VPT, TRAINERS, LAMM_CoOp, LAMM_MaPLe, LAMM_PromptSRC, PromptTrainer
 
 __all__ = [
     "ConfigKeyError",
     "LAMM_CoOp",
     "LAMM_MaPLe",
+    "LAMM_PromptSRC",
     "LAMM_VPT",
     "PromptTrainer",
     "add_baseline_config",

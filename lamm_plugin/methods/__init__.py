@@ -3,6 +3,7 @@
 from lamm_plugin.methods.base import METHODS, PromptMethod, TextPrompt, VisualPrompt, register_method
 from lamm_plugin.methods.coop import CoOp
 from lamm_plugin.methods.maple import MaPLe
+from lamm_plugin.methods.promptsrc import PromptSRC
 from lamm_plugin.methods.vpt import VPT
 from lamm_plugin.methods.zeroshot import Zeroshot
 
@@ -11,6 +12,7 @@ __all__ = [
     "CoOp",
     "MaPLe",
     "PromptMethod",
+    "PromptSRC",
     "TextPrompt",
     "VPT",
     "VisualPrompt",

@@ -83,6 +83,16 @@ class PromptMethod(nn.Module):
         """Whether the text prompts depend on a trainable tensor of the method (decides caching)."""
         return False
 
+    def regularization(
+        self, model: Any, images: torch.Tensor, image: torch.Tensor, text: torch.Tensor, logits: torch.Tensor
+    ) -> dict[str, tuple[float, torch.Tensor]]:
+        """The method's own loss terms in training, ``{name: (weight, unweighted value)}`` (none by default).
+
+        ``model`` is the :class:`~lamm_plugin.lamm.LAMM` model; ``image`` ``[B, E]`` and ``text`` ``[C, E]`` are the
+        normalised prompted features and ``logits`` ``[B, C]`` the prompted logits of the batch ``images``.
+        """
+        return {}
+
     def check_classnames(self, classnames: Sequence[str]) -> None:
         """Raise if the method cannot serve this class set (e.g. class-specific context for other classes)."""
 
