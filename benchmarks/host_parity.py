@@ -1,8 +1,9 @@
 """Compare our host methods with their original code: logits and gradients on the same random CLIP.
 
 MaPLe and VPT against github.com/muzairkhattak/multimodal-prompt-learning (``trainers/maple.py``,
-``trainers/vpt.py`` and its ``clip/`` package), CoOp against github.com/KaiyangZhou/CoOp (``trainers/coop.py``), PromptSRC against github.com/muzairkhattak/PromptSRC
-(``trainers/promptsrc.py``: its model and its trainer's loss, self-regularisation included).
+``trainers/vpt.py`` and its ``clip/`` package), CoOp against github.com/KaiyangZhou/CoOp (``trainers/coop.py``),
+PromptSRC against github.com/muzairkhattak/PromptSRC (``trainers/promptsrc.py``: its model and its trainer's loss,
+self-regularisation included).
 Nothing of them is copied here: their modules are imported from the given checkouts (and need Dassl). Both sides
 get the same random CLIP weights (widths MaPLe hard-codes: text 512, vision 768), the same prompt values, images
 and labels; the loss is cross-entropy on the logits.
@@ -154,7 +155,9 @@ def _original_promptsrc(path: str, ours_clip: CLIP, cfg: PromptSRCConfig):
 
     def load_clip_to_cpu(node, zero_shot_model=False):
         if zero_shot_model:
-            return build({"trainer": "IVLP", "vision_depth": 0, "language_depth": 0, "vision_ctx": 0, "language_ctx": 0})
+            return build(
+                {"trainer": "IVLP", "vision_depth": 0, "language_depth": 0, "vision_ctx": 0, "language_ctx": 0}
+            )
         return build(
             {
                 "trainer": "IVLP",

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from lamm_plugin import LAMMConfig, build_model
-from lamm_plugin.config import CoOpConfig, MaPLeConfig, VPTConfig, ZeroshotConfig
+from lamm_plugin.config import CoOpConfig, MaPLeConfig, PromptSRCConfig, VPTConfig, ZeroshotConfig
 
 METHOD_CASES = {
     "coop": CoOpConfig(n_ctx=4),
@@ -20,6 +20,7 @@ METHOD_CASES = {
     "vpt": VPTConfig(n_ctx_vision=4),
     "vpt-deep": VPTConfig(n_ctx_vision=4, prompt_depth_vision=3),
     "zeroshot": ZeroshotConfig(dataset="OxfordPets"),
+    "promptsrc": PromptSRCConfig(prompt_depth_text=3, prompt_depth_vision=2, num_templates=4),
 }
 
 
@@ -101,6 +102,7 @@ EXPECTED_TRAINABLE = {
     "vpt": {"method.shallow"},
     "vpt-deep": {"method.shallow", "method.deep.0", "method.deep.1"},
     "zeroshot": set(),
+    "promptsrc": {"method.ctx", "method.deep_text.0", "method.deep_text.1", "method.visual", "method.deep_visual.0"},
 }
 
 
