@@ -28,7 +28,7 @@ import torch
 from tabulate import tabulate
 
 from lamm_plugin import LAMM, LAMMConfig, build_model, load_clip
-from lamm_plugin.config import CoOpConfig, MaPLeConfig, VPTConfig
+from lamm_plugin.config import CoOpConfig, MaPLeConfig, PromptSRCConfig, VPTConfig
 from lamm_plugin.encoders import TextEncoder
 
 WORDS = ["dog", "golden retriever", "bernese mountain dog", "sea lion", "red fox", "oak tree", "fire truck"]
@@ -98,6 +98,8 @@ METHODS = {
     "MaPLe+LAMM": ("maple", MaPLeConfig(), True),
     "VPT": ("vpt", VPTConfig(), False),
     "VPT+LAMM": ("vpt", VPTConfig(), True),
+    "PromptSRC": ("promptsrc", PromptSRCConfig(), False),
+    "PromptSRC+LAMM": ("promptsrc", PromptSRCConfig(), True),
 }
 
 
