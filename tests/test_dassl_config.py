@@ -68,6 +68,18 @@ PUBLISHED_DEFAULTS = {
     "maple": {"N_CTX": 2, "CTX_INIT": "a photo of a", "PROMPT_DEPTH": 9},
     "vpt": {"N_CTX_VISION": 8, "PROMPT_DEPTH_VISION": 1, "CTX_INIT": "a photo of a"},
     "zeroshot": {},
+    # PromptSRC's configs/trainers/PromptSRC/vit_b16_c2_ep20_batch4_4+4ctx.yaml
+    "promptsrc": {
+        "N_CTX_TEXT": 4,
+        "N_CTX_VISION": 4,
+        "CTX_INIT": "a photo of a",
+        "PROMPT_DEPTH_TEXT": 9,
+        "PROMPT_DEPTH_VISION": 9,
+        "TEXT_LOSS_WEIGHT": 25.0,
+        "IMAGE_LOSS_WEIGHT": 10.0,
+        "GPA_MEAN": 15.0,
+        "GPA_STD": 1.0,
+    },
 }
 LAMM_DEFAULTS = {
     "ENABLED": True,
@@ -272,4 +284,4 @@ def test_plugin_imports_nothing_of_dassl_and_registers_only_lamm_trainers():
         [sys.executable, "-c", code], env=env, cwd=os.path.dirname(REPO), capture_output=True, text=True
     )
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split("\n")[:2] == ["['LAMM_CoOp', 'LAMM_MaPLe', 'LAMM_VPT']", "[]"]
+    assert out.stdout.split("\n")[:2] == ["['LAMM_CoOp', 'LAMM_MaPLe', 'LAMM_PromptSRC', 'LAMM_VPT']", "[]"]
