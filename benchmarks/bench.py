@@ -31,7 +31,7 @@ import torch
 from tabulate import tabulate
 
 from lamm_plugin import LAMM, LAMMConfig, build_model, load_clip
-from lamm_plugin.config import CoCoOpConfig, CoOpConfig, KgCoOpConfig, MaPLeConfig, VPTConfig
+from lamm_plugin.config import CoCoOpConfig, CoOpConfig, KgCoOpConfig, MaPLeConfig, PromptSRCConfig, VPTConfig
 from lamm_plugin.encoders import TextEncoder
 
 WORDS = ["dog", "golden retriever", "bernese mountain dog", "sea lion", "red fox", "oak tree", "fire truck"]
@@ -118,6 +118,8 @@ METHODS = {
     "CoCoOp+LAMM naive": ("cocoop", CoCoOpConfig(), "naive"),
     "KgCoOp": ("kgcoop", KgCoOpConfig(), False),
     "KgCoOp+LAMM": ("kgcoop", KgCoOpConfig(), True),
+    "PromptSRC": ("promptsrc", PromptSRCConfig(), False),
+    "PromptSRC+LAMM": ("promptsrc", PromptSRCConfig(), True),
 }
 
 

@@ -3,7 +3,8 @@
 MaPLe and VPT against github.com/muzairkhattak/multimodal-prompt-learning (``trainers/maple.py``,
 ``trainers/vpt.py`` and its ``clip/`` package), CoOp and CoCoOp against github.com/KaiyangZhou/CoOp
 (``trainers/coop.py``, ``trainers/cocoop.py``), KgCoOp against github.com/htyao89/KgCoOp (its ``KgCoOp/``
-folder: ``trainers/kgcoop.py``).
+folder: ``trainers/kgcoop.py``), PromptSRC against github.com/muzairkhattak/PromptSRC (``trainers/promptsrc.py``:
+its model and its trainer's loss, self-regularisation included).
 Nothing of them is copied here: their modules are imported from the given checkouts (and need Dassl). Both sides
 get the same random CLIP weights (widths MaPLe hard-codes: text 512, vision 768), the same prompt values, images
 and labels; the loss is cross-entropy on the logits (KgCoOp: plus ``W`` times its knowledge-guided term, with
@@ -15,6 +16,7 @@ gradients. The comparison runs with that cast made a no-op (``exact``) and repor
 
     python benchmarks/host_parity.py --maple /path/to/multimodal-prompt-learning --coop /path/to/CoOp \
         --kgcoop /path/to/KgCoOp/KgCoOp
+        --promptsrc /path/to/PromptSRC
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from open_clip.model import CLIP
 
 from lamm_plugin import LAMMConfig, build_model
 from lamm_plugin.backbone import CLIPBundle
-from lamm_plugin.config import CoCoOpConfig, CoOpConfig, KgCoOpConfig, MaPLeConfig, VPTConfig
+from lamm_plugin.config import CoCoOpConfig, CoOpConfig, KgCoOpConfig, MaPLeConfig, PromptSRCConfig, VPTConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from official_parity import _Tokenizer  # noqa: E402
@@ -59,6 +61,8 @@ CASES = {
     "cocoop-random": ("cocoop", CoCoOpConfig(n_ctx=4, ctx_init=""), "coop"),
     "kgcoop-init": ("kgcoop", KgCoOpConfig(ctx_init="a photo of a", dataset="OxfordPets"), "kgcoop"),
     "kgcoop-random": ("kgcoop", KgCoOpConfig(n_ctx=4, ctx_init="", dataset="DescribableTextures"), "kgcoop"),
+    "promptsrc-shallow": ("promptsrc", PromptSRCConfig(prompt_depth_text=1, prompt_depth_vision=1), "promptsrc"),
+    "promptsrc-deep": ("promptsrc", PromptSRCConfig(prompt_depth_text=3, prompt_depth_vision=2), "promptsrc"),
 }
 
 _NAMES = ("clip", "trainers")
@@ -132,6 +136,12 @@ def _cfg(method: str, cfg):
         node.TRAINER.COOP.W = cfg.kg_weight
         node.TRAINER.COCOOP = CN({"PREC": "fp32"})
         node.DATASET = CN({"NAME": cfg.dataset})
+    elif method == "promptsrc":
+        keys = ("N_CTX_TEXT", "N_CTX_VISION", "CTX_INIT", "PROMPT_DEPTH_TEXT", "PROMPT_DEPTH_VISION")
+        keys += ("TEXT_LOSS_WEIGHT", "IMAGE_LOSS_WEIGHT")
+        node.TRAINER = CN({"PROMPTSRC": CN({k: getattr(cfg, k.lower()) for k in keys})})
+        node.TRAINER.PROMPTSRC.PREC = "fp32"
+        node.OPTIM = CN({"MAX_EPOCH": 20})
     elif method == "maple":
         node.TRAINER = CN({"MAPLE": CN({"N_CTX": cfg.n_ctx, "CTX_INIT": cfg.ctx_init})})
         node.TRAINER.MAPLE.PROMPT_DEPTH = cfg.prompt_depth
@@ -149,6 +159,115 @@ def _random_clip(seed: int) -> CLIP:
         for param in model.parameters():  # the originals store fp16 weights before casting back: fp16-exact values
             param.copy_(param.half().float())
     return model
+
+
+@contextlib.contextmanager
+def _cuda_is_identity():
+    """Make ``.cuda()`` a no-op (the original PromptSRC moves its frozen features to the GPU), to run on a CPU."""
+    tensor, module = torch.Tensor.cuda, torch.nn.Module.cuda
+    torch.Tensor.cuda = lambda self, *args, **kwargs: self
+    torch.nn.Module.cuda = lambda self, *args, **kwargs: self
+    try:
+        yield
+    finally:
+        torch.Tensor.cuda, torch.nn.Module.cuda = tensor, module
+
+
+def _original_promptsrc(path: str, ours_clip: CLIP, cfg: PromptSRCConfig):
+    """The original PromptSRC ``CustomCLIP`` and its module; frozen CLIP is built from our weights, not downloaded."""
+    clip, module = import_original(path, "promptsrc")
+
+    def build(design: dict):
+        return clip.build_model({k: v.clone() for k, v in ours_clip.state_dict().items()}, design).float()
+
+    def load_clip_to_cpu(node, zero_shot_model=False):
+        if zero_shot_model:
+            return build(
+                {"trainer": "IVLP", "vision_depth": 0, "language_depth": 0, "vision_ctx": 0, "language_ctx": 0}
+            )
+        return build(
+            {
+                "trainer": "IVLP",
+                "vision_depth": cfg.prompt_depth_vision,
+                "language_depth": cfg.prompt_depth_text,
+                "vision_ctx": cfg.n_ctx_vision,
+                "language_ctx": cfg.n_ctx_text,
+            }
+        )
+
+    module.load_clip_to_cpu = load_clip_to_cpu
+    with _cuda_is_identity():
+        custom = module.CustomCLIP(_cfg("promptsrc", cfg), CLASSNAMES, load_clip_to_cpu(None)).float().train()
+    return custom, module
+
+
+def _their_promptsrc_loss(module, theirs, node, images: torch.Tensor, labels: torch.Tensor):
+    """The original trainer's ``forward_backward`` (loss and backward; its optimiser step a no-op, no GPA)."""
+
+    class _NoStep:
+        def zero_grad(self):
+            pass
+
+        def step(self):
+            pass
+
+    trainer = module.PromptSRC.__new__(module.PromptSRC)
+    trainer.__dict__.update(model=theirs, optim=_NoStep(), scaler=None, cfg=node, batch_idx=0, num_batches=2)
+    trainer.__dict__.update(step_counter=1, device=torch.device("cpu"))
+    with _cuda_is_identity():
+        return trainer.forward_backward({"img": images, "label": labels})["loss"]
+
+
+def _promptsrc_pairs(ours, theirs, cfg: PromptSRCConfig):
+    m, visual, text = ours.method, theirs.image_encoder, theirs.text_encoder
+    pairs = [("ctx", m.ctx, theirs.prompt_learner.ctx), ("visual", m.visual, visual.VPT)]
+    for i, p in enumerate(m.deep_text):
+        pairs.append((f"deep_text.{i}", p, text.transformer.resblocks[i + 1].VPT_shallow))
+    for i, p in enumerate(m.deep_visual):
+        pairs.append((f"deep_visual.{i}", p, visual.transformer.resblocks[i + 1].VPT_shallow))
+    return pairs
+
+
+def compare_promptsrc(case: str, path: str, exact: bool = True, seed: int = 0) -> dict[str, float]:
+    """PromptSRC: largest differences of the total loss (cross-entropy plus self-regularisation), the logits
+    and each learned tensor's gradient, against the original model and trainer loss."""
+    _, cfg, _ = CASES[case]
+    ours_clip = _random_clip(seed)
+    with _half_is_identity(exact):
+        theirs, module = _original_promptsrc(path, ours_clip, cfg)
+    bundle = CLIPBundle(ours_clip, _Tokenizer(), "host-vit", "host-vit", "", "fp32", 32, (0.5,) * 3, (0.5,) * 3)
+    ours = build_model("promptsrc", bundle, CLASSNAMES, cfg, LAMMConfig(enabled=False)).train()
+    for p in theirs.parameters():
+        p.requires_grad_(False)
+    g = torch.Generator().manual_seed(seed + 1)
+    pairs = _promptsrc_pairs(ours, theirs, cfg)
+    with torch.no_grad():
+        for _, p, q in pairs:
+            p.copy_(0.1 * torch.randn(p.shape, generator=g).half().float())
+            q.copy_(p)
+            q.requires_grad_(True)
+    images = torch.randn(4, 3, 32, 32, generator=g)
+    labels = torch.tensor([0, 3, 1, 4])
+
+    out = ours(images, labels)
+    out.losses["total"].backward()
+    with _half_is_identity(exact):
+        loss_theirs = _their_promptsrc_loss(module, theirs, _cfg("promptsrc", cfg), images, labels)
+        theirs.eval()
+        with torch.no_grad():
+            logits_theirs = theirs(images)
+    loss_ours = float(out.losses["total"].detach())
+
+    def diff(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
+        absolute = float((a - b).abs().max())
+        return absolute, absolute / max(float(b.abs().max()), 1e-12)
+
+    result = {"loss abs": abs(loss_ours - loss_theirs), "loss rel": abs(loss_ours - loss_theirs) / abs(loss_theirs)}
+    result["logits abs"], result["logits rel"] = diff(out.logits.detach(), logits_theirs)
+    grads = [diff(p.grad, q.grad) for _, p, q in pairs]
+    result["grad abs"] = max(a for a, _ in grads)
+    result["grad rel"] = max(r for _, r in grads)
+    return result
 
 
 def _original_model(case: str, path: str, ours_clip: CLIP):
@@ -223,6 +342,8 @@ def _their_logits(method: str, theirs, images: torch.Tensor) -> torch.Tensor:
 def compare(case: str, path: str, exact: bool = True, seed: int = 0) -> dict[str, float]:
     """Largest absolute and relative differences of logits and of each learned tensor's gradient."""
     method, cfg, _ = CASES[case]
+    if method == "promptsrc":
+        return compare_promptsrc(case, path, exact, seed)
     ours_clip = _random_clip(seed)
     theirs = _original_model(case, path, ours_clip)
     bundle = CLIPBundle(ours_clip, _Tokenizer(), "host-vit", "host-vit", "", "fp32", 32, (0.5,) * 3, (0.5,) * 3)
@@ -264,6 +385,7 @@ def main() -> None:
     parser.add_argument("--maple", help="checkout of github.com/muzairkhattak/multimodal-prompt-learning")
     parser.add_argument("--coop", help="checkout of github.com/KaiyangZhou/CoOp")
     parser.add_argument("--kgcoop", help="the KgCoOp/ folder of a checkout of github.com/htyao89/KgCoOp")
+    parser.add_argument("--promptsrc", help="checkout of github.com/muzairkhattak/PromptSRC")
     args = parser.parse_args()
     print("| case | cast | logits abs | logits rel | loss rel | grad abs | grad rel |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
@@ -271,7 +393,8 @@ def main() -> None:
         path = getattr(args, repo)
         if not path:
             continue
-        for exact in (True, False):
+        # The original PromptSRC's .half() casts of fp32 tensors stop it on a CPU (mixed-dtype matmul): exact only.
+        for exact in (True,) if repo == "promptsrc" else (True, False):
             r = compare(case, path, exact)
             cast = "no-op" if exact else ".half()"
             print(

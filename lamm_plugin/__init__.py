@@ -5,7 +5,15 @@ by Dassl users (``import lamm_plugin.dassl``).
 """
 
 from lamm_plugin.backbone import CLIPBundle, load_clip
-from lamm_plugin.config import CoOpConfig, LAMMConfig, MaPLeConfig, VPTConfig, ZeroshotConfig, official_preset
+from lamm_plugin.config import (
+    CoOpConfig,
+    LAMMConfig,
+    MaPLeConfig,
+    PromptSRCConfig,
+    VPTConfig,
+    ZeroshotConfig,
+    official_preset,
+)
 from lamm_plugin.encoders import ImageEncoder, TextEncoder
 from lamm_plugin.label_embedding import LabelEmbedding
 from lamm_plugin.lamm import LAMM, LAMMOutput, build_model
@@ -30,6 +38,7 @@ __all__ = [
     "LAMMConfig",
     "MaPLeConfig",
     "PromptLayout",
+    "PromptSRCConfig",
     "TextEncoder",
     "VPTConfig",
     "ZeroshotConfig",

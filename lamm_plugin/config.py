@@ -102,6 +102,43 @@ class KgCoOpConfig(CoOpConfig):
 
 
 @dataclass
+class PromptSRCConfig:
+    """PromptSRC (Khattak et al., ICCV 2023): independent deep text and visual prompts, self-regularised.
+
+    The prompts are IVLP's (MaPLe's repository): text context in the first ``prompt_depth_text`` blocks, visual
+    tokens in the first ``prompt_depth_vision`` blocks, fresh at each block. The regularisation ties the prompted
+    model to frozen CLIP (mutual agreement) and averages the prompts over epochs (GPA).
+
+    Attributes:
+        n_ctx_text: Text prompt tokens per block; the first ``n_ctx_text`` tokens of ``ctx_init`` start them.
+        n_ctx_vision: Visual prompt tokens per block.
+        ctx_init: Template words whose first ``n_ctx_text`` tokens are learnable.
+        prompt_depth_text: Blocks with text prompts (1 = shallow).
+        prompt_depth_vision: Blocks with visual prompts (1 = shallow).
+        text_loss_weight: Weight of ``src_text``: L1 between prompted and frozen CLIP text features.
+        image_loss_weight: Weight of ``src_image``: L1 between prompted and frozen CLIP image features.
+        logit_loss_weight: Weight of ``src_logit``: KL from frozen CLIP's logits to the prompted logits.
+        gpa: Gaussian-weighted prompt aggregation over epochs (applied by the trainer at the last epoch's end).
+        gpa_mean: Mean (in epochs, 1-based) of the Gaussian epoch weights.
+        gpa_std: Standard deviation of the Gaussian epoch weights.
+        num_templates: Hand-crafted templates averaged for the frozen text features (0 = all 60 of PromptSRC).
+    """
+
+    n_ctx_text: int = 4
+    n_ctx_vision: int = 4
+    ctx_init: str = "a photo of a"
+    prompt_depth_text: int = 9
+    prompt_depth_vision: int = 9
+    text_loss_weight: float = 25.0
+    image_loss_weight: float = 10.0
+    logit_loss_weight: float = 1.0
+    gpa: bool = True
+    gpa_mean: float = 15.0
+    gpa_std: float = 1.0
+    num_templates: int = 0
+
+
+@dataclass
 class ZeroshotConfig:
     """Zero-shot CLIP with a hand-crafted template (no training).
 
@@ -163,6 +200,7 @@ METHOD_CONFIGS: dict[str, type] = {
     "cocoop": CoCoOpConfig,
     "kgcoop": KgCoOpConfig,
     "zeroshot": ZeroshotConfig,
+    "promptsrc": PromptSRCConfig,
 }
 
 

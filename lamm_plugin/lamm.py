@@ -373,29 +373,26 @@ class LAMM(nn.Module):
         if not with_loss:
             return LAMMOutput(logits)
         if not with_reference:
-            return LAMMOutput(logits, self._add_method_losses(self.loss(logits, labels), text))
-        ref = normalize(ref.float())
-        rows, init = self._label_rows()
-        losses = self.loss(logits, labels, self._logits(image, ref), text, ref, rows, init)
-        return LAMMOutput(logits, self._add_method_losses(losses, text))
+            losses = self.loss(logits, labels)
+        else:
+            ref = normalize(ref.float())
+            rows, init = self._label_rows()
+            losses = self.loss(logits, labels, self._logits(image, ref), text, ref, rows, init)
+        # The host method's own terms, named beside LAMM's (KgCoOp's kg_alignment, PromptSRC's self-regularisation).
+        extra = self.method.regularization(self, images, image, text, logits)
+        if extra:
+            total = losses.pop("total")
+            for name, (weight, value) in extra.items():
+                losses[name] = value
+                total = total + weight * value
+            losses["total"] = total
+        return LAMMOutput(logits, losses)
 
     def _logits(self, image: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         """``[B, C]`` logits of normalised image ``[B, E]`` and text ``[C, E]`` (or per-image ``[B, C, E]``)."""
         if text.dim() == 3:
             return self.logit_scale * torch.einsum("be,bce->bc", image, text)
         return self.logit_scale * image @ text.t()
-
-    def _add_method_losses(self, losses: dict[str, torch.Tensor], text: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The host method's own named terms (KgCoOp's ``kg_alignment``), weighted into ``total``."""
-        extra = self.method.extra_losses(text, self.classnames)
-        if not extra:
-            return losses
-        total = losses.pop("total")
-        for name, (weight, value) in extra.items():
-            losses[name] = value
-            total = total + weight * value
-        losses["total"] = total
-        return losses
 
     # ---- checkpoints ---------------------------------------------------------------------------------------------
     def checkpoint_state(self) -> dict[str, Any]:
@@ -456,7 +453,7 @@ def build_model(
     """Build a host method with LAMM on top.
 
     Args:
-        method: Registered method name (``"coop"``, ``"maple"``, ``"vpt"``, ``"zeroshot"``).
+        method: Registered method name (``"coop"``, ``"maple"``, ``"vpt"``, ``"promptsrc"``, ``"zeroshot"``).
         clip: The frozen CLIP (:func:`lamm_plugin.load_clip`).
         classnames: Class names in label order.
         method_cfg: The method's config dataclass, or a dict of its fields; defaults when ``None``.

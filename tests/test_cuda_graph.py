@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from lamm_plugin import LAMMConfig, build_model
-from lamm_plugin.config import CoCoOpConfig, CoOpConfig, KgCoOpConfig, MaPLeConfig, VPTConfig
+from lamm_plugin.config import CoCoOpConfig, CoOpConfig, KgCoOpConfig, MaPLeConfig, PromptSRCConfig, VPTConfig
 from lamm_plugin.cuda_graph import GraphedStep, forbid_host_sync
 from lamm_plugin.encoders import length_groups
 
@@ -30,6 +30,11 @@ CASES = {
     "coop-baseline": ("coop", CoOpConfig(n_ctx=4), LAMMConfig(enabled=False)),
     "cocoop": ("cocoop", CoCoOpConfig(), LAMMConfig()),
     "kgcoop": ("kgcoop", KgCoOpConfig(), LAMMConfig()),
+    "promptsrc": (
+        "promptsrc",
+        PromptSRCConfig(prompt_depth_text=2, prompt_depth_vision=2, num_templates=2),
+        LAMMConfig(),
+    ),
 }
 IMAGENET = Path(__file__).parent / "fixtures" / "classnames" / "imagenet.txt"
 # Names of 1 to 9 tokens: prompts of several lengths, so the text encoder runs in several groups.

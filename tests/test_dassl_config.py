@@ -70,6 +70,18 @@ PUBLISHED_DEFAULTS = {
     "zeroshot": {},
     "cocoop": {"N_CTX": 4, "CTX_INIT": "a photo of a", "META_REDUCTION": 16},
     "kgcoop": {"N_CTX": 4, "CTX_INIT": "a photo of a", "KG_WEIGHT": 8.0, "TEMPLATE": "", "DATASET": ""},
+    # PromptSRC's configs/trainers/PromptSRC/vit_b16_c2_ep20_batch4_4+4ctx.yaml
+    "promptsrc": {
+        "N_CTX_TEXT": 4,
+        "N_CTX_VISION": 4,
+        "CTX_INIT": "a photo of a",
+        "PROMPT_DEPTH_TEXT": 9,
+        "PROMPT_DEPTH_VISION": 9,
+        "TEXT_LOSS_WEIGHT": 25.0,
+        "IMAGE_LOSS_WEIGHT": 10.0,
+        "GPA_MEAN": 15.0,
+        "GPA_STD": 1.0,
+    },
 }
 LAMM_DEFAULTS = {
     "ENABLED": True,
@@ -284,4 +296,5 @@ def test_plugin_imports_nothing_of_dassl_and_registers_only_lamm_trainers():
         [sys.executable, "-c", code], env=env, cwd=os.path.dirname(REPO), capture_output=True, text=True
     )
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split("\n")[:2] == ["['LAMM_CoCoOp', 'LAMM_CoOp', 'LAMM_KgCoOp', 'LAMM_MaPLe', 'LAMM_VPT']", "[]"]
+    expected = "['LAMM_CoCoOp', 'LAMM_CoOp', 'LAMM_KgCoOp', 'LAMM_MaPLe', 'LAMM_PromptSRC', 'LAMM_VPT']"
+    assert out.stdout.split("\n")[:2] == [expected, "[]"]

@@ -46,6 +46,9 @@ def test_fewshot_command():
     (maple,) = dry_run("lamm/fewshot.sh", "dtd", "4", "2", TRAINER="LAMM_MaPLe", CFG="vit_b16_c2_ep5_batch4_2ctx")
     assert os.path.isfile(f"{REPO}/configs/trainers/LAMM_MaPLe/vit_b16_c2_ep5_batch4_2ctx.yaml")
     assert "out/fewshot/dtd/shots_4/LAMM_MaPLe/vit_b16_c2_ep5_batch4_2ctx/seed2" in maple
+    (src,) = dry_run("lamm/fewshot.sh", "dtd", "4", "2", TRAINER="LAMM_PromptSRC", CFG="vit_b16_c2_ep20_batch4_4+4ctx")
+    assert os.path.isfile(f"{REPO}/configs/trainers/LAMM_PromptSRC/vit_b16_c2_ep20_batch4_4+4ctx.yaml")
+    assert "out/fewshot/dtd/shots_4/LAMM_PromptSRC/vit_b16_c2_ep20_batch4_4+4ctx/seed2" in src
 
 
 def test_base_to_new_and_cross_dataset_commands():

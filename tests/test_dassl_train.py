@@ -28,6 +28,8 @@ DEMO_CONFIGS = {
     "LAMM_CoOp": "configs/trainers/LAMM_CoOp/demo_cpu.yaml",
     "LAMM_MaPLe": "configs/trainers/LAMM_MaPLe/demo_cpu.yaml",
     "LAMM_VPT": "configs/trainers/LAMM_VPT/demo_cpu.yaml",
+    "LAMM_PromptSRC": "configs/trainers/LAMM_PromptSRC/demo_cpu.yaml",
+    "PromptSRC": "configs/trainers/PromptSRC/demo_cpu.yaml",
     "CoOp": "configs/trainers/CoOp/demo_cpu.yaml",
     "ZeroshotCLIP": "configs/trainers/ZeroshotCLIP/demo_cpu.yaml",
     **{t: f"configs/trainers/{t}/demo_cpu.yaml" for t in ("CoCoOp", "KgCoOp", "LAMM_CoCoOp", "LAMM_KgCoOp")},
@@ -84,7 +86,7 @@ def epoch_lines(log: str, epoch: int) -> list[str]:
     return [line for line in log.splitlines() if line.startswith(f"epoch [{epoch}/")]
 
 
-@pytest.mark.parametrize("trainer", ["LAMM_CoOp", "LAMM_MaPLe", "LAMM_VPT"])
+@pytest.mark.parametrize("trainer", ["LAMM_CoOp", "LAMM_MaPLe", "LAMM_VPT", "LAMM_PromptSRC"])
 def test_train_crash_resume_eval(trainer, data_root, tmp_path, monkeypatch):
     out = str(tmp_path / "out")
     opts = ("TRAIN.CHECKPOINT_FREQ", "1")

@@ -8,7 +8,15 @@ import pytest
 import torch
 
 from lamm_plugin import LAMMConfig, build_model
-from lamm_plugin.config import CoCoOpConfig, CoOpConfig, KgCoOpConfig, MaPLeConfig, VPTConfig, ZeroshotConfig
+from lamm_plugin.config import (
+    CoCoOpConfig,
+    CoOpConfig,
+    KgCoOpConfig,
+    MaPLeConfig,
+    PromptSRCConfig,
+    VPTConfig,
+    ZeroshotConfig,
+)
 
 METHOD_CASES = {
     "coop": CoOpConfig(n_ctx=4),
@@ -22,6 +30,7 @@ METHOD_CASES = {
     "zeroshot": ZeroshotConfig(dataset="OxfordPets"),
     "cocoop": CoCoOpConfig(),
     "kgcoop": KgCoOpConfig(dataset="OxfordPets"),
+    "promptsrc": PromptSRCConfig(prompt_depth_text=3, prompt_depth_vision=2, num_templates=4),
 }
 
 
@@ -105,6 +114,7 @@ EXPECTED_TRAINABLE = {
     "zeroshot": set(),
     "cocoop": {"method.ctx", *{f"method.meta_net.linear{i}.{w}" for i in (1, 2) for w in ("weight", "bias")}},
     "kgcoop": {"method.ctx"},
+    "promptsrc": {"method.ctx", "method.deep_text.0", "method.deep_text.1", "method.visual", "method.deep_visual.0"},
 }
 
 
@@ -333,7 +343,7 @@ def test_class_specific_context_refuses_other_classes(tiny_clip, classnames):
 
 def test_unknown_method(tiny_clip, classnames):
     with pytest.raises(KeyError, match="registered"):
-        build_model("cocoop", tiny_clip, classnames)
+        build_model("no-such-method", tiny_clip, classnames)
 
 
 def test_state_dict_holds_only_learned_tensors(tiny_clip, classnames):

@@ -28,7 +28,16 @@ from lamm_plugin.dassl.config import (
     lamm_config_from_cfg,
     method_config_from_cfg,
 )
-from lamm_plugin.dassl.trainer import LAMM_VPT, TRAINERS, LAMM_CoCoOp, LAMM_CoOp, LAMM_KgCoOp, LAMM_MaPLe, PromptTrainer
+from lamm_plugin.dassl.trainer import (
+    LAMM_VPT,
+    TRAINERS,
+    LAMM_CoCoOp,
+    LAMM_CoOp,
+    LAMM_KgCoOp,
+    LAMM_MaPLe,
+    LAMM_PromptSRC,
+    PromptTrainer,
+)
 
 __all__ = [
     "ConfigKeyError",
@@ -36,6 +45,7 @@ __all__ = [
     "LAMM_CoOp",
     "LAMM_KgCoOp",
     "LAMM_MaPLe",
+    "LAMM_PromptSRC",
     "LAMM_VPT",
     "PromptTrainer",
     "add_baseline_config",

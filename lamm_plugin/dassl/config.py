@@ -63,10 +63,10 @@ logger = logging.getLogger(__name__)
 
 #: Trainer node -> method name in :data:`lamm_plugin.config.METHOD_CONFIGS`.
 LAMM_NODES: dict[str, str] = {"LAMM_COOP": "coop", "LAMM_MAPLE": "maple", "LAMM_VPT": "vpt"}
-LAMM_NODES.update({"LAMM_COCOOP": "cocoop", "LAMM_KGCOOP": "kgcoop"})
+LAMM_NODES.update({"LAMM_COCOOP": "cocoop", "LAMM_KGCOOP": "kgcoop", "LAMM_PROMPTSRC": "promptsrc"})
 #: Nodes of this repository's baselines (named like the host repositories' nodes).
 BASELINE_NODES: dict[str, str] = {"COOP": "coop", "MAPLE": "maple", "VPT": "vpt", "ZEROSHOTCLIP": "zeroshot"}
-BASELINE_NODES.update({"COCOOP": "cocoop", "KGCOOP": "kgcoop"})
+BASELINE_NODES.update({"COCOOP": "cocoop", "KGCOOP": "kgcoop", "PROMPTSRC": "promptsrc"})
 #: The node of :class:`~lamm_plugin.config.LAMMConfig`.
 LAMM_NODE = "LAMM"
 #: Key of the precision in every trainer node, as in the host repositories.

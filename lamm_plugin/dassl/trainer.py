@@ -59,11 +59,31 @@ from lamm_plugin.dassl.results import (
     per_class_accuracy,
     write_json,
 )
+from lamm_plugin.methods.promptsrc import GaussianPromptAggregation
 
-__all__ = ["LAMM_CoCoOp", "LAMM_CoOp", "LAMM_KgCoOp", "LAMM_MaPLe", "LAMM_VPT", "TRAINERS", "PromptTrainer"]
+__all__ = [
+    "LAMM_CoCoOp",
+    "LAMM_CoOp",
+    "LAMM_KgCoOp",
+    "LAMM_MaPLe",
+    "LAMM_PromptSRC",
+    "LAMM_VPT",
+    "TRAINERS",
+    "PromptTrainer",
+]
 
 #: Keys a saved checkpoint adds to ``model.checkpoint_state()`` (Dassl's names, then what an exact resume needs).
-TRAINING_KEYS = ("epoch", "optimizer", "scheduler", "val_result", "scaler", "rng", "best_result", "train_seconds")
+TRAINING_KEYS = (
+    "epoch",
+    "optimizer",
+    "scheduler",
+    "val_result",
+    "scaler",
+    "rng",
+    "best_result",
+    "train_seconds",
+    "gpa",
+)
 BEST_MODEL_FILE = "model-best.pth.tar"
 
 
@@ -150,6 +170,11 @@ class PromptTrainer(TrainerX):
         self.scaler = None
         if params and self.precision in ("fp16", "amp"):
             self.scaler = torch.amp.GradScaler(self.device.type)
+        # PromptSRC's Gaussian prompt aggregation over epochs (every trainable tensor, label rows included).
+        self.gpa = None
+        method_cfg = self.model.method.cfg
+        if params and getattr(method_cfg, "gpa", False):
+            self.gpa = GaussianPromptAggregation(int(cfg.OPTIM.MAX_EPOCH), method_cfg.gpa_mean, method_cfg.gpa_std)
         self.graphed = None
         if params and self.device.type == "cuda" and cfg.TRAINER[self.NODE].get(CUDA_GRAPH_KEY, True):
             self.graphed = GraphedStep(self.model, self._autocast_dtype(), self.scaler)
@@ -301,8 +326,14 @@ class PromptTrainer(TrainerX):
         """Dassl's ``after_epoch``, except that every epoch is saved, so that a killed run resumes where it was.
 
         ``TRAIN.CHECKPOINT_FREQ`` says which epochs' files stay (Dassl's meaning: every ``k``-th and the last; 0 =
-        the last only); the newest is always there until a newer one is written.
+        the last only); the newest is always there until a newer one is written. With PromptSRC's GPA, the
+        epoch's tensors join the aggregate first, and after the last epoch the aggregate becomes the model.
         """
+        if self.gpa is not None:
+            self.gpa.update(self.model, self.epoch)
+            if self.epoch + 1 == self.max_epoch:
+                print("Using the Gaussian prompt aggregate (GPA) of all epochs as the final model")
+                self.gpa.apply(self.model)
         if not self.cfg.TEST.NO_TEST and self.cfg.TEST.FINAL_MODEL == "best_val":
             result = self.test(split="val")
             if result > self.best_result:
@@ -335,6 +366,7 @@ class PromptTrainer(TrainerX):
                 rng=checkpoints.rng_state(),
                 best_result=float(self.best_result),
                 train_seconds=self._train_seconds(),
+                gpa=self.gpa.state_dict() if getattr(self, "gpa", None) is not None else None,
             )
             folder = osp.join(directory, name)
             path = checkpoints.save_checkpoint(state, folder, model_name or None)
@@ -424,6 +456,10 @@ class PromptTrainer(TrainerX):
                 checkpoints.set_rng_state(checkpoint["rng"])
             self.best_result = checkpoint.get("best_result", self.best_result)
             self._train_seconds_before = float(checkpoint.get("train_seconds") or 0.0)
+            if self.gpa is not None:
+                if checkpoint.get("gpa") is None and checkpoint["epoch"] > 0:
+                    raise ValueError(f"{path} holds no GPA aggregate; it cannot resume a run with GPA on.")
+                self.gpa.load_state_dict(checkpoint.get("gpa"))
             start_epoch = checkpoint["epoch"]
             print(f"Previous epoch: {start_epoch}")
         self._epochs_done = start_epoch
@@ -535,5 +571,11 @@ class LAMM_KgCoOp(PromptTrainer):
     NODE = "LAMM_KGCOOP"
 
 
-TRAINERS = (LAMM_CoOp, LAMM_MaPLe, LAMM_VPT)
-TRAINERS += (LAMM_CoCoOp, LAMM_KgCoOp)
+class LAMM_PromptSRC(PromptTrainer):
+    """PromptSRC (deep text and visual prompts, self-regularisation, GPA) with LAMM."""
+
+    METHOD = "promptsrc"
+    NODE = "LAMM_PROMPTSRC"
+
+
+TRAINERS = (LAMM_CoOp, LAMM_MaPLe, LAMM_VPT, LAMM_CoCoOp, LAMM_KgCoOp, LAMM_PromptSRC)

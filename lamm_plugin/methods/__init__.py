@@ -5,6 +5,7 @@ from lamm_plugin.methods.cocoop import CoCoOp
 from lamm_plugin.methods.coop import CoOp
 from lamm_plugin.methods.kgcoop import KgCoOp
 from lamm_plugin.methods.maple import MaPLe
+from lamm_plugin.methods.promptsrc import PromptSRC
 from lamm_plugin.methods.vpt import VPT
 from lamm_plugin.methods.zeroshot import Zeroshot
 
@@ -15,6 +16,7 @@ __all__ = [
     "CoOp",
     "MaPLe",
     "PromptMethod",
+    "PromptSRC",
     "TextPrompt",
     "VPT",
     "VisualPrompt",

@@ -85,6 +85,18 @@ class PromptMethod(nn.Module):
         """Whether the text prompts depend on a trainable tensor of the method (decides caching)."""
         return False
 
+    def regularization(
+        self, model: Any, images: torch.Tensor, image: torch.Tensor, text: torch.Tensor, logits: torch.Tensor
+    ) -> dict[str, tuple[float, torch.Tensor]]:
+        """The method's own loss terms in training, ``{name: (weight, unweighted value)}`` (none by default): KgCoOp's
+        ``kg_alignment``, PromptSRC's self-regularisation. :class:`~lamm_plugin.lamm.LAMM` adds them, weighted, to
+        ``total`` beside its own terms.
+
+        ``model`` is the :class:`~lamm_plugin.lamm.LAMM` model; ``image`` ``[B, E]`` and ``text`` ``[C, E]`` are the
+        normalised prompted features and ``logits`` ``[B, C]`` the prompted logits of the batch ``images``.
+        """
+        return {}
+
     def check_classnames(self, classnames: Sequence[str]) -> None:
         """Raise if the method cannot serve this class set (e.g. class-specific context for other classes)."""
 
@@ -92,15 +104,6 @@ class PromptMethod(nn.Module):
         """Per-image context vectors ``[B, n_ctx, width]`` from L2-normalised image features ``[B, E]`` (only for
         methods with ``image_conditioned = True``)."""
         raise NotImplementedError(f"{type(self).__name__} does not condition its context on the image.")
-
-    def extra_losses(self, text: torch.Tensor, classnames: Sequence[str]) -> dict[str, tuple[float, torch.Tensor]]:
-        """The method's own loss terms besides cross-entropy, as ``name -> (weight, unweighted value)``.
-
-        Args:
-            text: ``[C, E]`` L2-normalised class text features of this step (learned labels when LAMM is on).
-            classnames: The current class names, in label order.
-        """
-        return {}
 
 
 def token_embeddings(clip: CLIPBundle, text: str) -> torch.Tensor:

@@ -11,6 +11,7 @@ hand-crafted prompt, next to LAMM's own ``feature_alignment`` (see README, "Fide
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -28,7 +29,7 @@ KGCOOP_TEMPLATES: dict[str, str] = {**DATASET_TEMPLATES, "DescribableTextures": 
 
 @register_method
 class KgCoOp(CoOp):
-    """CoOp with KgCoOp's knowledge-guided term (``extra_losses``: ``kg_alignment``)."""
+    """CoOp with KgCoOp's knowledge-guided term (``regularization``: ``kg_alignment``)."""
 
     name = "kgcoop"
     config_class = KgCoOpConfig
@@ -57,7 +58,9 @@ class KgCoOp(CoOp):
             self._hand_crafted = {key: F.normalize(features, dim=-1)}
         return self._hand_crafted[key]
 
-    def extra_losses(self, text: torch.Tensor, classnames: Sequence[str]) -> dict[str, tuple[float, torch.Tensor]]:
-        reference = self.hand_crafted_features(classnames).to(text)
+    def regularization(
+        self, model: Any, images: torch.Tensor, image: torch.Tensor, text: torch.Tensor, logits: torch.Tensor
+    ) -> dict[str, tuple[float, torch.Tensor]]:
+        reference = self.hand_crafted_features(model.classnames).to(text)
         score = 1.0 - F.cosine_similarity(text, reference, dim=-1).mean()
         return {"kg_alignment": (self.cfg.kg_weight, score)}

@@ -1,0 +1,229 @@
+"""PromptSRC: prompting with self-regulating constraints (Khattak et al., "Self-regulating Prompts: Foundational
+Model Adaptation without Forgetting", ICCV 2023).
+
+Prompts: independent deep text and visual prompts (IVLP of MaPLe's repository). The text prompt is
+``[SOS] ctx_1..ctx_n <rest of "a photo of a"> [CLASS] . [EOS]`` whose ``n`` context vectors are replaced by fresh
+ones at the input of each of the first ``prompt_depth_text`` blocks; ``n_ctx_vision`` visual tokens are appended to
+the image tokens and replaced the same way in the first ``prompt_depth_vision`` blocks. Nothing couples the towers.
+
+Self-regularisation (:meth:`PromptSRC.regularization`, three named loss terms beside LAMM's):
+
+* ``src_text``: mean L1 distance between the prompted class text features and frozen CLIP's, the latter averaged
+  over 60 hand-crafted templates (:func:`lamm_plugin.templates.promptsrc_templates`);
+* ``src_image``: mean L1 distance between the prompted image features and frozen CLIP's (no prompts);
+* ``src_logit``: ``KL(p_frozen || p_prompted)`` summed and divided by ``B * C``, frozen logits from the frozen image
+  and template-averaged text features.
+
+All features are L2-normalised. Gaussian prompt aggregation (:class:`GaussianPromptAggregation`) averages every
+trainable tensor (LAMM's label rows included) over epochs with Gaussian weights; the trainer calls it at each
+epoch's end and writes the aggregate into the model after the last epoch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lamm_plugin.backbone import CLIPBundle
+from lamm_plugin.config import PromptSRCConfig
+from lamm_plugin.encoders import ImageEncoder
+from lamm_plugin.methods.base import PromptMethod, TextPrompt, VisualPrompt, register_method, token_embeddings
+from lamm_plugin.templates import promptsrc_templates
+from lamm_plugin.tokens import clean_classname
+
+
+@register_method
+class PromptSRC(PromptMethod):
+    """PromptSRC's independent vision-language prompts and self-regularising losses."""
+
+    name = "promptsrc"
+    config_class = PromptSRCConfig
+
+    def __init__(self, cfg: PromptSRCConfig, clip: CLIPBundle, classnames: Sequence[str]) -> None:
+        super().__init__(cfg, clip, classnames)
+        text_blocks = len(clip.model.transformer.resblocks)
+        image = ImageEncoder(clip.model)
+        vision_width = image.width  # clear error on ResNet towers
+        if not 1 <= cfg.prompt_depth_text <= text_blocks:
+            raise ValueError(f"prompt_depth_text={cfg.prompt_depth_text} must lie in 1..{text_blocks} ({clip.name}).")
+        if not 1 <= cfg.prompt_depth_vision <= image.num_blocks:
+            raise ValueError(
+                f"prompt_depth_vision={cfg.prompt_depth_vision} must lie in 1..{image.num_blocks} ({clip.name})."
+            )
+        if cfg.n_ctx_text < 1 or cfg.n_ctx_vision < 1:
+            raise ValueError("PromptSRC needs n_ctx_text >= 1 and n_ctx_vision >= 1.")
+        if cfg.gpa and cfg.gpa_std <= 0:
+            raise ValueError(f"gpa_std must be positive, got {cfg.gpa_std}.")
+        text_width = clip.model.token_embedding.weight.shape[1]
+        n_ctx = cfg.n_ctx_text
+        init = cfg.ctx_init.replace("_", " ").strip()
+        if init:
+            vectors = token_embeddings(clip, init)
+            if len(vectors) < n_ctx:
+                raise ValueError(f"ctx_init {init!r} has {len(vectors)} tokens, fewer than n_ctx_text={n_ctx}.")
+            self.prefix = init
+            vectors = vectors[:n_ctx].clone()
+        else:
+            vectors = nn.init.normal_(torch.empty(n_ctx, text_width), std=0.02)
+            self.prefix = " ".join(["X"] * n_ctx)
+
+        def tokens(n: int, width: int) -> nn.Parameter:
+            return nn.Parameter(nn.init.normal_(torch.empty(n, width), std=0.02))
+
+        self.ctx = nn.Parameter(vectors)
+        self.deep_text = nn.ParameterList([tokens(n_ctx, text_width) for _ in range(cfg.prompt_depth_text - 1)])
+        self.visual = tokens(cfg.n_ctx_vision, vision_width)
+        self.deep_visual = nn.ParameterList(
+            [tokens(cfg.n_ctx_vision, vision_width) for _ in range(cfg.prompt_depth_vision - 1)]
+        )
+        templates = promptsrc_templates()
+        self.templates = templates[: cfg.num_templates] if cfg.num_templates > 0 else templates
+        # Frozen CLIP's template-averaged text features per class name, computed when a class is first needed.
+        self._frozen_text: dict[str, torch.Tensor] = {}
+
+    def template(self) -> tuple[str, Sequence[int]]:
+        return self.prefix + " {}.", range(self.cfg.n_ctx_text)
+
+    def text_prompt(self) -> TextPrompt:
+        return TextPrompt(ctx=self.ctx, deep=list(self.deep_text), deep_start=1)
+
+    def visual_prompt(self) -> VisualPrompt:
+        return VisualPrompt(shallow=self.visual, deep=list(self.deep_visual))
+
+    def text_is_trainable(self) -> bool:
+        return True
+
+    def _apply(self, fn, recurse=True):
+        self._frozen_text.clear()
+        return super()._apply(fn, recurse)
+
+    # ---- self-regularisation -------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def frozen_text_features(self, model: Any) -> torch.Tensor:
+        """``[C, E]`` L2-normalised mean over the templates of frozen CLIP's text features of ``model``'s classes."""
+        missing = [n for n in dict.fromkeys(model.classnames) if n not in self._frozen_text]
+        if missing:
+            clip = model.frozen[0]
+            device = model.logit_scale.device
+            features = []
+            for template in self.templates:
+                tokens = model.tokenizer([template.format(clean_classname(n)) for n in missing]).to(device)
+                features.append(clip.encode_text(tokens).float())
+            for name, feature in zip(missing, torch.stack(features).mean(0)):
+                self._frozen_text[name] = feature
+        return F.normalize(torch.stack([self._frozen_text[n] for n in model.classnames]), dim=-1)
+
+    def regularization(
+        self, model: Any, images: torch.Tensor, image: torch.Tensor, text: torch.Tensor, logits: torch.Tensor
+    ) -> dict[str, tuple[float, torch.Tensor]]:
+        """PromptSRC's mutual-agreement terms ``{name: (weight, unweighted value)}``.
+
+        Args:
+            model: The :class:`~lamm_plugin.lamm.LAMM` model (frozen encoders, classes, logit scale).
+            images: ``[B, 3, H, W]`` the batch.
+            image: ``[B, E]`` normalised prompted image features.
+            text: ``[C, E]`` normalised prompted text features (learned labels when LAMM is on).
+            logits: ``[B, C]`` prompted logits.
+        """
+        cfg = self.cfg
+        frozen_text = self.frozen_text_features(model)
+        with torch.no_grad():
+            frozen_image = F.normalize(model.image(images.to(model.text.dtype)).float(), dim=-1)
+            frozen_logits = model.logit_scale * frozen_image @ frozen_text.t()
+        src_text = F.l1_loss(text, frozen_text)
+        src_image = F.l1_loss(image, frozen_image)
+        log_p = F.log_softmax(logits, dim=-1)
+        log_q = F.log_softmax(frozen_logits, dim=-1)
+        src_logit = F.kl_div(log_p, log_q, reduction="sum", log_target=True) / logits.numel()
+        return {
+            "src_text": (cfg.text_loss_weight, src_text),
+            "src_image": (cfg.image_loss_weight, src_image),
+            "src_logit": (cfg.logit_loss_weight, src_logit),
+        }
+
+
+def gaussian_weights(epochs: int, mean: float, std: float) -> list[float]:
+    """PromptSRC's epoch weights: the normal density at epochs ``1..epochs``, normalised to sum to one."""
+    if epochs < 1:
+        raise ValueError(f"GPA needs at least one epoch, got {epochs}.")
+    if std <= 0:
+        raise ValueError(f"GPA needs a positive standard deviation, got {std}.")
+    density = [math.exp(-0.5 * ((e - mean) / std) ** 2) / (std * math.sqrt(2 * math.pi)) for e in range(1, epochs + 1)]
+    total = sum(density)
+    if total == 0 or not math.isfinite(total):
+        raise ValueError(
+            f"GPA weights vanish for {epochs} epochs with mean {mean} and std {std}: put the mean within the epochs "
+            "or widen the std."
+        )
+    return [d / total for d in density]
+
+
+class GaussianPromptAggregation:
+    """Gaussian-weighted average of a model's trainable tensors over epochs (PromptSRC's GPA).
+
+    After epoch ``e`` (0-based), :meth:`update` adds ``w[e] * tensor`` to the aggregate of every named trainable
+    tensor; :meth:`apply` writes the aggregate into the tensors. The state (:meth:`state_dict`) goes into each
+    checkpoint, so that a resumed run aggregates exactly what an uninterrupted one would.
+
+    Args:
+        epochs: Number of training epochs.
+        mean: Gaussian mean, in 1-based epochs.
+        std: Gaussian standard deviation.
+    """
+
+    def __init__(self, epochs: int, mean: float, std: float) -> None:
+        self.weights = gaussian_weights(epochs, mean, std)
+        self.aggregate: dict[str, torch.Tensor] = {}
+        self.epochs_done = 0
+
+    @staticmethod
+    def tensors(model: nn.Module) -> dict[str, nn.Parameter]:
+        """The tensors aggregated: every parameter of ``model`` that requires gradients, by name."""
+        return {name: p for name, p in model.named_parameters() if p.requires_grad}
+
+    @torch.no_grad()
+    def update(self, model: nn.Module, epoch: int) -> None:
+        """Add the tensors at the end of ``epoch`` (0-based) with their weight."""
+        if epoch != self.epochs_done:
+            raise RuntimeError(f"GPA expects the end of epoch {self.epochs_done}, got epoch {epoch}.")
+        if epoch >= len(self.weights):
+            raise RuntimeError(f"GPA was set up for {len(self.weights)} epochs; epoch {epoch} is past them.")
+        weight = self.weights[epoch]
+        for name, tensor in self.tensors(model).items():
+            value = tensor.detach().float() * weight
+            previous = self.aggregate.get(name)
+            if previous is not None and previous.shape != value.shape:
+                raise RuntimeError(
+                    f"GPA: {name} changed shape from {tuple(previous.shape)} to {tuple(value.shape)} during training "
+                    "(classes added mid-run?); aggregate runs of one class set only."
+                )
+            self.aggregate[name] = value if previous is None else previous + value
+        self.epochs_done += 1
+
+    @torch.no_grad()
+    def apply(self, model: nn.Module) -> None:
+        """Write the aggregate into ``model``'s trainable tensors (all of them must have been aggregated)."""
+        tensors = self.tensors(model)
+        if set(tensors) != set(self.aggregate):
+            raise RuntimeError(
+                f"GPA aggregate holds {sorted(self.aggregate)}, the model trains {sorted(tensors)}: nothing applied."
+            )
+        for name, tensor in tensors.items():
+            tensor.copy_(self.aggregate[name].to(tensor))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"weights": list(self.weights), "epochs_done": self.epochs_done, "aggregate": dict(self.aggregate)}
+
+    def load_state_dict(self, state: Optional[dict[str, Any]]) -> None:
+        """Restore :meth:`state_dict` output (a checkpoint's); refuses one made for other epoch weights."""
+        if state is None:
+            return
+        if [round(w, 12) for w in state["weights"]] != [round(w, 12) for w in self.weights]:
+            raise ValueError("The checkpoint's GPA was set up for other epochs or Gaussian (OPTIM.MAX_EPOCH, GPA_*).")
+        self.epochs_done = int(state["epochs_done"])
+        self.aggregate = {k: v.clone() for k, v in state["aggregate"].items()}
