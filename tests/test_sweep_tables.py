@@ -276,10 +276,13 @@ def test_output_to_a_closed_pipe_and_without_matplotlib(tmp_path, monkeypatch):
     assert make_tables(str(tmp_path), "--kinds", "nope").returncode == 2
 
 
-def test_continual_branch_of_sweep_sh_is_unchanged(tmp_path):
-    env = {**os.environ, "DRY_RUN": "1", "SEEDS": "1", "DATASETS": "dtd", "OUTPUT": str(tmp_path)}
+def test_continual_branch_of_sweep_sh_runs_the_protocol(tmp_path):
+    """``sweep.sh continual`` hands each (dataset, seed) to scripts/lamm/continual.sh: one continual.py run."""
+    env = {**os.environ, "DRY_RUN": "1", "SEEDS": "1 2", "DATASETS": "dtd", "OUTPUT": str(tmp_path)}
     out = subprocess.run(["bash", SWEEP, "continual"], capture_output=True, text=True, timeout=60, env=env)
-    assert out.returncode == 0 and len([line for line in out.stdout.splitlines() if "train.py" in line]) == 5
+    runs = [line for line in out.stdout.splitlines() if "continual.py" in line]
+    assert out.returncode == 0 and len(runs) == 2, out.stdout + out.stderr
+    assert all("/continual/dtd/" in line for line in runs) and "seed1" in runs[0] and "seed2" in runs[1]
 
 
 @pytest.mark.slow
