@@ -84,8 +84,8 @@ class FileServer:
                 self.end_headers()
                 if server.cut_after is not None:
                     body = body[: server.cut_after]
+                server.sent += len(body)  # before the write: the client may be done before this thread goes on
                 self.wfile.write(body)
-                server.sent += len(body)
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
