@@ -239,15 +239,8 @@ def compare_promptsrc(case: str, path: str, exact: bool = True, seed: int = 0) -
     ours = build_model("promptsrc", bundle, CLASSNAMES, cfg, LAMMConfig(enabled=False)).train()
     for p in theirs.parameters():
         p.requires_grad_(False)
-    g = torch.Generator().manual_seed(seed + 1)
     pairs = _promptsrc_pairs(ours, theirs, cfg)
-    with torch.no_grad():
-        for _, p, q in pairs:
-            p.copy_(0.1 * torch.randn(p.shape, generator=g).half().float())
-            q.copy_(p)
-            q.requires_grad_(True)
-    images = torch.randn(4, 3, 32, 32, generator=g)
-    labels = torch.tensor([0, 3, 1, 4])
+    images, labels = _same_values_and_batch(pairs, seed)
 
     out = ours(images, labels)
     out.losses["total"].backward()
@@ -339,6 +332,18 @@ def _their_logits(method: str, theirs, images: torch.Tensor) -> torch.Tensor:
     return theirs.logit_scale.exp() * image @ text.t()
 
 
+def _same_values_and_batch(pairs, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Give each (ours, theirs) pair the same random values (distinct per tensor: placement errors show; fp16-exact),
+    make theirs trainable, and draw the batch both sides see."""
+    g = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for _, p, q in pairs:
+            p.copy_(0.1 * torch.randn(p.shape, generator=g).half().float())
+            q.copy_(p)
+            q.requires_grad_(True)
+    return torch.randn(4, 3, 32, 32, generator=g), torch.tensor([0, 3, 1, 4])
+
+
 def compare(case: str, path: str, exact: bool = True, seed: int = 0) -> dict[str, float]:
     """Largest absolute and relative differences of logits and of each learned tensor's gradient."""
     method, cfg, _ = CASES[case]
@@ -350,15 +355,8 @@ def compare(case: str, path: str, exact: bool = True, seed: int = 0) -> dict[str
     ours = build_model(method, bundle, CLASSNAMES, cfg, LAMMConfig(enabled=False)).train()
     for p in theirs.parameters():
         p.requires_grad_(False)
-    g = torch.Generator().manual_seed(seed + 1)
     pairs = _pairs(method, ours, theirs)
-    with torch.no_grad():  # same random values on both sides (distinct per tensor: placement errors show)
-        for _, p, q in pairs:
-            p.copy_(0.1 * torch.randn(p.shape, generator=g).half().float())
-            q.copy_(p)
-            q.requires_grad_(True)
-    images = torch.randn(4, 3, 32, 32, generator=g)
-    labels = torch.tensor([0, 3, 1, 4])
+    images, labels = _same_values_and_batch(pairs, seed)
 
     out = ours(images, labels)
     logits_ours, loss_ours = out.logits, out.losses["total"]
