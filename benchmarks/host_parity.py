@@ -35,6 +35,7 @@ from lamm_plugin.backbone import CLIPBundle
 from lamm_plugin.config import CoCoOpConfig, CoOpConfig, KgCoOpConfig, MaPLeConfig, PromptSRCConfig, VPTConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import originals  # noqa: E402
 from official_parity import _Tokenizer  # noqa: E402
 
 #: A small ViT with the widths MaPLe's code hard-codes (text 512, vision 768; heads = width // 64).
@@ -65,33 +66,11 @@ CASES = {
     "promptsrc-deep": ("promptsrc", PromptSRCConfig(prompt_depth_text=3, prompt_depth_vision=2), "promptsrc"),
 }
 
-_NAMES = ("clip", "trainers")
-
 
 def import_original(path: str, trainer: str):
-    """``(clip module, trainers.<trainer> module)`` of a checkout, leaving sys.path, sys.modules and Dassl's
-    trainer registry as they were (the originals register CoOp, MaPLe, VPT, which hosts register too)."""
-    from dassl.engine import TRAINER_REGISTRY
-
-    registry = dict(TRAINER_REGISTRY._obj_map)
-    saved = {k: v for k, v in sys.modules.items() if k.split(".")[0] in _NAMES}
-    for key in saved:
-        del sys.modules[key]
-    TRAINER_REGISTRY._obj_map.clear()
-    sys.path.insert(0, path)
-    try:
-        import importlib
-
-        clip = importlib.import_module("clip.clip")
-        module = importlib.import_module(f"trainers.{trainer}")
-        return clip, module
-    finally:
-        sys.path.remove(path)
-        for key in [k for k in sys.modules if k.split(".")[0] in _NAMES]:
-            del sys.modules[key]
-        sys.modules.update(saved)
-        TRAINER_REGISTRY._obj_map.clear()
-        TRAINER_REGISTRY._obj_map.update(registry)
+    """``(clip module, trainers.<trainer> module)`` of a checkout (see :mod:`originals`)."""
+    clip, module = originals.import_original(path, "clip.clip", f"trainers.{trainer}")
+    return clip, module
 
 
 @contextlib.contextmanager

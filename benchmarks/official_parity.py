@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import argparse
 import functools
-import sys
 
+import originals
 import torch
 from open_clip.model import CLIP
 
@@ -47,24 +47,9 @@ def official_cfg(origin_clip: bool):
 
 @functools.cache
 def _import_official(official: str):
-    """Import the official CLIP builder and CoOp trainer once (it registers trainers with Dassl), leaving
-    sys.path and sys.modules as they were."""
-    names = ("clip", "trainers", "helpers", "datasets")
-    saved = {k: v for k, v in sys.modules.items() if k.split(".")[0] in names}
-    for key in saved:
-        del sys.modules[key]
-    sys.path.insert(0, official)
-    try:
-        from clip import clip as official_clip  # the official repo's vendored CLIP
-
-        from trainers import coop as official_coop
-
-        return official_clip, official_coop
-    finally:
-        sys.path.remove(official)
-        for key in [k for k in sys.modules if k.split(".")[0] in names]:
-            del sys.modules[key]
-        sys.modules.update(saved)
+    """The official CLIP builder and CoOp trainer, imported once (see :mod:`originals`)."""
+    official_clip, official_coop = originals.import_original(official, "clip.clip", "trainers.coop")
+    return official_clip, official_coop
 
 
 def compare(official: str, origin_clip: bool, seed: int = 0) -> dict[str, float]:

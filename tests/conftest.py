@@ -1,7 +1,8 @@
 """Shared fixtures: a tiny random-weight open_clip CLIP (real tokenizer, context 77) built once per session.
 
-Also: under ``CI=true`` a test (or test module) skipped because Dassl is missing fails instead, so that CI
-cannot pass with the Dassl tests silently skipped. Elsewhere they stay skipped, with the reason.
+Also: under ``CI=true`` a test (or test module) skipped because Dassl or the original code it compares with is
+missing fails instead, so that CI cannot pass with the Dassl tests or the comparisons with original code silently
+skipped. Elsewhere they stay skipped, with the reason.
 """
 
 from __future__ import annotations
@@ -92,20 +93,27 @@ def strict_dtypes():
     return _strict_dtypes
 
 
-# ---- under CI=true, Dassl tests may not skip ------------------------------------------------------------------------
-def _skipped_for_dassl(report: pytest.CollectReport | pytest.TestReport) -> str | None:
-    """The skip reason when ``report`` is a skip caused by missing Dassl (every such reason names Dassl)."""
+# ---- under CI=true, Dassl tests and comparisons with original code may not skip ------------------------------------
+#: A skip whose reason names one of these is a missing requirement that CI provides (every such reason names it).
+CI_REQUIREMENTS = {"dassl": "Dassl must be installed", "original code": "the original code must be given"}
+
+
+def _skipped_for_ci_requirement(report: pytest.CollectReport | pytest.TestReport) -> str | None:
+    """``"<requirement>: <skip reason>"`` when ``report`` is a skip for want of something CI provides."""
     if not report.skipped or hasattr(report, "wasxfail"):
         return None
     reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
-    return reason if "dassl" in reason.lower() else None
+    for word, requirement in CI_REQUIREMENTS.items():
+        if word in reason.lower():
+            return f"{requirement} here, but this was skipped: {reason}"
+    return None
 
 
 def _fail_in_ci(report: pytest.CollectReport | pytest.TestReport) -> None:
-    reason = _skipped_for_dassl(report) if os.environ.get("CI") == "true" else None
+    reason = _skipped_for_ci_requirement(report) if os.environ.get("CI") == "true" else None
     if reason is not None:
         report.outcome = "failed"
-        report.longrepr = f"CI=true: Dassl must be installed here, but this was skipped: {reason}"
+        report.longrepr = f"CI=true: {reason}"
 
 
 @pytest.hookimpl(hookwrapper=True)

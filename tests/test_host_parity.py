@@ -54,3 +54,26 @@ def test_host_method_matches_original_code(case):
     result = compare(case, path)
     for key in ("logits rel", "grad rel", "loss rel"):
         assert result.get(key, 0.0) < 1e-5, (key, result)
+
+
+def test_importing_original_code_leaves_dassl_registries_and_modules_as_they_were():
+    """The originals register ``CoOp``, ``MaPLe``, ... like our trainers do; importing them twice, in any order,
+    must leave every Dassl registry and our own ``trainers`` package as they were."""
+    pytest.importorskip("dassl", reason="the original code imports Dassl")
+    given = {name: os.environ.get(variable, "") for name, variable in {**REPOS, "lamm": "LAMM_OFFICIAL_REPO"}.items()}
+    missing = [name for name, path in given.items() if not (path and Path(path, "trainers").is_dir())]
+    if missing:
+        pytest.skip(f"set the variables of {missing} to checkouts of the original code to import it")
+    import originals
+
+    import trainers  # noqa: F401  (this repository's trainers: CoOp, MaPLe, ... registered first)
+
+    before = [dict(registry._obj_map) for registry in originals.dassl_registries()]
+    ours = sys.modules["trainers"]
+    for _ in range(2):
+        for name, path in given.items():
+            module = "trainers.coop" if name in ("coop", "kgcoop", "lamm") else f"trainers.{name}"
+            (imported,) = originals.import_original(path, module)
+            assert Path(imported.__file__).is_relative_to(Path(path).resolve()) or path in imported.__file__
+    assert [dict(registry._obj_map) for registry in originals.dassl_registries()] == before
+    assert sys.modules["trainers"] is ours

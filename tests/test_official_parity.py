@@ -11,7 +11,7 @@ import pytest
 OFFICIAL = os.environ.get("LAMM_OFFICIAL_REPO", "")
 pytestmark = pytest.mark.skipif(
     not (OFFICIAL and Path(OFFICIAL, "trainers", "coop.py").is_file()),
-    reason="set LAMM_OFFICIAL_REPO to a checkout of github.com/gaojingsheng/LAMM to compare with the official code",
+    reason="set LAMM_OFFICIAL_REPO to a checkout of github.com/gaojingsheng/LAMM to compare with its original code",
 )
 
 
