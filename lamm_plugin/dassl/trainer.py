@@ -51,7 +51,16 @@ from lamm_plugin.dassl.config import (
     method_config_from_cfg,
 )
 from lamm_plugin.dassl.results import RecordingEvaluator, cfg_to_dict, per_class_accuracy, write_json
-from lamm_plugin.layout import BEST_FILE, PRECISIONS, RESULTS_FILENAME, RESULTS_FORMAT, epoch_file, find_checkpoint
+from lamm_plugin.layout import (
+    BEST_FILE,
+    PRECISIONS,
+    RESULTS_FILENAME,
+    RESULTS_FORMAT,
+    checkpoint_epochs,
+    epoch_file,
+    find_checkpoint,
+    last_checkpoint,
+)
 from lamm_plugin.methods.promptsrc import GaussianPromptAggregation
 
 __all__ = [
@@ -336,7 +345,7 @@ class PromptTrainer(TrainerX):
         freq = int(self.cfg.TRAIN.CHECKPOINT_FREQ)
         for name in self.get_model_names():
             folder = osp.join(self.output_dir, name)
-            for epoch in checkpoints.checkpoint_epochs(folder):
+            for epoch in checkpoint_epochs(folder):
                 if epoch < self._epochs_done and (freq <= 0 or epoch % freq):
                     os.remove(osp.join(folder, epoch_file(epoch)))
 
@@ -422,7 +431,7 @@ class PromptTrainer(TrainerX):
         for name in names:
             for partial in checkpoints.remove_partial_writes(osp.join(directory, name)):
                 print(f"Removed {partial}: a checkpoint write that was interrupted")
-        found = {name: checkpoints.last_checkpoint(osp.join(directory, name)) for name in names}
+        found = {name: last_checkpoint(osp.join(directory, name)) for name in names}
         if any(file is None for file in found.values()):
             print("No checkpoint found, train from scratch")
             if self.cfg.SEED >= 0:
