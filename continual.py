@@ -40,12 +40,14 @@ from dassl.utils import set_random_seed
 
 import train
 from datasets.base import select_classes
+from lamm_experiments import continual as report
+from lamm_experiments.tabular import markdown_table
 from lamm_plugin import continual
-from lamm_plugin.dassl import checkpoints, compat
+from lamm_plugin.dassl import compat
 from lamm_plugin.dassl.results import cfg_to_dict, write_json
+from lamm_plugin.layout import CONTINUAL_FORMAT, RESULTS_FILENAME, find_checkpoint
 
 EVAL_FILENAME = "continual_eval.json"
-RESULTS_FILENAME = "results.json"
 PROTOCOL_KEYS = {"stages", "classes_per_stage", "order_seed", "class_order", "shared", "test_fraction"}
 
 
@@ -181,12 +183,6 @@ def evaluate_seen(trainer, cfg, full: DatasetBase, stages: Sequence[Sequence[int
     )
 
 
-def last_checkpoint_path(stage_dir: str, model_name: str) -> Optional[str]:
-    folder = osp.join(stage_dir, model_name)
-    found = checkpoints.last_checkpoint(folder)
-    return osp.join(folder, found) if found else None
-
-
 def run_stage(
     args: argparse.Namespace,
     base_cfg,
@@ -221,7 +217,7 @@ def run_stage(
         checkpoint = None
         if trainer.optim is not None:
             trainer.train()
-            checkpoint = last_checkpoint_path(stage_dir, trainer.MODEL_NAME)
+            checkpoint = find_checkpoint(osp.join(stage_dir, trainer.MODEL_NAME), best=False)
             if checkpoint is None:
                 raise RuntimeError(f"Stage {k + 1} finished without a checkpoint in {stage_dir}.")
             # The stage's final state, also when the stage had been finished by an earlier process.
@@ -290,7 +286,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         init = record.get("checkpoint")
 
     stage_names = [[full.lab2cname[y] for y in stage] for stage in stages]
-    section = continual.continual_section(
+    section = report.continual_section(
         stage_names,
         [r["per_class"] for r in records],
         [full.lab2cname[y] for y in order],
@@ -301,7 +297,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     section["trained_shared"] = [r["trained_shared"] for r in records]
     metrics = section["metrics"]
     results = {
-        "format": continual.CONTINUAL_FORMAT,
+        "format": CONTINUAL_FORMAT,
         "trainer": cfg.TRAINER.NAME,
         "config_name": osp.splitext(osp.basename(args.config_file))[0] if args.config_file else "",
         "dataset": cfg.DATASET.NAME,
@@ -314,7 +310,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         "timings": {"total_seconds_last_process": time.time() - start},
         "config": cfg_to_dict(cfg),
     }
-    table = continual.format_table(continual.continual_table([results]))
+    table = report.format_table(report.continual_table([results]))
     with train.log_to(cfg.OUTPUT_DIR):
         print(stage_report(section))
         print(table)
@@ -329,13 +325,12 @@ def stage_report(section: dict[str, Any]) -> str:
     """The accuracy matrix as a markdown table: one row per stage, one column per stage's classes."""
     t = section["num_stages"]
     head = ["after stage", *[f"S{s + 1}" for s in range(t)], "seen", "current"]
-    lines = ["| " + " | ".join(head) + " |", "| " + " | ".join("---" for _ in head) + " |"]
-    for k, row in enumerate(section["accuracy_matrix"]):
-        cells = ["-" if v is None else f"{v:.2f}" for v in row]
-        lines.append(
-            f"| {k + 1} | " + " | ".join(cells) + f" | {section['seen_accuracy'][k]:.2f} | "
-            f"{section['current_accuracy'][k]:.2f} |"
-        )
+    rows = [
+        [k + 1, *["-" if v is None else f"{v:.2f}" for v in row]]
+        + [f"{section['seen_accuracy'][k]:.2f}", f"{section['current_accuracy'][k]:.2f}"]
+        for k, row in enumerate(section["accuracy_matrix"])
+    ]
+    lines = [markdown_table(head, rows)]
     m = section["metrics"]
     forget = "-" if m["average_forgetting"] is None else f"{m['average_forgetting']:.2f}"
     per_class = m.get("average_forgetting_per_class")

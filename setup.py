@@ -1,4 +1,4 @@
-"""Installs the ``lamm_plugin`` package only.
+"""Installs two packages: the library ``lamm_plugin`` and the program ``lamm_experiments`` (sweeps, tables, reports).
 
 The repo-local ``trainers/`` and ``datasets/`` folders are used from a checkout (``python train.py``) and are
 deliberately not installed: a top-level ``datasets`` package would shadow the Hugging Face library.
@@ -29,8 +29,8 @@ setup(
     long_description_content_type="text/markdown",
     license="MIT",
     python_requires=">=3.9",
-    packages=find_packages(include=["lamm_plugin", "lamm_plugin.*"]),
-    package_data={"lamm_plugin": ["reference/*.csv", "reference/README.md"]},
+    packages=find_packages(include=["lamm_plugin", "lamm_plugin.*", "lamm_experiments", "lamm_experiments.*"]),
+    package_data={"lamm_experiments": ["reference/*.csv", "reference/README.md"]},
     install_requires=[
         "torch>=2.0",
         "torchvision>=0.15",
@@ -44,7 +44,7 @@ setup(
     extras_require={
         # The tests cover the tables and figures (tabulate, matplotlib) and the submitit sweep engine.
         "test": ["pytest>=7", "ruff>=0.5", "tabulate", "matplotlib>=3.5", "submitit>=1.4"],
-        "interpret": ["tabulate", "matplotlib>=3.5"],  # python -m lamm_plugin.interpret
+        "interpret": ["tabulate", "matplotlib>=3.5"],  # python -m lamm_experiments.interpret
         "dassl": DASSL_RUNTIME,
         "plots": ["matplotlib>=3.5"],  # the few-shot figure of scripts/make_tables.py
         "cluster": ["submitit>=1.4"],  # scripts/lamm/sweep.sh --engine submitit (SLURM)

@@ -537,7 +537,7 @@ def _write_cifar100(folder: Path, downloads: Path, keep_archives: bool) -> None:
 
 
 def _write_synthetic(folder: Path, downloads: Path, keep_archives: bool) -> None:
-    from lamm_plugin.synthetic import write_image_folder
+    from lamm_experiments.synthetic import write_image_folder
 
     write_image_folder(folder)
 

@@ -1,4 +1,4 @@
-"""``SyntheticShapes``: the offline dataset of :mod:`lamm_plugin.synthetic` as a Dassl dataset.
+"""``SyntheticShapes``: the offline dataset of :mod:`lamm_experiments.synthetic` as a Dassl dataset.
 
 On first use it writes a small PNG tree and a CoOp split file under ``DATASET.ROOT``; from then on it is read
 like any CoOp dataset and goes through the same few-shot sampling, caches and base-to-new subsampling. Its
@@ -11,13 +11,13 @@ from typing import Any
 
 from yacs.config import CfgNode
 
-from lamm_plugin import synthetic
+from lamm_experiments import synthetic
 
 from .base import SplitFileDataset, register_dataset
 
 SYNTHETIC_DEFAULTS: dict[str, Any] = {
     "DIR": "synthetic_shapes",  # folder under DATASET.ROOT
-    "NUM_CLASSES": len(synthetic.SHAPE_CLASSES),  # the first N classes of lamm_plugin.synthetic.SHAPE_CLASSES
+    "NUM_CLASSES": len(synthetic.SHAPE_CLASSES),  # the first N classes of lamm_experiments.synthetic.SHAPE_CLASSES
     "TRAIN_PER_CLASS": 16,
     "VAL_PER_CLASS": 4,
     "TEST_PER_CLASS": 8,

@@ -14,8 +14,8 @@ import argparse
 import torch
 import torch.nn.functional as F
 
+from lamm_experiments.synthetic import make_tensors
 from lamm_plugin import CoOpConfig, LAMMConfig, build_model, load_clip
-from lamm_plugin.synthetic import make_tensors
 
 
 def main(argv: list[str] | None = None) -> float:

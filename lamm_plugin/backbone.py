@@ -22,6 +22,8 @@ import open_clip
 import torch
 from open_clip.model import CLIP, convert_weights_to_lp, get_cast_dtype
 
+from lamm_plugin.layout import PRECISIONS
+
 logger = logging.getLogger(__name__)
 
 #: OpenAI-style names (as in CoOp configs) -> (open_clip architecture, pretrained tag, OpenAI file name).
@@ -53,7 +55,6 @@ TINY_MODELS: dict[str, dict[str, Any]] = {
     },
 }
 
-PRECISIONS = ("fp32", "fp16", "bf16", "amp")
 #: Precisions that hold CLIP's matmul weights in low precision. As in ``open_clip.create_model``, such models are
 #: built with a cast dtype, which makes every normalisation a ``LayerNormFp32`` (fp32 weights, fp32 compute): a
 #: plain ``LayerNorm`` would keep fp32 weights and receive low-precision activations, which CUDA kernels refuse.

@@ -30,6 +30,7 @@ from lamm_plugin.backbone import CLIPBundle, weights_fingerprint
 from lamm_plugin.config import METHOD_CONFIGS, LAMMConfig, from_dict, to_dict
 from lamm_plugin.encoders import ImageEncoder, TextEncoder, length_groups, normalize
 from lamm_plugin.label_embedding import LabelEmbedding, label_keys, label_token_counts
+from lamm_plugin.layout import CHECKPOINT_FORMAT
 from lamm_plugin.losses import HierarchicalLoss
 from lamm_plugin.methods import METHODS, PromptMethod
 from lamm_plugin.methods.base import TextPrompt
@@ -37,7 +38,6 @@ from lamm_plugin.tokens import PromptLayout, build_layout, clean_classname
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINT_FORMAT = "lamm_plugin/1"
 #: Most per-image prompts (images x classes) one evaluation pass of an image-conditioned method encodes (CoCoOp on
 #: ImageNet: 1000 prompts per image); larger test batches go through in chunks of images.
 EVAL_PROMPTS_PER_PASS = 16384

@@ -19,7 +19,8 @@ from typing import Any, Optional
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from lamm_plugin.continual import continual_table, format_table, plot_accuracy  # noqa: E402
+from lamm_experiments.continual import continual_table, format_table, plot_accuracy  # noqa: E402
+from lamm_plugin.layout import RESULTS_FILENAME  # noqa: E402
 
 
 def find_results(roots: Sequence[str]) -> list[dict[str, Any]]:
@@ -29,9 +30,9 @@ def find_results(roots: Sequence[str]) -> list[dict[str, Any]]:
         if not os.path.exists(root):
             raise FileNotFoundError(f"{root} does not exist: give the output folder of continual runs.")
         for folder, _, files in sorted(os.walk(root)):
-            if "results.json" not in files:
+            if RESULTS_FILENAME not in files:
                 continue
-            path = os.path.join(folder, "results.json")
+            path = os.path.join(folder, RESULTS_FILENAME)
             try:
                 with open(path) as f:
                     result = json.load(f)

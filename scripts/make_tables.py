@@ -7,7 +7,7 @@ Examples::
     python scripts/make_tables.py output --readme README.md    # rewrite the README's Results section
     python scripts/make_tables.py output --readme README.md --check   # exit 1 if it would change
 
-Kinds: see ``lamm_plugin.tables.TABLE_KINDS`` (fewshot, base2new, xd; xd also gives domain generalisation).
+Kinds: see ``lamm_experiments.tables.TABLE_KINDS`` (fewshot, base2new, xd; xd also gives domain generalisation).
 Needs only the standard library; the figure needs matplotlib (``pip install matplotlib``).
 """
 
@@ -19,11 +19,9 @@ import sys
 from collections.abc import Sequence
 from typing import Optional
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from _light import light_import  # noqa: E402
-
-T = light_import("tables")
+from lamm_experiments import tables as T  # noqa: E402
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

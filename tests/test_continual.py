@@ -1,4 +1,4 @@
-"""Class-incremental continual learning (:mod:`lamm_plugin.continual`) on the core, without Dassl.
+"""Class-incremental continual learning (:mod:`lamm_plugin.continual`, :mod:`lamm_experiments.continual`) without Dassl.
 
 The generated shapes (12 classes) in 4 stages of 3 with the tiny random CLIP: with the shared tensors frozen after
 stage 1, earlier classes' logits stay bit-identical through later stages; trained, they change. The metrics are
@@ -10,19 +10,18 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lamm_plugin import CoOpConfig, LAMMConfig, MaPLeConfig, build_model, synthetic
-from lamm_plugin.continual import (
+from lamm_experiments import synthetic
+from lamm_experiments.continual import (
     TABLE_COLUMNS,
     accuracy_matrix,
-    class_order,
     continual_metrics,
     continual_section,
     continual_table,
     format_table,
-    prepare_stage,
-    split_stages,
     stage_curves,
 )
+from lamm_plugin import CoOpConfig, LAMMConfig, MaPLeConfig, build_model
+from lamm_plugin.continual import class_order, prepare_stage, split_stages
 
 # ---- metrics against a hand computation -----------------------------------------------------------------------------
 MATRIX = [
@@ -217,7 +216,7 @@ def test_tables_command_reads_the_continual_tree(tmp_path):
     setting, stage runs inside a run not counted, numbers equal to the results' metrics over seeds."""
     import json
 
-    from lamm_plugin import tables
+    from lamm_experiments import tables
 
     stages = [["a"], ["b"]]
     for seed, (x, y) in enumerate([(8, 6), (10, 4)], start=1):

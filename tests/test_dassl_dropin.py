@@ -18,7 +18,7 @@ import pytest
 
 pytest.importorskip("dassl", reason="Dassl is not installed; it installs from its GitHub repository")
 
-from lamm_plugin import synthetic  # noqa: E402
+from lamm_experiments import synthetic  # noqa: E402
 
 pytestmark = pytest.mark.dassl
 

@@ -51,7 +51,10 @@ BLOCKS: dict[tuple[str, str], tuple[str, str]] = {
     ("README.md", 'clip = load_clip("tiny-vit")'): (RUN, "the Dassl-free core on the tiny CLIP"),
     ("README.md", "import lamm_plugin.dassl"): (RUN_DASSL, "the drop-in import line"),
     ("README.md", "--config-file /path/to/lamm-plugin/"): (SKIP, HOST_REPO),
-    ("README.md", "python -m lamm_plugin.interpret output/demo"): (RUN_DASSL, "inspects the main job's checkpoint"),
+    ("README.md", "python -m lamm_experiments.interpret output/demo"): (
+        RUN_DASSL,
+        "inspects the main job's checkpoint",
+    ),
     ("README.md", "python -m pytest -q"): (SKIP, "the test suite itself (.ci/run runs it)"),
     ("README.md", "tests/         pytest suite"): (OUTPUT, "the repository layout"),
     # docs/RUN.md

@@ -1,4 +1,4 @@
-"""Reading what a checkpoint learned: nearest tokens, drift, tables and figure (lamm_plugin.interpret)."""
+"""Reading what a checkpoint learned: nearest tokens, drift, tables and figure (lamm_experiments.interpret)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lamm_plugin import CoOpConfig, LAMMConfig, build_model
-from lamm_plugin.interpret import (
+from lamm_experiments.interpret import (
     Vocabulary,
     compare,
     format_comparison,
@@ -24,7 +23,8 @@ from lamm_plugin.interpret import (
     plot_drift,
     vocabulary_for,
 )
-from lamm_plugin.synthetic import make_tensors
+from lamm_experiments.synthetic import make_tensors
+from lamm_plugin import CoOpConfig, LAMMConfig, build_model
 
 FIXTURES = Path(__file__).parent / "fixtures" / "classnames"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from lamm_experiments.synthetic import make_tensors
 from lamm_plugin import CoOpConfig, LAMMConfig, build_model
 from lamm_plugin.config import CoCoOpConfig, KgCoOpConfig
-from lamm_plugin.synthetic import make_tensors
 
 NUM_CLASSES = 4
 

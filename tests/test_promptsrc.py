@@ -11,9 +11,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from lamm_experiments.synthetic import make_tensors
 from lamm_plugin import LAMMConfig, PromptSRCConfig, build_model
 from lamm_plugin.methods.promptsrc import GaussianPromptAggregation, gaussian_weights
-from lamm_plugin.synthetic import make_tensors
 from lamm_plugin.templates import promptsrc_templates
 
 CFG = PromptSRCConfig(prompt_depth_text=2, prompt_depth_vision=2, num_templates=3)

@@ -18,8 +18,8 @@ from collections import Counter
 
 import pytest
 
-from lamm_plugin import sweep as S
-from lamm_plugin import tables as T
+from lamm_experiments import sweep as S
+from lamm_experiments import tables as T
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SWEEP = os.path.join(REPO, "scripts", "lamm", "sweep.sh")

@@ -11,8 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-from lamm_plugin import synthetic
-from lamm_plugin.synthetic import (
+from lamm_experiments import synthetic
+from lamm_experiments.synthetic import (
     SHAPE_CLASSES,
     classnames,
     generate_split,

@@ -21,6 +21,8 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
+from lamm_plugin.layout import EPOCH_FILE_PATTERN, INDEX_FILE, checkpoint_epochs, epoch_file, last_checkpoint
+
 __all__ = [
     "INDEX_FILE",
     "checkpoint_epochs",
@@ -32,9 +34,6 @@ __all__ = [
     "write_atomic",
 ]
 
-#: Dassl's index file: the name of the last checkpoint saved.
-INDEX_FILE = "checkpoint"
-_EPOCH_FILE = re.compile(r"^model\.pth\.tar-(\d+)$")
 _PARTIAL_FILE = re.compile(r"\.tmp\d+$")
 
 
@@ -65,31 +64,12 @@ def save_checkpoint(state: dict[str, Any], folder: str, filename: Optional[str] 
 
     Epoch checkpoints also become the index's entry (Dassl's ``checkpoint`` file), written after the checkpoint.
     """
-    filename = filename or f"model.pth.tar-{state['epoch']}"
+    filename = filename or epoch_file(state["epoch"])
     path = osp.join(folder, filename)
     write_atomic(path, lambda f: torch.save(state, f))
-    if _EPOCH_FILE.match(filename):
+    if EPOCH_FILE_PATTERN.match(filename):
         write_atomic(osp.join(folder, INDEX_FILE), lambda f: f.write(f"{filename}\n".encode()))
     return path
-
-
-def checkpoint_epochs(folder: str) -> list[int]:
-    """Epochs of the ``model.pth.tar-<epoch>`` files in ``folder``, ascending."""
-    if not osp.isdir(folder):
-        return []
-    return sorted(int(m.group(1)) for m in map(_EPOCH_FILE.match, os.listdir(folder)) if m)
-
-
-def last_checkpoint(folder: str) -> Optional[str]:
-    """File name of the newest checkpoint of ``folder``: the index's entry, else the highest epoch found."""
-    index = osp.join(folder, INDEX_FILE)
-    if osp.isfile(index):
-        with open(index) as f:
-            name = f.readline().strip()
-        if name and osp.isfile(osp.join(folder, name)):
-            return name
-    epochs = checkpoint_epochs(folder)
-    return f"model.pth.tar-{epochs[-1]}" if epochs else None
 
 
 def remove_partial_writes(folder: str) -> list[str]:

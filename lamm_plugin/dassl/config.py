@@ -36,6 +36,7 @@ import yaml
 from yacs.config import CfgNode
 
 from lamm_plugin.config import METHOD_CONFIGS, LAMMConfig, from_dict
+from lamm_plugin.layout import PRECISIONS
 
 __all__ = [
     "BASELINE_NODES",
@@ -71,7 +72,6 @@ BASELINE_NODES.update({"COCOOP": "cocoop", "KGCOOP": "kgcoop", "PROMPTSRC": "pro
 LAMM_NODE = "LAMM"
 #: Key of the precision in every trainer node, as in the host repositories.
 PRECISION_KEY = "PREC"
-PRECISIONS = ("fp16", "fp32", "bf16", "amp")
 #: The host repositories' default (CLIP's own weights are fp16).
 DEFAULT_PRECISION = "fp16"
 #: Key in every trainer node: replay training steps from a CUDA graph (:mod:`lamm_plugin.cuda_graph`) on a GPU.

@@ -15,16 +15,11 @@ from yacs.config import CfgNode
 from lamm_plugin.dassl.checkpoints import write_atomic
 
 __all__ = [
-    "RESULTS_FILENAME",
-    "RESULTS_FORMAT",
     "RecordingEvaluator",
     "cfg_to_dict",
     "per_class_accuracy",
     "write_json",
 ]
-
-RESULTS_FILENAME = "results.json"
-RESULTS_FORMAT = "lamm-results/1"
 
 
 def cfg_to_dict(node: Any) -> Any:

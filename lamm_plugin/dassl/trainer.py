@@ -47,17 +47,19 @@ from lamm_plugin.dassl.config import (
     CUDA_GRAPH_KEY,
     LAMM_NODE,
     PRECISION_KEY,
-    PRECISIONS,
     lamm_config_from_cfg,
     method_config_from_cfg,
 )
-from lamm_plugin.dassl.results import (
+from lamm_plugin.dassl.results import RecordingEvaluator, cfg_to_dict, per_class_accuracy, write_json
+from lamm_plugin.layout import (
+    BEST_FILE,
+    PRECISIONS,
     RESULTS_FILENAME,
     RESULTS_FORMAT,
-    RecordingEvaluator,
-    cfg_to_dict,
-    per_class_accuracy,
-    write_json,
+    checkpoint_epochs,
+    epoch_file,
+    find_checkpoint,
+    last_checkpoint,
 )
 from lamm_plugin.methods.promptsrc import GaussianPromptAggregation
 
@@ -84,7 +86,6 @@ TRAINING_KEYS = (
     "train_seconds",
     "gpa",
 )
-BEST_MODEL_FILE = "model-best.pth.tar"
 
 
 class PromptTrainer(TrainerX):
@@ -338,15 +339,15 @@ class PromptTrainer(TrainerX):
             result = self.test(split="val")
             if result > self.best_result:
                 self.best_result = result
-                self.save_model(self.epoch, self.output_dir, val_result=result, model_name=BEST_MODEL_FILE)
+                self.save_model(self.epoch, self.output_dir, val_result=result, model_name=BEST_FILE)
         self._epochs_done = self.epoch + 1
         self.save_model(self.epoch, self.output_dir)
         freq = int(self.cfg.TRAIN.CHECKPOINT_FREQ)
         for name in self.get_model_names():
             folder = osp.join(self.output_dir, name)
-            for epoch in checkpoints.checkpoint_epochs(folder):
+            for epoch in checkpoint_epochs(folder):
                 if epoch < self._epochs_done and (freq <= 0 or epoch % freq):
-                    os.remove(osp.join(folder, f"model.pth.tar-{epoch}"))
+                    os.remove(osp.join(folder, epoch_file(epoch)))
 
     # ---- checkpoints ---------------------------------------------------------------------------------------------
     def save_model(
@@ -372,7 +373,7 @@ class PromptTrainer(TrainerX):
             path = checkpoints.save_checkpoint(state, folder, model_name or None)
             print(f"Checkpoint saved to {path}")
             if is_best:
-                checkpoints.save_checkpoint(state, folder, BEST_MODEL_FILE)
+                checkpoints.save_checkpoint(state, folder, BEST_FILE)
 
     def _load_state(self, checkpoint: dict[str, Any], path: str, name: Optional[str] = None) -> None:
         model = self._models[name] if name is not None else self.model
@@ -407,14 +408,14 @@ class PromptTrainer(TrainerX):
     @staticmethod
     def _model_path(directory: str, name: str, epoch: Optional[int]) -> str:
         folder = osp.join(directory, name)
-        model_file = BEST_MODEL_FILE if epoch is None else f"model.pth.tar-{epoch}"
+        model_file = BEST_FILE if epoch is None else epoch_file(epoch)
+        found = find_checkpoint(folder, epoch)
+        if found is not None:
+            if osp.basename(found) != model_file:  # no best model: the last checkpoint
+                last = osp.basename(found)
+                print(f"No {model_file} in {folder} (saved only with TEST.FINAL_MODEL best_val); loading {last}")
+            return found
         path = osp.join(folder, model_file)
-        if osp.exists(path):
-            return path
-        last = checkpoints.last_checkpoint(folder)
-        if epoch is None and last is not None:
-            print(f"No {model_file} in {folder} (saved only with TEST.FINAL_MODEL best_val); loading {last}")
-            return osp.join(folder, last)
         found = sorted(f for f in os.listdir(folder) if f.startswith("model")) if osp.isdir(folder) else []
         raise FileNotFoundError(f"No model at {path} (found: {', '.join(found) or 'nothing'})")
 
@@ -430,7 +431,7 @@ class PromptTrainer(TrainerX):
         for name in names:
             for partial in checkpoints.remove_partial_writes(osp.join(directory, name)):
                 print(f"Removed {partial}: a checkpoint write that was interrupted")
-        found = {name: checkpoints.last_checkpoint(osp.join(directory, name)) for name in names}
+        found = {name: last_checkpoint(osp.join(directory, name)) for name in names}
         if any(file is None for file in found.values()):
             print("No checkpoint found, train from scratch")
             if self.cfg.SEED >= 0:

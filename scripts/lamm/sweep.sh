@@ -1,5 +1,5 @@
 #!/bin/bash
-# Every job of one benchmark table, seeds 1 2 3. fewshot, base2new and xd run through lamm_plugin/sweep.py:
+# Every job of one benchmark table, seeds 1 2 3. fewshot, base2new and xd run through lamm_experiments/sweep.py:
 # finished jobs are skipped (rerun the same command to resume), a failed job is recorded and the others go on
 # (exit 1 at the end, after a summary), progress shows i/N and an ETA, several workers never take the same job.
 #

@@ -15,7 +15,8 @@ Two outputs:
     * :func:`write_image_folder`: a small PNG tree plus a CoOp-style ``split_zhou_*.json`` split file, which
       the repository's Dassl dataset ``SyntheticShapes`` reads like any CoOp dataset.
 
-This module imports numpy, PIL and torch only (no Dassl, no yacs).
+Generating images needs numpy and PIL (tensors also torch), imported by the functions that use them: importing this
+module needs the standard library only (no Dassl, no yacs).
 """
 
 from __future__ import annotations
@@ -29,11 +30,11 @@ import shutil
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import NamedTuple, Optional, Union
+from typing import TYPE_CHECKING, NamedTuple, Optional, Union
 
-import numpy as np
-import torch
-from PIL import Image, ImageDraw
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
 
 __all__ = [
     "SHAPE_CLASSES",
@@ -139,12 +140,16 @@ def classnames(num_classes: Optional[int] = None) -> list[str]:
 
 def _rotate(points: np.ndarray, angle: float) -> np.ndarray:
     """Rotate ``[P, 2]`` points about the origin by ``angle`` radians."""
+    import numpy as np
+
     c, s = math.cos(angle), math.sin(angle)
     return points @ np.array([[c, s], [-s, c]])
 
 
 def _regular_polygon(n: int, radius: float, phase: float) -> np.ndarray:
     """``[n, 2]`` vertices of a regular polygon centred on the origin."""
+    import numpy as np
+
     t = phase + 2 * math.pi * np.arange(n) / n
     return radius * np.stack([np.cos(t), np.sin(t)], axis=1)
 
@@ -160,6 +165,9 @@ def _shape_mask(shape: str, size: int, cx: float, cy: float, r: float, angle: fl
         r: Radius of the shape's bounding circle in pixels.
         angle: Rotation in radians (ignored by rotation-invariant shapes).
     """
+    import numpy as np
+    from PIL import Image, ImageDraw
+
     k = _SUPERSAMPLE
     big = Image.new("L", (size * k, size * k), 0)
     draw = ImageDraw.Draw(big)
@@ -206,6 +214,8 @@ def _shape_mask(shape: str, size: int, cx: float, cy: float, r: float, angle: fl
 
 def _texture(texture: str, size: int, rng: np.random.Generator) -> np.ndarray:
     """``[size, size]`` float pattern in {0, 1}: 1 where the shape shows its colour, 0 for the dark gaps."""
+    import numpy as np
+
     if texture == "solid":
         return np.ones((size, size), dtype=np.float32)
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
@@ -237,6 +247,8 @@ def render_image(spec: ShapeClass, rng: np.random.Generator, image_size: int = 3
     Returns:
         ``[image_size, image_size, 3]`` uint8 array.
     """
+    import numpy as np
+
     if image_size < 16:
         raise ValueError(f"image_size must be at least 16, got {image_size}")
     s = image_size
@@ -279,6 +291,8 @@ def generate_split(
     Returns:
         ``images`` ``[N, H, W, 3]`` uint8 and ``labels`` ``[N]`` int64, with ``N = num_classes * num_per_class``.
     """
+    import numpy as np
+
     if split not in _SPLIT_CODES:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     if num_per_class < 0:
@@ -317,6 +331,8 @@ def make_tensors(
     Returns:
         ``SyntheticTensors(images [N, 3, H, W] float32 in [0, 1], labels [N] int64, classnames)``.
     """
+    import torch
+
     images, labels = generate_split(split, num_per_class, num_classes, image_size, seed)
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255.0).contiguous()  # [N, 3, H, W]
     return SyntheticTensors(x, torch.from_numpy(labels), classnames(num_classes))
@@ -435,6 +451,8 @@ def _write_folder(
     image_size: int,
     seed: int,
 ) -> None:
+    from PIL import Image
+
     image_dir = root / IMAGE_SUBDIR
     for stale in (image_dir, root / "split_fewshot"):
         if stale.exists():

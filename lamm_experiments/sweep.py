@@ -30,11 +30,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from lamm_plugin.layout import RESULTS_FILENAME
+
 __all__ = ["Job", "Step", "JobLock", "build_jobs", "run_job", "run_worker", "main"]
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPTS = os.path.join(REPO, "scripts", "lamm")
-RESULTS_FILENAME = "results.json"
 LOCK_FILENAME = "sweep.lock"
 FAILED_FILENAME = "sweep_failed.json"
 CONSOLE_FILENAME = "console.txt"

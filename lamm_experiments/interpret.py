@@ -13,19 +13,20 @@ run folder) and reports, for each class:
 
 and the same for the method's learned context vectors in token-embedding space (CoOp's ``ctx``, MaPLe's
 first-layer prompts; deeper MaPLe prompts live in other layers' spaces and are not decoded). Like the
-``interpret_prompt.py`` of CoOp and MaPLe, but for label rows. Neither Dassl nor image data is needed.
+``interpret_prompt.py`` of CoOp and MaPLe, but for label rows. Neither Dassl nor image data is needed;
+importing the module needs no torch (reading a checkpoint does).
 
 From Python::
 
-    from lamm_plugin.interpret import interpret, load_checkpoint, vocabulary_for
+    from lamm_experiments.interpret import interpret, load_checkpoint, vocabulary_for
     state = load_checkpoint("output/demo")
     report = interpret(state, vocabulary_for(state))
     report.summary, report.classes[0].nearest
 
 From the shell::
 
-    python -m lamm_plugin.interpret output/demo --topk 5 --figure drift.png
-    python -m lamm_plugin.interpret run_1shot --compare run_16shots --format markdown
+    python -m lamm_experiments.interpret output/demo --topk 5 --figure drift.png
+    python -m lamm_experiments.interpret run_1shot --compare run_16shots --format markdown
 
 The figure needs matplotlib (``pip install matplotlib``), the ``table`` format tabulate (``markdown`` and ``csv``
 need nothing).
@@ -35,22 +36,33 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import io
 import json
 import logging
 import os
 import os.path as osp
-import re
 import statistics
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
-import open_clip
-import torch
+from lamm_experiments.tabular import markdown_table
+from lamm_plugin.layout import (
+    BEST_FILE,
+    CHECKPOINT_FORMAT,
+    MODEL_FOLDER,
+    RESULTS_FILENAME,
+    checkpoint_epochs,
+    epoch_file,
+    find_checkpoint,
+)
 
-from lamm_plugin.backbone import TINY_MODELS, CLIPBundle, load_clip, weights_fingerprint
+if TYPE_CHECKING:
+    import torch
+
+    from lamm_plugin.backbone import CLIPBundle
 
 __all__ = [
     "ClassReport",
@@ -72,19 +84,19 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINT_FORMAT = "lamm_plugin/1"
 FORMATS = ("table", "markdown", "csv")
-#: Sub-folder of a Dassl run holding the checkpoints, and the file names Dassl writes there.
-MODEL_FOLDER = "prompt_learner"
-BEST_FILE = "model-best.pth.tar"
-INDEX_FILE = "checkpoint"
-_EPOCH_FILE = re.compile(r"^model\.pth\.tar-(\d+)$")
 #: Rows of the similarity matrix computed at once (``[chunk, vocabulary]`` floats: 256 x 49408 x 4 B = 50 MB).
 CHUNK = 256
 #: An initial label row is a vocabulary row; a larger distance means the vocabulary is not the checkpoint's.
 INIT_TOLERANCE = 1e-4
-#: BPE character -> byte (the inverse of open_clip's ``bytes_to_unicode``).
-_BYTE_DECODER = {v: k for k, v in open_clip.tokenizer.bytes_to_unicode().items()}
+
+
+@functools.lru_cache(maxsize=1)
+def _byte_decoder() -> dict[str, int]:
+    """BPE character -> byte (the inverse of open_clip's ``bytes_to_unicode``)."""
+    import open_clip
+
+    return {v: k for k, v in open_clip.tokenizer.bytes_to_unicode().items()}
 
 
 # ---- the vocabulary ----------------------------------------------------------------------------------------------
@@ -104,6 +116,11 @@ class Vocabulary:
 
     @classmethod
     def from_clip(cls, clip: CLIPBundle) -> Vocabulary:
+        import open_clip
+        import torch
+
+        from lamm_plugin.backbone import weights_fingerprint
+
         tokenizer = clip.tokenizer
         decoder = getattr(tokenizer, "decoder", None)
         if decoder is None:  # e.g. a Hugging Face tokenizer wrapper: CLIP's own BPE vocabulary
@@ -121,8 +138,9 @@ class Vocabulary:
             return f"<{int(token_id)}>"
         end = text.endswith("</w>")
         text = text[: -len("</w>")] if end else text
-        if all(c in _BYTE_DECODER for c in text):
-            text = bytearray(_BYTE_DECODER[c] for c in text).decode("utf-8", errors="backslashreplace")
+        byte_decoder = _byte_decoder()
+        if all(c in byte_decoder for c in text):
+            text = bytearray(byte_decoder[c] for c in text).decode("utf-8", errors="backslashreplace")
         if not text.isprintable():  # control bytes and the like: escaped, not printed raw
             text = text.encode("unicode_escape").decode("ascii")
         return text if end else text + "-"
@@ -145,6 +163,8 @@ def nearest_both(
         ``((cos_ids, cos_similarity), (l2_ids, l2_distance))``, each ``[R, k]``; similarities descending,
         distances ascending.
     """
+    import torch
+
     k = min(k, vocabulary.shape[0])
     vectors, vocabulary = vectors.detach().float(), vocabulary.detach().float()
     vocab_norm = vocabulary.norm(dim=-1)  # [V]
@@ -193,22 +213,12 @@ def _checkpoint_file(path: str, epoch: Optional[int] = None) -> str:
     if not osp.isdir(path):
         raise FileNotFoundError(f"No checkpoint file or run folder at {path!r}.")
     folder = osp.join(path, MODEL_FOLDER) if osp.isdir(osp.join(path, MODEL_FOLDER)) else path
-    names = os.listdir(folder)
-    epochs = sorted(int(m.group(1)) for m in map(_EPOCH_FILE.match, names) if m)
+    found = find_checkpoint(folder, epoch)
+    if found is not None:
+        return found
     if epoch is not None:
-        name = f"model.pth.tar-{epoch}"
-        if name not in names:
-            raise FileNotFoundError(f"No {name} in {folder} (epochs there: {epochs or 'none'}).")
-        return osp.join(folder, name)
-    if BEST_FILE in names:
-        return osp.join(folder, BEST_FILE)
-    if INDEX_FILE in names:
-        with open(osp.join(folder, INDEX_FILE)) as f:
-            name = f.readline().strip()
-        if name in names:
-            return osp.join(folder, name)
-    if epochs:
-        return osp.join(folder, f"model.pth.tar-{epochs[-1]}")
+        epochs = checkpoint_epochs(folder)
+        raise FileNotFoundError(f"No {epoch_file(epoch)} in {folder} (epochs there: {epochs or 'none'}).")
     raise FileNotFoundError(
         f"No checkpoint in {folder}: expected {BEST_FILE} or model.pth.tar-<epoch> (a Dassl run folder holds them "
         f"under {MODEL_FOLDER}/), or pass the checkpoint file itself."
@@ -226,6 +236,8 @@ def load_checkpoint(path: str, epoch: Optional[int] = None) -> dict[str, Any]:
     Returns:
         The checkpoint dict, with ``"path"`` (the file read) added.
     """
+    import torch
+
     file = _checkpoint_file(path, epoch)
     try:
         state = torch.load(file, map_location="cpu", weights_only=True)
@@ -244,7 +256,7 @@ def _run_seed(checkpoint_path: str) -> Optional[int]:
     """The ``SEED`` of the Dassl run a checkpoint file belongs to, from its ``results.json`` (None if unknown)."""
     run = osp.dirname(osp.dirname(osp.abspath(checkpoint_path)))
     try:
-        with open(osp.join(run, "results.json")) as f:
+        with open(osp.join(run, RESULTS_FILENAME)) as f:
             seed = json.load(f).get("config", {}).get("SEED")
     except (OSError, ValueError, AttributeError):
         return None
@@ -269,6 +281,10 @@ def vocabulary_for(
     Raises:
         ValueError: The CLIP built has other weights than the checkpoint's.
     """
+    import torch
+
+    from lamm_plugin.backbone import TINY_MODELS, load_clip
+
     name = backbone or state["backbone"]
     if name in TINY_MODELS and seed is None:
         seed = _run_seed(state.get("path", ""))
@@ -394,6 +410,8 @@ class Interpretation:
 
 def _drift(rows: torch.Tensor, init: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per row: ``||row - init||`` and ``1 - cos(row, init)`` (exactly 0 for an unchanged row), in float64."""
+    import torch
+
     rows, init = rows.double(), init.double()
     l2 = (rows - init).norm(dim=-1)
     cos = 1 - torch.nn.functional.cosine_similarity(rows, init, dim=-1)
@@ -456,6 +474,8 @@ def _original_ids(init: torch.Tensor, vocabulary: Vocabulary, what: str) -> list
 
 def _context(state: dict[str, Any], vocabulary: Vocabulary, k: int, tokenizer: Any) -> list[tuple[str, RowReport]]:
     """Reports of the context vectors (``method.ctx``) in token-embedding space, with drift when ``ctx_init`` set."""
+    import torch
+
     ctx = state["state_dict"].get("method.ctx")
     if ctx is None or ctx.shape[-1] != vocabulary.embeddings.shape[1]:
         return []
@@ -497,6 +517,8 @@ def interpret(state: dict[str, Any], vocabulary: Vocabulary, k: int = 5, most: i
         k: Neighbours per row.
         most: Classes listed in the summary as those that moved most.
     """
+    import open_clip
+
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}.")
     sd = state["state_dict"]
@@ -652,15 +674,6 @@ def summary_lines(report: Interpretation) -> list[str]:
     return lines
 
 
-def _markdown(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    def cell(value: Any) -> str:
-        return str(value).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
-
-    lines = ["| " + " | ".join(map(cell, header)) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
-    lines += ["| " + " | ".join(map(cell, row)) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 def _csv(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
@@ -680,7 +693,7 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 def _render(fmt: str, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     if fmt not in FORMATS:
         raise ValueError(f"Unknown format {fmt!r}; use one of {FORMATS}.")
-    return {"table": _table, "markdown": _markdown, "csv": _csv}[fmt](header, rows)
+    return {"table": _table, "markdown": markdown_table, "csv": _csv}[fmt](header, rows)
 
 
 def format_report(report: Interpretation, fmt: str = "table") -> str:
@@ -804,7 +817,7 @@ def _load(path: str, args: argparse.Namespace, epoch: Optional[int]) -> Interpre
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m lamm_plugin.interpret",
+        prog="python -m lamm_experiments.interpret",
         description="Nearest vocabulary tokens and drift of the label rows and context a checkpoint learned.",
     )
     parser.add_argument("checkpoint", help="checkpoint file, Dassl run folder, or its prompt_learner/ folder")

@@ -2,7 +2,7 @@
 
 ``scripts/make_tables.py OUTPUT`` reads every ``results.json`` under ``OUTPUT`` (the folders written by
 ``scripts/lamm/*.sh``), averages each cell over seeds (mean ± population std, seed count shown), puts the published
-numbers (``lamm_plugin/reference/``) beside ours with the difference, and writes markdown, LaTeX (booktabs) and
+numbers (``lamm_experiments/reference/``) beside ours with the difference, and writes markdown, LaTeX (booktabs) and
 CSV, plus the few-shot curves as PNG and PDF (matplotlib, imported only for the figure).
 
 A missing run is shown as ``missing``; an average over datasets is shown only when every dataset is there
@@ -27,6 +27,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
+from lamm_experiments.tabular import markdown_table
+from lamm_plugin.layout import RESULTS_FILENAME
+
 __all__ = [
     "Run",
     "Cell",
@@ -44,7 +47,6 @@ __all__ = [
     "paper_name",
 ]
 
-RESULTS_FILENAME = "results.json"
 REFERENCE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "reference")
 ELEVEN = [
     "imagenet",
@@ -277,7 +279,7 @@ def build_fewshot(runs: list[Run], reference: dict) -> list[Table]:
             avg.append(cell)
         table.rows.append((f"Average ({len(datasets)} datasets)", avg))
         if any(c.paper is not None for _, row in table.rows for c in row):
-            table.notes.append("paper: the official LAMM results figure (lamm_plugin/reference/README.md)")
+            table.notes.append("paper: the official LAMM results figure (lamm_experiments/reference/README.md)")
         tables.append(table)
     return tables
 
@@ -302,7 +304,7 @@ def build_base2new(runs: list[Run], reference: dict) -> list[Table]:
         if sorted(datasets) == sorted(ELEVEN) and paper_name(method) in published:
             for cell, value in zip(row, published[paper_name(method)]):
                 cell.paper = value
-            table.notes.append("paper: the method's published README (lamm_plugin/reference/README.md)")
+            table.notes.append("paper: the method's published README (lamm_experiments/reference/README.md)")
         table.rows.append((f"Average ({len(datasets)} datasets)", row))
         tables.append(table)
     return tables
@@ -486,8 +488,7 @@ def _grid(table: Table, digits: int, pm: str, delta: str) -> tuple[list[str], li
 
 def to_markdown(table: Table, digits: int = 2) -> str:
     header, body = _grid(table, digits, "±", "Δ")
-    lines = [f"**{table.title}**", "", "| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in body]
+    lines = [f"**{table.title}**", "", markdown_table(header, body)]
     if table.notes:
         lines += ["", "; ".join(table.notes) + "."]
     return "\n".join(lines)
@@ -649,30 +650,28 @@ def readme_section(runs: list[Run], reference: Optional[dict] = None, root_label
     lines = [
         README_BEGIN,
         "",
-        "Published numbers come from `lamm_plugin/reference/` (the few-shot values are read off the results figure",
-        "of the official LAMM repository, gaojingsheng/LAMM, `docs/main_results.png`, about ±0.1 where a marker is",
-        "visible; base-to-new from each method's published README). Ours: mean ± std over seeds (seed count in",
+        "Published numbers come from `lamm_experiments/reference/` (the few-shot values are read off the results",
+        "figure of the official LAMM repository, gaojingsheng/LAMM, `docs/main_results.png`, about ±0.1 where a marker",
+        "is visible; base-to-new from each method's published README). Ours: mean ± std over seeds (seed count in",
         "brackets) of the runs under `" + root_label + "/`, all tables and the few-shot figure by",
         "`python scripts/make_tables.py " + root_label + " --out tables --readme README.md` (see docs/RUN.md).",
         "",
-        "| method (ViT-B/16, 16 shots, 11-dataset average) | official figure | ours |",
-        "| --- | --- | --- |",
     ]
+    few_rows = []
     for name in PAPER_METHODS:
         shots = 0 if name == "ZeroshotCLIP" else 16
         label = f"{name} (0 shots)" if shots == 0 else ("LAMM alone" if name == "LAMM" else name)
-        lines.append(f"| {label} | {ref['fewshot'].get(('Average', name, shots), float('nan')):.1f} | "
-                     f"{ours_few(name, shots)} |")  # fmt: skip
-    lines += [
-        "",
-        "| method (base-to-new, 16 shots, 11-dataset average) | published base / new / H | ours base / new / H |",
-        "| --- | --- | --- |",
+        paper = ref["fewshot"].get(("Average", name, shots), float("nan"))
+        few_rows.append([label, f"{paper:.1f}", ours_few(name, shots)])
+    lines.append(
+        markdown_table(["method (ViT-B/16, 16 shots, 11-dataset average)", "official figure", "ours"], few_rows)
+    )
+    b2n_rows = [
+        [name, f"{base:.2f} / {new:.2f} / {h:.2f}", ours_b2n(name)] for name, (base, new, h) in ref["base2new"].items()
     ]
-    for name, (base, new, h) in ref["base2new"].items():
-        lines.append(f"| {name} | {base:.2f} / {new:.2f} / {h:.2f} | {ours_b2n(name)} |")
-    for name in ("CoOp+LAMM", "MaPLe+LAMM"):
-        lines.append(f"| {name} | not published | {ours_b2n(name)} |")
-    lines += ["", README_END]
+    b2n_rows += [[name, "not published", ours_b2n(name)] for name in ("CoOp+LAMM", "MaPLe+LAMM")]
+    header = ["method (base-to-new, 16 shots, 11-dataset average)", "published base / new / H", "ours base / new / H"]
+    lines += ["", markdown_table(header, b2n_rows), "", README_END]
     return "\n".join(lines)
 
 
