@@ -91,11 +91,6 @@ class CLIPBundle:
     std: tuple[float, ...]
 
 
-def known_names() -> list[str]:
-    """All names :func:`load_clip` accepts without a pretrained tag."""
-    return sorted(OPENAI_MODELS) + sorted(TINY_MODELS) + sorted(open_clip.list_models())
-
-
 def _is_torchscript_archive(path: str) -> bool:
     """True for OpenAI's original TorchScript ``.pt`` files (a zip with a ``code/`` folder)."""
     if not zipfile.is_zipfile(path):

@@ -142,7 +142,8 @@ class GraphedStep:
         """What a capture is valid for: shapes, dtypes and the memory of every tensor the graph reads."""
         model = self.model
         tensors = [*model.parameters(), *model.buffers()]
-        cached = getattr(model, "_cache", {})
+        plan = getattr(model, "text_plan", None)
+        cached = plan.cache if plan is not None else {}
         return (
             tuple(images.shape), images.dtype, tuple(labels.shape), images.device,
             tuple((t.data_ptr(), t.requires_grad) for t in tensors),

@@ -13,7 +13,6 @@ fraction of the work.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
 from typing import Optional
 
@@ -276,56 +275,6 @@ class ImageEncoder(nn.Module):
         if visual.proj is not None:
             pooled = pooled @ visual.proj
         return pooled
-
-
-def length_groups(lengths: Sequence[int], max_groups: int = 4, min_saving: float = 0.2) -> list[list[int]]:
-    """Prompts grouped by the number of positions they need, each group to run on its own longest prompt.
-
-    A causal text transformer gives a prompt the same feature whatever it runs on beyond its end-of-text token,
-    so prompts of different lengths can run in separate groups, each truncated to its own longest prompt. The
-    split minimises the positions computed (dynamic programming over the distinct lengths); a split is kept only
-    if it saves at least ``min_saving`` of the positions of one group, since each group costs a pass of kernel
-    launches.
-
-    Args:
-        lengths: Positions each prompt needs (``eot + 1``).
-        max_groups: Most groups.
-        min_saving: Least fraction of positions a split must save.
-
-    Returns:
-        Prompt indices per group, shortest group first, each in ascending order.
-    """
-    if not lengths:
-        return [[]]
-    distinct = sorted(set(lengths))
-    counts = Counter(lengths)
-    cumulative = [0]
-    for d in distinct:
-        cumulative.append(cumulative[-1] + counts[d])
-    n = len(distinct)
-    inf = float("inf")
-    # best[k][j]: least positions for lengths distinct[:j+1] in k+1 groups; cut[k][j]: start of the last group.
-    best = [[inf] * n for _ in range(max_groups)]
-    cut = [[0] * n for _ in range(max_groups)]
-    for j in range(n):
-        best[0][j] = distinct[j] * cumulative[j + 1]
-    for k in range(1, max_groups):
-        for j in range(n):
-            for i in range(1, j + 1):  # the last group holds distinct[i..j]
-                cost = best[k - 1][i - 1] + distinct[j] * (cumulative[j + 1] - cumulative[i])
-                if cost < best[k][j]:
-                    best[k][j], cut[k][j] = cost, i
-    k = 0
-    for candidate in range(1, max_groups):
-        if best[k][n - 1] - best[candidate][n - 1] >= min_saving * best[0][n - 1]:
-            k = candidate
-    bounds, j = [], n - 1
-    while k > 0:
-        i = cut[k][j]
-        bounds.append((distinct[i], distinct[j]))
-        j, k = i - 1, k - 1
-    bounds.append((distinct[0], distinct[j]))
-    return [[c for c, length in enumerate(lengths) if lo <= length <= hi] for lo, hi in reversed(bounds)]
 
 
 def normalize(x: torch.Tensor) -> torch.Tensor:

@@ -85,9 +85,6 @@ class LabelEmbedding(nn.Module):
         self.frozen_names: set[str] = set()
 
     # ---- bookkeeping -------------------------------------------------------------------------------------------
-    def __contains__(self, name: str) -> bool:
-        return clean_classname(name) in self._position
-
     @property
     def _position(self) -> dict[str, int]:
         return {n: i for i, n in enumerate(self.classnames)}
@@ -168,12 +165,6 @@ class LabelEmbedding(nn.Module):
             raise KeyError(f"Cannot freeze {unknown}: no label embedding for them.")
         rows = self.rows().detach()
         self.frozen_names |= set(names)
-        self._rebuild(rows)
-
-    def unfreeze(self, classnames: Sequence[str] | None = None) -> None:
-        """Make the rows of ``classnames`` (all when ``None``) trainable again."""
-        rows = self.rows().detach()
-        self.frozen_names -= set(self.classnames if classnames is None else map(clean_classname, classnames))
         self._rebuild(rows)
 
     # ---- splicing ----------------------------------------------------------------------------------------------

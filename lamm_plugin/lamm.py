@@ -4,19 +4,14 @@
 (:mod:`lamm_plugin.methods`), the learnable label embeddings and the hierarchical loss. With
 ``LAMMConfig(enabled=False)`` it is exactly the host method (the CoOp / MaPLe / VPT baselines).
 
-Performance (all exact, see DESIGN.md section 3):
-
-1. the text encoder runs up to the last end-of-text token only;
-2. prompts with learned labels and with the original labels go through the text encoder in one pass, in which
-   the positions before the class name (identical in both, the transformer being causal) are computed once;
-3. when the reference branch depends on nothing trainable (context frozen: LAMM alone, VPT), its features are
-   computed once and reused until a tensor they depend on changes; in evaluation, text features are reused
-   across batches the same way.
+This module holds the method: the label rows spliced into the host's prompts, the reference branch with CLIP's
+original class-name embeddings, and the three alignment losses added to the host's. How the prompts go through
+the text encoder fast and exactly (EOT truncation, length groups, the shared-prefix pass of both branches, the
+caches of constant features) is :class:`~lamm_plugin.text_plan.TextPlan`'s concern.
 """
 
 from __future__ import annotations
 
-import logging
 import warnings
 from collections import Counter
 from collections.abc import Sequence
@@ -28,15 +23,14 @@ from torch import nn
 
 from lamm_plugin.backbone import CLIPBundle, weights_fingerprint
 from lamm_plugin.config import METHOD_CONFIGS, LAMMConfig, from_dict, to_dict
-from lamm_plugin.encoders import ImageEncoder, TextEncoder, length_groups, normalize
+from lamm_plugin.encoders import ImageEncoder, TextEncoder, normalize
 from lamm_plugin.label_embedding import LabelEmbedding, label_keys, label_token_counts
 from lamm_plugin.layout import CHECKPOINT_FORMAT
 from lamm_plugin.losses import HierarchicalLoss
 from lamm_plugin.methods import METHODS, PromptMethod
 from lamm_plugin.methods.base import TextPrompt
+from lamm_plugin.text_plan import TextPlan
 from lamm_plugin.tokens import PromptLayout, build_layout, clean_classname
-
-logger = logging.getLogger(__name__)
 
 #: Most per-image prompts (images x classes) one evaluation pass of an image-conditioned method encodes (CoCoOp on
 #: ImageNet: 1000 prompts per image); larger test batches go through in chunks of images.
@@ -93,7 +87,7 @@ class LAMM(nn.Module):
         self.label_embedding: Optional[LabelEmbedding] = None
         if self.cfg.enabled:
             self.label_embedding = LabelEmbedding(clip.model.token_embedding.weight.shape[1])
-        self._cache: dict[str, tuple[Any, torch.Tensor]] = {}
+        self.text_plan = TextPlan(self.text, self.cfg.text_groups)
         self.set_classnames(classnames)
         if self.label_embedding is not None:
             self.add_classes(classnames)
@@ -102,8 +96,7 @@ class LAMM(nn.Module):
     def _apply(self, fn, recurse=True):
         self.frozen._apply(fn)
         self.text._apply(fn)
-        self._cache.clear()
-        return super()._apply(fn, recurse)
+        return super()._apply(fn, recurse)  # the text plan, a submodule, clears its caches
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         """Exactly the tensors an optimiser should update."""
@@ -119,7 +112,7 @@ class LAMM(nn.Module):
         self.method.check_classnames(classnames)
         template, slots = self.method.template()
         layout: PromptLayout = build_layout(self.tokenizer, template, classnames, slots)
-        length = layout.max_length if self.text.truncate else layout.tokens.shape[1]
+        length = self.text_plan.prompt_length(layout)
         device = self.logit_scale.device
         tokens = layout.tokens.to(device)
         with torch.no_grad():
@@ -129,7 +122,7 @@ class LAMM(nn.Module):
         self.register_buffer("base_prompts", base, persistent=False)
         self.register_buffer("eot", layout.eot.to(device), persistent=False)
         self.register_buffer("ctx_pos", layout.ctx_pos.to(device), persistent=False)
-        self._plan_text_groups()
+        self.text_plan.set_layout(layout, length, device)
         self._update_splice_index()
 
     def add_classes(self, classnames: Sequence[str]) -> None:
@@ -169,81 +162,6 @@ class LAMM(nn.Module):
             )
         self._update_splice_index()
 
-    def _plan_text_groups(self) -> None:
-        """Split the class prompts into length groups (:func:`~lamm_plugin.encoders.length_groups`).
-
-        Everything a text pass needs to know about the groups is fixed here as Python ints and index buffers, so
-        that a training step never reads a size from the GPU (which would stop a CUDA graph).
-        """
-        layout, device = self.layout, self.logit_scale.device
-        lengths = (layout.eot + 1).tolist() if self.text.truncate else [self.base_prompts.shape[1]] * len(layout.eot)
-        groups = length_groups(lengths, self.cfg.text_groups)
-        starts = layout.name_start.tolist()
-        # (size, positions, shared prefix) per group; the shared prefix lies before every class name of the group.
-        self._groups = [
-            (len(g), max((lengths[c] for c in g), default=1), min((starts[c] for c in g), default=0)) for g in groups
-        ]
-        order = torch.tensor([c for g in groups for c in g], dtype=torch.long)
-        self.register_buffer("group_order", order.to(device), persistent=False)
-        self.register_buffer("group_inverse", torch.argsort(order).to(device), persistent=False)
-
-    def _encode(
-        self, prompts: torch.Tensor, prompt: TextPrompt, reference: Optional[torch.Tensor] = None
-    ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
-        """Text features of ``prompts`` (and of ``reference``, equal to them before the class names), one pass
-        per length group."""
-        deep, start = prompt.deep, prompt.deep_start
-        groups = self._groups
-        if len(groups) > 1 and any(d.dim() > 2 for d in deep):  # per-class deep prompts: one group
-            groups = [(len(self.eot), max(g[1] for g in groups), min(g[2] for g in groups))]
-        if len(groups) == 1:
-            _, length, shared = groups[0]
-            if reference is None:
-                return self.text(prompts, self.eot, deep, start, length), None
-            return self.text.forward_pair(prompts, reference, self.eot, shared, deep, start, length)
-        sizes = [g[0] for g in groups]
-        order = self.group_order
-        parts = zip(groups, prompts[order].split(sizes), self.eot[order].split(sizes))
-        if reference is None:
-            text = [self.text(x[:, :length], eot, deep, start, length) for (_, length, _), x, eot in parts]
-            return torch.cat(text)[self.group_inverse], None
-        refs = reference[order].split(sizes)
-        pairs = [
-            self.text.forward_pair(x[:, :length], ref[:, :length], eot, shared, deep, start, length)
-            for ((_, length, shared), x, eot), ref in zip(parts, refs)
-        ]
-        text = torch.cat([p[0] for p in pairs])[self.group_inverse]
-        return text, torch.cat([p[1] for p in pairs])[self.group_inverse]
-
-    def _encode_per_image(
-        self, prompts: torch.Tensor, reference: Optional[torch.Tensor] = None
-    ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
-        """:meth:`_encode` for per-image prompts ``[B, C, L, width]`` (CoCoOp): every image's ``C`` prompts go
-        through the length groups together, one batched pass per group; returns ``[B, C, E]`` features."""
-        b = prompts.shape[0]
-        groups, order = self._groups, self.group_order
-        if len(groups) == 1:
-            parts = [(groups[0], prompts, reference, self.eot)]
-        else:
-            sizes = [g[0] for g in groups]
-            refs = reference[:, order].split(sizes, dim=1) if reference is not None else [None] * len(groups)
-            parts = zip(groups, prompts[:, order].split(sizes, dim=1), refs, self.eot[order].split(sizes))
-        texts, references = [], []
-        for (n, length, shared), x, ref, eot in parts:
-            x, eot = x[:, :, :length].flatten(0, 1), eot.repeat(b)  # image-major: [B * n, length, width]
-            if ref is None:
-                texts.append(self.text(x, eot, None, 1, length).unflatten(0, (b, n)))
-                continue
-            pair = self.text.forward_pair(x, ref[:, :, :length].flatten(0, 1), eot, shared, None, 1, length)
-            texts.append(pair[0].unflatten(0, (b, n)))
-            references.append(pair[1].unflatten(0, (b, n)))
-        text = torch.cat(texts, dim=1)
-        ref_text = torch.cat(references, dim=1) if references else None
-        if len(groups) > 1:
-            text = text[:, self.group_inverse]
-            ref_text = ref_text[:, self.group_inverse] if ref_text is not None else None
-        return text, ref_text
-
     def _update_splice_index(self) -> None:
         device = self.logit_scale.device
         if self.label_embedding is None:
@@ -254,7 +172,7 @@ class LAMM(nn.Module):
             )
         self.register_buffer("row_index", rows.to(device), persistent=False)
         self.register_buffer("flat_position", flat.to(device), persistent=False)
-        self._cache.clear()
+        self.text_plan.clear()
 
     # ---- text side -----------------------------------------------------------------------------------------------
     def _with_context(self, prompt: TextPrompt) -> torch.Tensor:
@@ -271,20 +189,12 @@ class LAMM(nn.Module):
         """The label rows of the current class set and their initial values, ``[R, width]`` each."""
         return self.label_embedding.rows()[self.row_index], self.label_embedding.init[self.row_index]
 
-    @staticmethod
-    def _versions(tensors) -> tuple:
-        """Changes whenever one of ``tensors`` is modified in place (optimiser step, load) or replaced."""
-        return tuple((id(t), t._version) for t in tensors)
-
-    def _cached(self, key: str, compute, depends_on) -> torch.Tensor:
-        """``compute()`` (without gradients), recomputed only when a tensor in ``depends_on`` has changed."""
-        version = self._versions(depends_on)
-        hit = self._cache.get(key)
-        if hit is None or hit[0] != version:
-            with torch.no_grad():
-                hit = (version, compute())
-            self._cache[key] = hit
-        return hit[1]
+    def _with_labels(self, prompts: torch.Tensor) -> torch.Tensor:
+        """``[C, L, width]`` prompts with the learned label rows in the class-name positions of the classes that
+        have them (the others keep CLIP's name embeddings)."""
+        if self.label_embedding is None or not self.flat_position.numel():
+            return prompts
+        return LabelEmbedding.splice(prompts, self._label_rows()[0], self.flat_position)
 
     def encode_text(self, reference: bool = False) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         """Class text features with learned labels, and (if asked) with the original labels.
@@ -295,26 +205,14 @@ class LAMM(nn.Module):
         """
         prompt = self.method.text_prompt()
         prompts = self._with_context(prompt)
-        learned = prompts
-        if self.label_embedding is not None and self.flat_position.numel():
-            learned = LabelEmbedding.splice(prompts, self._label_rows()[0], self.flat_position)
-
-        def run(x: torch.Tensor) -> torch.Tensor:
-            return self._encode(x, prompt)[0]
-
-        # Without learned labels and trainable text prompts (VPT, zero-shot), the text features are constants.
-        constant = self.cfg.cache_reference and not self.method.text_is_trainable()
-        # The original-label prompts read the method's text tensors and the class set, never the labels.
-        text_tensors = [t for t in (prompt.ctx, *prompt.deep) if t is not None]
-        depends_on = (*text_tensors, self.base_prompts, self.ctx_pos)
-        if not reference:
-            if constant and self.label_embedding is None:
-                return self._cached("reference", lambda: run(prompts), depends_on), None
-            return run(learned), None
-        if constant:
-            return run(learned), self._cached("reference", lambda: run(prompts), depends_on)
-        # One pass for both; the positions before the first class name are the same in both and computed once.
-        return self._encode(learned, prompt, prompts)
+        learned = self._with_labels(prompts) if self.label_embedding is not None else None
+        constant = None
+        if self.cfg.cache_reference and not self.method.text_is_trainable():
+            # The original-label prompts read the method's text tensors and the class set, never the labels:
+            # without trainable text prompts (LAMM alone, VPT, zero-shot) their features are constants.
+            text_tensors = [t for t in (prompt.ctx, *prompt.deep) if t is not None]
+            constant = (*text_tensors, self.base_prompts, self.ctx_pos)
+        return self.text_plan.class_features(prompts, learned, self.eot, prompt, reference, constant)
 
     def _per_image_context(self, prompts: torch.Tensor, ctx: torch.Tensor) -> torch.Tensor:
         """``[C, L, width]`` prompts with each image's context ``ctx`` (``[B, n_ctx, width]``) in the context slots:
@@ -331,14 +229,11 @@ class LAMM(nn.Module):
         same with the original labels, from L2-normalised image features ``[B, E]``."""
         ctx = self.method.image_context(image)  # [B, n_ctx, width]
         prompts = self.base_prompts
-        learned = prompts
-        if self.label_embedding is not None and self.flat_position.numel():
-            learned = LabelEmbedding.splice(prompts, self._label_rows()[0], self.flat_position)
-        learned = self._per_image_context(learned, ctx)
+        learned = self._per_image_context(self._with_labels(prompts), ctx)
         if not reference:
-            return self._encode_per_image(learned)
+            return self.text_plan.encode_per_image(learned, self.eot)
         # One pass for both; the positions before the first class name (start token, context) are shared.
-        return self._encode_per_image(learned, self._per_image_context(prompts, ctx))
+        return self.text_plan.encode_per_image(learned, self.eot, self._per_image_context(prompts, ctx))
 
     # ---- forward -------------------------------------------------------------------------------------------------
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
@@ -367,7 +262,7 @@ class LAMM(nn.Module):
             text, ref = self.encode_text(reference=with_reference)
         else:
             depends_on = (*self.parameters(), *self.buffers())
-            text, ref = self._cached("eval_text", lambda: self.encode_text()[0], depends_on), None
+            text, ref = self.text_plan.cached("eval_text", lambda: self.encode_text()[0], depends_on), None
         text = normalize(text.float())
         logits = self._logits(image, text)
         if not with_loss:
@@ -439,7 +334,7 @@ class LAMM(nn.Module):
         if problems:
             raise ValueError("Checkpoint does not fit this model: " + "; ".join(problems) + ".")
         self.load_state_dict(state["state_dict"])
-        self._cache.clear()
+        self.text_plan.clear()
 
 
 def build_model(

@@ -47,10 +47,6 @@ class PromptLayout:
     ctx_pos: torch.Tensor
 
     @property
-    def num_classes(self) -> int:
-        return len(self.classnames)
-
-    @property
     def max_length(self) -> int:
         """Number of positions that influence any prompt's feature (causal text transformer): ``max(eot) + 1``."""
         return int(self.eot.max()) + 1
@@ -171,8 +167,3 @@ def build_layout(
         name_len=torch.tensor(lens, dtype=torch.long),
         ctx_pos=torch.tensor(ctx_pos, dtype=torch.long).reshape(len(names), len(slots)),
     )
-
-
-def name_token_ids(tokenizer: Callable, classnames: Sequence[str]) -> list[list[int]]:
-    """BPE ids of each (cleaned) class name, without start/end tokens."""
-    return [_encode(tokenizer, clean_classname(n)) for n in classnames]

@@ -19,7 +19,7 @@ import torch
 from lamm_plugin import LAMMConfig, build_model
 from lamm_plugin.config import CoCoOpConfig, CoOpConfig, KgCoOpConfig, MaPLeConfig, PromptSRCConfig, VPTConfig
 from lamm_plugin.cuda_graph import GraphedStep, forbid_host_sync
-from lamm_plugin.encoders import length_groups
+from lamm_plugin.text_plan import length_groups
 
 CASES = {
     "coop": ("coop", CoOpConfig(n_ctx=4), LAMMConfig()),
@@ -133,7 +133,7 @@ def test_length_groups_give_the_features_of_one_pass(case, tiny_clip64):
         lamm = LAMMConfig(text_groups=groups)
         models.append(build_model(method, copy.deepcopy(tiny_clip64), names, copy.deepcopy(cfg), lamm).train())
     grouped, single = models
-    assert len(grouped._groups) > 1 and len(single._groups) == 1
+    assert len(grouped.text_plan.groups) > 1 and len(single.text_plan.groups) == 1
     with torch.no_grad():
         grouped.label_embedding.weight.add_(0.01 * torch.randn_like(grouped.label_embedding.weight))
         single.label_embedding.weight.copy_(grouped.label_embedding.weight)

@@ -24,12 +24,14 @@ from datasets.prepare import (
     PrepareError,
     Recipe,
     Source,
+    builders,
     check_dataset,
     download,
     drive_download,
     extract_archive,
     main,
     prepare_dataset,
+    recipes,
     resolve_names,
 )
 
@@ -337,7 +339,7 @@ DTD_SPLIT = {
 
 def test_prepare_end_to_end(server, fake_gdown, tmp_path, monkeypatch, capsys):
     recipe = local_dtd_recipe(server)
-    monkeypatch.setattr(prepare, "RECIPES_LIST", (recipe,))
+    monkeypatch.setattr(recipes, "RECIPES_LIST", (recipe,))
     split_id = prepare.RECIPES["DescribableTextures"].steps[-1].source.drive_id
     fake_gdown["files"][split_id] = json.dumps(DTD_SPLIT).encode()
 
@@ -364,7 +366,7 @@ def test_prepare_keeps_archives_on_request(server, fake_gdown, tmp_path):
 def test_prepare_reports_a_failed_download(server, fake_gdown, tmp_path, monkeypatch, capsys):
     recipe = local_dtd_recipe(server)
     bad = Source("dtd-r1.0.1.tar.gz", url=recipe.steps[0].source.url, md5="f" * 32)
-    monkeypatch.setattr(prepare, "RECIPES_LIST", (Recipe(**{**recipe.__dict__, "steps": (Extract(bad, "images"),)}),))
+    monkeypatch.setattr(recipes, "RECIPES_LIST", (Recipe(**{**recipe.__dict__, "steps": (Extract(bad, "images"),)}),))
     assert main(["dtd", "--root", str(tmp_path)]) == 1
     out = capsys.readouterr().out
     assert "ChecksumError" in out and "expected ffff" in out
@@ -511,7 +513,9 @@ def test_cifar100_is_written_as_image_folders(server, tmp_path, monkeypatch):
     )
     server.files["/cifar.tar.gz"] = archive
     monkeypatch.setattr(
-        prepare, "CIFAR100_SOURCE", Source("cifar-100-python.tar.gz", url=server.url("/cifar.tar.gz"), md5=md5(archive))
+        builders,
+        "CIFAR100_SOURCE",
+        Source("cifar-100-python.tar.gz", url=server.url("/cifar.tar.gz"), md5=md5(archive)),
     )
     problems = prepare_dataset(prepare.RECIPES["MYCIFAR100"], tmp_path)
     folder = tmp_path / "cifar100"
@@ -546,7 +550,9 @@ def test_cifar100_batches_that_run_code_are_refused(server, tmp_path, monkeypatc
     )
     server.files["/cifar.tar.gz"] = archive
     monkeypatch.setattr(
-        prepare, "CIFAR100_SOURCE", Source("cifar-100-python.tar.gz", url=server.url("/cifar.tar.gz"), md5=md5(archive))
+        builders,
+        "CIFAR100_SOURCE",
+        Source("cifar-100-python.tar.gz", url=server.url("/cifar.tar.gz"), md5=md5(archive)),
     )
     with pytest.raises(pickle.UnpicklingError, match=r"meta asks to run \w+\.system") as e:
         prepare_dataset(prepare.RECIPES["MYCIFAR100"], tmp_path)

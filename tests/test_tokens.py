@@ -5,7 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lamm_plugin.tokens import build_layout, name_token_ids
+from lamm_plugin.tokens import build_layout
+
+
+def name_token_ids(tokenizer, classnames):
+    """BPE ids of each class name (underscores read as spaces), without start/end tokens."""
+    return [tokenizer.encode(n.replace("_", " ").strip()) for n in classnames]
 
 
 @pytest.mark.parametrize(

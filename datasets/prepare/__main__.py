@@ -1,0 +1,7 @@
+"""``python -m datasets.prepare``: see :mod:`datasets.prepare`."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

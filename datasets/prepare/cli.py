@@ -1,0 +1,126 @@
+"""The command ``python -m datasets.prepare``: names to recipes, each recipe run and checked, a report per dataset."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Optional, Union
+
+from . import recipes
+from .check import check_dataset, decode_problems
+from .errors import PrepareError
+from .steps import Recipe
+
+DOWNLOAD_DIRNAME = "downloads"
+
+
+def _key(name: str) -> str:
+    return name.lower().replace("-", "_")
+
+
+def resolve_names(names: Sequence[str]) -> list[Recipe]:
+    """Recipes for command-line names (registered names, config names, aliases, ``all``; any case).
+
+    Raises:
+        KeyError: An unknown name; the message lists the known ones.
+    """
+    known = recipes.RECIPES_LIST
+    lookup = {}
+    for r in known:
+        for n in (r.name, r.config, *r.aliases):
+            lookup[_key(n)] = r
+    out: list[Recipe] = []
+    for name in names:
+        if _key(name) == "all":
+            chosen = list(known)
+        elif _key(name) in lookup:
+            chosen = [lookup[_key(name)]]
+        else:
+            raise KeyError(f"unknown dataset {name!r}; choose from: all, {', '.join(r.name for r in known)}")
+        out.extend(r for r in chosen if r not in out)
+    return out
+
+
+def prepare_dataset(recipe: Recipe, root: Union[str, os.PathLike], keep_archives: bool = False) -> list[str]:
+    """Run the recipe's steps (skipping those already done) and return the remaining problems.
+
+    Raises:
+        PrepareError: A step failed (download, checksum, extraction).
+    """
+    root = Path(root).expanduser().resolve()
+    folder = root / recipe.folder
+    folder.mkdir(parents=True, exist_ok=True)
+    downloads = root / DOWNLOAD_DIRNAME
+    for step in recipe.steps:
+        if step.done(folder):
+            continue
+        step.run(folder, downloads, keep_archives)
+    return check_dataset(recipe, root)
+
+
+def _report(recipe: Recipe, root: Path, problems: list[str], show_manual: bool, show_command: bool = True) -> None:
+    if not problems:
+        print(f"[ok] {recipe.name}: {root / recipe.folder}")
+        return
+    print(f"[incomplete] {recipe.name}:")
+    for p in problems:
+        print(f"  - {p}")
+    if show_manual and recipe.manual:
+        print("  " + recipe.manual.format(folder=root / recipe.folder).replace("\n", "\n  "))
+    elif not show_manual and show_command:
+        print(f"  prepare it with: python -m datasets.prepare {recipe.name} --root {root}")
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Command-line entry point; returns the exit code (0: every dataset complete)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m datasets.prepare",
+        description="Download and lay out datasets in CoOp's folder format (see docs/DATASETS.md).",
+    )
+    parser.add_argument("names", nargs="+", metavar="NAME", help="dataset names, e.g. OxfordPets or oxford_pets; 'all'")
+    parser.add_argument("--root", required=True, help="data root (DATASET.ROOT), e.g. $DATA")
+    parser.add_argument("--check", action="store_true", help="only verify existing folders; download nothing")
+    parser.add_argument("--keep-archives", action="store_true", help=f"keep archives in ROOT/{DOWNLOAD_DIRNAME}/")
+    parser.add_argument(
+        "--decode",
+        action="store_true",
+        help="also open and fully decode every image the splits reference; list those that fail",
+    )
+    parser.add_argument(
+        "--workers", type=int, default=min(8, os.cpu_count() or 1), help="threads decoding images (--decode)"
+    )
+    args = parser.parse_args(argv)
+    try:
+        recipes = resolve_names(args.names)
+    except KeyError as e:
+        parser.error(e.args[0])
+    root = Path(args.root).expanduser().resolve()
+
+    failed = []
+    for recipe in recipes:
+        if args.check:
+            problems = check_dataset(recipe, root)
+        else:
+            print(f"== {recipe.name} -> {root / recipe.folder}")
+            try:
+                problems = prepare_dataset(recipe, root, keep_archives=args.keep_archives)
+            except (PrepareError, OSError) as e:
+                problems = [f"{type(e).__name__}: {e}"]
+        # Preparing again does not replace an image that exists, so the prepare command is no advice for those.
+        undecodable = decode_problems(recipe, root, args.workers) if args.decode else []
+        _report(
+            recipe,
+            root,
+            problems + undecodable,
+            show_manual=not args.check and bool(problems),
+            show_command=bool(problems),
+        )
+        if problems or undecodable:
+            failed.append(recipe.name)
+    if failed:
+        print(f"Incomplete: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
