@@ -30,9 +30,17 @@ import torch
 import torch.nn.functional as F
 from open_clip.model import CLIP
 
-from lamm_plugin import LAMMConfig, build_model
+from lamm_plugin import (
+    CoCoOpConfig,
+    CoOpConfig,
+    KgCoOpConfig,
+    LAMMConfig,
+    MaPLeConfig,
+    PromptSRCConfig,
+    VPTConfig,
+    build_model,
+)
 from lamm_plugin.backbone import CLIPBundle
-from lamm_plugin.config import CoCoOpConfig, CoOpConfig, KgCoOpConfig, MaPLeConfig, PromptSRCConfig, VPTConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import originals  # noqa: E402

@@ -5,15 +5,7 @@ by Dassl users (``import lamm_plugin.dassl``).
 """
 
 from lamm_plugin.backbone import CLIPBundle, load_clip
-from lamm_plugin.config import (
-    CoOpConfig,
-    LAMMConfig,
-    MaPLeConfig,
-    PromptSRCConfig,
-    VPTConfig,
-    ZeroshotConfig,
-    official_preset,
-)
+from lamm_plugin.config import LAMMConfig, official_preset
 from lamm_plugin.encoders import ImageEncoder, TextEncoder
 from lamm_plugin.label_embedding import LabelEmbedding
 from lamm_plugin.lamm import LAMM, LAMMOutput, build_model
@@ -22,6 +14,10 @@ from lamm_plugin.methods import METHODS, PromptMethod, register_method
 from lamm_plugin.tokens import PromptLayout, build_layout
 
 __version__ = "0.1.0"
+
+#: Every registered method's config dataclass under its own name (``CoOpConfig``, ``MaPLeConfig``, ...).
+_METHOD_CONFIGS = {cls.config_class.__name__: cls.config_class for cls in METHODS.values()}
+globals().update(_METHOD_CONFIGS)
 
 __all__ = [
     "LAMM",
@@ -33,16 +29,12 @@ __all__ = [
     "PromptMethod",
     "build_model",
     "register_method",
-    "CoOpConfig",
     "ImageEncoder",
     "LAMMConfig",
-    "MaPLeConfig",
     "PromptLayout",
-    "PromptSRCConfig",
     "TextEncoder",
-    "VPTConfig",
-    "ZeroshotConfig",
     "build_layout",
     "load_clip",
     "official_preset",
+    *sorted(_METHOD_CONFIGS),
 ]

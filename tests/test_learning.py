@@ -6,8 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lamm_plugin import CoOpConfig, LAMMConfig, build_model
-from lamm_plugin.config import CoCoOpConfig, KgCoOpConfig
+from lamm_plugin import CoCoOpConfig, CoOpConfig, KgCoOpConfig, LAMMConfig, build_model
 from lamm_plugin.synthetic import make_tensors
 
 NUM_CLASSES = 4
