@@ -16,6 +16,7 @@ from lamm_plugin import (
     LAMM,
     CoCoOpConfig,
     CoOpConfig,
+    IVLPConfig,
     KgCoOpConfig,
     LAMMConfig,
     MaPLeConfig,
@@ -85,6 +86,12 @@ CASES: tuple[Case, ...] = (
         PromptSRCConfig(prompt_depth_text=3, prompt_depth_vision=2, num_templates=4),
         _names("ctx", "deep_text.0", "deep_text.1", "visual", "deep_visual.0"),
     ),
+    Case(
+        "ivlp",
+        "ivlp",
+        IVLPConfig(prompt_depth_text=3, prompt_depth_vision=2),
+        _names("ctx", "deep_text.0", "deep_text.1", "visual", "deep_visual.0"),
+    ),
 )
 #: The cases by id.
 BY_ID: dict[str, Case] = {case.id: case for case in CASES}
@@ -134,6 +141,18 @@ HOSTS: dict[str, Host] = {
             "IMAGE_LOSS_WEIGHT": 10.0,
             "GPA_MEAN": 15.0,
             "GPA_STD": 1.0,
+        },
+    ),
+    # MaPLe's repository, train.py: the defaults of TRAINER.IVLP
+    "ivlp": Host(
+        "IVLP",
+        "LAMM_IVLP",
+        {
+            "N_CTX_TEXT": 2,
+            "N_CTX_VISION": 2,
+            "CTX_INIT": "a photo of a",
+            "PROMPT_DEPTH_TEXT": 9,
+            "PROMPT_DEPTH_VISION": 9,
         },
     ),
 }
