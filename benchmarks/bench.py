@@ -30,8 +30,18 @@ from typing import Callable
 import torch
 from tabulate import tabulate
 
-from lamm_plugin import LAMM, LAMMConfig, build_model, load_clip
-from lamm_plugin.config import CoCoOpConfig, CoOpConfig, KgCoOpConfig, MaPLeConfig, PromptSRCConfig, VPTConfig
+from lamm_plugin import (
+    LAMM,
+    CoCoOpConfig,
+    CoOpConfig,
+    KgCoOpConfig,
+    LAMMConfig,
+    MaPLeConfig,
+    PromptSRCConfig,
+    VPTConfig,
+    build_model,
+    load_clip,
+)
 from lamm_plugin.encoders import TextEncoder
 
 WORDS = ["dog", "golden retriever", "bernese mountain dog", "sea lion", "red fox", "oak tree", "fire truck"]

@@ -1,10 +1,11 @@
 """Compare our host methods with their original code: logits and gradients on the same random CLIP.
 
-MaPLe and VPT against github.com/muzairkhattak/multimodal-prompt-learning (``trainers/maple.py``,
-``trainers/vpt.py`` and its ``clip/`` package), CoOp and CoCoOp against github.com/KaiyangZhou/CoOp
-(``trainers/coop.py``, ``trainers/cocoop.py``), KgCoOp against github.com/htyao89/KgCoOp (its ``KgCoOp/``
-folder: ``trainers/kgcoop.py``), PromptSRC against github.com/muzairkhattak/PromptSRC (``trainers/promptsrc.py``:
-its model and its trainer's loss, self-regularisation included).
+MaPLe, VPT and IVLP against github.com/muzairkhattak/multimodal-prompt-learning (``trainers/maple.py``,
+``trainers/vpt.py``, ``trainers/independentVL.py`` and its ``clip/`` package), CoOp and CoCoOp against
+github.com/KaiyangZhou/CoOp (``trainers/coop.py``, ``trainers/cocoop.py``), KgCoOp against
+github.com/htyao89/KgCoOp (its ``KgCoOp/`` folder: ``trainers/kgcoop.py``), PromptSRC against
+github.com/muzairkhattak/PromptSRC (``trainers/promptsrc.py``: its model and its trainer's loss,
+self-regularisation included).
 Nothing of them is copied here: their modules are imported from the given checkouts (and need Dassl). Both sides
 get the same random CLIP weights (widths MaPLe hard-codes: text 512, vision 768), the same prompt values, images
 and labels; the loss is cross-entropy on the logits (KgCoOp: plus ``W`` times its knowledge-guided term, with
@@ -30,9 +31,18 @@ import torch
 import torch.nn.functional as F
 from open_clip.model import CLIP
 
-from lamm_plugin import LAMMConfig, build_model
+from lamm_plugin import (
+    CoCoOpConfig,
+    CoOpConfig,
+    IVLPConfig,
+    KgCoOpConfig,
+    LAMMConfig,
+    MaPLeConfig,
+    PromptSRCConfig,
+    VPTConfig,
+    build_model,
+)
 from lamm_plugin.backbone import CLIPBundle
-from lamm_plugin.config import CoCoOpConfig, CoOpConfig, KgCoOpConfig, MaPLeConfig, PromptSRCConfig, VPTConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import originals  # noqa: E402
@@ -64,7 +74,11 @@ CASES = {
     "kgcoop-random": ("kgcoop", KgCoOpConfig(n_ctx=4, ctx_init="", dataset="DescribableTextures"), "kgcoop"),
     "promptsrc-shallow": ("promptsrc", PromptSRCConfig(prompt_depth_text=1, prompt_depth_vision=1), "promptsrc"),
     "promptsrc-deep": ("promptsrc", PromptSRCConfig(prompt_depth_text=3, prompt_depth_vision=2), "promptsrc"),
+    "ivlp-shallow": ("ivlp", IVLPConfig(prompt_depth_text=1, prompt_depth_vision=1), "maple"),
+    "ivlp-deep": ("ivlp", IVLPConfig(prompt_depth_text=3, prompt_depth_vision=2), "maple"),
 }
+#: The original trainer module of a method, where it is not named after the method.
+ORIGINAL_MODULES = {"ivlp": "independentVL"}
 
 
 def import_original(path: str, trainer: str):
@@ -121,6 +135,9 @@ def _cfg(method: str, cfg):
         node.TRAINER = CN({"PROMPTSRC": CN({k: getattr(cfg, k.lower()) for k in keys})})
         node.TRAINER.PROMPTSRC.PREC = "fp32"
         node.OPTIM = CN({"MAX_EPOCH": 20})
+    elif method == "ivlp":
+        keys = ("N_CTX_TEXT", "N_CTX_VISION", "CTX_INIT", "PROMPT_DEPTH_TEXT", "PROMPT_DEPTH_VISION")
+        node.TRAINER = CN({"IVLP": CN({k: getattr(cfg, k.lower()) for k in keys})})
     elif method == "maple":
         node.TRAINER = CN({"MAPLE": CN({"N_CTX": cfg.n_ctx, "CTX_INIT": cfg.ctx_init})})
         node.TRAINER.MAPLE.PROMPT_DEPTH = cfg.prompt_depth
@@ -244,12 +261,16 @@ def compare_promptsrc(case: str, path: str, exact: bool = True, seed: int = 0) -
 
 def _original_model(case: str, path: str, ours_clip: CLIP):
     method, cfg, _ = CASES[case]
-    clip, module = import_original(path, method)
+    clip, module = import_original(path, ORIGINAL_MODULES.get(method, method))
     state = {k: v.clone() for k, v in ours_clip.state_dict().items()}
     if method == "kgcoop":  # it loads a second CLIP for its hand-crafted prompts: the same weights
         module.load_clip_to_cpu = lambda _cfg: clip.build_model({k: v.clone() for k, v in state.items()}).float()
     if method in ("coop", "cocoop", "kgcoop"):
         model = clip.build_model(state)
+    elif method == "ivlp":
+        details = {"trainer": "IVLP", "vision_depth": cfg.prompt_depth_vision, "language_depth": cfg.prompt_depth_text}
+        details.update(vision_ctx=cfg.n_ctx_vision, language_ctx=cfg.n_ctx_text)
+        model = clip.build_model(state, details)
     else:
         details = {"trainer": {"maple": "MaPLe", "vpt": "VPT"}[method], "language_depth": 0, "language_ctx": 0}
         if method == "maple":
@@ -277,6 +298,8 @@ def _pairs(method: str, ours, theirs) -> list[tuple[str, torch.Tensor, torch.Ten
                     (f"meta_net.{layer}.{w}", getattr(getattr(m.meta_net, layer), w), getattr(getattr(net, layer), w))
                 )
         return pairs
+    if method == "ivlp":  # PromptSRC's tensors, in the same places of the original model
+        return _promptsrc_pairs(ours, theirs, None)
     if method == "maple":
         pl = theirs.prompt_learner
         pairs = [("ctx", m.ctx, pl.ctx), ("proj.weight", m.proj.weight, pl.proj.weight)]

@@ -18,8 +18,7 @@ from typing import Any, Callable, Optional
 
 import torch
 
-from lamm_plugin import LAMMConfig, build_model, load_clip
-from lamm_plugin.config import CoOpConfig, MaPLeConfig
+from lamm_plugin import CoOpConfig, LAMMConfig, MaPLeConfig, build_model, load_clip
 from lamm_plugin.cuda_graph import GraphedStep
 
 REPO = Path(__file__).resolve().parents[1]

@@ -22,6 +22,7 @@ import open_clip
 import torch
 from open_clip.model import CLIP, convert_weights_to_lp, get_cast_dtype
 
+from lamm_plugin.encoders import ImageEncoder
 from lamm_plugin.layout import PRECISIONS
 
 logger = logging.getLogger(__name__)
@@ -89,6 +90,53 @@ class CLIPBundle:
     image_size: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
+
+    # What host methods need to know about the towers, so that they read no open_clip internals themselves.
+    @property
+    def device(self) -> torch.device:
+        """The device CLIP's weights are on."""
+        return self.model.token_embedding.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype the towers compute in (their cast dtype: fp16 / bf16 for low-precision builds)."""
+        return self.model.transformer.get_cast_dtype()
+
+    @property
+    def text_width(self) -> int:
+        """Width of a token embedding of the text tower (text prompt dimension)."""
+        return self.model.token_embedding.weight.shape[1]
+
+    @property
+    def text_blocks(self) -> int:
+        """Number of transformer blocks of the text tower."""
+        return len(self.model.transformer.resblocks)
+
+    @property
+    def vision_width(self) -> int:
+        """Token width of the vision transformer (visual prompt dimension); raises on ResNet towers."""
+        return ImageEncoder(self.model).width
+
+    @property
+    def image_blocks(self) -> int:
+        """Number of transformer blocks of the image tower (0 for ResNet towers, which take no visual prompts)."""
+        return ImageEncoder(self.model).num_blocks
+
+    @property
+    def embed_dim(self) -> int:
+        """Width of the image and text features (the joint embedding)."""
+        return self.model.visual.output_dim
+
+    @torch.no_grad()
+    def token_embeddings(self, text: str) -> torch.Tensor:
+        """CLIP's token embeddings ``[n_tokens, text_width]`` of ``text`` (without start/end tokens), float32."""
+        ids = torch.tensor(self.tokenizer.encode(text), dtype=torch.long, device=self.device)
+        return self.model.token_embedding(ids).float()
+
+    @torch.no_grad()
+    def encode_texts(self, texts: list[str]) -> torch.Tensor:
+        """Frozen CLIP's unnormalised text features ``[N, embed_dim]`` of ``texts`` (no prompts), float32."""
+        return self.model.encode_text(self.tokenizer(texts).to(self.device)).float()
 
 
 def _is_torchscript_archive(path: str) -> bool:

@@ -22,13 +22,13 @@ import torch
 from torch import nn
 
 from lamm_plugin.backbone import CLIPBundle, weights_fingerprint
-from lamm_plugin.config import METHOD_CONFIGS, LAMMConfig, from_dict, to_dict
+from lamm_plugin.config import LAMMConfig, from_dict, to_dict
 from lamm_plugin.encoders import ImageEncoder, TextEncoder, normalize
 from lamm_plugin.label_embedding import LabelEmbedding, label_keys, label_token_counts
 from lamm_plugin.layout import CHECKPOINT_FORMAT
 from lamm_plugin.losses import HierarchicalLoss
 from lamm_plugin.methods import METHODS, PromptMethod
-from lamm_plugin.methods.base import TextPrompt
+from lamm_plugin.methods.base import StepFeatures, TextPrompt
 from lamm_plugin.text_plan import TextPlan
 from lamm_plugin.tokens import PromptLayout, build_layout, clean_classname
 
@@ -274,7 +274,7 @@ class LAMM(nn.Module):
             rows, init = self._label_rows()
             losses = self.loss(logits, labels, self._logits(image, ref), text, ref, rows, init)
         # The host method's own terms, named beside LAMM's (KgCoOp's kg_alignment, PromptSRC's self-regularisation).
-        extra = self.method.regularization(self, images, image, text, logits)
+        extra = self.method.regularization(StepFeatures(images, image, text, logits, self.classnames, self.logit_scale))
         if extra:
             total = losses.pop("total")
             for name, (weight, value) in extra.items():
@@ -359,7 +359,7 @@ def build_model(
         raise KeyError(f"Unknown method {method!r}; registered: {sorted(METHODS)}.")
     cls = METHODS[method]
     if method_cfg is None:
-        method_cfg = METHOD_CONFIGS[method]()
+        method_cfg = cls.config_class()
     elif isinstance(method_cfg, dict):
         method_cfg = from_dict(cls.config_class, method_cfg)
     host = cls(method_cfg, clip, classnames).to(clip.model.token_embedding.weight.device)

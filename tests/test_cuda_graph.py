@@ -15,27 +15,20 @@ from pathlib import Path
 
 import pytest
 import torch
+from cases import CASES as METHOD_CASES
 
-from lamm_plugin import LAMMConfig, build_model
-from lamm_plugin.config import CoCoOpConfig, CoOpConfig, KgCoOpConfig, MaPLeConfig, PromptSRCConfig, VPTConfig
+from lamm_plugin import (
+    CoOpConfig,
+    LAMMConfig,
+    build_model,
+)
 from lamm_plugin.cuda_graph import GraphedStep, forbid_host_sync
 from lamm_plugin.text_plan import length_groups
 
-CASES = {
-    "coop": ("coop", CoOpConfig(n_ctx=4), LAMMConfig()),
-    "lamm-alone": ("coop", CoOpConfig(ctx_init="a photo of a", train_ctx=False), LAMMConfig()),
-    "coop-front": ("coop", CoOpConfig(n_ctx=4, class_token_position="front"), LAMMConfig()),
-    "maple": ("maple", MaPLeConfig(prompt_depth=3), LAMMConfig()),
-    "vpt": ("vpt", VPTConfig(n_ctx_vision=4, prompt_depth_vision=3), LAMMConfig()),
-    "coop-baseline": ("coop", CoOpConfig(n_ctx=4), LAMMConfig(enabled=False)),
-    "cocoop": ("cocoop", CoCoOpConfig(), LAMMConfig()),
-    "kgcoop": ("kgcoop", KgCoOpConfig(), LAMMConfig()),
-    "promptsrc": (
-        "promptsrc",
-        PromptSRCConfig(prompt_depth_text=2, prompt_depth_vision=2, num_templates=2),
-        LAMMConfig(),
-    ),
-}
+#: Every method case (tests/cases.py) with LAMM, and two LAMM settings: LAMM alone and a host without LAMM.
+CASES = {case.id: (case.method, case.config, LAMMConfig()) for case in METHOD_CASES}
+CASES["lamm-alone"] = ("coop", CoOpConfig(ctx_init="a photo of a", train_ctx=False), LAMMConfig())
+CASES["coop-baseline"] = ("coop", CoOpConfig(n_ctx=4), LAMMConfig(enabled=False))
 IMAGENET = Path(__file__).parent / "fixtures" / "classnames" / "imagenet.txt"
 # Names of 1 to 9 tokens: prompts of several lengths, so the text encoder runs in several groups.
 NAMES = ["dog", "golden retriever", "bernese mountain dog", "kite (bird of prey)", "red_fox", "cat",
@@ -122,7 +115,7 @@ def test_length_groups_split_only_when_it_pays():
 
 
 @pytest.mark.filterwarnings("ignore:Repeated class names")
-@pytest.mark.parametrize("case", ["coop", "lamm-alone", "coop-front", "maple", "vpt"])
+@pytest.mark.parametrize("case", ["coop", "lamm-alone", "coop-front", "maple", "vpt-deep"])
 def test_length_groups_give_the_features_of_one_pass(case, tiny_clip64):
     """ImageNet's 1000 names run in groups: same text features (and reference features) as one pass."""
     names = IMAGENET.read_text().splitlines()

@@ -12,12 +12,13 @@ import pytest
 
 pytest.importorskip("dassl", reason="Dassl is not installed; it installs from its GitHub repository")
 
+from cases import HOSTS  # noqa: E402
 from dassl.config import get_cfg_default  # noqa: E402
 from yacs.config import CfgNode  # noqa: E402
 
 import lamm_plugin.dassl  # noqa: E402, F401
 import trainers  # noqa: E402, F401
-from lamm_plugin.config import METHOD_CONFIGS, LAMMConfig, official_preset  # noqa: E402
+from lamm_plugin.config import LAMMConfig, official_preset  # noqa: E402
 from lamm_plugin.dassl.config import (  # noqa: E402
     BASELINE_NODES,
     LAMM_NODES,
@@ -29,6 +30,7 @@ from lamm_plugin.dassl.config import (  # noqa: E402
     method_config_from_cfg,
     node_to_dataclass,
 )
+from lamm_plugin.methods import METHODS  # noqa: E402
 
 pytestmark = pytest.mark.dassl
 
@@ -48,12 +50,14 @@ def changed(instance):
             values[f.name] = value + 3
         elif f.name == "label_tokens":
             values[f.name] = "first_k"
+        elif f.name == "class_token_position":  # validated: one of end, middle, front
+            values[f.name] = "front"
         else:
             values[f.name] = value + " x"
     return dataclasses.replace(instance, **values)
 
 
-@pytest.mark.parametrize("cls", [*METHOD_CONFIGS.values(), LAMMConfig], ids=lambda c: c.__name__)
+@pytest.mark.parametrize("cls", [*(m.config_class for m in METHODS.values()), LAMMConfig], ids=lambda c: c.__name__)
 def test_dataclass_node_round_trip(cls):
     for instance in (cls(), changed(cls())):
         node = dataclass_to_node(instance)
@@ -61,28 +65,9 @@ def test_dataclass_node_round_trip(cls):
         assert node_to_dataclass(node, cls) == instance
 
 
-#: Published defaults (LAMM paper and official configs; CoOp, MaPLe and VPT's own defaults), written out here
-#: rather than read from the dataclasses the nodes are generated from.
-PUBLISHED_DEFAULTS = {
-    "coop": {"N_CTX": 16, "CTX_INIT": "", "CSC": False, "CLASS_TOKEN_POSITION": "end", "TRAIN_CTX": True},
-    "maple": {"N_CTX": 2, "CTX_INIT": "a photo of a", "PROMPT_DEPTH": 9},
-    "vpt": {"N_CTX_VISION": 8, "PROMPT_DEPTH_VISION": 1, "CTX_INIT": "a photo of a"},
-    "zeroshot": {},
-    "cocoop": {"N_CTX": 4, "CTX_INIT": "a photo of a", "META_REDUCTION": 16},
-    "kgcoop": {"N_CTX": 4, "CTX_INIT": "a photo of a", "KG_WEIGHT": 8.0, "TEMPLATE": "", "DATASET": ""},
-    # PromptSRC's configs/trainers/PromptSRC/vit_b16_c2_ep20_batch4_4+4ctx.yaml
-    "promptsrc": {
-        "N_CTX_TEXT": 4,
-        "N_CTX_VISION": 4,
-        "CTX_INIT": "a photo of a",
-        "PROMPT_DEPTH_TEXT": 9,
-        "PROMPT_DEPTH_VISION": 9,
-        "TEXT_LOSS_WEIGHT": 25.0,
-        "IMAGE_LOSS_WEIGHT": 10.0,
-        "GPA_MEAN": 15.0,
-        "GPA_STD": 1.0,
-    },
-}
+#: Published defaults (LAMM paper and official configs; CoOp, MaPLe and VPT's own defaults), written out in
+#: tests/cases.py rather than read from the dataclasses the nodes are generated from.
+PUBLISHED_DEFAULTS = {method: host.published for method, host in HOSTS.items()}
 LAMM_DEFAULTS = {
     "ENABLED": True,
     "LABEL_TOKENS": "all",
@@ -94,10 +79,27 @@ LAMM_DEFAULTS = {
 }
 
 
+def test_nodes_and_trainers_are_named_as_the_hosts_name_them():
+    """Host repositories and our yaml files name these nodes and trainers: derived from the registry, they must
+    stay exactly the names written out in tests/cases.py."""
+    from dassl.engine import TRAINER_REGISTRY
+
+    assert {host.trainer.upper(): method for method, host in HOSTS.items()} == BASELINE_NODES
+    assert {host.lamm_trainer.upper(): method for method, host in HOSTS.items() if host.lamm_trainer} == LAMM_NODES
+    registered = set(TRAINER_REGISTRY.registered_names())
+    for method, host in HOSTS.items():
+        for name, node in ((host.trainer, host.trainer.upper()), (host.lamm_trainer, f"LAMM_{host.trainer.upper()}")):
+            if name is None:
+                continue
+            trainer = TRAINER_REGISTRY.get(name)
+            assert name in registered and (method, node) == (trainer.METHOD, trainer.NODE), name
+            assert name.startswith("LAMM_") == trainer.USE_LAMM, name
+
+
 @pytest.mark.parametrize("node", sorted(ALL_NODES))
 def test_default_nodes_hold_the_published_defaults(node):
     cfg = get_cfg_default()
-    cls = METHOD_CONFIGS[ALL_NODES[node]]
+    cls = METHODS[ALL_NODES[node]].config_class
     assert set(cfg.TRAINER[node]) == {f.name.upper() for f in dataclasses.fields(cls)} | {"PREC", "CUDA_GRAPH"}
     assert cfg.TRAINER[node].CUDA_GRAPH is True
     for key, value in PUBLISHED_DEFAULTS[ALL_NODES[node]].items():
@@ -296,5 +298,5 @@ def test_plugin_imports_nothing_of_dassl_and_registers_only_lamm_trainers():
         [sys.executable, "-c", code], env=env, cwd=os.path.dirname(REPO), capture_output=True, text=True
     )
     assert out.returncode == 0, out.stderr
-    expected = "['LAMM_CoCoOp', 'LAMM_CoOp', 'LAMM_KgCoOp', 'LAMM_MaPLe', 'LAMM_PromptSRC', 'LAMM_VPT']"
+    expected = str(sorted(host.lamm_trainer for host in HOSTS.values() if host.lamm_trainer))
     assert out.stdout.split("\n")[:2] == [expected, "[]"]

@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lamm_plugin import LAMMConfig, build_model
-from lamm_plugin.config import CoOpConfig
+from lamm_plugin import CoOpConfig, LAMMConfig, build_model
 from lamm_plugin.label_embedding import label_keys
 
 NAMES = ["missile", "dog", "missile", "sunglasses", "sunglasses", "cat"]

@@ -1,7 +1,7 @@
 """Host methods against their original code (logits and gradients to 1e-5 on the same random CLIP).
 
 Needs checkouts, given by environment variables: MAPLE_ORIGINAL_REPO (github.com/muzairkhattak/
-multimodal-prompt-learning: MaPLe and VPT), COOP_ORIGINAL_REPO (github.com/KaiyangZhou/CoOp: CoOp and CoCoOp),
+multimodal-prompt-learning: MaPLe, VPT and IVLP), COOP_ORIGINAL_REPO (github.com/KaiyangZhou/CoOp: CoOp and CoCoOp),
 KGCOOP_ORIGINAL_REPO (the ``KgCoOp/`` folder of github.com/htyao89/KgCoOp) and PROMPTSRC_ORIGINAL_REPO
 (github.com/muzairkhattak/PromptSRC: model and loss, self-regularisation included), plus Dassl.
 Without them these tests skip; the placement of every prompt is also checked without them in test_placement.py.
@@ -39,6 +39,8 @@ CASES = {
     "kgcoop-random": "kgcoop",
     "promptsrc-shallow": "promptsrc",
     "promptsrc-deep": "promptsrc",
+    "ivlp-shallow": "maple",
+    "ivlp-deep": "maple",
 }
 
 

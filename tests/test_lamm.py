@@ -6,37 +6,16 @@ import copy
 
 import pytest
 import torch
+from cases import BY_ID, CASES
 
-from lamm_plugin import LAMMConfig, build_model
-from lamm_plugin.config import (
-    CoCoOpConfig,
-    CoOpConfig,
-    KgCoOpConfig,
-    MaPLeConfig,
-    PromptSRCConfig,
-    VPTConfig,
-    ZeroshotConfig,
-)
+from lamm_plugin import CoOpConfig, LAMMConfig, MaPLeConfig, VPTConfig, ZeroshotConfig, build_model
 
-METHOD_CASES = {
-    "coop": CoOpConfig(n_ctx=4),
-    "coop-init": CoOpConfig(ctx_init="a photo of a"),
-    "coop-front": CoOpConfig(n_ctx=4, class_token_position="front"),
-    "coop-middle": CoOpConfig(n_ctx=4, class_token_position="middle"),
-    "coop-csc": CoOpConfig(n_ctx=2, csc=True),
-    "maple": MaPLeConfig(prompt_depth=3),
-    "vpt": VPTConfig(n_ctx_vision=4),
-    "vpt-deep": VPTConfig(n_ctx_vision=4, prompt_depth_vision=3),
-    "zeroshot": ZeroshotConfig(dataset="OxfordPets"),
-    "cocoop": CoCoOpConfig(),
-    "kgcoop": KgCoOpConfig(dataset="OxfordPets"),
-    "promptsrc": PromptSRCConfig(prompt_depth_text=3, prompt_depth_vision=2, num_templates=4),
-}
+#: Every method case (tests/cases.py), by id.
+METHOD_CASES = BY_ID
 
 
 def _build(case, clip, classnames, enabled=True, **lamm):
-    method = case.split("-")[0]
-    return build_model(method, clip, classnames, copy.deepcopy(METHOD_CASES[case]), LAMMConfig(enabled=enabled, **lamm))
+    return METHOD_CASES[case].build(clip, classnames, LAMMConfig(enabled=enabled, **lamm))
 
 
 def _perturb(model, scale):
@@ -96,26 +75,7 @@ def _trainable_names(model):
     return {n for n, p in model.named_parameters() if p.requires_grad}
 
 
-EXPECTED_TRAINABLE = {
-    "coop": {"method.ctx"},
-    "coop-init": {"method.ctx"},
-    "coop-front": {"method.ctx"},
-    "coop-middle": {"method.ctx"},
-    "coop-csc": {"method.ctx"},
-    "maple": {
-        "method.ctx",
-        "method.proj.weight",
-        "method.proj.bias",
-        *{f"method.deep_text.{i}" for i in range(2)},
-        *{f"method.deep_proj.{i}.{w}" for i in range(2) for w in ("weight", "bias")},
-    },
-    "vpt": {"method.shallow"},
-    "vpt-deep": {"method.shallow", "method.deep.0", "method.deep.1"},
-    "zeroshot": set(),
-    "cocoop": {"method.ctx", *{f"method.meta_net.linear{i}.{w}" for i in (1, 2) for w in ("weight", "bias")}},
-    "kgcoop": {"method.ctx"},
-    "promptsrc": {"method.ctx", "method.deep_text.0", "method.deep_text.1", "method.visual", "method.deep_visual.0"},
-}
+EXPECTED_TRAINABLE = {case.id: set(case.trainable) for case in CASES}
 
 
 @pytest.mark.parametrize("enabled", [True, False])

@@ -7,8 +7,7 @@ import pytest
 import torch
 
 from lamm_experiments.synthetic import make_tensors
-from lamm_plugin import CoOpConfig, LAMMConfig, build_model
-from lamm_plugin.config import CoCoOpConfig, KgCoOpConfig
+from lamm_plugin import CoCoOpConfig, CoOpConfig, KgCoOpConfig, LAMMConfig, build_model
 
 NUM_CLASSES = 4
 

@@ -8,8 +8,7 @@ import math
 import pytest
 import torch
 
-from lamm_plugin import LAMMConfig, build_model
-from lamm_plugin.config import CoOpConfig
+from lamm_plugin import CoOpConfig, LAMMConfig, build_model
 from lamm_plugin.losses import HierarchicalLoss, feature_alignment, logit_alignment, parameter_alignment
 
 T = 2.0

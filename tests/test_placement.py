@@ -18,8 +18,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lamm_plugin import LAMMConfig, build_model
-from lamm_plugin.config import CoCoOpConfig, CoOpConfig, KgCoOpConfig, MaPLeConfig, VPTConfig
+from lamm_plugin import CoCoOpConfig, CoOpConfig, KgCoOpConfig, LAMMConfig, MaPLeConfig, VPTConfig, build_model
 
 
 def _text_tower(clip, x, eot, deep=()):

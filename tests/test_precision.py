@@ -11,22 +11,18 @@ import copy
 
 import pytest
 import torch
+from cases import BY_ID
 from open_clip.transformer import LayerNormFp32
 from torch import nn
 
-from lamm_plugin import LAMMConfig, build_model, load_clip
-from lamm_plugin.config import CoCoOpConfig, CoOpConfig, KgCoOpConfig, MaPLeConfig, VPTConfig, ZeroshotConfig
+from lamm_plugin import (
+    LAMMConfig,
+    load_clip,
+)
 
 LOW_PRECISIONS = {"fp16": torch.float16, "bf16": torch.bfloat16}
-CASES = {
-    "coop": CoOpConfig(n_ctx=4),
-    "coop-front": CoOpConfig(n_ctx=4, class_token_position="front"),
-    "maple": MaPLeConfig(prompt_depth=3),
-    "vpt": VPTConfig(n_ctx_vision=4, prompt_depth_vision=3),
-    "zeroshot": ZeroshotConfig(template="a photo of a {}."),
-    "cocoop": CoCoOpConfig(),
-    "kgcoop": KgCoOpConfig(),
-}
+#: Every method case (tests/cases.py), by id.
+CASES = BY_ID
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +51,7 @@ def test_low_precision_clip_is_built_like_open_clip(precision, low_precision_cli
 def test_every_layer_gets_its_own_dtype(precision, case, low_precision_clips, classnames, strict_dtypes):
     clip = copy.deepcopy(low_precision_clips[precision])
     torch.manual_seed(0)
-    model = build_model(case.split("-")[0], clip, classnames, copy.deepcopy(CASES[case]), LAMMConfig())
+    model = CASES[case].build(clip, classnames, LAMMConfig())
     images = torch.randn(4, 3, 32, 32)
     labels = torch.tensor([0, 1, 2, 1])
     optim = torch.optim.SGD(model.trainable_parameters(), lr=0.1)

@@ -19,8 +19,7 @@ import pytest
 import torch
 
 import lamm_plugin
-from lamm_plugin import CoOpConfig, LAMMConfig, MaPLeConfig, VPTConfig, ZeroshotConfig
-from lamm_plugin.config import CoCoOpConfig, KgCoOpConfig
+from lamm_plugin import CoCoOpConfig, CoOpConfig, KgCoOpConfig, LAMMConfig, MaPLeConfig, VPTConfig, ZeroshotConfig
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "classnames"
 

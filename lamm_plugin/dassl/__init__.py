@@ -1,4 +1,5 @@
-"""The Dassl adapter: config nodes, trainers ``LAMM_CoOp`` / ``LAMM_MaPLe`` / ``LAMM_VPT``, fixes for current torch.
+"""The Dassl adapter: config nodes, trainers ``LAMM_<Host>`` (``LAMM_CoOp``, ``LAMM_MaPLe``, ...), fixes for current
+torch. Nodes and trainers are derived from the method registry, one per registered method.
 
 Importing this package is the whole drop-in recipe for a CoOp-family repository (CoOp, MaPLe, PromptSRC,
 KgCoOp, ...)::
@@ -28,26 +29,16 @@ from lamm_plugin.dassl.config import (
     lamm_config_from_cfg,
     method_config_from_cfg,
 )
-from lamm_plugin.dassl.trainer import (
-    LAMM_VPT,
-    TRAINERS,
-    LAMM_CoCoOp,
-    LAMM_CoOp,
-    LAMM_KgCoOp,
-    LAMM_MaPLe,
-    LAMM_PromptSRC,
-    PromptTrainer,
-)
+from lamm_plugin.dassl.trainer import LAMM_TRAINERS, TRAINERS, PromptTrainer, baseline_trainers
+
+globals().update(LAMM_TRAINERS)
 
 __all__ = [
     "ConfigKeyError",
-    "LAMM_CoCoOp",
-    "LAMM_CoOp",
-    "LAMM_KgCoOp",
-    "LAMM_MaPLe",
-    "LAMM_PromptSRC",
-    "LAMM_VPT",
+    "LAMM_TRAINERS",
     "PromptTrainer",
+    "TRAINERS",
+    "baseline_trainers",
     "add_baseline_config",
     "add_lamm_config",
     "dassl_default_cfg",
@@ -56,6 +47,7 @@ __all__ = [
     "lamm_config_from_cfg",
     "method_config_from_cfg",
     "register_trainer",
+    *LAMM_TRAINERS,
 ]
 
 logger = logging.getLogger(__name__)

@@ -3,13 +3,14 @@
 A dataclass field ``n_ctx`` becomes key ``N_CTX`` with the field's default, so every default lives on the
 dataclass and nowhere else. Nodes:
 
-* ``TRAINER.LAMM_COOP``, ``TRAINER.LAMM_MAPLE``, ``TRAINER.LAMM_VPT``: the host method's settings, plus
-  ``PREC`` (``fp16``, ``fp32``, ``bf16`` or ``amp``) as in the host repositories' ``TRAINER.COOP.PREC``, and
+* ``TRAINER.LAMM_<HOST>`` for every registered method with a LAMM variant (``LAMM_COOP``, ``LAMM_MAPLE``, ...:
+  ``LAMM_`` and the method's ``display_name`` in upper case): the host method's settings, plus ``PREC``
+  (``fp16``, ``fp32``, ``bf16`` or ``amp``) as in the host repositories' ``TRAINER.COOP.PREC``, and
   ``CUDA_GRAPH`` (``True``): on a GPU, replay each training step's forward and backward from a CUDA graph;
 * ``TRAINER.LAMM``: :class:`~lamm_plugin.config.LAMMConfig`, shared by every LAMM trainer;
-* baselines of this repository (:func:`add_baseline_config`): ``TRAINER.COOP``, ``TRAINER.MAPLE``,
-  ``TRAINER.VPT``, ``TRAINER.ZEROSHOTCLIP``. Host repositories define their own ``TRAINER.COOP`` etc., so the
-  plugin never adds these on import;
+* baselines of this repository (:func:`add_baseline_config`), one per registered method: ``TRAINER.COOP``,
+  ``TRAINER.MAPLE``, ..., ``TRAINER.ZEROSHOTCLIP``. Host repositories define their own ``TRAINER.COOP`` etc., so
+  the plugin never adds these on import;
 * ``DATASET.SUBSAMPLE_CLASSES`` (``all``, ``base`` or ``new``) when the host has not added it;
 * ``MODEL.BACKBONE.PRETRAINED``: a pretrained tag or checkpoint path for :func:`lamm_plugin.load_clip`. Dassl's
   default is the bool ``True``, which yacs would not let a string replace; the default becomes ``None`` (the
@@ -35,8 +36,9 @@ from typing import Any, Optional
 import yaml
 from yacs.config import CfgNode
 
-from lamm_plugin.config import METHOD_CONFIGS, LAMMConfig, from_dict
+from lamm_plugin.config import LAMMConfig, from_dict
 from lamm_plugin.layout import PRECISIONS
+from lamm_plugin.methods import METHODS
 
 __all__ = [
     "BASELINE_NODES",
@@ -51,23 +53,34 @@ __all__ = [
     "add_baseline_config",
     "add_lamm_config",
     "all_keys",
+    "baseline_node",
     "close_keys",
     "dassl_default_cfg",
     "dataclass_to_node",
     "install",
     "lamm_config_from_cfg",
+    "lamm_node",
     "method_config_from_cfg",
     "node_to_dataclass",
 ]
 
 logger = logging.getLogger(__name__)
 
-#: Trainer node -> method name in :data:`lamm_plugin.config.METHOD_CONFIGS`.
-LAMM_NODES: dict[str, str] = {"LAMM_COOP": "coop", "LAMM_MAPLE": "maple", "LAMM_VPT": "vpt"}
-LAMM_NODES.update({"LAMM_COCOOP": "cocoop", "LAMM_KGCOOP": "kgcoop", "LAMM_PROMPTSRC": "promptsrc"})
-#: Nodes of this repository's baselines (named like the host repositories' nodes).
-BASELINE_NODES: dict[str, str] = {"COOP": "coop", "MAPLE": "maple", "VPT": "vpt", "ZEROSHOTCLIP": "zeroshot"}
-BASELINE_NODES.update({"COCOOP": "cocoop", "KGCOOP": "kgcoop", "PROMPTSRC": "promptsrc"})
+
+def baseline_node(method: str) -> str:
+    """The baseline trainer's node of registered ``method``: its display name in upper case (``COOP``)."""
+    return METHODS[method].display_name.upper()
+
+
+def lamm_node(method: str) -> str:
+    """The LAMM trainer's node of registered ``method`` (``LAMM_COOP``)."""
+    return "LAMM_" + baseline_node(method)
+
+
+#: LAMM trainer node -> method name in :data:`lamm_plugin.methods.METHODS`, for every method with a LAMM variant.
+LAMM_NODES: dict[str, str] = {lamm_node(name): name for name, cls in METHODS.items() if cls.lamm_variant}
+#: Nodes of this repository's baselines (named like the host repositories' nodes) -> method name.
+BASELINE_NODES: dict[str, str] = {baseline_node(name): name for name in METHODS}
 #: The node of :class:`~lamm_plugin.config.LAMMConfig`.
 LAMM_NODE = "LAMM"
 #: Key of the precision in every trainer node, as in the host repositories.
@@ -134,7 +147,7 @@ def _add_missing(parent: CfgNode, name: str, node: CfgNode) -> None:
 def _trainer_nodes(nodes: dict[str, str], cfg: CfgNode) -> None:
     for name, method in nodes.items():
         runtime = {PRECISION_KEY: DEFAULT_PRECISION, CUDA_GRAPH_KEY: True}
-        _add_missing(cfg.TRAINER, name, dataclass_to_node(METHOD_CONFIGS[method], runtime))
+        _add_missing(cfg.TRAINER, name, dataclass_to_node(METHODS[method].config_class, runtime))
 
 
 def add_lamm_config(cfg: CfgNode) -> CfgNode:
@@ -166,9 +179,9 @@ def add_baseline_config(cfg: CfgNode) -> CfgNode:
 
 
 def method_config_from_cfg(cfg: CfgNode, node: str) -> Any:
-    """The method dataclass (e.g. :class:`~lamm_plugin.config.CoOpConfig`) of trainer node ``node``."""
+    """The method dataclass (e.g. :class:`~lamm_plugin.methods.coop.CoOpConfig`) of trainer node ``node``."""
     method = {**LAMM_NODES, **BASELINE_NODES}[node]
-    return node_to_dataclass(cfg.TRAINER[node], METHOD_CONFIGS[method])
+    return node_to_dataclass(cfg.TRAINER[node], METHODS[method].config_class)
 
 
 def lamm_config_from_cfg(cfg: CfgNode) -> LAMMConfig:

@@ -1,34 +1,28 @@
-"""Dassl trainers over the LAMM core: ``LAMM_CoOp``, ``LAMM_MaPLe``, ``LAMM_VPT``.
+"""Dassl trainers over the LAMM core: ``LAMM_<Host>`` for every registered method, and the baselines.
 
 The trainers are thin: CLIP comes from :func:`lamm_plugin.load_clip`, the model from
 :func:`lamm_plugin.lamm.build_model`, and the optimiser gets exactly ``model.trainable_parameters()``. What they
-add to Dassl's ``TrainerX``:
+add to Dassl's ``TrainerX``, one concern per module:
 
-* precision from ``TRAINER.<NODE>.PREC`` (``fp32``, ``fp16``, ``bf16`` or ``amp``; a GradScaler under ``fp16``
-  and ``amp``);
-* on a GPU, each training step's forward and backward replayed from a CUDA graph (``TRAINER.<NODE>.CUDA_GRAPH``,
-  :mod:`lamm_plugin.cuda_graph`), the optimiser step eager;
-* every loss term of the hierarchical loss in the ``PRINT_FREQ`` lines and in TensorBoard;
-* checkpoints holding only learned tensors, class names and configs (``model.checkpoint_state()``) plus plain
-  optimiser and scheduler states, in Dassl's layout (``<output>/prompt_learner/model.pth.tar-<epoch>``,
-  ``model-best.pth.tar``, ``checkpoint``), read with ``torch.load(..., weights_only=True)``; labels are matched by
-  class name, so a checkpoint evaluates on another class set (base -> new, ImageNet -> its variants);
-* ``results.json`` beside ``log.txt`` after the final evaluation (full-precision accuracy, macro F1, per-class
-  accuracy, config, timings);
-* the compatibility fixes of :mod:`lamm_plugin.dassl.compat` for current PyTorch.
+* here, building and the training step: precision from ``TRAINER.<NODE>.PREC`` (``fp32``, ``fp16``, ``bf16`` or
+  ``amp``; a GradScaler under ``fp16`` and ``amp``); on a GPU, each step's forward and backward replayed from a
+  CUDA graph (``TRAINER.<NODE>.CUDA_GRAPH``, :mod:`lamm_plugin.cuda_graph`), the optimiser step eager; every loss
+  term of the hierarchical loss in the ``PRINT_FREQ`` lines and in TensorBoard;
+* :mod:`.resume`: checkpoints of learned tensors, class names and configs, every epoch, and exact resume;
+* :mod:`.report`: ``results.json`` beside ``log.txt`` after the final evaluation;
+* :mod:`.compat`: the fixes for current PyTorch.
 
-Subclasses set :attr:`PromptTrainer.METHOD` and :attr:`PromptTrainer.NODE`; the repository's baselines set
-:attr:`PromptTrainer.USE_LAMM` to ``False``.
+The trainer classes are derived from the method registry (:data:`lamm_plugin.methods.METHODS`): a method with
+``display_name = "CoOp"`` gets ``LAMM_CoOp`` (node ``TRAINER.LAMM_COOP``, in :data:`TRAINERS`, registered on
+``import lamm_plugin.dassl``) and the baseline ``CoOp`` (node ``TRAINER.COOP``, LAMM disabled, made by
+:func:`baseline_trainers` for this repository's ``trainers`` package); a method without a LAMM variant (zero-shot
+CLIP) has only its baseline.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import datetime
-import json
-import os
-import os.path as osp
 import time
 from collections import Counter
 from typing import Any, Optional
@@ -37,44 +31,28 @@ import torch
 from dassl.engine import TrainerX
 from dassl.metrics import compute_accuracy
 from dassl.optim import build_optimizer
-from dassl.utils import set_random_seed
 
 from lamm_plugin import build_model, load_clip
 from lamm_plugin.config import LAMMConfig
 from lamm_plugin.cuda_graph import GraphedStep
-from lamm_plugin.dassl import checkpoints, compat
+from lamm_plugin.dassl import compat
 from lamm_plugin.dassl.config import (
     CUDA_GRAPH_KEY,
     LAMM_NODE,
     PRECISION_KEY,
+    baseline_node,
     lamm_config_from_cfg,
+    lamm_node,
     method_config_from_cfg,
 )
-from lamm_plugin.dassl.results import RecordingEvaluator, cfg_to_dict, per_class_accuracy, write_json
-from lamm_plugin.layout import (
-    BEST_FILE,
-    PRECISIONS,
-    RESULTS_FILENAME,
-    RESULTS_FORMAT,
-    checkpoint_epochs,
-    epoch_file,
-    find_checkpoint,
-    last_checkpoint,
-)
-from lamm_plugin.methods.promptsrc import GaussianPromptAggregation
+from lamm_plugin.dassl.report import ResultsMixin
+from lamm_plugin.dassl.results import RecordingEvaluator
+from lamm_plugin.dassl.resume import CheckpointMixin
+from lamm_plugin.layout import BEST_FILE, PRECISIONS
+from lamm_plugin.methods import METHODS
 
-__all__ = [
-    "LAMM_CoCoOp",
-    "LAMM_CoOp",
-    "LAMM_KgCoOp",
-    "LAMM_MaPLe",
-    "LAMM_PromptSRC",
-    "LAMM_VPT",
-    "TRAINERS",
-    "PromptTrainer",
-]
-
-#: Keys a saved checkpoint adds to ``model.checkpoint_state()`` (Dassl's names, then what an exact resume needs).
+#: Keys a saved checkpoint adds to ``model.checkpoint_state()`` (Dassl's names, then what an exact resume needs);
+#: the method's own keys (:meth:`~lamm_plugin.methods.PromptMethod.extra_state`) come on top.
 TRAINING_KEYS = (
     "epoch",
     "optimizer",
@@ -84,11 +62,10 @@ TRAINING_KEYS = (
     "rng",
     "best_result",
     "train_seconds",
-    "gpa",
 )
 
 
-class PromptTrainer(TrainerX):
+class PromptTrainer(CheckpointMixin, ResultsMixin, TrainerX):
     """Base Dassl trainer for every method of the core (LAMM trainers and the baselines).
 
     Attributes:
@@ -102,6 +79,8 @@ class PromptTrainer(TrainerX):
     NODE: str = ""
     USE_LAMM: bool = True
     MODEL_NAME: str = "prompt_learner"
+    BEST_MODEL_FILE = BEST_FILE
+    TRAINING_KEYS = TRAINING_KEYS
 
     def __init__(self, cfg) -> None:
         self._time_init = time.time()
@@ -171,11 +150,6 @@ class PromptTrainer(TrainerX):
         self.scaler = None
         if params and self.precision in ("fp16", "amp"):
             self.scaler = torch.amp.GradScaler(self.device.type)
-        # PromptSRC's Gaussian prompt aggregation over epochs (every trainable tensor, label rows included).
-        self.gpa = None
-        method_cfg = self.model.method.cfg
-        if params and getattr(method_cfg, "gpa", False):
-            self.gpa = GaussianPromptAggregation(int(cfg.OPTIM.MAX_EPOCH), method_cfg.gpa_mean, method_cfg.gpa_std)
         self.graphed = None
         if params and self.device.type == "cuda" and cfg.TRAINER[self.NODE].get(CUDA_GRAPH_KEY, True):
             self.graphed = GraphedStep(self.model, self._autocast_dtype(), self.scaler)
@@ -245,20 +219,28 @@ class PromptTrainer(TrainerX):
         return batch["img"].to(self.device), batch["label"].to(self.device)
 
     def forward_backward(self, batch: dict) -> dict[str, float]:
+        """One training step: forward and backward (replayed from a CUDA graph when one is captured, else eager),
+        then the optimiser step, through the GradScaler under ``fp16`` and ``amp``."""
         if self.optim is None:
             raise RuntimeError(f"{type(self).__name__} has nothing to train; run it with --eval-only.")
         image, label = self.parse_batch_train(batch)
         out = self.graphed(image, label) if self.graphed is not None else None
-        if out is not None:  # forward and backward replayed from a CUDA graph; the optimiser step stays eager
+        if out is None:  # eager forward and backward (no GPU, capture refused or switched off)
+            self.optim.zero_grad()
+            with self._autocast():
+                out = self.model(image, label)
             loss = out.losses["total"]
             if self.scaler is not None:
-                self.scaler.step(self.optim)
-                self.scaler.update()
+                self.scaler.scale(loss).backward()
             else:
-                self.optim.step()
+                self.detect_anomaly(loss)
+                loss.backward()
+        loss = out.losses["total"]
+        if self.scaler is not None:
+            self.scaler.step(self.optim)
+            self.scaler.update()
         else:
-            out = self._eager_step(image, label)
-            loss = out.losses["total"]
+            self.optim.step()
 
         summary = {"loss": loss.item(), "acc": compute_accuracy(out.logits.detach(), label)[0].item()}
         summary.update({name: value.item() for name, value in out.losses.items() if name != "total"})
@@ -266,47 +248,9 @@ class PromptTrainer(TrainerX):
             self.update_lr()
         return summary
 
-    def _eager_step(self, image: torch.Tensor, label: torch.Tensor):
-        with self._autocast():
-            out = self.model(image, label)
-        loss = out.losses["total"]
-        if self.scaler is not None:
-            self.optim.zero_grad()
-            self.scaler.scale(loss).backward()
-            self.scaler.step(self.optim)
-            self.scaler.update()
-        else:
-            self.model_backward_and_update(loss)
-        return out
-
     def model_inference(self, input: torch.Tensor) -> torch.Tensor:
         with self._autocast():
             return self.model(input).logits.float()
-
-    def train(self) -> None:
-        """Dassl's training loop, unless this output folder holds a finished run (then its result is reported)."""
-        finished = self._finished_results()
-        if finished is not None:
-            path, results = finished
-            print(
-                f"This run is finished: {path} holds its result (epoch {results['epoch']}, accuracy "
-                f"{results['accuracy']:.2f}%). Nothing is retrained or overwritten; delete that file to evaluate "
-                "again, or use another --output-dir to train again."
-            )
-            return
-        super().train()
-
-    def _finished_results(self) -> Optional[tuple[str, dict[str, Any]]]:
-        path = osp.join(self.output_dir, RESULTS_FILENAME)
-        if not osp.isfile(path):
-            return None
-        try:
-            with open(path) as f:
-                results = json.load(f)
-        except (OSError, ValueError):
-            return None
-        finished = results.get("epoch") == self.max_epoch and results.get("checkpoint") is None
-        return (path, results) if finished and results.get("accuracy") is not None else None
 
     def before_train(self) -> None:
         super().before_train()  # resumes (resume_model_if_exist) when the output folder has a checkpoint
@@ -323,260 +267,38 @@ class PromptTrainer(TrainerX):
         start, end = self._time_train
         return self._train_seconds_before + ((end if end > start else time.time()) - start)
 
-    def after_epoch(self) -> None:
-        """Dassl's ``after_epoch``, except that every epoch is saved, so that a killed run resumes where it was.
 
-        ``TRAIN.CHECKPOINT_FREQ`` says which epochs' files stay (Dassl's meaning: every ``k``-th and the last; 0 =
-        the last only); the newest is always there until a newer one is written. With PromptSRC's GPA, the
-        epoch's tensors join the aggregate first, and after the last epoch the aggregate becomes the model.
-        """
-        if self.gpa is not None:
-            self.gpa.update(self.model, self.epoch)
-            if self.epoch + 1 == self.max_epoch:
-                print("Using the Gaussian prompt aggregate (GPA) of all epochs as the final model")
-                self.gpa.apply(self.model)
-        if not self.cfg.TEST.NO_TEST and self.cfg.TEST.FINAL_MODEL == "best_val":
-            result = self.test(split="val")
-            if result > self.best_result:
-                self.best_result = result
-                self.save_model(self.epoch, self.output_dir, val_result=result, model_name=BEST_FILE)
-        self._epochs_done = self.epoch + 1
-        self.save_model(self.epoch, self.output_dir)
-        freq = int(self.cfg.TRAIN.CHECKPOINT_FREQ)
-        for name in self.get_model_names():
-            folder = osp.join(self.output_dir, name)
-            for epoch in checkpoint_epochs(folder):
-                if epoch < self._epochs_done and (freq <= 0 or epoch % freq):
-                    os.remove(osp.join(folder, epoch_file(epoch)))
-
-    # ---- checkpoints ---------------------------------------------------------------------------------------------
-    def save_model(
-        self, epoch: int, directory: str, is_best: bool = False, val_result: Optional[float] = None, model_name=""
-    ) -> None:
-        for name in self.get_model_names():
-            optim, sched = self._optims[name], self._scheds[name]
-            state = self._models[name].checkpoint_state()
-            state.update(
-                epoch=epoch + 1,
-                optimizer=optim.state_dict() if optim is not None else None,
-                scheduler=compat.scheduler_state_dict(sched) if sched is not None else None,
-                val_result=None if val_result is None else float(val_result),
-                # What an exact resume needs: every random generator at this epoch boundary, the GradScaler,
-                # the best validation result so far and the training time spent.
-                scaler=self.scaler.state_dict() if self.scaler is not None else None,
-                rng=checkpoints.rng_state(),
-                best_result=float(self.best_result),
-                train_seconds=self._train_seconds(),
-                gpa=self.gpa.state_dict() if getattr(self, "gpa", None) is not None else None,
-            )
-            folder = osp.join(directory, name)
-            path = checkpoints.save_checkpoint(state, folder, model_name or None)
-            print(f"Checkpoint saved to {path}")
-            if is_best:
-                checkpoints.save_checkpoint(state, folder, BEST_FILE)
-
-    def _load_state(self, checkpoint: dict[str, Any], path: str, name: Optional[str] = None) -> None:
-        model = self._models[name] if name is not None else self.model
-        core_state = {k: v for k, v in checkpoint.items() if k not in TRAINING_KEYS}
-        try:
-            model.load_checkpoint_state(core_state, allow_other_weights=self._allow_other_weights())
-        except ValueError as err:
-            raise ValueError(f"Cannot load {path} into {self.cfg.TRAINER.NAME}: {err}") from err
-
-    def _allow_other_weights(self) -> bool:
-        return bool(self.cfg.MODEL.BACKBONE.get("ALLOW_OTHER_WEIGHTS", False))
-
-    def load_model(self, directory: str, epoch: Optional[int] = None) -> None:
-        """Load learned tensors for evaluation, like Dassl's ``load_model`` (``--model-dir``, ``--load-epoch``).
-
-        Without ``epoch`` the best model is loaded, or, when none was saved (``TEST.FINAL_MODEL last_step``), the
-        last checkpoint.
-        """
-        if not directory:
-            what = "zero-shot CLIP" if self.optim is None else "the untrained model (learned tensors as initialised)"
-            print(f"Note: no --model-dir given: this evaluates {what}")
-            self._untrained_eval = True
-            return
-        for name in self.get_model_names():
-            path = self._model_path(directory, name, epoch)
-            checkpoint = compat.load_checkpoint(path)
-            val_result = compat.format_val_result(checkpoint.get("val_result"))
-            print(f"Load {path} to {name} (epoch={checkpoint.get('epoch')}, val_result={val_result})")
-            self._load_state(checkpoint, path, name)
-            self._loaded_checkpoint = {"path": osp.abspath(path), "epoch": checkpoint.get("epoch")}
-
-    @staticmethod
-    def _model_path(directory: str, name: str, epoch: Optional[int]) -> str:
-        folder = osp.join(directory, name)
-        model_file = BEST_FILE if epoch is None else epoch_file(epoch)
-        found = find_checkpoint(folder, epoch)
-        if found is not None:
-            if osp.basename(found) != model_file:  # no best model: the last checkpoint
-                last = osp.basename(found)
-                print(f"No {model_file} in {folder} (saved only with TEST.FINAL_MODEL best_val); loading {last}")
-            return found
-        path = osp.join(folder, model_file)
-        found = sorted(f for f in os.listdir(folder) if f.startswith("model")) if osp.isdir(folder) else []
-        raise FileNotFoundError(f"No model at {path} (found: {', '.join(found) or 'nothing'})")
-
-    def resume_model_if_exist(self, directory: str) -> int:
-        """Resume from the newest checkpoint in ``directory`` exactly where the run stopped (Dassl's hook).
-
-        Restores the learned tensors, optimiser, schedule, GradScaler, best validation result, training time and
-        every random generator as they were at the end of that epoch, so the rest of the run is the one it would
-        have been without the interruption. Without a checkpoint, training starts from scratch with every
-        generator seeded from ``SEED`` (whether or not earlier attempts wrote dataset caches).
-        """
-        names = self.get_model_names()
-        for name in names:
-            for partial in checkpoints.remove_partial_writes(osp.join(directory, name)):
-                print(f"Removed {partial}: a checkpoint write that was interrupted")
-        found = {name: last_checkpoint(osp.join(directory, name)) for name in names}
-        if any(file is None for file in found.values()):
-            print("No checkpoint found, train from scratch")
-            if self.cfg.SEED >= 0:
-                set_random_seed(self.cfg.SEED)
-            return 0
-        print(f"Found checkpoint at {directory} (will resume training)")
-        start_epoch = 0
-        for name in names:
-            path = osp.join(directory, name, found[name])
-            print(f'Loading checkpoint from "{path}"')
-            checkpoint = compat.load_checkpoint(path)
-            self._load_state(checkpoint, path, name)
-            print("Loaded model weights")
-            if self._optims[name] is not None and checkpoint.get("optimizer") is not None:
-                self._optims[name].load_state_dict(checkpoint["optimizer"])
-                print("Loaded optimizer")
-            if self._scheds[name] is not None and checkpoint.get("scheduler") is not None:
-                compat.load_scheduler_state_dict(self._scheds[name], checkpoint["scheduler"])
-                print("Loaded scheduler")
-            if self.scaler is not None and checkpoint.get("scaler"):
-                self.scaler.load_state_dict(checkpoint["scaler"])
-            if checkpoint.get("rng") is not None:
-                checkpoints.set_rng_state(checkpoint["rng"])
-            self.best_result = checkpoint.get("best_result", self.best_result)
-            self._train_seconds_before = float(checkpoint.get("train_seconds") or 0.0)
-            if self.gpa is not None:
-                if checkpoint.get("gpa") is None and checkpoint["epoch"] > 0:
-                    raise ValueError(f"{path} holds no GPA aggregate; it cannot resume a run with GPA on.")
-                self.gpa.load_state_dict(checkpoint.get("gpa"))
-            start_epoch = checkpoint["epoch"]
-            print(f"Previous epoch: {start_epoch}")
-        self._epochs_done = start_epoch
-        return start_epoch
-
-    # ---- evaluation ----------------------------------------------------------------------------------------------
-    @torch.no_grad()
-    def test(self, split: Optional[str] = None) -> float:
-        """Dassl's evaluation (prints ``* accuracy: X%``); the final one (``split=None``) writes ``results.json``."""
-        start = time.time()
-        result = super().test(split)
-        if split is None:
-            self.write_results(time.time() - start)
-        return result
-
-    def write_results(self, test_seconds: float) -> str:
-        """Write ``results.json`` for the last evaluation into ``OUTPUT_DIR``; returns its path."""
-        cfg = self.cfg
-        split = cfg.TEST.SPLIT if cfg.TEST.SPLIT == "test" or self.val_loader is not None else "test"
-        metrics = self.evaluator.results
-        per_class = per_class_accuracy(self.evaluator.y_true, self.evaluator.y_pred, self.lab2cname)
-        now = time.time()
-        trained = self._time_train is not None
-        # Over every process of the run: a resumed run adds its earlier processes' time and epochs.
-        train_seconds = self._train_seconds() if trained else None
-        steps = getattr(self, "num_batches", 0) * self._epochs_done if trained else 0
-        results = {
-            "format": RESULTS_FORMAT,
-            "trainer": cfg.TRAINER.NAME,
-            "method": self.METHOD,
-            "lamm": self.lamm_cfg.enabled,
-            "dataset": cfg.DATASET.NAME,
-            "subsample_classes": cfg.DATASET.get("SUBSAMPLE_CLASSES", "all"),
-            "shots": self.shots if self.shots > 0 else "all",
-            "shots_requested": int(cfg.DATASET.NUM_SHOTS),
-            "seed": int(cfg.SEED),
-            "backbone": cfg.MODEL.BACKBONE.NAME,
-            "precision": self.precision,
-            "split": split,
-            "epoch": self._epochs_done if trained else None,
-            "checkpoint": self._loaded_checkpoint,
-            "untrained": self._untrained_eval,
-            "accuracy": metrics.get("accuracy"),
-            "error_rate": metrics.get("error_rate"),
-            "macro_f1": metrics.get("macro_f1"),
-            "mean_per_class_accuracy": (
-                sum(c["accuracy"] for c in per_class.values()) / len(per_class) if per_class else None
-            ),
-            "num_samples": len(self.evaluator.y_true),
-            "num_classes": self.num_classes,
-            "classnames": list(self.dm.dataset.classnames),
-            "per_class": per_class,
-            "timings": {
-                "train_seconds": train_seconds,
-                "test_seconds": test_seconds,
-                "total_seconds": now - self._time_init,
-                # Wall time per training step, data loading and checkpoint saving included.
-                "ms_per_step": 1000 * train_seconds / steps if steps else None,
-                "peak_memory_mb": (
-                    torch.cuda.max_memory_allocated(self.device) / 2**20 if self.device.type == "cuda" else None
-                ),
-                "started_at": _iso(self._time_init),
-                "finished_at": _iso(now),
-            },
-            "config": cfg_to_dict(cfg),
-        }
-        path = osp.join(self.output_dir, RESULTS_FILENAME)
-        write_json(results, path)
-        print(f"Results written to {path}")
-        return path
+def _trainer(method: str, lamm: bool, module: str) -> type[PromptTrainer]:
+    """The trainer class of registered ``method``: ``LAMM_<display_name>`` or the baseline ``<display_name>``."""
+    cls = METHODS[method]
+    name = ("LAMM_" if lamm else "") + cls.display_name
+    summary = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else cls.display_name
+    what = "with LAMM" if lamm else "the baseline, on the same core as the LAMM trainers with LAMM disabled"
+    namespace = {
+        "__module__": module,
+        "__qualname__": name,
+        "__doc__": f"{cls.display_name} ({what}): {summary}",
+        "METHOD": method,
+        "NODE": lamm_node(method) if lamm else baseline_node(method),
+        "USE_LAMM": lamm,
+    }
+    return type(name, (PromptTrainer,), namespace)
 
 
-def _iso(seconds: float) -> str:
-    return datetime.datetime.fromtimestamp(seconds).isoformat(timespec="seconds")
+def baseline_trainers(module: str = "trainers") -> dict[str, type[PromptTrainer]]:
+    """This repository's baselines, one per registered method (``CoOp``, ..., ``ZeroshotCLIP``), by class name.
+
+    Args:
+        module: The module the classes say they belong to (the ``trainers`` package registers them).
+    """
+    return {t.__name__: t for t in (_trainer(m, False, module) for m in METHODS)}
 
 
-class LAMM_CoOp(PromptTrainer):
-    """CoOp with LAMM. With ``TRAIN_CTX False`` and ``CTX_INIT "a photo of a"`` it is LAMM alone."""
+#: The LAMM trainers by class name, one per registered method with a LAMM variant.
+LAMM_TRAINERS: dict[str, type[PromptTrainer]] = {
+    t.__name__: t for t in (_trainer(m, True, __name__) for m, cls in METHODS.items() if cls.lamm_variant)
+}
+TRAINERS = tuple(LAMM_TRAINERS.values())
+globals().update(LAMM_TRAINERS)
 
-    METHOD = "coop"
-    NODE = "LAMM_COOP"
-
-
-class LAMM_MaPLe(PromptTrainer):
-    """MaPLe with LAMM."""
-
-    METHOD = "maple"
-    NODE = "LAMM_MAPLE"
-
-
-class LAMM_VPT(PromptTrainer):
-    """VPT (visual prompts, hand-crafted text prompt) with LAMM."""
-
-    METHOD = "vpt"
-    NODE = "LAMM_VPT"
-
-
-class LAMM_CoCoOp(PromptTrainer):
-    """CoCoOp (per-image context from a meta-network) with LAMM: label rows in every per-image prompt."""
-
-    METHOD = "cocoop"
-    NODE = "LAMM_COCOOP"
-
-
-class LAMM_KgCoOp(PromptTrainer):
-    """KgCoOp (CoOp + knowledge-guided term ``kg_alignment``, weight ``KG_WEIGHT``) with LAMM."""
-
-    METHOD = "kgcoop"
-    NODE = "LAMM_KGCOOP"
-
-
-class LAMM_PromptSRC(PromptTrainer):
-    """PromptSRC (deep text and visual prompts, self-regularisation, GPA) with LAMM."""
-
-    METHOD = "promptsrc"
-    NODE = "LAMM_PROMPTSRC"
-
-
-TRAINERS = (LAMM_CoOp, LAMM_MaPLe, LAMM_VPT, LAMM_CoCoOp, LAMM_KgCoOp, LAMM_PromptSRC)
+__all__ = ["LAMM_TRAINERS", "TRAINERS", "PromptTrainer", "baseline_trainers", *LAMM_TRAINERS]

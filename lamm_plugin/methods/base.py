@@ -3,6 +3,11 @@
 A host method says which template its text prompts follow, which template tokens are context slots and what
 goes into them (CoOp's context vectors, MaPLe's shallow and deep prompts), and which visual prompts it adds.
 Everything else (encoders, label embeddings, loss, caching) is shared and lives in :mod:`lamm_plugin.lamm`.
+
+A host method is one file (as a PEFT tuner is): its config dataclass, its :class:`PromptMethod` subclass and one
+:func:`register_method`. The registry is the single list of hosts: the Dassl adapter derives its config nodes and
+trainer classes (``<display_name>``, ``LAMM_<display_name>``) from it, and the tests check that every registered
+method has a test case.
 """
 
 from __future__ import annotations
@@ -20,9 +25,20 @@ METHODS: dict[str, type[PromptMethod]] = {}
 
 
 def register_method(cls: type[PromptMethod]) -> type[PromptMethod]:
-    """Class decorator adding a method to :data:`METHODS` under ``cls.name``."""
+    """Class decorator adding a method to :data:`METHODS` under ``cls.name``.
+
+    Raises:
+        KeyError: The name or the display name is taken.
+        TypeError: The class declares no name, display name or config dataclass.
+    """
+    for attribute in ("name", "display_name", "config_class"):
+        if attribute not in cls.__dict__:
+            raise TypeError(f"{cls.__name__} must declare its own {attribute!r} to be registered.")
     if cls.name in METHODS:
         raise KeyError(f"Method {cls.name!r} is registered already.")
+    taken = {m.display_name: m.name for m in METHODS.values()}
+    if cls.display_name in taken:
+        raise KeyError(f"Display name {cls.display_name!r} is taken by method {taken[cls.display_name]!r}.")
     METHODS[cls.name] = cls
     return cls
 
@@ -50,6 +66,27 @@ class VisualPrompt:
     deep: list[torch.Tensor] = field(default_factory=list)
 
 
+@dataclass
+class StepFeatures:
+    """What a training step computed, handed to :meth:`PromptMethod.regularization`.
+
+    Attributes:
+        images: ``[B, 3, H, W]`` the batch.
+        image: ``[B, E]`` L2-normalised prompted image features.
+        text: ``[C, E]`` L2-normalised prompted class text features (learned labels when LAMM is on).
+        logits: ``[B, C]`` prompted logits.
+        classnames: The ``C`` class names served, in label order.
+        logit_scale: CLIP's (exponentiated) logit scale, a scalar tensor on the model's device.
+    """
+
+    images: torch.Tensor
+    image: torch.Tensor
+    text: torch.Tensor
+    logits: torch.Tensor
+    classnames: Sequence[str]
+    logit_scale: torch.Tensor
+
+
 class PromptMethod(nn.Module):
     """Base class of host methods.
 
@@ -57,11 +94,22 @@ class PromptMethod(nn.Module):
         cfg: The method's config dataclass.
         clip: The frozen CLIP the prompts are for.
         classnames: Class names in label order.
+
+    Attributes:
+        name: Registry key (``"coop"``); the config field ``method`` of checkpoints.
+        display_name: The method as its paper writes it (``"CoOp"``): the baseline trainer's class name and, upper
+            case, its Dassl config node (``TRAINER.COOP``); the LAMM trainer is ``LAMM_<display_name>`` with node
+            ``TRAINER.LAMM_<DISPLAY_NAME>``.
+        config_class: The method's config dataclass.
+        lamm_variant: Whether a LAMM trainer exists for the method (zero-shot CLIP has none).
+        image_conditioned: The context depends on the image (CoCoOp): text features are computed per image, see
+            :meth:`image_context`.
     """
 
     name: ClassVar[str]
+    display_name: ClassVar[str]
     config_class: ClassVar[type]
-    #: The context depends on the image (CoCoOp): text features are computed per image, see :meth:`image_context`.
+    lamm_variant: ClassVar[bool] = True
     image_conditioned: ClassVar[bool] = False
 
     def __init__(self, cfg: Any, clip: CLIPBundle, classnames: Sequence[str]) -> None:
@@ -85,17 +133,34 @@ class PromptMethod(nn.Module):
         """Whether the text prompts depend on a trainable tensor of the method (decides caching)."""
         return False
 
-    def regularization(
-        self, model: Any, images: torch.Tensor, image: torch.Tensor, text: torch.Tensor, logits: torch.Tensor
-    ) -> dict[str, tuple[float, torch.Tensor]]:
+    def regularization(self, step: StepFeatures) -> dict[str, tuple[float, torch.Tensor]]:
         """The method's own loss terms in training, ``{name: (weight, unweighted value)}`` (none by default): KgCoOp's
         ``kg_alignment``, PromptSRC's self-regularisation. :class:`~lamm_plugin.lamm.LAMM` adds them, weighted, to
         ``total`` beside its own terms.
 
-        ``model`` is the :class:`~lamm_plugin.lamm.LAMM` model; ``image`` ``[B, E]`` and ``text`` ``[C, E]`` are the
-        normalised prompted features and ``logits`` ``[B, C]`` the prompted logits of the batch ``images``.
+        Args:
+            step: The batch and the features, logits and classes of the training step.
         """
         return {}
+
+    # ---- training life: hooks a training loop calls (the Dassl trainers and examples/train_core.py do) ----------
+    def on_epoch_end(self, model: nn.Module, epoch: int, max_epoch: int) -> None:
+        """Called after each training epoch (``epoch`` 0-based, of ``max_epoch``), before the checkpoint is saved.
+
+        Args:
+            model: The model being trained (the :class:`~lamm_plugin.lamm.LAMM` holding this method); its trainable
+                parameters are what the optimiser updates.
+            epoch: The epoch just finished, 0-based.
+            max_epoch: The number of epochs of the run.
+        """
+
+    def extra_state(self) -> dict[str, Any]:
+        """Training state beyond the parameters that an exact resume needs (PromptSRC's GPA aggregate), as
+        ``{checkpoint key: value}`` of tensors and plain values; the trainer saves it beside the model state."""
+        return {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`extra_state` output read from a checkpoint (a key the checkpoint lacks is ``None``)."""
 
     def check_classnames(self, classnames: Sequence[str]) -> None:
         """Raise if the method cannot serve this class set (e.g. class-specific context for other classes)."""
@@ -104,10 +169,3 @@ class PromptMethod(nn.Module):
         """Per-image context vectors ``[B, n_ctx, width]`` from L2-normalised image features ``[B, E]`` (only for
         methods with ``image_conditioned = True``)."""
         raise NotImplementedError(f"{type(self).__name__} does not condition its context on the image.")
-
-
-def token_embeddings(clip: CLIPBundle, text: str) -> torch.Tensor:
-    """CLIP's token embeddings ``[n_tokens, width]`` of ``text`` (without start/end tokens), float32."""
-    ids = torch.tensor(clip.tokenizer.encode(text), dtype=torch.long, device=clip.model.token_embedding.weight.device)
-    with torch.no_grad():
-        return clip.model.token_embedding(ids).float()

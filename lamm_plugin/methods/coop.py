@@ -8,14 +8,43 @@ context starts from CLIP's embeddings of those words; ``train_ctx=False`` keeps 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from lamm_plugin.backbone import CLIPBundle
-from lamm_plugin.config import CoOpConfig
-from lamm_plugin.methods.base import PromptMethod, TextPrompt, register_method, token_embeddings
+from lamm_plugin.methods.base import PromptMethod, TextPrompt, register_method
 from lamm_plugin.tokens import clean_classname
+
+CLASS_TOKEN_POSITIONS = ("end", "middle", "front")
+
+
+@dataclass
+class CoOpConfig:
+    """CoOp (Zhou et al., IJCV 2022): learnable context vectors in front of (or around) the class name.
+
+    Attributes:
+        n_ctx: Number of context vectors (ignored when ``ctx_init`` is given: one per word).
+        ctx_init: Words that initialise the context (e.g. ``"a photo of a"``); empty for random init.
+        csc: Class-specific context (one set of vectors per class).
+        class_token_position: ``"end"``, ``"middle"`` or ``"front"``.
+        train_ctx: Train the context. ``False`` with ``ctx_init="a photo of a"`` is "LAMM alone".
+    """
+
+    n_ctx: int = 16
+    ctx_init: str = ""
+    csc: bool = False
+    class_token_position: str = "end"
+    train_ctx: bool = True
+
+    def __post_init__(self) -> None:
+        if self.class_token_position not in CLASS_TOKEN_POSITIONS:
+            raise ValueError(
+                f"class_token_position must be one of {CLASS_TOKEN_POSITIONS}, not {self.class_token_position!r}."
+            )
+        if self.n_ctx < 1 and not self.ctx_init.replace("_", " ").strip():
+            raise ValueError(f"n_ctx must be at least 1 without ctx_init, got {self.n_ctx}.")
 
 
 @register_method
@@ -23,16 +52,15 @@ class CoOp(PromptMethod):
     """CoOp's prompt learner: ``[SOS] ctx_1..ctx_M [CLASS] . [EOS]`` (or class in front / in the middle)."""
 
     name = "coop"
+    display_name = "CoOp"
     config_class = CoOpConfig
 
     def __init__(self, cfg: CoOpConfig, clip: CLIPBundle, classnames: Sequence[str]) -> None:
         super().__init__(cfg, clip, classnames)
-        if cfg.class_token_position not in ("end", "middle", "front"):
-            raise ValueError(f"class_token_position must be end, middle or front, not {cfg.class_token_position!r}.")
-        width = clip.model.token_embedding.weight.shape[1]
+        width = clip.text_width
         init = cfg.ctx_init.replace("_", " ").strip()
         if init:
-            vectors = token_embeddings(clip, init)  # [n_ctx, width]
+            vectors = clip.token_embeddings(init)  # [n_ctx, width]
             if cfg.csc:
                 vectors = vectors.expand(len(classnames), -1, -1).clone()
             self.words = init.split()

@@ -11,15 +11,14 @@ hand-crafted prompt, next to LAMM's own ``feature_alignment`` (see README, "Fide
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from lamm_plugin.backbone import CLIPBundle
-from lamm_plugin.config import KgCoOpConfig
-from lamm_plugin.methods.base import register_method
-from lamm_plugin.methods.coop import CoOp
+from lamm_plugin.methods.base import StepFeatures, register_method
+from lamm_plugin.methods.coop import CoOp, CoOpConfig
 from lamm_plugin.templates import DATASET_TEMPLATES, DEFAULT_TEMPLATE
 from lamm_plugin.tokens import clean_classname
 
@@ -27,17 +26,40 @@ from lamm_plugin.tokens import clean_classname
 KGCOOP_TEMPLATES: dict[str, str] = {**DATASET_TEMPLATES, "DescribableTextures": "a photo of a {}, a type of texture."}
 
 
+@dataclass
+class KgCoOpConfig(CoOpConfig):
+    """KgCoOp (Yao et al., CVPR 2023): CoOp plus a loss keeping the class text features near CLIP's features of a
+    hand-crafted prompt.
+
+    Attributes:
+        kg_weight: Weight ``W`` of the knowledge-guided term ``1 - mean_c cos(t_c, t_c^clip)`` (8.0 in the paper's
+            base-to-new runs).
+        template: Hand-crafted template with ``{}``; empty picks the dataset's (KgCoOp's table).
+        dataset: Dataset name used to pick the template when ``template`` is empty.
+    """
+
+    n_ctx: int = 4
+    ctx_init: str = "a photo of a"
+    kg_weight: float = 8.0
+    template: str = ""
+    dataset: str = ""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.kg_weight < 0:
+            raise ValueError(f"kg_weight must be >= 0, got {self.kg_weight}.")
+
+
 @register_method
 class KgCoOp(CoOp):
     """CoOp with KgCoOp's knowledge-guided term (``regularization``: ``kg_alignment``)."""
 
     name = "kgcoop"
+    display_name = "KgCoOp"
     config_class = KgCoOpConfig
 
     def __init__(self, cfg: KgCoOpConfig, clip: CLIPBundle, classnames: Sequence[str]) -> None:
         super().__init__(cfg, clip, classnames)
-        if cfg.kg_weight < 0:
-            raise ValueError(f"kg_weight must be >= 0, got {cfg.kg_weight}.")
         object.__setattr__(self, "_clip", clip)  # frozen, not a submodule: never in parameters() or checkpoints
         self._hand_crafted: dict[tuple, torch.Tensor] = {}
 
@@ -47,20 +69,15 @@ class KgCoOp(CoOp):
     def hand_crafted_features(self, classnames: Sequence[str]) -> torch.Tensor:
         """Frozen CLIP's L2-normalised features ``[C, E]`` of the hand-crafted prompts (computed once per class set,
         device and precision)."""
-        model = self._clip.model
-        weight = model.token_embedding.weight
-        key = (tuple(classnames), weight.device, weight.dtype)
+        clip = self._clip
+        key = (tuple(classnames), clip.device, clip.dtype)
         if key not in self._hand_crafted:
             template = self.hand_crafted_template()
-            tokens = self._clip.tokenizer([template.format(clean_classname(n)) for n in classnames])
-            with torch.no_grad():
-                features = model.encode_text(tokens.to(weight.device)).float()
+            features = clip.encode_texts([template.format(clean_classname(n)) for n in classnames])
             self._hand_crafted = {key: F.normalize(features, dim=-1)}
         return self._hand_crafted[key]
 
-    def regularization(
-        self, model: Any, images: torch.Tensor, image: torch.Tensor, text: torch.Tensor, logits: torch.Tensor
-    ) -> dict[str, tuple[float, torch.Tensor]]:
-        reference = self.hand_crafted_features(model.classnames).to(text)
-        score = 1.0 - F.cosine_similarity(text, reference, dim=-1).mean()
+    def regularization(self, step: StepFeatures) -> dict[str, tuple[float, torch.Tensor]]:
+        reference = self.hand_crafted_features(step.classnames).to(step.text)
+        score = 1.0 - F.cosine_similarity(step.text, reference, dim=-1).mean()
         return {"kg_alignment": (self.cfg.kg_weight, score)}

@@ -9,14 +9,37 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from lamm_plugin.backbone import CLIPBundle
-from lamm_plugin.config import MaPLeConfig
-from lamm_plugin.encoders import ImageEncoder
-from lamm_plugin.methods.base import PromptMethod, TextPrompt, VisualPrompt, register_method, token_embeddings
+from lamm_plugin.methods.base import PromptMethod, TextPrompt, VisualPrompt, register_method
+
+
+@dataclass
+class MaPLeConfig:
+    """MaPLe (Khattak et al., CVPR 2023): coupled text and vision prompts in the first ``prompt_depth`` layers.
+
+    Attributes:
+        n_ctx: Number of prompt tokens per layer and branch.
+        ctx_init: Template words; the first ``n_ctx`` of its tokens are learnable (MaPLe's "a photo of a").
+        prompt_depth: Number of layers with prompts (J); 1 is shallow MaPLe.
+        clone_deep_proj: Start every deep projection from copies of one randomly initialised layer, as the
+            original MaPLe code does; ``False`` initialises each independently.
+    """
+
+    n_ctx: int = 2
+    ctx_init: str = "a photo of a"
+    prompt_depth: int = 9
+    clone_deep_proj: bool = False
+
+    def __post_init__(self) -> None:
+        if self.prompt_depth < 1:
+            raise ValueError("MaPLe needs prompt_depth >= 1 (1 is shallow MaPLe).")
+        if self.n_ctx < 1:
+            raise ValueError(f"MaPLe needs n_ctx >= 1, got {self.n_ctx}.")
 
 
 @register_method
@@ -24,22 +47,20 @@ class MaPLe(PromptMethod):
     """MaPLe's multi-modal prompt learner."""
 
     name = "maple"
+    display_name = "MaPLe"
     config_class = MaPLeConfig
 
     def __init__(self, cfg: MaPLeConfig, clip: CLIPBundle, classnames: Sequence[str]) -> None:
         super().__init__(cfg, clip, classnames)
-        if cfg.prompt_depth < 1:
-            raise ValueError("MaPLe needs prompt_depth >= 1 (1 is shallow MaPLe).")
-        text_width = clip.model.token_embedding.weight.shape[1]
-        image = ImageEncoder(clip.model)
-        vision_width = image.width  # clear error on ResNet towers
-        blocks = min(image.num_blocks, len(clip.model.transformer.resblocks))
+        text_width = clip.text_width
+        vision_width = clip.vision_width  # clear error on ResNet towers
+        blocks = min(clip.image_blocks, clip.text_blocks)
         if cfg.prompt_depth > blocks:
             raise ValueError(f"prompt_depth={cfg.prompt_depth} exceeds the {blocks} transformer blocks of {clip.name}.")
         n_ctx = cfg.n_ctx
         init = cfg.ctx_init.replace("_", " ").strip()
         if init:
-            vectors = token_embeddings(clip, init)
+            vectors = clip.token_embeddings(init)
             if len(vectors) < n_ctx:
                 raise ValueError(f"ctx_init {init!r} has {len(vectors)} tokens, fewer than n_ctx={n_ctx}.")
             self.prefix = init

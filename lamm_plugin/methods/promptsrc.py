@@ -1,10 +1,11 @@
 """PromptSRC: prompting with self-regulating constraints (Khattak et al., "Self-regulating Prompts: Foundational
 Model Adaptation without Forgetting", ICCV 2023).
 
-Prompts: independent deep text and visual prompts (IVLP of MaPLe's repository). The text prompt is
-``[SOS] ctx_1..ctx_n <rest of "a photo of a"> [CLASS] . [EOS]`` whose ``n`` context vectors are replaced by fresh
-ones at the input of each of the first ``prompt_depth_text`` blocks; ``n_ctx_vision`` visual tokens are appended to
-the image tokens and replaced the same way in the first ``prompt_depth_vision`` blocks. Nothing couples the towers.
+Prompts (:class:`IndependentPrompts`): independent deep text and visual prompts (IVLP of MaPLe's repository).
+The text prompt is ``[SOS] ctx_1..ctx_n <rest of "a photo of a"> [CLASS] . [EOS]`` whose ``n`` context vectors are
+replaced by fresh ones at the input of each of the first ``prompt_depth_text`` blocks; ``n_ctx_vision`` visual
+tokens are appended to the image tokens and replaced the same way in the first ``prompt_depth_vision`` blocks.
+Nothing couples the towers.
 
 Self-regularisation (:meth:`PromptSRC.regularization`, three named loss terms beside LAMM's):
 
@@ -15,14 +16,18 @@ Self-regularisation (:meth:`PromptSRC.regularization`, three named loss terms be
   and template-averaged text features.
 
 All features are L2-normalised. Gaussian prompt aggregation (:class:`GaussianPromptAggregation`) averages every
-trainable tensor (LAMM's label rows included) over epochs with Gaussian weights; the trainer calls it at each
-epoch's end and writes the aggregate into the model after the last epoch.
+trainable tensor (LAMM's label rows included) over epochs with Gaussian weights: :meth:`PromptSRC.on_epoch_end`
+adds each epoch's tensors and writes the aggregate into the model after the last epoch, so any training loop that
+calls the hook (the Dassl trainers, ``examples/train_core.py``) runs PromptSRC as the paper does; the aggregate
+travels in checkpoints through :meth:`PromptSRC.extra_state`, so a resumed run is exact.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Optional
 
 import torch
@@ -30,40 +35,85 @@ import torch.nn.functional as F
 from torch import nn
 
 from lamm_plugin.backbone import CLIPBundle
-from lamm_plugin.config import PromptSRCConfig
 from lamm_plugin.encoders import ImageEncoder
-from lamm_plugin.methods.base import PromptMethod, TextPrompt, VisualPrompt, register_method, token_embeddings
+from lamm_plugin.methods.base import PromptMethod, StepFeatures, TextPrompt, VisualPrompt, register_method
 from lamm_plugin.templates import promptsrc_templates
 from lamm_plugin.tokens import clean_classname
 
+logger = logging.getLogger(__name__)
+#: The checkpoint key of the GPA state.
+GPA_KEY = "gpa"
 
-@register_method
-class PromptSRC(PromptMethod):
-    """PromptSRC's independent vision-language prompts and self-regularising losses."""
 
-    name = "promptsrc"
-    config_class = PromptSRCConfig
+@dataclass
+class PromptSRCConfig:
+    """PromptSRC (Khattak et al., ICCV 2023): independent deep text and visual prompts, self-regularised.
 
-    def __init__(self, cfg: PromptSRCConfig, clip: CLIPBundle, classnames: Sequence[str]) -> None:
-        super().__init__(cfg, clip, classnames)
-        text_blocks = len(clip.model.transformer.resblocks)
-        image = ImageEncoder(clip.model)
-        vision_width = image.width  # clear error on ResNet towers
-        if not 1 <= cfg.prompt_depth_text <= text_blocks:
-            raise ValueError(f"prompt_depth_text={cfg.prompt_depth_text} must lie in 1..{text_blocks} ({clip.name}).")
-        if not 1 <= cfg.prompt_depth_vision <= image.num_blocks:
-            raise ValueError(
-                f"prompt_depth_vision={cfg.prompt_depth_vision} must lie in 1..{image.num_blocks} ({clip.name})."
-            )
-        if cfg.n_ctx_text < 1 or cfg.n_ctx_vision < 1:
+    The prompts are IVLP's (MaPLe's repository): text context in the first ``prompt_depth_text`` blocks, visual
+    tokens in the first ``prompt_depth_vision`` blocks, fresh at each block. The regularisation ties the prompted
+    model to frozen CLIP (mutual agreement) and averages the prompts over epochs (GPA).
+
+    Attributes:
+        n_ctx_text: Text prompt tokens per block; the first ``n_ctx_text`` tokens of ``ctx_init`` start them.
+        n_ctx_vision: Visual prompt tokens per block.
+        ctx_init: Template words whose first ``n_ctx_text`` tokens are learnable.
+        prompt_depth_text: Blocks with text prompts (1 = shallow).
+        prompt_depth_vision: Blocks with visual prompts (1 = shallow).
+        text_loss_weight: Weight of ``src_text``: L1 between prompted and frozen CLIP text features.
+        image_loss_weight: Weight of ``src_image``: L1 between prompted and frozen CLIP image features.
+        logit_loss_weight: Weight of ``src_logit``: KL from frozen CLIP's logits to the prompted logits.
+        gpa: Gaussian-weighted prompt aggregation over epochs (:meth:`PromptSRC.on_epoch_end`).
+        gpa_mean: Mean (in epochs, 1-based) of the Gaussian epoch weights.
+        gpa_std: Standard deviation of the Gaussian epoch weights.
+        num_templates: Hand-crafted templates averaged for the frozen text features (0 = all 60 of PromptSRC).
+    """
+
+    n_ctx_text: int = 4
+    n_ctx_vision: int = 4
+    ctx_init: str = "a photo of a"
+    prompt_depth_text: int = 9
+    prompt_depth_vision: int = 9
+    text_loss_weight: float = 25.0
+    image_loss_weight: float = 10.0
+    logit_loss_weight: float = 1.0
+    gpa: bool = True
+    gpa_mean: float = 15.0
+    gpa_std: float = 1.0
+    num_templates: int = 0
+
+    def __post_init__(self) -> None:
+        if self.prompt_depth_text < 1 or self.prompt_depth_vision < 1:
+            raise ValueError("PromptSRC needs prompt_depth_text >= 1 and prompt_depth_vision >= 1 (1 = shallow).")
+        if self.n_ctx_text < 1 or self.n_ctx_vision < 1:
             raise ValueError("PromptSRC needs n_ctx_text >= 1 and n_ctx_vision >= 1.")
-        if cfg.gpa and cfg.gpa_std <= 0:
-            raise ValueError(f"gpa_std must be positive, got {cfg.gpa_std}.")
-        text_width = clip.model.token_embedding.weight.shape[1]
+        if self.gpa and self.gpa_std <= 0:
+            raise ValueError(f"gpa_std must be positive, got {self.gpa_std}.")
+
+
+class IndependentPrompts(PromptMethod):
+    """Independent deep text and visual prompts (IVLP of MaPLe's repository), the prompts of PromptSRC.
+
+    Not registered itself: the base of the methods that use these prompts. Their config has the fields
+    ``n_ctx_text``, ``n_ctx_vision``, ``ctx_init``, ``prompt_depth_text`` and ``prompt_depth_vision`` (see
+    :class:`PromptSRCConfig`).
+    """
+
+    def __init__(self, cfg: Any, clip: CLIPBundle, classnames: Sequence[str]) -> None:
+        super().__init__(cfg, clip, classnames)
+        vision_width = clip.vision_width  # clear error on ResNet towers
+        if cfg.prompt_depth_text > clip.text_blocks:
+            raise ValueError(
+                f"prompt_depth_text={cfg.prompt_depth_text} must lie in 1..{clip.text_blocks} ({clip.name})."
+            )
+        if cfg.prompt_depth_vision > clip.image_blocks:
+            raise ValueError(
+                f"prompt_depth_vision={cfg.prompt_depth_vision} must lie in 1..{clip.image_blocks} ({clip.name})."
+            )
+        text_width = clip.text_width
         n_ctx = cfg.n_ctx_text
         init = cfg.ctx_init.replace("_", " ").strip()
         if init:
-            vectors = token_embeddings(clip, init)
+            vectors = clip.token_embeddings(init)
             if len(vectors) < n_ctx:
                 raise ValueError(f"ctx_init {init!r} has {len(vectors)} tokens, fewer than n_ctx_text={n_ctx}.")
             self.prefix = init
@@ -81,10 +131,6 @@ class PromptSRC(PromptMethod):
         self.deep_visual = nn.ParameterList(
             [tokens(cfg.n_ctx_vision, vision_width) for _ in range(cfg.prompt_depth_vision - 1)]
         )
-        templates = promptsrc_templates()
-        self.templates = templates[: cfg.num_templates] if cfg.num_templates > 0 else templates
-        # Frozen CLIP's template-averaged text features per class name, computed when a class is first needed.
-        self._frozen_text: dict[str, torch.Tensor] = {}
 
     def template(self) -> tuple[str, Sequence[int]]:
         return self.prefix + " {}.", range(self.cfg.n_ctx_text)
@@ -98,53 +144,98 @@ class PromptSRC(PromptMethod):
     def text_is_trainable(self) -> bool:
         return True
 
+
+@register_method
+class PromptSRC(IndependentPrompts):
+    """PromptSRC's independent vision-language prompts and self-regularising losses."""
+
+    name = "promptsrc"
+    display_name = "PromptSRC"
+    config_class = PromptSRCConfig
+
+    def __init__(self, cfg: PromptSRCConfig, clip: CLIPBundle, classnames: Sequence[str]) -> None:
+        super().__init__(cfg, clip, classnames)
+        templates = promptsrc_templates()
+        self.templates = templates[: cfg.num_templates] if cfg.num_templates > 0 else templates
+        # Frozen CLIP and its image tower without prompts; not submodules: never in parameters() or checkpoints.
+        object.__setattr__(self, "_clip", clip)
+        object.__setattr__(self, "_frozen_image", ImageEncoder(clip.model))
+        # Frozen CLIP's template-averaged text features per class name, computed when a class is first needed.
+        self._frozen_text: dict[str, torch.Tensor] = {}
+        # Created at the first epoch's end, when the number of epochs is known; a checkpoint's state waits for it.
+        self.gpa: Optional[GaussianPromptAggregation] = None
+        self._gpa_state: Optional[dict[str, Any]] = None
+
     def _apply(self, fn, recurse=True):
         self._frozen_text.clear()
         return super()._apply(fn, recurse)
 
     # ---- self-regularisation -------------------------------------------------------------------------------------
     @torch.no_grad()
-    def frozen_text_features(self, model: Any) -> torch.Tensor:
-        """``[C, E]`` L2-normalised mean over the templates of frozen CLIP's text features of ``model``'s classes."""
-        missing = [n for n in dict.fromkeys(model.classnames) if n not in self._frozen_text]
+    def frozen_text_features(self, classnames: Sequence[str]) -> torch.Tensor:
+        """``[C, E]`` L2-normalised mean over the templates of frozen CLIP's text features of ``classnames``."""
+        missing = [n for n in dict.fromkeys(classnames) if n not in self._frozen_text]
         if missing:
-            clip = model.frozen[0]
-            device = model.logit_scale.device
-            features = []
-            for template in self.templates:
-                tokens = model.tokenizer([template.format(clean_classname(n)) for n in missing]).to(device)
-                features.append(clip.encode_text(tokens).float())
+            features = [
+                self._clip.encode_texts([template.format(clean_classname(n)) for n in missing])
+                for template in self.templates
+            ]
             for name, feature in zip(missing, torch.stack(features).mean(0)):
                 self._frozen_text[name] = feature
-        return F.normalize(torch.stack([self._frozen_text[n] for n in model.classnames]), dim=-1)
+        return F.normalize(torch.stack([self._frozen_text[n] for n in classnames]), dim=-1)
 
-    def regularization(
-        self, model: Any, images: torch.Tensor, image: torch.Tensor, text: torch.Tensor, logits: torch.Tensor
-    ) -> dict[str, tuple[float, torch.Tensor]]:
+    def regularization(self, step: StepFeatures) -> dict[str, tuple[float, torch.Tensor]]:
         """PromptSRC's mutual-agreement terms ``{name: (weight, unweighted value)}``.
 
         Args:
-            model: The :class:`~lamm_plugin.lamm.LAMM` model (frozen encoders, classes, logit scale).
-            images: ``[B, 3, H, W]`` the batch.
-            image: ``[B, E]`` normalised prompted image features.
-            text: ``[C, E]`` normalised prompted text features (learned labels when LAMM is on).
-            logits: ``[B, C]`` prompted logits.
+            step: The batch, its prompted features (text with learned labels when LAMM is on) and logits.
         """
         cfg = self.cfg
-        frozen_text = self.frozen_text_features(model)
+        frozen_text = self.frozen_text_features(step.classnames)
         with torch.no_grad():
-            frozen_image = F.normalize(model.image(images.to(model.text.dtype)).float(), dim=-1)
-            frozen_logits = model.logit_scale * frozen_image @ frozen_text.t()
-        src_text = F.l1_loss(text, frozen_text)
-        src_image = F.l1_loss(image, frozen_image)
-        log_p = F.log_softmax(logits, dim=-1)
+            frozen_image = F.normalize(self._frozen_image(step.images.to(self._clip.dtype)).float(), dim=-1)
+            frozen_logits = step.logit_scale * frozen_image @ frozen_text.t()
+        src_text = F.l1_loss(step.text, frozen_text)
+        src_image = F.l1_loss(step.image, frozen_image)
+        log_p = F.log_softmax(step.logits, dim=-1)
         log_q = F.log_softmax(frozen_logits, dim=-1)
-        src_logit = F.kl_div(log_p, log_q, reduction="sum", log_target=True) / logits.numel()
+        src_logit = F.kl_div(log_p, log_q, reduction="sum", log_target=True) / step.logits.numel()
         return {
             "src_text": (cfg.text_loss_weight, src_text),
             "src_image": (cfg.image_loss_weight, src_image),
             "src_logit": (cfg.logit_loss_weight, src_logit),
         }
+
+    # ---- Gaussian prompt aggregation over epochs -------------------------------------------------------------------
+    def on_epoch_end(self, model: nn.Module, epoch: int, max_epoch: int) -> None:
+        """Add ``model``'s trainable tensors (label rows included) at the end of ``epoch`` to the aggregate; after
+        the last epoch, the aggregate becomes the model."""
+        if not self.cfg.gpa:
+            return
+        if self.gpa is None:
+            self.gpa = GaussianPromptAggregation(max_epoch, self.cfg.gpa_mean, self.cfg.gpa_std)
+            self.gpa.load_state_dict(self._gpa_state)
+            self._gpa_state = None
+        if self.gpa.epochs_done == 0 and epoch > 0:
+            raise ValueError(
+                f"GPA has no aggregate of epochs 0..{epoch - 1}: the run resumed from a checkpoint without one, "
+                "which cannot resume a run with GPA on."
+            )
+        self.gpa.update(model, epoch)
+        if epoch + 1 == max_epoch:
+            logger.info("Using the Gaussian prompt aggregate (GPA) of all %d epochs as the final model", max_epoch)
+            self.gpa.apply(model)
+
+    def extra_state(self) -> dict[str, Any]:
+        if not self.cfg.gpa:
+            return {}
+        return {GPA_KEY: self.gpa.state_dict() if self.gpa is not None else self._gpa_state}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        if not self.cfg.gpa:
+            return
+        # Checked against this run's epochs and Gaussian when the aggregation resumes (the next epoch's end).
+        self.gpa, self._gpa_state = None, state.get(GPA_KEY)
 
 
 def gaussian_weights(epochs: int, mean: float, std: float) -> list[float]:

@@ -8,14 +8,34 @@ embeddings are the only text-side parameters.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from lamm_plugin.backbone import CLIPBundle
-from lamm_plugin.config import VPTConfig
-from lamm_plugin.encoders import ImageEncoder
 from lamm_plugin.methods.base import PromptMethod, VisualPrompt, register_method
+
+
+@dataclass
+class VPTConfig:
+    """VPT (Jia et al., ECCV 2022) on CLIP's image tower, with a hand-crafted text prompt.
+
+    Attributes:
+        n_ctx_vision: Number of visual prompt tokens.
+        prompt_depth_vision: Number of layers with visual prompts; 1 is shallow VPT.
+        ctx_init: Words in front of the class name in the (frozen) text prompt.
+    """
+
+    n_ctx_vision: int = 8
+    prompt_depth_vision: int = 1
+    ctx_init: str = "a photo of a"
+
+    def __post_init__(self) -> None:
+        if self.prompt_depth_vision < 1:
+            raise ValueError("VPT needs prompt_depth_vision >= 1 (1 is shallow VPT).")
+        if self.n_ctx_vision < 1:
+            raise ValueError(f"VPT needs n_ctx_vision >= 1, got {self.n_ctx_vision}.")
 
 
 @register_method
@@ -23,17 +43,15 @@ class VPT(PromptMethod):
     """Shallow or deep visual prompts with the text prompt ``"<ctx_init> {}."``."""
 
     name = "vpt"
+    display_name = "VPT"
     config_class = VPTConfig
 
     def __init__(self, cfg: VPTConfig, clip: CLIPBundle, classnames: Sequence[str]) -> None:
         super().__init__(cfg, clip, classnames)
-        if cfg.prompt_depth_vision < 1:
-            raise ValueError("VPT needs prompt_depth_vision >= 1 (1 is shallow VPT).")
-        image = ImageEncoder(clip.model)
-        width = image.width  # clear error on ResNet towers
-        if cfg.prompt_depth_vision > image.num_blocks:
+        width = clip.vision_width  # clear error on ResNet towers
+        if cfg.prompt_depth_vision > clip.image_blocks:
             raise ValueError(
-                f"prompt_depth_vision={cfg.prompt_depth_vision} exceeds the {image.num_blocks} blocks of {clip.name}."
+                f"prompt_depth_vision={cfg.prompt_depth_vision} exceeds the {clip.image_blocks} blocks of {clip.name}."
             )
 
         def tokens() -> nn.Parameter:

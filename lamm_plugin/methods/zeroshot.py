@@ -3,11 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
-from lamm_plugin.backbone import CLIPBundle
-from lamm_plugin.config import ZeroshotConfig
 from lamm_plugin.methods.base import PromptMethod, register_method
 from lamm_plugin.templates import dataset_template
+
+
+@dataclass
+class ZeroshotConfig:
+    """Zero-shot CLIP with a hand-crafted template (no training).
+
+    Attributes:
+        template: Prompt template with ``{}``; empty picks the dataset's CoOp template (see ``templates.py``).
+        dataset: Dataset name used to pick the template when ``template`` is empty.
+    """
+
+    template: str = ""
+    dataset: str = ""
 
 
 @register_method
@@ -15,10 +27,9 @@ class Zeroshot(PromptMethod):
     """No learnable prompt: the template is ``cfg.template`` or the dataset's hand-crafted one."""
 
     name = "zeroshot"
+    display_name = "ZeroshotCLIP"
     config_class = ZeroshotConfig
-
-    def __init__(self, cfg: ZeroshotConfig, clip: CLIPBundle, classnames: Sequence[str]) -> None:
-        super().__init__(cfg, clip, classnames)
+    lamm_variant = False  # the LAMM trainers start from a learnable host; LAMM alone is LAMM_CoOp, frozen context
 
     def template(self) -> tuple[str, Sequence[int]]:
         return (self.cfg.template or dataset_template(self.cfg.dataset)), ()

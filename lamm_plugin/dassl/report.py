@@ -1,0 +1,123 @@
+"""Results of :class:`~lamm_plugin.dassl.trainer.PromptTrainer`: ``results.json`` after the final evaluation (the
+file: :mod:`.results`), and a finished run recognised by it.
+
+``results.json`` sits beside ``log.txt``: full-precision accuracy, macro F1, per-class accuracy, config and timings.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os.path as osp
+import time
+from typing import Any, Optional
+
+import torch
+
+from lamm_plugin.dassl.results import cfg_to_dict, per_class_accuracy, write_json
+from lamm_plugin.layout import RESULTS_FILENAME, RESULTS_FORMAT
+
+__all__ = ["ResultsMixin"]
+
+
+class ResultsMixin:
+    """``results.json`` and the finished-run check; mixed into the trainer before ``TrainerX``.
+
+    The trainer provides ``METHOD``, ``lamm_cfg``, ``shots``, ``precision``, ``_time_init``, ``_time_train``,
+    ``_epochs_done``, ``_loaded_checkpoint``, ``_untrained_eval`` and ``_train_seconds()``.
+    """
+
+    def train(self) -> None:
+        """Dassl's training loop, unless this output folder holds a finished run (then its result is reported)."""
+        finished = self._finished_results()
+        if finished is not None:
+            path, results = finished
+            print(
+                f"This run is finished: {path} holds its result (epoch {results['epoch']}, accuracy "
+                f"{results['accuracy']:.2f}%). Nothing is retrained or overwritten; delete that file to evaluate "
+                "again, or use another --output-dir to train again."
+            )
+            return
+        super().train()
+
+    def _finished_results(self) -> Optional[tuple[str, dict[str, Any]]]:
+        path = osp.join(self.output_dir, RESULTS_FILENAME)
+        if not osp.isfile(path):
+            return None
+        try:
+            with open(path) as f:
+                results = json.load(f)
+        except (OSError, ValueError):
+            return None
+        finished = results.get("epoch") == self.max_epoch and results.get("checkpoint") is None
+        return (path, results) if finished and results.get("accuracy") is not None else None
+
+    # ---- evaluation ----------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def test(self, split: Optional[str] = None) -> float:
+        """Dassl's evaluation (prints ``* accuracy: X%``); the final one (``split=None``) writes ``results.json``."""
+        start = time.time()
+        result = super().test(split)
+        if split is None:
+            self.write_results(time.time() - start)
+        return result
+
+    def write_results(self, test_seconds: float) -> str:
+        """Write ``results.json`` for the last evaluation into ``OUTPUT_DIR``; returns its path."""
+        cfg = self.cfg
+        split = cfg.TEST.SPLIT if cfg.TEST.SPLIT == "test" or self.val_loader is not None else "test"
+        metrics = self.evaluator.results
+        per_class = per_class_accuracy(self.evaluator.y_true, self.evaluator.y_pred, self.lab2cname)
+        now = time.time()
+        trained = self._time_train is not None
+        # Over every process of the run: a resumed run adds its earlier processes' time and epochs.
+        train_seconds = self._train_seconds() if trained else None
+        steps = getattr(self, "num_batches", 0) * self._epochs_done if trained else 0
+        results = {
+            "format": RESULTS_FORMAT,
+            "trainer": cfg.TRAINER.NAME,
+            "method": self.METHOD,
+            "lamm": self.lamm_cfg.enabled,
+            "dataset": cfg.DATASET.NAME,
+            "subsample_classes": cfg.DATASET.get("SUBSAMPLE_CLASSES", "all"),
+            "shots": self.shots if self.shots > 0 else "all",
+            "shots_requested": int(cfg.DATASET.NUM_SHOTS),
+            "seed": int(cfg.SEED),
+            "backbone": cfg.MODEL.BACKBONE.NAME,
+            "precision": self.precision,
+            "split": split,
+            "epoch": self._epochs_done if trained else None,
+            "checkpoint": self._loaded_checkpoint,
+            "untrained": self._untrained_eval,
+            "accuracy": metrics.get("accuracy"),
+            "error_rate": metrics.get("error_rate"),
+            "macro_f1": metrics.get("macro_f1"),
+            "mean_per_class_accuracy": (
+                sum(c["accuracy"] for c in per_class.values()) / len(per_class) if per_class else None
+            ),
+            "num_samples": len(self.evaluator.y_true),
+            "num_classes": self.num_classes,
+            "classnames": list(self.dm.dataset.classnames),
+            "per_class": per_class,
+            "timings": {
+                "train_seconds": train_seconds,
+                "test_seconds": test_seconds,
+                "total_seconds": now - self._time_init,
+                # Wall time per training step, data loading and checkpoint saving included.
+                "ms_per_step": 1000 * train_seconds / steps if steps else None,
+                "peak_memory_mb": (
+                    torch.cuda.max_memory_allocated(self.device) / 2**20 if self.device.type == "cuda" else None
+                ),
+                "started_at": _iso(self._time_init),
+                "finished_at": _iso(now),
+            },
+            "config": cfg_to_dict(cfg),
+        }
+        path = osp.join(self.output_dir, RESULTS_FILENAME)
+        write_json(results, path)
+        print(f"Results written to {path}")
+        return path
+
+
+def _iso(seconds: float) -> str:
+    return datetime.datetime.fromtimestamp(seconds).isoformat(timespec="seconds")
