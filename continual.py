@@ -8,7 +8,8 @@ Takes ``train.py``'s command line plus the protocol::
         --protocol configs/continual/cifar100_10x10.yaml --shared freeze \\
         --output-dir output/continual/cifar100/LAMM_CoOp/seed1 DATASET.NUM_SHOTS 16
 
-The classes are split into stages (:mod:`lamm_plugin.continual`: order from ``--order-seed`` or ``--class-order``);
+The classes are split into stages (:mod:`lamm_plugin.continual`: order from ``--order-seed`` or ``--class-order``,
+which takes labels or class names, comma-separated or one per line of a file);
 stage ``k`` trains on its own classes' data in ``<output-dir>/stage<k>`` (an ordinary resumable Dassl run) with
 ``MODEL.INIT_WEIGHTS`` = stage ``k-1``'s last checkpoint: earlier classes' label rows are loaded and stay frozen,
 the shared tensors (context, deep prompts) are carried over and, with ``--shared freeze``, frozen after stage 1.
@@ -22,9 +23,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import difflib
 import json
+import os
 import os.path as osp
 import random
+import re
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any, Optional
@@ -77,13 +81,97 @@ def protocol_from_args(args: argparse.Namespace) -> dict[str, Any]:
     protocol.setdefault("shared", "freeze")
     if protocol["shared"] not in continual.SHARED_CHOICES:
         raise ValueError(f"--shared must be one of {continual.SHARED_CHOICES}, got {protocol['shared']!r}.")
-    order = protocol.get("class_order")
-    if isinstance(order, str):
-        if osp.isfile(order):
-            with open(order) as f:
-                order = f.read()
-        protocol["class_order"] = [int(c) for c in order.replace(",", " ").split()]
+    if protocol.get("class_order") is not None:
+        protocol["class_order"] = parse_class_order(protocol["class_order"])
     return protocol
+
+
+_LOOKS_LIKE_FILE = re.compile(r"[\\/]|\.(txt|csv|yaml|yml|json|list)$", re.IGNORECASE)
+
+
+def parse_class_order(value: Any) -> list[Any]:
+    """The entries of a class order: ``int`` labels and ``str`` class names, in order.
+
+    Args:
+        value: A list (from a protocol file), or a string: a file's path, or the entries comma-separated. A file
+            holds them one per line or comma-separated; labels may also be separated by spaces (``3 1 0 2``).
+
+    Raises:
+        FileNotFoundError: ``value`` names a file that does not exist.
+    """
+    if isinstance(value, (list, tuple)):
+        entries = [v if isinstance(v, int) else str(v).strip() for v in value]
+    else:
+        text = str(value)
+        if osp.isfile(text):
+            with open(text) as f:
+                text = f.read()
+        elif "," not in text and "\n" not in text and _LOOKS_LIKE_FILE.search(text.strip()):
+            raise FileNotFoundError(
+                f"--class-order: file not found: {text} (give the file's path, or the labels or class names "
+                "comma-separated)"
+            )
+        entries = []
+        for line in text.splitlines():
+            for item in line.split(","):
+                words = item.split()
+                if words and all(re.fullmatch(r"-?\d+", w) for w in words):
+                    entries += [int(w) for w in words]  # labels, possibly separated by spaces
+                elif words:
+                    entries.append(" ".join(words))
+    return [e for e in entries if e != ""]
+
+
+def class_order_labels(order: Sequence[Any], lab2cname: dict[int, str]) -> list[int]:
+    """Labels of a class order given as labels or class names (:func:`parse_class_order`).
+
+    A class name matches exactly, else ignoring case and the ``_``/space difference; integers are labels.
+
+    Raises:
+        ValueError: An unknown or ambiguous class name (with close matches), a label out of range, or an order that
+            does not list every class once (the repeated and the missing classes are named).
+    """
+    by_name: dict[str, list[int]] = {}
+    for label, name in lab2cname.items():
+        by_name.setdefault(name, []).append(label)
+    loose: dict[str, list[int]] = {}
+    for name, labels in by_name.items():
+        loose.setdefault(_loose(name), []).extend(labels)
+    labels = []
+    for entry in order:
+        if isinstance(entry, int):
+            if entry not in lab2cname:
+                raise ValueError(f"--class-order: label {entry} is out of range (labels 0 to {len(lab2cname) - 1}).")
+            labels.append(entry)
+            continue
+        found = by_name.get(entry) or loose.get(_loose(entry))
+        if not found:
+            close = difflib.get_close_matches(entry, list(by_name), n=3, cutoff=0.6)
+            hint = f" Did you mean: {', '.join(repr(c) for c in close)}?" if close else ""
+            raise ValueError(f"--class-order: unknown class {entry!r}.{hint} The dataset's classes are labels 0 to "
+                             f"{len(lab2cname) - 1} named as in its split file.")  # fmt: skip
+        if len(found) > 1:
+            raise ValueError(
+                f"--class-order: the class name {entry!r} names several classes (labels {found}); give labels instead."
+            )
+        labels.append(found[0])
+    repeated = sorted({y for y in labels if labels.count(y) > 1})
+    missing = sorted(set(lab2cname) - set(labels))
+    if repeated or missing:
+
+        def names(ys: list[int]) -> str:
+            shown = ", ".join(f"{lab2cname[y]!r} ({y})" for y in ys[:10])
+            return shown + (f" and {len(ys) - 10} more" if len(ys) > 10 else "") if ys else "none"
+
+        raise ValueError(
+            f"--class-order must list each of the {len(lab2cname)} classes once: repeated: {names(repeated)}; "
+            f"missing: {names(missing)}."
+        )
+    return labels
+
+
+def _loose(name: str) -> str:
+    return " ".join(name.replace("_", " ").lower().split())
 
 
 @contextlib.contextmanager
@@ -245,6 +333,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     start = time.time()
     protocol = protocol_from_args(args)
     cfg = train.setup_cfg(args)
+    compat.check_trainer_name(cfg.TRAINER.NAME)
     if not cfg.OUTPUT_DIR:
         raise ValueError("Give --output-dir: every stage and the results are written under it.")
     final = osp.join(cfg.OUTPUT_DIR, RESULTS_FILENAME)
@@ -253,6 +342,8 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
             results = json.load(f)
         print(f"This run is finished: {final} holds its result; delete that file to evaluate again.")
         return results
+    os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
+    cfg = train.resolve_seed(cfg)  # without --seed: drawn once and kept in the folder for the reruns
     if cfg.SEED >= 0:
         set_random_seed(cfg.SEED)
     with train.log_to(cfg.OUTPUT_DIR):
@@ -264,6 +355,8 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
                 f"Note: {cfg.DATASET.NAME} trains and tests on the same images; {fraction:.0%} of each class's images "
                 f"are held out as the test set ({len(full.test)} test, {len(full.train_x)} training images)"
             )
+    if protocol.get("class_order") is not None:
+        protocol["class_order"] = class_order_labels(protocol["class_order"], full.lab2cname)
     order = continual.class_order(full.num_classes, protocol.get("order_seed"), protocol.get("class_order"))
     stages = continual.split_stages(order, protocol.get("stages"), protocol.get("classes_per_stage"))
     shared = protocol["shared"]
@@ -350,7 +443,12 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--stages", type=int, default=None, help="number of stages T")
     group.add_argument("--classes-per-stage", type=int, default=None, help="instead of --stages")
     group.add_argument("--order-seed", type=int, default=None, help="class order drawn from this seed")
-    group.add_argument("--class-order", type=str, default=None, help="labels in order (comma list or a file)")
+    group.add_argument(
+        "--class-order",
+        type=str,
+        default=None,
+        help="labels or class names in order: comma-separated, or a file with one per line",
+    )
     group.add_argument(
         "--shared",
         choices=continual.SHARED_CHOICES,

@@ -16,6 +16,12 @@ Trainers: ``LAMM_CoOp``, ``LAMM_MaPLe``, ``LAMM_VPT`` and the baselines ``CoOp``
 ``ZeroshotCLIP`` (see ``trainers/``). Every run writes ``log.txt`` and, after its final evaluation,
 ``results.json`` into the output folder; a run restarted with the same output folder resumes from its last
 checkpoint.
+
+A run holds its output folder (``run.lock``): a second ``train.py`` on the same folder names the first and exits.
+Without ``--seed`` a seed is drawn, printed, recorded and kept in ``seed.txt`` for the folder's resumes. A run
+stopped by SIGTERM, SIGINT or SIGHUP says what it kept and that the same command resumes; a full disk, a corrupt
+image or a damaged file ends it with one message naming the file and what to do, and every traceback that ends a
+run is in its ``log.txt``.
 """
 
 from __future__ import annotations
@@ -23,11 +29,18 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import errno
 import functools
 import importlib
 import os
 import pkgutil
+import re
+import secrets
+import shutil
+import signal
 import sys
+import threading
+import traceback
 from collections.abc import Iterator, Sequence
 from typing import Any, Optional
 
@@ -38,8 +51,13 @@ from dassl.utils import collect_env_info, set_random_seed
 
 import lamm_plugin.dassl  # noqa: F401  (adds the LAMM config nodes and registers the LAMM_* trainers)
 import trainers  # noqa: F401  (registers this repository's baselines)
+from lamm_plugin.dassl import checkpoints, compat
+from lamm_plugin.run_lock import RunLock, RunLockedError
 
 REPO_ROOT = os.path.dirname(os.path.abspath(__file__))
+SEED_FILENAME = "seed.txt"
+#: Signals that stop a run with a message (SIGKILL cannot be caught; a run killed by it resumes just the same).
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGINT", "SIGHUP") if hasattr(signal, name))
 
 
 def import_datasets() -> list[str]:
@@ -133,6 +151,7 @@ class Tee:
 
     def __init__(self, console, path: str) -> None:
         self.console = console
+        self.path = path
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         restarted = os.path.isfile(path) and os.path.getsize(path) > 0
         self.file = open(path, "a", encoding="utf-8")  # noqa: SIM115  (closed by log_to)
@@ -142,12 +161,18 @@ class Tee:
 
     def write(self, text: str) -> None:
         self.console.write(text)
-        self.file.write(text)
+        try:
+            self.file.write(text)
+        except OSError as err:  # the error names the log (a full disk often shows here first)
+            raise OSError(err.errno, err.strerror, self.path) from err
 
     def flush(self) -> None:
         self.console.flush()
-        self.file.flush()
-        os.fsync(self.file.fileno())
+        try:
+            self.file.flush()
+            os.fsync(self.file.fileno())
+        except OSError as err:
+            raise OSError(err.errno, err.strerror, self.path) from err
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.console, name)
@@ -155,37 +180,271 @@ class Tee:
 
 @contextlib.contextmanager
 def log_to(output_dir: str) -> Iterator[None]:
-    """Tee stdout into ``output_dir/log.txt`` (appending), and undo it afterwards."""
+    """Tee stdout into ``output_dir/log.txt`` (appending), and undo it afterwards.
+
+    An exception that leaves the block is written to the log with its traceback (a stopped run: its message only)
+    before it goes on, so the log of a failed run says how it ended.
+    """
     stdout = sys.stdout
     path = output_dir if output_dir.endswith((".txt", ".log")) else os.path.join(output_dir, "log.txt")
     sys.stdout = tee = Tee(stdout, path)
     try:
         yield
+    except BaseException as err:
+        if isinstance(err, RunStopped):
+            text = f"{err}\n"
+        else:
+            text = "".join(traceback.format_exception(type(err), err, err.__traceback__))
+        with contextlib.suppress(Exception):  # the log's disk may be the full one
+            tee.file.write(text)
+            tee.file.flush()
+        raise
     finally:
         sys.stdout = stdout
-        tee.file.close()
+        with contextlib.suppress(Exception):
+            tee.file.close()
+
+
+class RunStopped(BaseException):
+    """The run received a stop signal; the message says what was kept and how to resume.
+
+    A ``BaseException`` like ``KeyboardInterrupt``: ``except Exception`` handlers on the way must not take it for
+    an error of theirs.
+    """
+
+    def __init__(self, signum: int, message: str = "") -> None:
+        super().__init__(message or f"Run stopped by signal {signal.Signals(signum).name}.")
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def stop_on_signals(signals: Sequence[int] = STOP_SIGNALS) -> Iterator[None]:
+    """Turn the stop signals into :class:`RunStopped` inside the block (main thread only; handlers restored)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    owner = os.getpid()
+
+    def stop(signum: int, frame: Any) -> None:
+        if os.getpid() != owner:
+            # A forked data-loader worker inherits the handler: it behaves as before (the run process reports).
+            handler = previous[signum]
+            if callable(handler):
+                handler(signum, frame)
+                return
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        raise RunStopped(signum)
+
+    previous: dict[int, Any] = {}
+    previous.update({s: signal.signal(s, stop) for s in signals})
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+class RunFolderError(ValueError):
+    """The output folder cannot hold this run (it is a file, or its ``seed.txt`` is damaged)."""
+
+
+class WriteFailedError(OSError):
+    """A file of the run could not be written (full disk, quota, file size limit); the message names it."""
+
+
+def last_checkpoints(output_dir: str) -> list[str]:
+    """The newest checkpoint of each model folder under ``output_dir`` (Dassl's layout: ``<model>/model.pth.tar-N``)."""
+    found = []
+    if os.path.isdir(output_dir):
+        for name in sorted(os.listdir(output_dir)):
+            folder = os.path.join(output_dir, name)
+            last = checkpoints.last_checkpoint(folder) if os.path.isdir(folder) else None
+            if last is not None:
+                found.append(os.path.join(folder, last))
+    return found
+
+
+def kept_and_resume(output_dir: str) -> str:
+    """What a run that ends now leaves behind, and how to go on."""
+    kept = last_checkpoints(output_dir)
+    if kept:
+        return (
+            f"Kept: the last checkpoint {', '.join(kept)}. Rerun the same command to resume from it (it ends as the "
+            "uninterrupted run would have)."
+        )
+    return "No checkpoint had been written yet: rerunning the same command starts the run again."
+
+
+def _chain(err: BaseException) -> list[BaseException]:
+    """``err`` and the exceptions it was raised from or during, outermost first."""
+    seen: list[BaseException] = []
+    while err is not None and all(err is not e for e in seen):
+        seen.append(err)
+        err = err.__cause__ or err.__context__
+    return seen
+
+
+_TMP_SUFFIX = re.compile(r"\.tmp\d+$")
+_WRITE_ERRNOS = {errno.ENOSPC: "No space left on device", errno.EDQUOT: "Disk quota exceeded", errno.EFBIG: ""}
+
+
+def _file_being_written(err: BaseException) -> Optional[str]:
+    """The file a failed write was writing: an ``OSError``'s file name, else the innermost file object in the
+    traceback's frames (torch's stream writer reports no path); a temporary file stands for its target."""
+    for e in _chain(err):
+        if isinstance(e, OSError) and isinstance(e.filename, str):
+            return _TMP_SUFFIX.sub("", e.filename)
+    for e in _chain(err):
+        frames = []
+        tb = e.__traceback__
+        while tb is not None:
+            frames.append(tb.tb_frame)
+            tb = tb.tb_next
+        for frame in reversed(frames):
+            for value in frame.f_locals.values():
+                name = getattr(value, "name", None)
+                if isinstance(name, str) and callable(getattr(value, "write", None)) and os.path.isabs(name):
+                    return _TMP_SUFFIX.sub("", name)
+    return None
+
+
+def write_failure(err: BaseException, output_dir: str) -> Optional[WriteFailedError]:
+    """A :class:`WriteFailedError` with one clear message when ``err`` is a failed write, else None."""
+    reason = None
+    remedy = "Free space on that disk first (or give an --output-dir on another disk: a new folder starts over)."
+    for e in _chain(err):
+        if isinstance(e, OSError) and e.errno in _WRITE_ERRNOS:
+            reason = _WRITE_ERRNOS[e.errno] or os.strerror(e.errno)
+            if e.errno == errno.EFBIG:
+                remedy = "Raise the file size limit of this shell or job (ulimit -f) first."
+            break
+        if isinstance(e, RuntimeError) and any(
+            m in str(e) for m in ("PytorchStreamWriter failed", "file write failed")
+        ):
+            reason = reason or "the write failed (is the disk full?)"
+    if reason is None:
+        return None
+    path = _file_being_written(err) or output_dir
+    folder = path if os.path.isdir(path) else os.path.dirname(path) or "."
+    try:
+        free = f"{shutil.disk_usage(folder).free / 2**20:.1f} MiB free there now"
+    except OSError:
+        free = "free space unknown"
+    return WriteFailedError(
+        f"Could not write {path}: {reason} ({free}). The run stopped. {kept_and_resume(output_dir)} {remedy}"
+    )
+
+
+def _is_image_decode_error(err: BaseException) -> bool:
+    """Whether ``err`` came from decoding an image (PIL, directly or in a DataLoader worker)."""
+    for e in _chain(err):
+        text = "".join(traceback.format_exception(type(e), e, e.__traceback__))
+        if isinstance(e, (OSError, SyntaxError, ValueError)) and ("PIL" + os.sep in text or "read_image" in text):
+            return True
+    return False
+
+
+def image_failure(err: BaseException, cfg, trainer: Any) -> Optional[Exception]:
+    """A ``BadImageError`` naming the image that could not be decoded when ``err`` is such a failure, else None.
+
+    The data loader's error names no file: the dataset's images are decoded until the bad one is found (test set
+    first: the sampled training images were checked when the dataset was built).
+    """
+    dataset = getattr(getattr(trainer, "dm", None), "dataset", None)
+    if dataset is None or not _is_image_decode_error(err):
+        return None
+    from datasets.base import BadImageError, bad_images_message, find_bad_images
+
+    print("An image could not be decoded; looking for it ...")
+    for split in ("test", "train_x", "val"):
+        items = getattr(dataset, split, None) or []
+        bad = find_bad_images(list(dict.fromkeys(d.impath for d in items)), limit=1)
+        if bad:
+            where = {"test": "in the test set", "train_x": "in the training set", "val": "in the validation set"}
+            return BadImageError(bad_images_message(bad, cfg.DATASET.NAME, cfg.DATASET.ROOT, where[split]))
+    return None
+
+
+def resolve_seed(cfg):
+    """``cfg`` with a seed: ``SEED`` when set (>= 0), else the one stored in the output folder, else a new draw.
+
+    Dassl's ``SEED -1`` would leave the generators unseeded but name the few-shot cache ``seed_-1``, so that every
+    unseeded run trained on one subset and recorded seed -1. A drawn seed is printed and stored in
+    ``<output>/seed.txt`` before training, so the runs of that folder (resumes) use it; it seeds the few-shot sampling
+    and every generator, and ``results.json`` records it.
+    """
+    if cfg.SEED >= 0:
+        return cfg
+    path = os.path.join(cfg.OUTPUT_DIR, SEED_FILENAME)
+    seed = None
+    if os.path.isfile(path):
+        with open(path) as f:
+            text = f.read().strip()
+        if not text.isdigit():
+            raise RunFolderError(
+                f"{path} should hold the seed drawn for this run folder (a number), found {text[:40]!r}: write the "
+                "seed back, or give --seed, or delete the file to draw a new one (then delete the checkpoints too)."
+            )
+        seed = int(text)
+        print(f"No --seed given: using seed {seed}, drawn for this run folder earlier ({path})")
+    else:
+        seed = secrets.randbelow(2**31)
+        tmp = f"{path}.tmp{os.getpid()}"
+        with open(tmp, "w") as f:
+            f.write(f"{seed}\n")
+        os.replace(tmp, path)
+        print(f"No --seed given: drew seed {seed} (stored in {path}; reruns of this folder use it; --seed sets one)")
+    cfg = cfg.clone()
+    cfg.defrost()
+    cfg.SEED = seed
+    cfg.freeze()
+    return cfg
 
 
 def main(args: argparse.Namespace) -> Any:
-    """Run one job; returns the trainer."""
+    """Run one job; returns the trainer.
+
+    Raises:
+        RunLockedError: Another live process runs in the output folder (nothing in it was touched).
+        RunStopped: A stop signal arrived (the message says what was kept).
+        WriteFailedError: A file could not be written (full disk); the message names it.
+        BadImageError: An image could not be decoded; the message names it.
+    """
     cfg = setup_cfg(args)
-    if cfg.SEED >= 0:
-        print(f"Setting fixed seed: {cfg.SEED}")
-        set_random_seed(cfg.SEED)
-    with log_to(cfg.OUTPUT_DIR):
-        if torch.cuda.is_available() and cfg.USE_CUDA:
-            torch.backends.cudnn.benchmark = True
+    compat.check_trainer_name(cfg.TRAINER.NAME)
+    trainer = None
+    folder = os.path.dirname(cfg.OUTPUT_DIR) if cfg.OUTPUT_DIR.endswith((".txt", ".log")) else cfg.OUTPUT_DIR
+    if os.path.isfile(folder):
+        raise RunFolderError(f"--output-dir {folder} is a file, not a folder: give a folder for the run's files.")
+    with RunLock(folder or "."), log_to(cfg.OUTPUT_DIR), stop_on_signals():
+        try:
+            cfg = resolve_seed(cfg)
+            if cfg.SEED >= 0:
+                print(f"Setting fixed seed: {cfg.SEED}")
+                set_random_seed(cfg.SEED)
+            if torch.cuda.is_available() and cfg.USE_CUDA:
+                torch.backends.cudnn.benchmark = True
 
-        print_args(args, cfg)
-        print("Collecting env info ...")
-        print(f"** System info **\n{env_info()}\n")
+            print_args(args, cfg)
+            print("Collecting env info ...")
+            print(f"** System info **\n{env_info()}\n")
 
-        trainer = build_trainer(cfg)
-        if args.eval_only:
-            trainer.load_model(args.model_dir, epoch=args.load_epoch)
-            trainer.test()
-        elif not args.no_train:
-            trainer.train()
+            trainer = build_trainer(cfg)
+            if args.eval_only:
+                trainer.load_model(args.model_dir, epoch=args.load_epoch)
+                trainer.test()
+            elif not args.no_train:
+                trainer.train()
+        except RunStopped as stop:
+            raise RunStopped(stop.signum, f"{stop} {kept_and_resume(cfg.OUTPUT_DIR)}") from None
+        except Exception as err:
+            clear = write_failure(err, cfg.OUTPUT_DIR) or image_failure(err, cfg, trainer)
+            if clear is None:
+                raise
+            raise clear from err
     return trainer
 
 
@@ -217,7 +476,44 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     return build_parser().parse_args(argv)
 
 
+def clear_errors() -> tuple[type[BaseException], ...]:
+    """Errors whose message says what happened and what to do: the command line prints them without a traceback
+    (which is in ``log.txt`` when the run had started)."""
+    from datasets.base import DatasetFormatError, DatasetNotPreparedError
+    from datasets.safe_pickle import PickleLoadError
+
+    return (
+        RunLockedError,
+        RunFolderError,
+        WriteFailedError,
+        DatasetFormatError,
+        DatasetNotPreparedError,
+        PickleLoadError,
+        compat.CheckpointFormatError,
+    )
+
+
+def cli(argv: Optional[Sequence[str]] = None) -> int:
+    """``python train.py``: run :func:`main`; returns the exit status.
+
+    A stopped run ends by its signal again (so the shell and job schedulers see it: 143 for SIGTERM), after its
+    message; an error of :func:`clear_errors` prints its message alone and exits with 1.
+    """
+    try:
+        main(parse_args(argv))
+    except RunStopped as stop:
+        print(f"\n{stop}", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        signal.signal(stop.signum, signal.SIG_DFL)
+        os.kill(os.getpid(), stop.signum)
+        return 128 + stop.signum
+    except clear_errors() as err:
+        print(f"Error: {err}", file=sys.stderr, flush=True)
+        return 1
+    return 0
+
+
 import_datasets()
 
 if __name__ == "__main__":
-    main(parse_args())
+    sys.exit(cli())

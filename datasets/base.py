@@ -17,6 +17,14 @@ they are and a seed selects the same images:
   CoOp's code (so the global random state, and hence the few-shot subsets, evolve the same way). Prefer the
   published split files: ``python -m datasets.prepare NAME --root DATA`` downloads them.
 
+Caches hold absolute image paths (CoOp's format, kept so that CoOp-family code reads ours and we read theirs);
+what is read from one is resolved under the current dataset folder (the part of the stored path after the
+dataset's folder name), so a data folder copied or moved with its caches trains on its own images. A few-shot
+cache naming an image this folder's split does not have raises :class:`StaleCacheError`.
+
+The sampled few-shot images are decoded when the dataset is built, before any training: a corrupt one raises
+:class:`BadImageError` naming it and the command that lists every bad image of the dataset.
+
 A missing folder or file raises :class:`DatasetNotPreparedError`, whose message names the path and the prepare
 command; a malformed split file raises :class:`DatasetFormatError`.
 """
@@ -31,6 +39,7 @@ import random
 import re
 from collections import OrderedDict, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Optional
 
 from dassl.data.datasets import DATASET_REGISTRY, DatasetBase, Datum
@@ -39,12 +48,17 @@ from yacs.config import CfgNode
 from .safe_pickle import DATUM_GLOBALS, restricted_load
 
 __all__ = [
+    "BadImageError",
     "DatasetFormatError",
     "DatasetNotPreparedError",
     "EvalOnlyDataset",
     "FewShotDataset",
     "SplitFileDataset",
+    "StaleCacheError",
     "camel_to_words",
+    "check_command",
+    "decode_image",
+    "find_bad_images",
     "list_class_folders",
     "load_datum_pickle",
     "make_datum",
@@ -52,6 +66,7 @@ __all__ = [
     "read_class_folders",
     "read_classnames",
     "read_split",
+    "rebase_impaths",
     "register_dataset",
     "select_classes",
     "split_folders",
@@ -74,6 +89,14 @@ class DatasetFormatError(ValueError):
     """A dataset file exists but does not have the expected format."""
 
 
+class StaleCacheError(DatasetFormatError):
+    """A few-shot cache names images that this copy of the dataset does not have (it was drawn from another)."""
+
+
+class BadImageError(DatasetFormatError):
+    """An image of the dataset cannot be decoded; the message names it and the command that lists every bad one."""
+
+
 def register_dataset(cls: type) -> type:
     """Class decorator: register ``cls`` in Dassl's ``DATASET_REGISTRY`` unless its name is taken.
 
@@ -88,6 +111,85 @@ def register_dataset(cls: type) -> type:
 def prepare_command(name: str, root: str) -> str:
     """The shell command that prepares dataset ``name`` under ``root``."""
     return f"python -m datasets.prepare {name} --root {root}"
+
+
+def check_command(name: str, root: str) -> str:
+    """The shell command that lists every image of dataset ``name`` under ``root`` that does not decode."""
+    return f"{prepare_command(name, root)} --check --decode"
+
+
+def decode_image(path: str) -> Optional[str]:
+    """None if the image decodes completely as Dassl's ``read_image`` reads it, else ``"<error type>: <message>"``."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            image.convert("RGB")  # reads every pixel: a truncated file fails here, not at open
+    except Exception as e:  # PIL raises OSError, SyntaxError, ValueError, struct.error, ... for broken files
+        return f"{type(e).__name__}: {e}"
+    return None
+
+
+def find_bad_images(paths: Sequence[str], limit: Optional[int] = None, workers: int = 0) -> list[tuple[str, str]]:
+    """``(path, error)`` of the images of ``paths`` that do not decode, in order, at most ``limit`` of them.
+
+    Args:
+        paths: Image files.
+        limit: Stop after this many bad images (None: look at all).
+        workers: Decoding threads (PIL releases the GIL while it decodes); 0 = one per CPU, at most 8.
+    """
+    workers = workers or min(8, os.cpu_count() or 1)
+    bad: list[tuple[str, str]] = []
+    chunk = 256
+    with ThreadPoolExecutor(workers) as pool:
+        for start in range(0, len(paths), chunk):
+            part = paths[start : start + chunk]
+            bad += [(p, e) for p, e in zip(part, pool.map(decode_image, part)) if e is not None]
+            if limit is not None and len(bad) >= limit:
+                return bad[:limit]
+    return bad
+
+
+def bad_images_message(bad: Sequence[tuple[str, str]], name: str, root: str, where: str) -> str:
+    """What :class:`BadImageError` says: the images (at most 5), why they fail, and the command listing all."""
+    shown = "\n".join(f"  {path} ({error})" for path, error in bad[:5])
+    more = f"\n  ... and {len(bad) - 5} more" if len(bad) > 5 else ""
+    return (
+        f"{name}: {len(bad)} image(s) {where} cannot be decoded:\n{shown}{more}\n"
+        f"Repair or replace them; list every image of the dataset that does not decode with: "
+        f"{check_command(name, root)}"
+    )
+
+
+def _path_parts(path: str) -> list[str]:
+    # Caches written on Windows hold backslashes.
+    return [part for part in re.split(r"[\\/]+", path) if part]
+
+
+def rebase_impaths(items: Split, dataset_dir: str) -> Split:
+    """``items`` with each image path moved under ``dataset_dir``: the part after the last path component equal to
+    the dataset folder's name is kept (``/old/data/oxford_pets/images/x.jpg`` -> ``<dataset_dir>/images/x.jpg``).
+
+    Paths that do not contain the folder's name are kept as they are. Labels and class names are unchanged.
+    """
+    name = os.path.basename(os.path.normpath(dataset_dir))
+    out = []
+    for item in items:
+        parts = _path_parts(item.impath)
+        if name in parts:
+            i = len(parts) - 1 - parts[::-1].index(name)
+            impath = os.path.join(dataset_dir, *parts[i + 1 :])
+            if impath != item.impath:
+                item = _datum(impath, item.label, item.classname, item.domain)
+        out.append(item)
+    return out
+
+
+def _datum(impath: str, label: int, classname: str, domain: int = 0) -> Datum:
+    """A ``Datum`` without Dassl's existence check (existence is checked where it matters, with a message)."""
+    item = Datum.__new__(Datum)
+    item._impath, item._label, item._classname, item._domain = impath, label, classname, domain
+    return item
 
 
 def _listdir(path: str, sort: bool = True) -> list[str]:
@@ -403,14 +505,24 @@ class FewShotDataset(_DatasetMixin, DatasetBase):
         self.prepare(cfg)
 
         train, val, test = self.read_data()
-        train, val = self.sample_few_shot(train, val, int(cfg.DATASET.NUM_SHOTS), cfg.SEED)
+        num_shots = int(cfg.DATASET.NUM_SHOTS)
+        train, val = self.sample_few_shot(train, val, num_shots, cfg.SEED)
         subsample = cfg.DATASET.get("SUBSAMPLE_CLASSES", "all")
         if self.has_val:
             train, val, test = subsample_classes(train, val, test, subsample=subsample)
         else:
             train, test = subsample_classes(train, test, subsample=subsample)
             val = test
+        if num_shots >= 1:
+            # Few-shot subsets are small: decode them now rather than fail in the middle of an epoch.
+            self.check_images(train + (val if self.has_val else []), "in the sampled few-shot subset")
         super().__init__(train_x=train, val=val, test=test)
+
+    def check_images(self, items: Split, where: str) -> None:
+        """Decode every image of ``items``; raise :class:`BadImageError` naming those that fail."""
+        bad = find_bad_images(list(dict.fromkeys(d.impath for d in items)))
+        if bad:
+            raise BadImageError(bad_images_message(bad, type(self).__name__, self.root, where))
 
     def folder_name(self, cfg: CfgNode) -> str:
         """Folder of the dataset under ``DATASET.ROOT`` (the class attribute :attr:`dataset_dir`)."""
@@ -430,8 +542,9 @@ class FewShotDataset(_DatasetMixin, DatasetBase):
         """``num_shots`` training (and ``min(num_shots, 4)`` validation) images per class, cached per seed.
 
         The cache ``split_fewshot/shot_{K}-seed_{S}.pkl`` is CoOp's: a pickled ``{"train": [Datum],
-        "val": [Datum]}`` (only ``train`` when :attr:`has_val` is False). An existing cache is read as is, without
-        executing code (:func:`load_datum_pickle`). A class with fewer than ``num_shots`` images keeps them all.
+        "val": [Datum]}`` (only ``train`` when :attr:`has_val` is False). An existing cache is read without
+        executing code (:func:`load_datum_pickle`) and its images are looked up in this folder's full splits
+        (:meth:`resolve_cached`). A class with fewer than ``num_shots`` images keeps them all.
         """
         if num_shots < 1:
             return train, val
@@ -439,7 +552,8 @@ class FewShotDataset(_DatasetMixin, DatasetBase):
         if os.path.exists(path):
             print(f"Loading preprocessed few-shot data from {path}")
             data = load_datum_pickle(path, ("train", "val") if self.has_val else ("train",))
-            return data["train"], (data["val"] if self.has_val else val)
+            cached_train = self.resolve_cached(path, "train", data["train"], train)
+            return cached_train, (self.resolve_cached(path, "val", data["val"], val) if self.has_val else val)
 
         train = self.generate_fewshot_dataset(train, num_shots=num_shots)
         data = {"train": train}
@@ -453,6 +567,43 @@ class FewShotDataset(_DatasetMixin, DatasetBase):
             pickle.dump(data, f, protocol=pickle.HIGHEST_PROTOCOL)
         os.replace(tmp, path)
         return train, val
+
+    def resolve_cached(self, path: str, key: str, cached: Split, full: Split) -> Split:
+        """The images of a few-shot cache's ``key`` list, as this dataset folder's split has them.
+
+        Each cached path is moved under this dataset folder (:func:`rebase_impaths`) and must be an image of the
+        full split ``full`` with the same label; else (a cache from another copy or version of the data, whose
+        paths may name another machine's folder) it is stale and refused.
+
+        Raises:
+            StaleCacheError: Some cached images are not in ``full``; the message names them and the cache.
+        """
+        by_path = {d.impath: d for d in full}
+        by_suffix: Optional[dict[tuple[str, ...], Datum]] = None
+        resolved, stale = [], []
+        for item, moved in zip(cached, rebase_impaths(cached, self.dataset_dir)):
+            found = by_path.get(moved.impath)
+            if found is None:
+                # A path without this dataset's folder name (another layout): match the longest path suffix.
+                if by_suffix is None:
+                    by_suffix = {tuple(_path_parts(os.path.relpath(d.impath, self.dataset_dir))): d for d in full}
+                parts = _path_parts(item.impath)
+                for n in range(len(parts), 0, -1):
+                    found = by_suffix.get(tuple(parts[-n:]))
+                    if found is not None:
+                        break
+            if found is None or found.label != item.label or found.classname != item.classname:
+                stale.append(item.impath)
+            else:
+                resolved.append(found)
+        if stale:
+            raise StaleCacheError(
+                f"{path} is a stale few-shot cache: {len(stale)} of its {len(cached)} '{key}' images are not in this "
+                f"copy of the dataset ({self.dataset_dir}) with the same label, e.g. {stale[0]}. It was drawn from "
+                f"another copy or version of the data; using it would train on other images. Delete it to draw the "
+                f"few-shot subset again: rm {path}"
+            )
+        return resolved
 
 
 class SplitFileDataset(FewShotDataset):

@@ -2,7 +2,8 @@
 
 Class names come from ``classnames.txt`` (CLIP's cleaned ImageNet names, ``<wnid> <name>`` per line). The
 image listing is cached in ``preprocessed.pkl`` (CoOp's file), since listing 1.3 M files takes minutes; it is
-read without executing code (:func:`~datasets.base.load_datum_pickle`).
+read without executing code (:func:`~datasets.base.load_datum_pickle`), and its absolute image paths are moved
+under the current dataset folder (:func:`~datasets.base.rebase_impaths`), so a copied folder reads its own images.
 """
 
 import os
@@ -15,6 +16,7 @@ from .base import (
     load_datum_pickle,
     read_class_folders,
     read_classnames,
+    rebase_impaths,
     register_dataset,
 )
 
@@ -36,7 +38,7 @@ class ImageFolderDataset(FewShotDataset):
         cache = os.path.join(self.dataset_dir, self.cache_file)
         if os.path.exists(cache):
             data = load_datum_pickle(cache, ("train", "test"))
-            return data["train"], None, data["test"]
+            return rebase_impaths(data["train"], self.dataset_dir), None, rebase_impaths(data["test"], self.dataset_dir)
         classnames = self.read_classnames()
         train, test = (self.read_folder(classnames, d) for d in (self.train_subdir, self.test_subdir))
         tmp = f"{cache}.tmp{os.getpid()}"

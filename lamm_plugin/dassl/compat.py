@@ -14,6 +14,8 @@ Each function replaces one Dassl call that fails on torch >= 2.6/2.7, for use by
   scheduler's state that makes the above possible, and its inverse.
 * :func:`format_val_result`: Dassl's ``load_model`` formats ``val_result`` with ``:.1f``, which fails on the
   ``None`` that last-epoch checkpoints carry.
+* :func:`check_trainer_name`: Dassl's ``build_trainer`` suggests the most similar name by edit distance, which
+  case differences count fully (``LAMM_Coop`` gets ``LAMM_CoCoOp``, not ``LAMM_CoOp``).
 * :func:`route_core_logging`: importing Dassl runs ``logging.disable(logging.WARNING)`` (in its ``wilds``
   datasets), which silences every INFO and WARNING record of the process, ours included ("Label embeddings: N of
   M classes loaded ..." never reached ``log.txt``).
@@ -21,6 +23,7 @@ Each function replaces one Dassl call that fails on torch >= 2.6/2.7, for use by
 
 from __future__ import annotations
 
+import difflib
 import logging
 import os
 import pickle
@@ -38,6 +41,7 @@ __all__ = [
     "ConstantWarmupScheduler",
     "LinearWarmupScheduler",
     "build_lr_scheduler",
+    "check_trainer_name",
     "format_val_result",
     "load_checkpoint",
     "load_scheduler_state_dict",
@@ -166,6 +170,34 @@ def _damaged(path: str, err: Exception) -> CheckpointFormatError:
         f"Checkpoint {path} is damaged ({size} bytes, {type(err).__name__}: {err}). It cannot be read: delete it; "
         "rerunning the same training command then resumes from the checkpoint before it (or starts over if there "
         "is none), and --eval-only can load another epoch with --load-epoch."
+    )
+
+
+def check_trainer_name(name: str, available: Optional[list[str]] = None) -> None:
+    """Raise a ``ValueError`` naming the registered trainers, most similar first, unless ``name`` is one of them.
+
+    A name that differs only in case is the one suggestion; otherwise close matches, ignoring case, are.
+
+    Args:
+        name: The requested trainer (``TRAINER.NAME``, ``--trainer``).
+        available: The registered names (default: Dassl's ``TRAINER_REGISTRY``).
+    """
+    if available is None:
+        from dassl.engine import TRAINER_REGISTRY
+
+        available = TRAINER_REGISTRY.registered_names()
+    if name in available:
+        return
+    by_lower: dict[str, list[str]] = {}
+    for candidate in available:
+        by_lower.setdefault(candidate.lower(), []).append(candidate)
+    suggestions = list(by_lower.get(name.lower(), []))
+    if not suggestions:
+        for close in difflib.get_close_matches(name.lower(), list(by_lower), n=3, cutoff=0.6):
+            suggestions += by_lower[close]
+    hint = f" Did you mean: {', '.join(suggestions)}?" if suggestions else ""
+    raise ValueError(
+        f"Unknown trainer {name!r}.{hint} Registered trainers: {', '.join(sorted(available, key=str.lower))}."
     )
 
 
