@@ -1,5 +1,5 @@
 """LAMM's loss terms against formulas written out here, on small fixed inputs: values, gradients, and which side
-of each term receives gradients (paper section 3.3; DESIGN.md section 1)."""
+of each term receives gradients (paper section 3.3; docs/DESIGN.md section 1)."""
 
 from __future__ import annotations
 
