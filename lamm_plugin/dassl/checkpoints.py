@@ -3,8 +3,8 @@
 * :func:`save_checkpoint` writes ``model.pth.tar-<epoch>`` in Dassl's layout, atomically (temporary file, fsync,
   rename), and updates the ``checkpoint`` index last, the same way: a kill leaves the previous checkpoint and
   index intact, never half a file.
-* :func:`last_checkpoint` finds the newest checkpoint from the index, or by scanning the folder when the index is
-  missing or names a file that is gone.
+* :func:`lamm_plugin.layout.last_checkpoint` then finds the newest checkpoint from the index, or by scanning the
+  folder when the index is missing or names a file that is gone.
 * :func:`rng_state` / :func:`set_rng_state` capture and restore every random generator a training epoch draws
   from (torch CPU and CUDA, numpy, Python): the data sampler's order and the augmentation workers' seeds are
   drawn from torch's generator when an epoch starts, so restoring it at an epoch boundary replays them exactly.
@@ -21,12 +21,9 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from lamm_plugin.layout import EPOCH_FILE_PATTERN, INDEX_FILE, checkpoint_epochs, epoch_file, last_checkpoint
+from lamm_plugin.layout import EPOCH_FILE_PATTERN, INDEX_FILE, epoch_file
 
 __all__ = [
-    "INDEX_FILE",
-    "checkpoint_epochs",
-    "last_checkpoint",
     "remove_partial_writes",
     "rng_state",
     "save_checkpoint",
