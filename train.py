@@ -51,7 +51,8 @@ from dassl.utils import collect_env_info, set_random_seed
 
 import lamm_plugin.dassl  # noqa: F401  (adds the LAMM config nodes and registers the LAMM_* trainers)
 import trainers  # noqa: F401  (registers this repository's baselines)
-from lamm_plugin.dassl import checkpoints, compat
+from lamm_plugin.dassl import compat
+from lamm_plugin.layout import last_checkpoint
 from lamm_plugin.run_lock import RunLock, RunLockedError
 
 REPO_ROOT = os.path.dirname(os.path.abspath(__file__))
@@ -261,7 +262,7 @@ def last_checkpoints(output_dir: str) -> list[str]:
     if os.path.isdir(output_dir):
         for name in sorted(os.listdir(output_dir)):
             folder = os.path.join(output_dir, name)
-            last = checkpoints.last_checkpoint(folder) if os.path.isdir(folder) else None
+            last = last_checkpoint(folder) if os.path.isdir(folder) else None
             if last is not None:
                 found.append(os.path.join(folder, last))
     return found
