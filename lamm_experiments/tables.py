@@ -685,7 +685,10 @@ def readme_section(runs: list[Run], reference: Optional[dict] = None, root_label
         methods = sorted({r.method for r in few if paper_name(r.method) == name and r.shots == shots})
         if not methods:
             return "not run yet"
-        return "; ".join(_ours(average_cell([by_few.get((m, d, shots), {}) for d in ELEVEN]), 2, "±") for m in methods)
+        return "; ".join(
+            _ours(average_cell([by_few.get((m, d, shots), {}) for d in ELEVEN]), 2, "±") + _protocol_suffix(m)
+            for m in methods
+        )
 
     def ours_b2n(name: str) -> str:
         methods = sorted({r.method for r in b2n if paper_name(r.method) == name})
@@ -696,7 +699,7 @@ def readme_section(runs: list[Run], reference: Optional[dict] = None, root_label
             base = average_cell([by_b2n.get((m, "train_base", d), {}) for d in ELEVEN])
             new = average_cell([by_b2n.get((m, "test_new", d), {}) for d in ELEVEN])
             h = _h_cell(base, new)
-            out.append(" / ".join(_ours(c, 2, "±") for c in (base, new, h)))
+            out.append(" / ".join(_ours(c, 2, "±") for c in (base, new, h)) + _protocol_suffix(m))
         return "; ".join(out)
 
     lines = [
@@ -725,6 +728,11 @@ def readme_section(runs: list[Run], reference: Optional[dict] = None, root_label
     header = ["method (base-to-new, 16 shots, 11-dataset average)", "published base / new / H", "ours base / new / H"]
     lines += ["", markdown_table(header, b2n_rows), "", README_END]
     return "\n".join(lines)
+
+
+def _protocol_suffix(method: str) -> str:
+    """`` (protocol NAME)`` for a protocol's runs, so that the README names how each number was produced."""
+    return f" (protocol {method.partition('@')[2]})" if "@" in method else ""
 
 
 def replace_readme_section(text: str, section: str) -> str:

@@ -211,3 +211,16 @@ def test_trainer_records_the_protocol_from_the_sweep(monkeypatch):
     monkeypatch.setenv(S.PROTOCOL_ENV, "coop-fewshot")
     monkeypatch.setenv(S.PROTOCOL_METHOD_ENV, "CoOp")
     assert protocol_record() == {"name": "coop-fewshot", "method": "CoOp"}
+
+
+def test_readme_names_the_protocol_of_each_number():
+    runs = [
+        T.Run("fewshot", "", ds, 16, method, 1, accuracy, "", protocol)
+        for ds in T.ELEVEN
+        for method, accuracy, protocol in (
+            ("CoOp/vit_b16_ep50", 60.0, None),
+            ("CoOp@coop-fewshot", 50.0, "coop-fewshot"),
+        )
+    ]
+    row = next(line for line in T.readme_section(runs).splitlines() if line.startswith("| CoOp |"))
+    assert row.endswith("| 60.00 ± 0.00 (1); 50.00 ± 0.00 (1) (protocol coop-fewshot) |")
