@@ -202,7 +202,7 @@ def build_protocol_jobs(
                             Step(
                                 ["bash", os.path.join(SCRIPTS, "twoset_train.sh"), ds, part, seed, *extra],
                                 f"{out}/twoset/{part}/{tail}",
-                            )  # fmt: skip
+                            )
                             for part in proto.sets
                         ]
                         built = [Job(f"twoset {ds} {choice.trainer}/{choice.config} seed={seed}", steps)]
