@@ -1,5 +1,7 @@
 """The experiments around LAMM (Gao et al., AAAI 2024, arXiv 2312.08212): the program beside the library.
 
+* :mod:`lamm_experiments.protocols`: the benchmark protocols as data, the config of every table, method, dataset
+  and shot count with its source (``python -m lamm_experiments.protocols``);
 * :mod:`lamm_experiments.sweep`: the job list of a benchmark, run so that failures, restarts and several workers
   are safe (``scripts/sweep.py``);
 * :mod:`lamm_experiments.tables`: the paper's tables and the few-shot figure from an output tree, with the
@@ -16,4 +18,4 @@ the trainers write and these modules read. Importing this package, or any of its
 or Dassl: the functions that read checkpoints or draw images import what they need.
 """
 
-__all__ = ["continual", "interpret", "parse_results", "sweep", "synthetic", "tables", "tabular"]
+__all__ = ["continual", "interpret", "parse_results", "protocols", "sweep", "synthetic", "tables", "tabular"]

@@ -30,9 +30,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from lamm_experiments import protocols
 from lamm_plugin.layout import RESULTS_FILENAME
 
-__all__ = ["Job", "Step", "JobLock", "build_jobs", "run_job", "run_worker", "main"]
+__all__ = ["Job", "Step", "JobLock", "build_jobs", "build_protocol_jobs", "run_job", "run_worker", "main"]
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPTS = os.path.join(REPO, "scripts", "lamm")
@@ -40,6 +41,11 @@ LOCK_FILENAME = "sweep.lock"
 FAILED_FILENAME = "sweep_failed.json"
 CONSOLE_FILENAME = "console.txt"
 BENCHMARKS = ("fewshot", "base2new", "xd")
+#: The tables a protocol sweep can fill: the benchmarks, and the two-set continual protocol (``continual``).
+PROTOCOL_BENCHMARKS = (*BENCHMARKS, "continual")
+#: Read by the trainers into ``results.json`` (``"protocol": {"name", "method"}``); unset for a run started by hand.
+PROTOCOL_ENV = "LAMM_PROTOCOL"
+PROTOCOL_METHOD_ENV = "LAMM_PROTOCOL_METHOD"
 
 ELEVEN = "caltech101 dtd eurosat fgvc_aircraft food101 oxford_flowers oxford_pets stanford_cars sun397 ucf101 imagenet"
 XD_TARGETS = ELEVEN.replace(" imagenet", "") + " imagenetv2 imagenet_sketch imagenet_a imagenet_r"
@@ -76,6 +82,8 @@ class Job:
     name: str
     steps: list[Step]
     env: dict[str, str] = field(default_factory=dict)
+    #: The protocol's choice for this job (:class:`lamm_experiments.protocols.Choice`); None outside a protocol.
+    choice: Optional[protocols.Choice] = None
 
     @property
     def folder(self) -> str:
@@ -142,6 +150,86 @@ def build_jobs(bench: str, opts: Sequence[str] = (), environ: Optional[dict[str,
                 )
             jobs.append(Job(f"xd {source} -> {len(steps) - 1} targets {tail} seed={seed}", steps, job_env))
     return jobs
+
+
+def build_protocol_jobs(
+    bench: str,
+    protocol: str,
+    methods: Optional[Sequence[str]] = None,
+    opts: Sequence[str] = (),
+    environ: Optional[dict[str, str]] = None,
+) -> list[Job]:
+    """Every job of ``protocol`` (:mod:`lamm_experiments.protocols`) for ``bench``: its methods (or ``methods``),
+    datasets, shot counts and seeds, each with the config and overrides the protocol gives.
+
+    The runs go under ``OUTPUT/<protocol>/`` (the folders of ``build_jobs`` below it), so runs of two protocols
+    never share a folder. ``SEEDS``, ``DATASETS`` and ``SHOTS_LIST`` from ``environ`` narrow the protocol's own
+    (a value outside the protocol is refused); ``opts`` come after the protocol's overrides.
+    """
+    proto = protocols.get_protocol(protocol)
+    if bench != proto.kind or not proto.runnable:
+        how = f"run it with 'sweep.sh {proto.kind} --protocol {protocol}'" if proto.runnable else "see its source"
+        raise ValueError(f"protocol {protocol!r} belongs to the {proto.kind} table ({how}), not to {bench}")
+    env = dict(os.environ if environ is None else environ)
+
+    def narrowed(key: str, allowed: Sequence[Any]) -> list[str]:
+        words = env.get(key, "").split() or [str(a) for a in allowed]
+        outside = [w for w in words if w not in {str(a) for a in allowed}]
+        if outside:
+            raise ValueError(
+                f"{key}={' '.join(outside)} is outside protocol {protocol!r} ({' '.join(map(str, allowed))})"
+            )
+        return words
+
+    names = list(methods) if methods else proto.method_names()
+    plans = [proto.method(name) for name in names]  # KeyError names the protocol's methods
+    seeds = narrowed("SEEDS", proto.seeds)
+    datasets = narrowed("DATASETS", proto.datasets)
+    shots_list = narrowed("SHOTS_LIST" if bench == "fewshot" else "SHOTS", proto.shots)
+    out = os.path.join(env.get("OUTPUT", DEFAULTS["OUTPUT"]), proto.name)
+    jobs = []
+    for plan in plans:
+        for seed in seeds:
+            for k in shots_list:
+                for ds in datasets:
+                    choice = protocols.resolve(proto.name, plan.name, ds, int(k))
+                    job_env = {**env, "TRAINER": choice.trainer, "CFG": choice.config, "OUTPUT": out, "SHOTS": k,
+                               "SHOTS_LIST": k, "SEEDS": seed, "DATASETS": ds, "SOURCE": ds}  # fmt: skip
+                    extra = [*choice.opts(), *opts]
+                    if bench == "continual":
+                        tail = f"{ds}/shots_{k}/{choice.trainer}/{choice.config}/seed{seed}"
+                        steps = [
+                            Step(
+                                ["bash", os.path.join(SCRIPTS, "twoset_train.sh"), ds, part, seed, *extra],
+                                f"{out}/twoset/{part}/{tail}",
+                            )
+                            for part in proto.sets
+                        ]
+                        built = [Job(f"twoset {ds} {choice.trainer}/{choice.config} seed={seed}", steps)]
+                    else:
+                        built = build_jobs(bench, extra, job_env)
+                    for job in built:
+                        job.name = f"{proto.name} {plan.name}: {job.name}"
+                        base = job.env or {
+                            key: job_env.get(key, DEFAULTS.get(key, ""))
+                            for key in ("TRAINER", "CFG", "OUTPUT", "DATA", "SHOTS")
+                        }
+                        job.env = {**base, PROTOCOL_ENV: proto.name, PROTOCOL_METHOD_ENV: plan.name}
+                        job.choice = choice
+                        jobs.append(job)
+    return jobs
+
+
+def describe(job: Job) -> list[str]:
+    """The lines ``--dry-run`` prints under a protocol job: trainer, config, overrides and their sources."""
+    c = job.choice
+    if c is None:
+        return []
+    lines = [f"    protocol {c.protocol}, method {c.method}: {c.trainer}/{c.config}"]
+    if c.overrides:
+        lines.append(f"    overrides: {' '.join(c.opts())}")
+    lines.append(f"    source: {'; '.join(dict.fromkeys(str(s) for s in c.sources))}")
+    return lines
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -414,9 +502,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         epilog="Environment: TRAINER, CFG, DATA, OUTPUT, SEEDS, DATASETS, SHOTS_LIST, SHOTS, SOURCE, XD_TARGETS, "
         "DRY_RUN=1.",
     )
-    parser.add_argument("bench", choices=BENCHMARKS)
+    parser.add_argument("bench", choices=PROTOCOL_BENCHMARKS, help="continual: only with --protocol")
     parser.add_argument("opts", nargs="*", help="KEY VALUE config overrides passed to every job")
     parser.add_argument("--dry-run", action="store_true", help="list the jobs and their state, run nothing")
+    parser.add_argument(
+        "--protocol",
+        default=os.environ.get("SWEEP_PROTOCOL", ""),
+        help="run a protocol's jobs (lamm_experiments/protocols.py; TRAINER and CFG come from it)",
+    )
+    parser.add_argument("--methods", default="", help="with --protocol: comma-separated methods (default: all)")
     parser.add_argument("--workers", type=int, default=1, help="parallel workers on this machine (CPU)")
     parser.add_argument("--gpus", default=os.environ.get("GPUS", ""), help="comma-separated GPU ids: one worker each")
     parser.add_argument("--engine", choices=("local", "submitit"), default="local")
@@ -432,9 +526,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--_outcomes", default=None, help=argparse.SUPPRESS)
     args = parser.parse_intermixed_args(argv)
     try:
-        jobs = build_jobs(args.bench, args.opts)
-    except ValueError as e:
-        parser.error(str(e))
+        if args.protocol:
+            methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+            jobs = build_protocol_jobs(args.bench, args.protocol, methods, args.opts)
+        elif args.bench == "continual":
+            raise ValueError("continual sweeps without --protocol run through scripts/lamm/sweep.sh continual")
+        else:
+            jobs = build_jobs(args.bench, args.opts)
+    except (KeyError, ValueError) as e:
+        parser.error(str(e.args[0]) if isinstance(e, KeyError) else str(e))
     output = os.environ.get("OUTPUT", DEFAULTS["OUTPUT"])
     args.state_dir = os.path.join(output, args.bench)
     args.submitit_folder = os.path.join(output, args.bench, "submitit", "%j")
@@ -444,6 +544,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         for i, job in enumerate(jobs, 1):
             state = "finished" if job.finished() else "to run"
             print(f"[{i}/{len(jobs)}] {job.name} ({state})")
+            for line in describe(job):
+                print(line)
             for step in job.steps:
                 print(f"    {' '.join(step.argv)}")
         print(f"{len(jobs)} jobs, {sum(not j.finished() for j in jobs)} to run")

@@ -85,8 +85,13 @@ PAPER_METHODS = ("ZeroshotCLIP", "LAMM", "CoOp", "CoOp+LAMM", "MaPLe", "MaPLe+LA
 
 @dataclass(frozen=True)
 class Run:
-    """One ``results.json``: ``kind`` (table kind), ``split`` (e.g. ``train_base``), dataset, shots, method
-    (``<trainer>/<cfg>``), seed and accuracy."""
+    """One ``results.json``: ``kind`` (table kind), ``split`` (e.g. ``train_base``), dataset, shots, method, seed,
+    accuracy and protocol.
+
+    ``method`` is ``<trainer>/<cfg>`` for a run outside a protocol (``protocol`` None) and ``<method>@<protocol>``
+    for a run of a named protocol (``results.json``: ``"protocol": {"name", "method"}``), whose config may change
+    with the shot count and dataset; runs of two protocols therefore never share a row or a cell.
+    """
 
     kind: str
     split: str
@@ -96,10 +101,14 @@ class Run:
     seed: int
     accuracy: float
     path: str
+    protocol: Optional[str] = None
 
 
 def paper_name(method: str) -> str:
-    """The paper's name of ``<trainer>/<cfg>``: LAMM_CoOp with a frozen context is "LAMM", else "CoOp+LAMM"."""
+    """The paper's name of ``<trainer>/<cfg>``: LAMM_CoOp with a frozen context is "LAMM", else "CoOp+LAMM"; of
+    ``<method>@<protocol>``: the protocol's method name."""
+    if "@" in method:
+        return method.partition("@")[0]
     trainer, _, cfg = method.partition("/")
     if trainer == "LAMM_CoOp":
         return "LAMM" if "frozen" in cfg else "CoOp+LAMM"
@@ -164,12 +173,31 @@ def load_runs(root: str, kinds: Optional[Sequence[str]] = None) -> list[Run]:
                 continue
             path = os.path.join(folder, RESULTS_FILENAME)
             with open(path) as f:
-                accuracy = json.load(f).get("accuracy")
+                results = json.load(f)
+            accuracy = results.get("accuracy")
             if accuracy is None:
                 raise ValueError(f"{path} has no 'accuracy': rerun the job (delete the file) or remove the folder")
-            runs.append(Run(kind=kind, accuracy=float(accuracy), path=path, **info))
+            protocol = _protocol_of(results, path)
+            if protocol is not None:
+                info["method"] = f"{protocol[1]}@{protocol[0]}"
+            runs.append(Run(kind=kind, accuracy=float(accuracy), path=path, protocol=protocol and protocol[0], **info))
             break
     return runs
+
+
+def _protocol_of(results: dict, path: str) -> Optional[tuple[str, str]]:
+    """``(protocol, method)`` recorded in a ``results.json`` (lamm_experiments.protocols); None outside one."""
+    record = results.get("protocol")
+    if record is None:
+        return None
+    if not isinstance(record, dict) or not record.get("name") or not record.get("method"):
+        raise ValueError(f'{path}: \'protocol\' should be null or {{"name", "method"}}, not {record!r}')
+    return str(record["name"]), str(record["method"])
+
+
+def _file_key(method: str) -> str:
+    """``method`` as part of a file name (``LAMM (official)@cocoop-base2new`` -> ``LAMM_official@cocoop-base2new``)."""
+    return re.sub(r"[^\w@+.-]+", "_", method).strip("_")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -243,6 +271,8 @@ def _by(runs: Sequence[Run], *fields: str) -> dict[tuple, dict[int, float]]:
 
 
 def _method_label(method: str) -> str:
+    if "@" in method:
+        return f"{paper_name(method)} (protocol {method.partition('@')[2]})"
     return f"{paper_name(method)} ({method})"
 
 
@@ -262,7 +292,7 @@ def build_fewshot(runs: list[Run], reference: dict) -> list[Table]:
         shots = trained if any(r.shots > 0 for r in runs if r.method == method) else [0]
         name = paper_name(method)
         title = f"Few-shot top-1 accuracy (%), {_method_label(method)}"
-        table = Table(f"fewshot_{name}_{method.replace('/', '_')}", title,
+        table = Table(f"fewshot_{_file_key(name)}_{_file_key(method.replace('/', '_'))}", title,
                       "dataset", [f"{k} shot" + "s" * (k != 1) for k in shots], notes=[_seed_note(runs)])  # fmt: skip
         for ds in datasets:
             row = []
@@ -291,7 +321,7 @@ def build_base2new(runs: list[Run], reference: dict) -> list[Table]:
     cells = _by(runs, "method", "split", "dataset")
     tables = []
     for method in sorted({r.method for r in runs}):
-        table = Table(f"base2new_{paper_name(method)}_{method.replace('/', '_')}",
+        table = Table(f"base2new_{_file_key(paper_name(method))}_{_file_key(method.replace('/', '_'))}",
                       f"Base-to-new generalisation (%), {_method_label(method)}", "dataset", ["base", "new", "H"],
                       notes=[_seed_note(runs), "H: harmonic mean of the mean base and new accuracies"])  # fmt: skip
         for ds in datasets:
@@ -364,6 +394,28 @@ register_table_kind(
     build_base2new,
 )
 register_table_kind("xd", _tail_parser("xd", ("train", "test")), build_xd)
+
+
+def build_twoset(runs: list[Run], reference: dict) -> list[Table]:
+    """The two-set continual protocol (lamm-official-incremental): per method, the accuracy of the run trained on
+    the base half and of the run trained on the new half, each tested on its own half; no combined evaluation."""
+    datasets = _order(r.dataset for r in runs)
+    cells = _by(runs, "method", "split", "dataset")
+    tables = []
+    for method in sorted({r.method for r in runs}):
+        table = Table(f"twoset_{_file_key(paper_name(method))}_{_file_key(method.replace('/', '_'))}",
+                      f"Two-set continual protocol (%), {_method_label(method)}", "dataset",
+                      ["set 1 (base)", "set 2 (new)"],
+                      notes=[_seed_note(runs), "each set trained and tested on its half of the classes"])  # fmt: skip
+        for ds in datasets:
+            table.rows.append((ds, [seed_cell(cells.get((method, part, ds), {})) for part in ("base", "new")]))
+        avg = [average_cell([cells.get((method, part, ds), {}) for ds in datasets]) for part in ("base", "new")]
+        table.rows.append((f"Average ({len(datasets)} datasets)", avg))
+        tables.append(table)
+    return tables
+
+
+register_table_kind("twoset", _tail_parser("twoset", ("base", "new")), build_twoset)
 
 
 def _parse_continual(parts: Sequence[str]) -> Optional[dict]:
@@ -633,7 +685,10 @@ def readme_section(runs: list[Run], reference: Optional[dict] = None, root_label
         methods = sorted({r.method for r in few if paper_name(r.method) == name and r.shots == shots})
         if not methods:
             return "not run yet"
-        return "; ".join(_ours(average_cell([by_few.get((m, d, shots), {}) for d in ELEVEN]), 2, "±") for m in methods)
+        return "; ".join(
+            _ours(average_cell([by_few.get((m, d, shots), {}) for d in ELEVEN]), 2, "±") + _protocol_suffix(m)
+            for m in methods
+        )
 
     def ours_b2n(name: str) -> str:
         methods = sorted({r.method for r in b2n if paper_name(r.method) == name})
@@ -644,7 +699,7 @@ def readme_section(runs: list[Run], reference: Optional[dict] = None, root_label
             base = average_cell([by_b2n.get((m, "train_base", d), {}) for d in ELEVEN])
             new = average_cell([by_b2n.get((m, "test_new", d), {}) for d in ELEVEN])
             h = _h_cell(base, new)
-            out.append(" / ".join(_ours(c, 2, "±") for c in (base, new, h)))
+            out.append(" / ".join(_ours(c, 2, "±") for c in (base, new, h)) + _protocol_suffix(m))
         return "; ".join(out)
 
     lines = [
@@ -673,6 +728,11 @@ def readme_section(runs: list[Run], reference: Optional[dict] = None, root_label
     header = ["method (base-to-new, 16 shots, 11-dataset average)", "published base / new / H", "ours base / new / H"]
     lines += ["", markdown_table(header, b2n_rows), "", README_END]
     return "\n".join(lines)
+
+
+def _protocol_suffix(method: str) -> str:
+    """`` (protocol NAME)`` for a protocol's runs, so that the README names how each number was produced."""
+    return f" (protocol {method.partition('@')[2]})" if "@" in method else ""
 
 
 def replace_readme_section(text: str, section: str) -> str:

@@ -7,7 +7,9 @@ Examples::
     python scripts/make_tables.py output --readme README.md    # rewrite the README's Results section
     python scripts/make_tables.py output --readme README.md --check   # exit 1 if it would change
 
-Kinds: see ``lamm_experiments.tables.TABLE_KINDS`` (fewshot, base2new, xd; xd also gives domain generalisation).
+Kinds: see ``lamm_experiments.tables.TABLE_KINDS`` (fewshot, base2new, xd, twoset, continual; xd also gives domain
+generalisation). The runs of a protocol (``results.json``: ``"protocol"``) are their own rows, never averaged with
+runs of another protocol or with runs started without one.
 Needs only the standard library; the figure needs matplotlib (``pip install matplotlib``).
 """
 

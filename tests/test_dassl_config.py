@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import glob
+import json
 import os
 import subprocess
 import sys
@@ -216,6 +217,14 @@ def test_yaml_that_is_not_a_mapping_names_the_file(tmp_path):
     assert train.setup_cfg(train.parse_args(["--config-file", str(tmp_path / "empty.yaml")])).DATASET.NAME == ""
 
 
+def backbone_of(name: str) -> str:
+    """The backbone a config's name gives, as CoOp names its configs (``rn50_ep50.yaml``: RN50; ``vit_b16*``)."""
+    for prefix, backbone in (("rn50", "RN50"), ("rn101", "RN101"), ("vit_b32", "ViT-B/32")):
+        if name in (f"{prefix}.yaml",) or name.startswith(f"{prefix}_"):
+            return backbone
+    return "ViT-B/16"
+
+
 @pytest.mark.parametrize("path", TRAINER_CONFIGS, ids=lambda p: os.path.relpath(p, REPO))
 def test_trainer_configs_only_override_existing_keys(path):
     cfg = get_cfg_default()
@@ -234,11 +243,59 @@ def test_trainer_configs_only_override_existing_keys(path):
         assert cfg.MODEL.BACKBONE.NAME == "tiny-vit" and cfg.TRAINER[node].PREC == "fp32"
         assert tuple(cfg.INPUT.SIZE) == (32, 32) and (cfg.OPTIM.MAX_EPOCH <= 20 or trainer == "ZeroshotCLIP")
     else:
-        assert cfg.MODEL.BACKBONE.NAME == "ViT-B/16" and tuple(cfg.INPUT.SIZE) == (224, 224)
+        assert (cfg.MODEL.BACKBONE.NAME, tuple(cfg.INPUT.SIZE)) == (backbone_of(name), (224, 224))
     if "official" in name:
         assert lamm_config_from_cfg(cfg) == official_preset(ALL_NODES[node])
     elif trainer.startswith("LAMM_"):
         assert lamm_config_from_cfg(cfg) == LAMMConfig()
+
+
+def _flat(node, prefix=""):
+    out = {}
+    for key, value in node.items():
+        if isinstance(value, CfgNode):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _set(cfg, key, value):
+    *path, last = key.split(".")
+    node = cfg
+    for part in path:
+        node = node[part]
+    old = node[last]
+    # The originals write 25 where our float keys hold 25.0 (yacs refuses to merge an int into a float key).
+    node[last] = float(value) if isinstance(old, float) and isinstance(value, int) else value
+
+
+with open(os.path.join(REPO, "tests", "fixtures", "original_configs.json")) as _f:
+    ORIGINAL_CONFIGS = json.load(_f)["cases"]
+
+
+@pytest.mark.parametrize("name", sorted(ORIGINAL_CONFIGS))
+def test_trainer_config_equals_its_original_key_by_key(name):
+    """Our yaml, merged over the defaults, equals the original yaml merged over the original's train.py defaults of
+    its node: every key of the whole config, not only the keys either file writes. ``allowed`` names the keys that
+    differ on purpose, each with its reason; ``extra`` the values a derived config adds to its original."""
+    case = ORIGINAL_CONFIGS[name]
+    ours = get_cfg_default()
+    ours.merge_from_file(os.path.join(REPO, "configs", "trainers", name))
+    theirs = get_cfg_default()
+    values = {**case["defaults"]["values"], **{k: v for k, v in case["values"].items() if not k.startswith("TRAINER.")}}
+    values.update({k: v for k, v in case["values"].items() if k.startswith("TRAINER.")})
+    values.update(case["extra"].get("values", {}))
+    node, our_node = f"TRAINER.{case['node']}.", f"TRAINER.{case['our_node']}."
+    for key, value in values.items():
+        key = our_node + key[len(node) :] if key.startswith(node) else key
+        if isinstance(value, str) and key.startswith(("INPUT.SIZE", "OPTIM.WARMUP_CONS_LR")):
+            value = eval(value) if key == "INPUT.SIZE" else float(value)  # yaml strings yacs would evaluate
+        _set(theirs, key, value)
+    a, b = _flat(ours), _flat(theirs)
+    assert set(a) == set(b)
+    differ = {k: (a[k], b[k]) for k in a if a[k] != b[k] and not (isinstance(a[k], tuple) and list(a[k]) == list(b[k]))}
+    assert set(differ) == set(case["allowed"]), {k: v for k, v in differ.items() if k not in case["allowed"]}
 
 
 def official_settings(trainer, name):

@@ -64,6 +64,7 @@ BLOCKS: dict[tuple[str, str], tuple[str, str]] = {
     ("docs/RUN.md", "epoch [2/20] batch [20/24]"): (OUTPUT, "a log line"),
     ("docs/RUN.md", "vit_b16_ep50_ctxv1_frozen bash scripts/lamm/sweep.sh fewshot"): (SKIP, "sweeps over " + REAL_DATA),
     ("docs/RUN.md", "sweep.sh fewshot --gpus 0,1,2,3"): (SKIP, "sweeps over " + REAL_DATA + ", on GPUs and SLURM"),
+    ("docs/RUN.md", "sweep.sh fewshot --protocol coop-fewshot --dry-run\n"): (RUN, "protocol sweeps, listed only"),
     ("docs/RUN.md", "make_tables.py output --out tables"): (
         SKIP,
         "needs sweep results under output/; tests/test_sweep_tables.py runs it on a sweep of the synthetic set",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
 import os.path as osp
 import time
 from typing import Any, Optional
@@ -17,7 +18,17 @@ import torch
 from lamm_plugin.dassl.results import cfg_to_dict, per_class_accuracy, write_json
 from lamm_plugin.layout import RESULTS_FILENAME, RESULTS_FORMAT
 
-__all__ = ["ResultsMixin"]
+__all__ = ["ResultsMixin", "protocol_record"]
+
+#: Set by ``scripts/lamm/sweep.sh --protocol`` (lamm_experiments.sweep) for the runs of a named protocol.
+PROTOCOL_ENV = "LAMM_PROTOCOL"
+PROTOCOL_METHOD_ENV = "LAMM_PROTOCOL_METHOD"
+
+
+def protocol_record() -> Optional[dict[str, str]]:
+    """``{"name", "method"}`` of the protocol this run belongs to; ``None`` for a run started by hand."""
+    name = os.environ.get(PROTOCOL_ENV)
+    return {"name": name, "method": os.environ.get(PROTOCOL_METHOD_ENV, "")} if name else None
 
 
 class ResultsMixin:
@@ -84,6 +95,7 @@ class ResultsMixin:
             "shots_requested": int(cfg.DATASET.NUM_SHOTS),
             "seed": int(cfg.SEED),
             "backbone": cfg.MODEL.BACKBONE.NAME,
+            "protocol": protocol_record(),
             "precision": self.precision,
             "split": split,
             "epoch": self._epochs_done if trained else None,

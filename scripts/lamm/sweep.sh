@@ -6,6 +6,9 @@
 # Usage: scripts/lamm/sweep.sh fewshot|base2new|xd [KEY VALUE ...] [--dry-run] [--gpus 0,1,...] [--workers N]
 #                             [--engine submitit [--cluster slurm|local] [--partition P]]
 #        scripts/lamm/sweep.sh continual
+#        scripts/lamm/sweep.sh fewshot|base2new|xd|continual --protocol NAME [--methods A,B] [--dry-run]
+#   --protocol: the jobs of a named protocol (python -m lamm_experiments.protocols lists them), each with the config
+#   and overrides of its original (TRAINER and CFG come from the protocol); runs go under ${OUTPUT}/NAME/.
 #   TRAINER, CFG, DATA, OUTPUT as for the single-job scripts; SEEDS (default "1 2 3");
 #   DATASETS (default: the 11 datasets of CoOp's benchmark); SHOTS_LIST for fewshot (default "1 2 4 8 16");
 #   KEY VALUE pairs are config overrides added to every job; SWEEP_PYTHON runs the sweep (default: python).
@@ -14,7 +17,7 @@
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 BENCH=${1:-}
-if [ "${BENCH}" != "continual" ]; then
+if [ "${BENCH}" != "continual" ] || [[ " $* " == *" --protocol"* ]] || [ -n "${SWEEP_PROTOCOL:-}" ]; then
     exec "${SWEEP_PYTHON:-python}" "${HERE}/../sweep.py" "$@"
 fi
 SEEDS="${SEEDS:-1 2 3}"

@@ -1,0 +1,573 @@
+"""Benchmark protocols as data: which config each method runs with, per table, dataset and shot count.
+
+A published row was produced by one protocol: CoOp's few-shot results train 50 epochs at 1 shot, 100 at 2 and 4
+shots and 200 at 8 and 16, and 50 at every shot count on ImageNet (``COOP.md``); CoCoOp's base-to-new CoOp row
+trains 200 epochs; PromptSRC's few-shot runs take other GPA settings on five of the eleven datasets. A
+:class:`Protocol` writes such a choice down once, with the source of every rule (repository, file, line), and
+:func:`resolve` answers it for one job::
+
+    >>> choice = resolve("coop-fewshot", "CoOp", "caltech101", 2)
+    >>> choice.trainer, choice.config
+    ('CoOp', 'vit_b16_ep100')
+
+``scripts/lamm/sweep.sh BENCH --protocol NAME`` builds its jobs from a protocol (``--dry-run`` shows the config,
+overrides and sources of every job), each run's ``results.json`` records the protocol (``"protocol": {"name",
+"method"}``; ``null`` for a run started by hand) and ``scripts/make_tables.py`` keeps runs of different protocols
+in different rows. ``python -m lamm_experiments.protocols`` prints the table of protocols (docs/RUN.md holds it).
+
+Only the standard library.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Optional
+
+from lamm_experiments.tabular import markdown_table
+
+__all__ = [
+    "Source",
+    "Rule",
+    "Override",
+    "MethodPlan",
+    "Protocol",
+    "Choice",
+    "PROTOCOLS",
+    "KINDS",
+    "get_protocol",
+    "resolve",
+    "protocols_markdown",
+]
+
+#: Table kinds; ``dg`` (domain generalisation) is read from the same runs as ``xd`` (the ImageNet variants).
+KINDS = ("fewshot", "base2new", "xd", "dg", "continual")
+ELEVEN = (
+    "caltech101", "dtd", "eurosat", "fgvc_aircraft", "food101", "oxford_flowers", "oxford_pets", "stanford_cars",
+    "sun397", "ucf101", "imagenet",
+)  # fmt: skip
+FEW_SHOTS = (1, 2, 4, 8, 16)
+
+COOP = "KaiyangZhou/CoOp"
+MAPLE = "muzairkhattak/multimodal-prompt-learning"
+PROMPTSRC = "muzairkhattak/PromptSRC"
+KGCOOP = "htyao89/KgCoOp"
+LAMM = "gaojingsheng/LAMM"
+OURS = "this repository"
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a rule comes from: a file of an original repository (with its line) or this repository."""
+
+    repo: str
+    path: str
+    line: Optional[int] = None
+
+    def __str__(self) -> str:
+        return f"{self.repo}: {self.path}" + (f":{self.line}" if self.line else "")
+
+
+@dataclass(frozen=True)
+class Rule:
+    """The config file (``configs/trainers/<trainer>/<config>.yaml``) for the shot counts and datasets it names
+    (``None``: every one)."""
+
+    config: str
+    source: Source
+    shots: Optional[tuple[int, ...]] = None
+    datasets: Optional[tuple[str, ...]] = None
+
+    def matches(self, dataset: str, shots: int) -> bool:
+        return (self.shots is None or shots in self.shots) and (self.datasets is None or dataset in self.datasets)
+
+
+@dataclass(frozen=True)
+class Override:
+    """A ``KEY VALUE`` config override for the datasets and shot counts it names (``None``: every one)."""
+
+    key: str
+    value: str
+    source: Source
+    datasets: Optional[tuple[str, ...]] = None
+    shots: Optional[tuple[int, ...]] = None
+
+    def matches(self, dataset: str, shots: int) -> bool:
+        return (self.shots is None or shots in self.shots) and (self.datasets is None or dataset in self.datasets)
+
+
+@dataclass(frozen=True)
+class MethodPlan:
+    """One method of a protocol: its trainer, its config rules (the first that matches wins) and overrides (every
+    one that matches applies)."""
+
+    name: str
+    trainer: str
+    rules: tuple[Rule, ...]
+    overrides: tuple[Override, ...] = ()
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """A named protocol: a table kind, its datasets, shot counts and seeds, and a plan per method.
+
+    ``sets`` (two-set continual protocol only): the class subsets trained separately, each its own run.
+    """
+
+    name: str
+    kind: str
+    description: str
+    source: Source
+    methods: tuple[MethodPlan, ...]
+    datasets: tuple[str, ...] = ELEVEN
+    shots: tuple[int, ...] = (16,)
+    seeds: tuple[int, ...] = (1, 2, 3)
+    sets: tuple[str, ...] = ()
+    runnable: bool = True
+
+    def method(self, name: str) -> MethodPlan:
+        for plan in self.methods:
+            if plan.name == name:
+                return plan
+        raise KeyError(f"protocol {self.name!r} has no method {name!r}: it has {', '.join(self.method_names())}")
+
+    def method_names(self) -> list[str]:
+        return [plan.name for plan in self.methods]
+
+
+@dataclass(frozen=True)
+class Choice:
+    """What one job of a protocol runs: trainer, config name, overrides (``KEY VALUE`` pairs) and their sources."""
+
+    protocol: str
+    method: str
+    trainer: str
+    config: str
+    overrides: tuple[tuple[str, str], ...]
+    sources: tuple[Source, ...]
+
+    def opts(self) -> list[str]:
+        """The overrides as ``KEY VALUE`` words for ``train.py``."""
+        return [word for pair in self.overrides for word in pair]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The protocols
+
+_COOP_MD = "COOP.md"
+_IMAGENET = ("imagenet",)
+
+
+def _coop_schedule(prefix: str, shots: tuple[int, ...] = FEW_SHOTS) -> tuple[Rule, ...]:
+    """CoOp's few-shot schedule for a backbone's configs (``rn50``, ``vit_b16``, ...): ImageNet 50 epochs at every
+    shot count; the other datasets 50 epochs at 1 shot, 100 at 2 and 4, 200 at 8 and 16."""
+    rules = [
+        Rule(f"{prefix}_ep50", Source(COOP, _COOP_MD, 13), datasets=_IMAGENET),
+        Rule(f"{prefix}_ep50", Source(COOP, _COOP_MD, 18), shots=(1,)),
+        Rule(f"{prefix}_ep100", Source(COOP, _COOP_MD, 19), shots=(2, 4)),
+        Rule(prefix, Source(COOP, _COOP_MD, 21), shots=(8, 16)),
+    ]
+    return tuple(r for r in rules if r.shots is None or set(r.shots) & set(shots))
+
+
+def _every(config: str, source: Source) -> tuple[Rule, ...]:
+    return (Rule(config, source),)
+
+
+_LAMM_FEW = Source(LAMM, "scripts/lamm/base_train_lamm_all.sh", 5)
+_COOP_LAMM_FEW = Source(LAMM, "scripts/coop/base_train_coop_lamm_all.sh", 5)
+_MAPLE_LAMM_FEW = Source(LAMM, "scripts/maple/base_train_maple_lamm_all.sh", 5)
+_LAMM_SHOTS_DEFAULT = Source(LAMM, "train.py", 219)  # --shots defaults to 1; the few-shot scripts do not pass it
+_LAMM_SET1 = Source(LAMM, "scripts/lamm/base2new_train_set1_lamm_all.sh", 6)
+_LAMM_SET2 = Source(LAMM, "scripts/lamm/base2new_train_set2_lamm_all.sh", 6)
+_LAMM_SET_SHOTS = Source(LAMM, "scripts/lamm/base2new_train_set1_lamm_all.sh", 24)  # --shots ${SHOTS}, SHOTS=16
+_B2N_COCOOP = Source(COOP, "scripts/cocoop/base2new_train.sh", 13)
+_GPA_FEW = Source(PROMPTSRC, "configs/trainers/PromptSRC/vit_b16_c2_ep50_batch4_4+4ctx_few_shot.yaml", 43)
+_GPA_OTHER_FIVE = ("stanford_cars", "oxford_flowers", "fgvc_aircraft", "dtd", "eurosat")
+
+
+def _backbone_fewshot(prefix: str, label: str, shots: tuple[int, ...]) -> Protocol:
+    ours = Source(OURS, f"configs/trainers/LAMM_CoOp/{prefix}_ep50_ctxv1.yaml")
+    return Protocol(
+        name=f"coop-fewshot-{prefix}",
+        kind="fewshot",
+        description=f"CoOp's few-shot protocol on {label}; LAMM alone and CoOp+LAMM at LAMM's schedule (50 epochs at "
+        "every shot count) on the same backbone (ours: the LAMM paper ran ViT-B/16 only)",
+        source=Source(COOP, _COOP_MD, 13),
+        shots=shots,
+        methods=(
+            MethodPlan("CoOp", "CoOp", _coop_schedule(prefix, shots)),
+            MethodPlan("LAMM", "LAMM_CoOp", _every(f"{prefix}_ep50_ctxv1_frozen", ours)),
+            MethodPlan("CoOp+LAMM", "LAMM_CoOp", _every(f"{prefix}_ep50_ctxv1", ours)),
+        ),
+    )
+
+
+PROTOCOLS: dict[str, Protocol] = {
+    p.name: p
+    for p in (
+        Protocol(
+            name="coop-fewshot",
+            kind="fewshot",
+            description="CoOp's few-shot protocol (ViT-B/16, 16 random-init context vectors): 50 epochs at 1 shot, "
+            "100 at 2 and 4, 200 at 8 and 16; ImageNet 50 at every shot count",
+            source=Source(COOP, _COOP_MD, 13),
+            shots=FEW_SHOTS,
+            methods=(MethodPlan("CoOp", "CoOp", _coop_schedule("vit_b16")),),
+        ),
+        _backbone_fewshot("rn50", "RN50 (CoOp's main results)", FEW_SHOTS),
+        # CoOp's repository has no 100-epoch RN101 or ViT-B/32 config: those backbones ran at 16 shots only.
+        _backbone_fewshot("rn101", "RN101 (16 shots)", (16,)),
+        _backbone_fewshot("vit_b32", "ViT-B/32 (16 shots)", (16,)),
+        Protocol(
+            name="lamm-fewshot",
+            kind="fewshot",
+            description="LAMM's few-shot figure: LAMM alone, CoOp+LAMM (50 epochs) and MaPLe+LAMM (5 epochs) with the "
+            "same config at every shot count, our LAMM defaults; the CoOp baseline on CoOp's schedule, MaPLe 5 epochs",
+            source=_LAMM_FEW,
+            shots=FEW_SHOTS,
+            methods=(
+                MethodPlan("LAMM", "LAMM_CoOp", _every("vit_b16_ep50_ctxv1_frozen", _LAMM_FEW)),
+                MethodPlan("CoOp+LAMM", "LAMM_CoOp", _every("vit_b16_ep50_ctxv1", _COOP_LAMM_FEW)),
+                MethodPlan("MaPLe+LAMM", "LAMM_MaPLe", _every("vit_b16_c2_ep5_batch4_2ctx", _MAPLE_LAMM_FEW)),
+                MethodPlan(
+                    "CoOp",
+                    "CoOp",
+                    _coop_schedule("vit_b16"),
+                    note="the LAMM authors ran CoOp in MaPLe's repository, whose CoOp configs are CoOp's",
+                ),
+                MethodPlan("MaPLe", "MaPLe", _every("vit_b16_c2_ep5_batch4_2ctx", _MAPLE_LAMM_FEW)),
+            ),
+        ),
+        Protocol(
+            name="lamm-official-fewshot",
+            kind="fewshot",
+            description="LAMM's few-shot scripts as the official code ran them: the official preset with the "
+            "parameter-alignment weight 1/1 (the scripts leave --shots at its default 1)",
+            source=_LAMM_FEW,
+            shots=FEW_SHOTS,
+            methods=(
+                MethodPlan(
+                    "LAMM",
+                    "LAMM_CoOp",
+                    _every("vit_b16_ep50_ctxv1_frozen_official", _LAMM_FEW),
+                    (Override("TRAINER.LAMM.SHOTS", "1", _LAMM_SHOTS_DEFAULT),),
+                ),
+                MethodPlan(
+                    "CoOp+LAMM",
+                    "LAMM_CoOp",
+                    _every("vit_b16_ep50_ctxv1_official", _COOP_LAMM_FEW),
+                    (Override("TRAINER.LAMM.SHOTS", "1", _LAMM_SHOTS_DEFAULT),),
+                ),
+                MethodPlan(
+                    "MaPLe+LAMM",
+                    "LAMM_MaPLe",
+                    _every("vit_b16_c2_ep5_batch4_2ctx_official", _MAPLE_LAMM_FEW),
+                    (Override("TRAINER.LAMM.SHOTS", "1", _LAMM_SHOTS_DEFAULT),),
+                ),
+            ),
+        ),
+        Protocol(
+            name="promptsrc-fewshot",
+            kind="fewshot",
+            description="PromptSRC's few-shot protocol: 50 epochs, GPA mean 30 std 30 on ImageNet, Caltech101, "
+            "OxfordPets, Food101, UCF101, SUN397 and mean 45 std 5 on the other five datasets",
+            source=Source(PROMPTSRC, "scripts/promptsrc/few_shot.sh", 8),
+            shots=FEW_SHOTS,
+            methods=tuple(
+                MethodPlan(
+                    name,
+                    trainer,
+                    _every(
+                        "vit_b16_c2_ep50_batch4_4+4ctx_few_shot", Source(PROMPTSRC, "scripts/promptsrc/few_shot.sh", 8)
+                    ),
+                    (
+                        Override(f"TRAINER.{trainer.upper()}.GPA_MEAN", "45.0", _GPA_FEW, datasets=_GPA_OTHER_FIVE),
+                        Override(f"TRAINER.{trainer.upper()}.GPA_STD", "5.0", _GPA_FEW, datasets=_GPA_OTHER_FIVE),
+                    ),
+                )
+                for name, trainer in (("PromptSRC", "PromptSRC"), ("PromptSRC+LAMM", "LAMM_PromptSRC"))
+            ),
+        ),
+        Protocol(
+            name="cocoop-base2new",
+            kind="base2new",
+            description="CoCoOp's base-to-new protocol (16 shots of the base half, tested on base and new), each "
+            "method with its own repository's base-to-new config; a LAMM method with its host's config (ours), "
+            "CoOp+LAMM and LAMM alone with the LAMM repository's 50-epoch config",
+            source=_B2N_COCOOP,
+            methods=(
+                MethodPlan(
+                    "CoOp",
+                    "CoOp",
+                    (
+                        Rule(
+                            "vit_b16_ep50_ctxv1",
+                            Source(COOP, "scripts/cocoop/base2new_train.sh", 15),
+                            datasets=_IMAGENET,
+                        ),
+                        Rule("vit_b16_ctxv1", Source(COOP, "scripts/cocoop/base2new_train.sh", 14)),
+                    ),
+                ),
+                MethodPlan("CoCoOp", "CoCoOp", _every("vit_b16_c4_ep10_batch1_ctxv1", _B2N_COCOOP)),
+                MethodPlan(
+                    "KgCoOp",
+                    "KgCoOp",
+                    _every("vit_b16_ep100_ctxv1", Source(KGCOOP, "KgCoOp/scripts/base2new_train.sh", 11)),
+                ),
+                MethodPlan(
+                    "MaPLe",
+                    "MaPLe",
+                    _every("vit_b16_c2_ep5_batch4_2ctx", Source(MAPLE, "scripts/maple/base2new_train_maple.sh", 12)),
+                ),
+                MethodPlan(
+                    "VPT",
+                    "VPT",
+                    _every("vit_b16_c2_ep5_batch4_4", Source(MAPLE, "scripts/vpt/base2new_train_vpt.sh", 12)),
+                ),
+                MethodPlan(
+                    "IVLP",
+                    "IVLP",
+                    _every(
+                        "vit_b16_c2_ep5_batch4_2+2ctx",
+                        Source(MAPLE, "scripts/independent-vlp/base2new_train_ivlp.sh", 12),
+                    ),
+                ),
+                MethodPlan(
+                    "PromptSRC",
+                    "PromptSRC",
+                    _every(
+                        "vit_b16_c2_ep20_batch4_4+4ctx", Source(PROMPTSRC, "scripts/promptsrc/base2new_train.sh", 10)
+                    ),
+                ),
+                MethodPlan("LAMM", "LAMM_CoOp", _every("vit_b16_ep50_ctxv1_frozen", _LAMM_SET1)),
+                MethodPlan("CoOp+LAMM", "LAMM_CoOp", _every("vit_b16_ep50_ctxv1", _LAMM_SET1)),
+                MethodPlan(
+                    "LAMM (official)",
+                    "LAMM_CoOp",
+                    _every("vit_b16_ep50_ctxv1_frozen_official", _LAMM_SET1),
+                    (Override("TRAINER.LAMM.SHOTS", "16", _LAMM_SET_SHOTS),),
+                    note="the official base-to-new scripts pass --shots 16: parameter-alignment weight 1/16",
+                ),
+                MethodPlan(
+                    "CoOp+LAMM (official)",
+                    "LAMM_CoOp",
+                    _every("vit_b16_ep50_ctxv1_official", _LAMM_SET1),
+                    (Override("TRAINER.LAMM.SHOTS", "16", _LAMM_SET_SHOTS),),
+                ),
+                MethodPlan(
+                    "MaPLe+LAMM",
+                    "LAMM_MaPLe",
+                    _every("vit_b16_c2_ep5_batch4_2ctx", Source(MAPLE, "scripts/maple/base2new_train_maple.sh", 12)),
+                ),
+                MethodPlan("CoCoOp+LAMM", "LAMM_CoCoOp", _every("vit_b16_c4_ep10_batch1_ctxv1", _B2N_COCOOP)),
+                MethodPlan(
+                    "KgCoOp+LAMM",
+                    "LAMM_KgCoOp",
+                    _every("vit_b16_ep100_ctxv1", Source(KGCOOP, "KgCoOp/scripts/base2new_train.sh", 11)),
+                ),
+                MethodPlan(
+                    "PromptSRC+LAMM",
+                    "LAMM_PromptSRC",
+                    _every(
+                        "vit_b16_c2_ep20_batch4_4+4ctx", Source(PROMPTSRC, "scripts/promptsrc/base2new_train.sh", 10)
+                    ),
+                ),
+            ),
+        ),
+        Protocol(
+            name="cocoop-xd",
+            kind="xd",
+            description="CoCoOp's cross-dataset and domain-generalisation protocol: all classes of ImageNet, 16 shots, "
+            "tested on the ten other datasets and the four ImageNet variants; each method with its repository's "
+            "cross-dataset config",
+            source=Source(COOP, "scripts/cocoop/xd_train.sh", 13),
+            datasets=("imagenet",),
+            methods=(
+                MethodPlan(
+                    "CoOp", "CoOp", _every("vit_b16_ep50_ctxv1", Source(COOP, "scripts/cocoop/xd_train.sh", 14))
+                ),
+                MethodPlan(
+                    "CoCoOp",
+                    "CoCoOp",
+                    _every("vit_b16_c4_ep10_batch1_ctxv1", Source(COOP, "scripts/cocoop/xd_train.sh", 13)),
+                ),
+                MethodPlan(
+                    "MaPLe",
+                    "MaPLe",
+                    _every(
+                        "vit_b16_c2_ep5_batch4_2ctx_cross_datasets",
+                        Source(MAPLE, "scripts/maple/xd_train_maple.sh", 12),
+                    ),
+                ),
+                MethodPlan(
+                    "PromptSRC",
+                    "PromptSRC",
+                    _every(
+                        "vit_b16_c2_ep20_batch4_4+4ctx_cross_datasets",
+                        Source(PROMPTSRC, "scripts/promptsrc/xd_train.sh", 11),
+                    ),
+                    note="the script names vit_b16_c2_ep5_batch4_4+4ctx_cross_datasets, a file the repository does not "
+                    "have; its only cross-dataset config is the 20-epoch one",
+                ),
+                MethodPlan(
+                    "LAMM",
+                    "LAMM_CoOp",
+                    _every(
+                        "vit_b16_ep50_ctxv1_frozen", Source(LAMM, "scripts/lamm/base_test_cross_imagenet_lamm.sh", 23)
+                    ),
+                ),
+                MethodPlan("CoOp+LAMM", "LAMM_CoOp", _every("vit_b16_ep50_ctxv1", _COOP_LAMM_FEW)),
+                MethodPlan(
+                    "MaPLe+LAMM",
+                    "LAMM_MaPLe",
+                    _every(
+                        "vit_b16_c2_ep5_batch4_2ctx_cross_datasets",
+                        Source(MAPLE, "scripts/maple/xd_train_maple.sh", 12),
+                    ),
+                ),
+                MethodPlan(
+                    "PromptSRC+LAMM",
+                    "LAMM_PromptSRC",
+                    _every(
+                        "vit_b16_c2_ep20_batch4_4+4ctx_cross_datasets",
+                        Source(PROMPTSRC, "scripts/promptsrc/xd_train.sh", 11),
+                    ),
+                ),
+            ),
+        ),
+        Protocol(
+            name="lamm-official-incremental",
+            kind="continual",
+            description='The official repository\'s "incremental training": LAMM alone (official preset, --shots 16) '
+            "trained on the base half and, separately, on the new half of each dataset; each half is tested on "
+            "itself, with no combined evaluation",
+            source=_LAMM_SET1,
+            sets=("base", "new"),
+            methods=(
+                MethodPlan(
+                    "LAMM (official)",
+                    "LAMM_CoOp",
+                    (Rule("vit_b16_ep50_ctxv1_frozen_official", _LAMM_SET1),),
+                    (Override("TRAINER.LAMM.SHOTS", "16", _LAMM_SET_SHOTS),),
+                    note=f"set 2: {_LAMM_SET2}",
+                ),
+            ),
+        ),
+        Protocol(
+            name="lamm-continual",
+            kind="continual",
+            description="Ours (the paper's continual protocol is not published): class-incremental stages, each "
+            "stage trained from the last with earlier labels frozen and one evaluation over every class seen "
+            "(scripts/lamm/continual.sh, configs/continual/)",
+            source=Source(OURS, "scripts/lamm/continual.sh"),
+            datasets=("cifar100", "imagenet_r"),
+            runnable=False,
+            methods=(
+                MethodPlan(
+                    "LAMM", "LAMM_CoOp", (Rule("vit_b16_ep50_ctxv1_frozen", Source(OURS, "scripts/lamm/continual.sh")),)
+                ),
+            ),
+        ),
+    )
+}
+
+
+def get_protocol(name: str) -> Protocol:
+    """The protocol called ``name``; a ``KeyError`` lists the known ones."""
+    try:
+        return PROTOCOLS[name]
+    except KeyError:
+        raise KeyError(f"unknown protocol {name!r}: choose from {', '.join(PROTOCOLS)}") from None
+
+
+def resolve(protocol: str, method: str, dataset: str, shots: int) -> Choice:
+    """The config and overrides ``method`` of ``protocol`` runs with on ``dataset`` at ``shots`` shots.
+
+    Raises:
+        KeyError: Unknown protocol or method.
+        ValueError: The protocol has no config for this dataset or shot count.
+    """
+    proto = get_protocol(protocol)
+    plan = proto.method(method)
+    rule = next((r for r in plan.rules if r.matches(dataset, shots)), None)
+    if rule is None or shots not in proto.shots:
+        raise ValueError(
+            f"protocol {protocol!r} runs {method} at {', '.join(map(str, proto.shots))} shots; it has no config for "
+            f"{dataset} at {shots} shots"
+        )
+    overrides = [o for o in plan.overrides if o.matches(dataset, shots)]
+    return Choice(
+        protocol=proto.name,
+        method=plan.name,
+        trainer=plan.trainer,
+        config=rule.config,
+        overrides=tuple((o.key, o.value) for o in overrides),
+        sources=(rule.source, *(o.source for o in overrides)),
+    )
+
+
+def protocols_markdown() -> str:
+    """The table of protocols: one line per protocol and method, its configs (with shots and datasets) and
+    overrides, and the sources (docs/RUN.md holds this table)."""
+    rows = []
+    for proto in PROTOCOLS.values():
+        for plan in proto.methods:
+            configs = []
+            for rule in plan.rules:
+                where = []
+                if rule.datasets is not None:
+                    where.append(", ".join(rule.datasets))
+                if rule.shots is not None:
+                    where.append(f"{'/'.join(map(str, rule.shots))} shots")
+                configs.append(f"`{rule.config}`" + (f" ({'; '.join(where)})" if where else ""))
+            overrides = [
+                f"`{o.key} {o.value}`" + (f" ({', '.join(o.datasets)})" if o.datasets else "") for o in plan.overrides
+            ]
+            sources = dict.fromkeys(
+                str(s) for s in (*(r.source for r in plan.rules), *(o.source for o in plan.overrides))
+            )
+            rows.append(
+                [
+                    f"`{proto.name}`",
+                    proto.kind + ("" if proto.runnable else " (sweep.sh continual)"),
+                    plan.name,
+                    plan.trainer,
+                    "; ".join(configs) + ("; " + "; ".join(overrides) if overrides else ""),
+                    "/".join(map(str, proto.shots)),
+                    "; ".join(sources),
+                ]
+            )
+    header = ["protocol", "table", "method", "trainer", "configs and overrides", "shots", "source"]
+    return markdown_table(header, rows)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description="Print the benchmark protocols (docs/RUN.md, 'Protocols').")
+    parser.add_argument("protocol", nargs="?", help="show one protocol: its description and each method's plan")
+    args = parser.parse_args(argv)
+    if args.protocol is None:
+        print(protocols_markdown())
+        return 0
+    try:
+        proto = get_protocol(args.protocol)
+    except KeyError as e:
+        parser.error(str(e.args[0]))
+    print(f"{proto.name} ({proto.kind}): {proto.description}.\nsource: {proto.source}")
+    shots = proto.shots
+    for plan in proto.methods:
+        print(f"\n{plan.name} ({plan.trainer})" + (f": {plan.note}" if plan.note else ""))
+        for ds in proto.datasets:
+            line = []
+            for k in shots:
+                c = resolve(proto.name, plan.name, ds, k)
+                line.append(f"{k}: {c.config}" + (f" {' '.join(c.opts())}" if c.overrides else ""))
+            print(f"  {ds}: " + ", ".join(line))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
