@@ -51,7 +51,8 @@ from dassl.utils import collect_env_info, set_random_seed
 
 import lamm_plugin.dassl  # noqa: F401  (adds the LAMM config nodes and registers the LAMM_* trainers)
 import trainers  # noqa: F401  (registers this repository's baselines)
-from lamm_plugin.dassl import checkpoints, compat
+from lamm_plugin.dassl import NonFiniteError, checkpoints, compat
+from lamm_plugin.dassl.run_config import RunConfigMismatchError
 from lamm_plugin.run_lock import RunLock, RunLockedError
 
 REPO_ROOT = os.path.dirname(os.path.abspath(__file__))
@@ -490,6 +491,8 @@ def clear_errors() -> tuple[type[BaseException], ...]:
         DatasetNotPreparedError,
         PickleLoadError,
         compat.CheckpointFormatError,
+        RunConfigMismatchError,
+        NonFiniteError,
     )
 
 
