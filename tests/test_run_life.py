@@ -108,6 +108,42 @@ def test_every_batch_updates_the_learned_tensors_under_a_grad_scaler(precision, 
     assert results(str(tmp_path / "out"))["accuracy"] is not None
 
 
+class ReplayOnCPU:
+    """Stands in for a captured CUDA graph on a CPU: each call runs :class:`GraphedStep`'s captured region (forward,
+    scaled backward) with host reads forbidden, as a replay would, and leaves the gradients in ``param.grad``."""
+
+    def __init__(self, step) -> None:
+        self.step = step
+        self.calls = 0
+
+    def __call__(self, images, labels):
+        from lamm_plugin.cuda_graph import forbid_host_sync
+
+        for param in self.step.model.parameters():
+            param.grad = None
+        self.calls += 1
+        with forbid_host_sync():
+            return self.step.forward_backward(images, labels)
+
+
+def test_no_step_is_lost_on_the_graphed_step_either(data_root, tmp_path, monkeypatch):
+    from lamm_plugin.cuda_graph import GraphedStep
+
+    counts = count_updates(monkeypatch)
+    build_model = PromptTrainer.build_model
+    replays = []
+
+    def with_graph(self):
+        build_model(self)
+        self.graphed = ReplayOnCPU(GraphedStep(self.model, self._autocast_dtype(), self.scaler))
+        replays.append(self.graphed)
+
+    monkeypatch.setattr(PromptTrainer, "build_model", with_graph)
+    run(data_root, str(tmp_path / "out"), opts=("TRAINER.LAMM_COOP.PREC", "fp16"))
+    # Every batch updates once; the overflowing first batch was replayed at lower scales (the redo is outside).
+    assert counts[0] == 4 and replays[0].calls > 4
+
+
 def test_fp16_learned_tensors_as_the_original_code_where_a_config_asks(data_root, tmp_path, monkeypatch):
     counts = count_updates(monkeypatch)
     opts = ("TRAINER.LAMM_COOP.PREC", "fp16", "TRAINER.LAMM_COOP.FP16_LEARNED", "True", "OPTIM.MAX_EPOCH", "1")
