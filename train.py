@@ -51,7 +51,8 @@ from dassl.utils import collect_env_info, set_random_seed
 
 import lamm_plugin.dassl  # noqa: F401  (adds the LAMM config nodes and registers the LAMM_* trainers)
 import trainers  # noqa: F401  (registers this repository's baselines)
-from lamm_plugin.dassl import compat
+from lamm_plugin.dassl import NonFiniteError, compat
+from lamm_plugin.dassl.run_config import RunConfigMismatchError
 from lamm_plugin.layout import last_checkpoint
 from lamm_plugin.run_lock import RunLock, RunLockedError
 
@@ -491,6 +492,8 @@ def clear_errors() -> tuple[type[BaseException], ...]:
         DatasetNotPreparedError,
         PickleLoadError,
         compat.CheckpointFormatError,
+        RunConfigMismatchError,
+        NonFiniteError,
     )
 
 

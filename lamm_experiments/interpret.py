@@ -57,6 +57,7 @@ from lamm_plugin.layout import (
     checkpoint_epochs,
     epoch_file,
     find_checkpoint,
+    read_checkpoint,
 )
 
 if TYPE_CHECKING:
@@ -236,16 +237,8 @@ def load_checkpoint(path: str, epoch: Optional[int] = None) -> dict[str, Any]:
     Returns:
         The checkpoint dict, with ``"path"`` (the file read) added.
     """
-    import torch
-
     file = _checkpoint_file(path, epoch)
-    try:
-        state = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise ValueError(
-            f"Cannot read {file} as a lamm_plugin checkpoint (read with weights_only=True; checkpoints written by "
-            f"other repositories' trainers hold pickled objects and are not opened): {err}"
-        ) from err
+    state = read_checkpoint(file)  # the one message for a damaged or foreign file (CheckpointFormatError)
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         keys = sorted(state)[:8] if isinstance(state, dict) else type(state).__name__
         raise ValueError(f"{file} is not a {CHECKPOINT_FORMAT} checkpoint (found: {keys}).")

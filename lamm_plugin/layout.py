@@ -3,26 +3,33 @@
 A run folder (``OUTPUT_DIR`` of a Dassl run) holds::
 
     log.txt
+    config.json                    CONFIG_FILENAME: the full config the run started with
     results.json                   RESULTS_FILENAME, "format": RESULTS_FORMAT (continual runs: CONTINUAL_FORMAT)
     prompt_learner/                MODEL_FOLDER (Dassl's model name)
         model.pth.tar-<epoch>      epoch_file(epoch), "format": CHECKPOINT_FORMAT
         model-best.pth.tar         BEST_FILE (with TEST.FINAL_MODEL best_val)
         checkpoint                 INDEX_FILE: the name of the last epoch file saved (Dassl's index)
 
-The trainers write this layout; the sweeps, tables and checkpoint readers of :mod:`lamm_experiments` read it. Only
-the standard library: importing this module imports neither torch nor Dassl.
+The trainers write this layout; the sweeps, tables and checkpoint readers of :mod:`lamm_experiments` read it.
+Every reader of a checkpoint (training, resume, ``--eval-only``, interpretation) goes through
+:func:`read_checkpoint`, so a damaged file gets one message.
+Only the standard library at import: importing this module imports neither torch nor Dassl (reading a checkpoint
+imports torch).
 """
 
 from __future__ import annotations
 
 import os
 import os.path as osp
+import pickle
 import re
-from typing import Optional
+from typing import Any, Optional
 
 __all__ = [
     "BEST_FILE",
     "CHECKPOINT_FORMAT",
+    "CheckpointFormatError",
+    "CONFIG_FILENAME",
     "CONTINUAL_FORMAT",
     "EPOCH_FILE_PATTERN",
     "INDEX_FILE",
@@ -34,10 +41,13 @@ __all__ = [
     "epoch_file",
     "find_checkpoint",
     "last_checkpoint",
+    "read_checkpoint",
 ]
 
 #: The results file beside Dassl's ``log.txt``, written after the final evaluation; a run is finished when it exists.
 RESULTS_FILENAME = "results.json"
+#: The full config a run started with (written when it starts from scratch; a resume compares the given one with it).
+CONFIG_FILENAME = "config.json"
 #: ``format`` of a training run's ``results.json``.
 RESULTS_FORMAT = "lamm-results/1"
 #: ``format`` of a continual run's ``results.json`` and of its ``continual`` section.
@@ -100,3 +110,51 @@ def find_checkpoint(folder: str, epoch: Optional[int] = None, best: bool = True)
         return osp.join(folder, BEST_FILE)
     name = last_checkpoint(folder)
     return osp.join(folder, name) if name else None
+
+
+class CheckpointFormatError(RuntimeError, ValueError):
+    """A checkpoint file that cannot be read safely (it needs pickle) or is damaged; the message says what to do."""
+
+
+def read_checkpoint(path: str, map_location: Any = "cpu") -> dict[str, Any]:
+    """Read a checkpoint with ``torch.load(..., weights_only=True)``.
+
+    Args:
+        path: Checkpoint file.
+        map_location: Passed to ``torch.load``.
+
+    Returns:
+        The checkpoint dict.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        CheckpointFormatError: The file needs pickle to load (e.g. a checkpoint written by Dassl's own
+            ``save_model`` in CoOp, MaPLe, ...): it is not one of ours and is not unpickled; or it is damaged.
+    """
+    import torch
+
+    if not osp.isfile(path):
+        raise FileNotFoundError(f"No checkpoint at {path}")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(err))
+        if found:  # a well-formed file that needs pickle (torch's advice to unpickle it is not passed on)
+            raise CheckpointFormatError(
+                f"{path} holds pickled Python objects ({found.group(1)}), so it was not written by lamm_plugin (whose "
+                "checkpoints hold tensors and plain values only) but, e.g., by another repository's trainer. It is "
+                "not loaded with pickle for safety."
+            ) from err
+        raise _damaged(path, err) from err
+    except Exception as err:  # truncated or corrupt files fail in many ways (EOFError, RuntimeError, KeyError, ...)
+        raise _damaged(path, err) from err
+
+
+def _damaged(path: str, err: Exception) -> CheckpointFormatError:
+    # torch's own text goes on to advise weights_only=False and filing an issue: only its first sentence is shown.
+    text = re.split(r"(?<=[.)])\s|\n", str(err).strip(), maxsplit=1)[0] if str(err).strip() else ""
+    return CheckpointFormatError(
+        f"Checkpoint {path} is damaged ({osp.getsize(path)} bytes, {type(err).__name__}: {text}). It cannot be read: "
+        "delete it; rerunning the same training command then resumes from the checkpoint before it (or starts over "
+        "if there is none), and --eval-only can load another epoch with --load-epoch."
+    )

@@ -29,13 +29,14 @@ from lamm_plugin.dassl.config import (
     lamm_config_from_cfg,
     method_config_from_cfg,
 )
-from lamm_plugin.dassl.trainer import LAMM_TRAINERS, TRAINERS, PromptTrainer, baseline_trainers
+from lamm_plugin.dassl.trainer import LAMM_TRAINERS, TRAINERS, NonFiniteError, PromptTrainer, baseline_trainers
 
 globals().update(LAMM_TRAINERS)
 
 __all__ = [
     "ConfigKeyError",
     "LAMM_TRAINERS",
+    "NonFiniteError",
     "PromptTrainer",
     "TRAINERS",
     "baseline_trainers",

@@ -9,7 +9,8 @@ Each function replaces one Dassl call that fails on torch >= 2.6/2.7, for use by
 * :func:`load_checkpoint`: Dassl calls ``torch.load`` without ``weights_only``; torch 2.6 made ``True`` the
   default and Dassl checkpoints hold pickled objects (the warm-up scheduler's state carries its successor
   object), hence ``UnpicklingError``. Our checkpoints hold tensors and plain containers only and are read with
-  ``weights_only=True``; a file that needs pickle gets an error that says what it is.
+  ``weights_only=True``; a file that needs pickle gets an error that says what it is (the reader is
+  :func:`lamm_plugin.layout.read_checkpoint`, which every reader of a checkpoint uses).
 * :func:`scheduler_state_dict` / :func:`load_scheduler_state_dict`: the plain-container form of a (warm-up)
   scheduler's state that makes the above possible, and its inverse.
 * :func:`format_val_result`: Dassl's ``load_model`` formats ``val_result`` with ``:.1f``, which fails on the
@@ -25,16 +26,16 @@ from __future__ import annotations
 
 import difflib
 import logging
-import os
-import pickle
 import sys
 from typing import Any, Optional
 
-import torch
 from dassl.optim import lr_scheduler as dassl_lr_scheduler
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 from yacs.config import CfgNode
+
+from lamm_plugin.layout import CheckpointFormatError
+from lamm_plugin.layout import read_checkpoint as load_checkpoint
 
 __all__ = [
     "CheckpointFormatError",
@@ -48,10 +49,6 @@ __all__ = [
     "route_core_logging",
     "scheduler_state_dict",
 ]
-
-
-class CheckpointFormatError(RuntimeError):
-    """A checkpoint file that cannot be read safely or was not written by this package."""
 
 
 class ConstantWarmupScheduler(dassl_lr_scheduler.ConstantWarmupScheduler):
@@ -131,46 +128,6 @@ def load_scheduler_state_dict(scheduler: LRScheduler, state: dict[str, Any]) -> 
     successor = getattr(scheduler, "successor", None)
     if isinstance(successor_state, dict) and isinstance(successor, LRScheduler):
         load_scheduler_state_dict(successor, successor_state)
-
-
-def load_checkpoint(path: str, map_location: Any = "cpu") -> dict[str, Any]:
-    """Read a checkpoint with ``torch.load(..., weights_only=True)``.
-
-    Args:
-        path: Checkpoint file.
-        map_location: Passed to ``torch.load``.
-
-    Returns:
-        The checkpoint dict.
-
-    Raises:
-        FileNotFoundError: ``path`` does not exist.
-        CheckpointFormatError: The file needs pickle to load (e.g. a checkpoint written by Dassl's own
-            ``save_model`` in CoOp, MaPLe, ...): it is not one of ours and is not unpickled.
-    """
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"No checkpoint at {path}")
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as err:
-        if os.path.getsize(path) and "Weights only load failed" in str(err):
-            raise CheckpointFormatError(
-                f"{path} holds pickled Python objects, so it was not written by lamm_plugin (whose checkpoints hold "
-                f"tensors and plain values only) but, e.g., by another repository's trainer. It is not loaded with "
-                f"pickle for safety. Details: {err}"
-            ) from err
-        raise _damaged(path, err) from err
-    except Exception as err:  # truncated or corrupt files fail in many ways (EOFError, RuntimeError, KeyError, ...)
-        raise _damaged(path, err) from err
-
-
-def _damaged(path: str, err: Exception) -> CheckpointFormatError:
-    size = os.path.getsize(path)
-    return CheckpointFormatError(
-        f"Checkpoint {path} is damaged ({size} bytes, {type(err).__name__}: {err}). It cannot be read: delete it; "
-        "rerunning the same training command then resumes from the checkpoint before it (or starts over if there "
-        "is none), and --eval-only can load another epoch with --load-epoch."
-    )
 
 
 def check_trainer_name(name: str, available: Optional[list[str]] = None) -> None:

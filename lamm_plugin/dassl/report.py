@@ -15,6 +15,7 @@ from typing import Any, Optional
 
 import torch
 
+from lamm_plugin.dassl import run_config
 from lamm_plugin.dassl.results import cfg_to_dict, per_class_accuracy, write_json
 from lamm_plugin.layout import RESULTS_FILENAME, RESULTS_FORMAT
 
@@ -39,7 +40,12 @@ class ResultsMixin:
     """
 
     def train(self) -> None:
-        """Dassl's training loop, unless this output folder holds a finished run (then its result is reported)."""
+        """Dassl's training loop, unless this output folder holds a finished run (then its result is reported).
+
+        A finished run is reported only when its config (in its ``results.json``) equals the one given but for
+        :data:`~lamm_plugin.dassl.run_config.ALLOWED_TO_DIFFER`; otherwise
+        :class:`~lamm_plugin.dassl.run_config.RunConfigMismatchError` names the keys that differ.
+        """
         finished = self._finished_results()
         if finished is not None:
             path, results = finished
@@ -49,6 +55,11 @@ class ResultsMixin:
                 "again, or use another --output-dir to train again."
             )
             return
+        if self.max_epoch <= 0:
+            print(
+                f"Warning: OPTIM.MAX_EPOCH {self.max_epoch}: nothing is trained; the result is the untrained model's "
+                '(recorded with "untrained": true)'
+            )
         super().train()
 
     def _finished_results(self) -> Optional[tuple[str, dict[str, Any]]]:
@@ -61,7 +72,11 @@ class ResultsMixin:
         except (OSError, ValueError):
             return None
         finished = results.get("epoch") == self.max_epoch and results.get("checkpoint") is None
-        return (path, results) if finished and results.get("accuracy") is not None else None
+        if not finished or results.get("accuracy") is None:
+            return None
+        if isinstance(results.get("config"), dict):  # the result answers only for the experiment it was made by
+            run_config.check_same_experiment(results["config"], self.cfg, path, "reported as finished", self.output_dir)
+        return path, results
 
     # ---- evaluation ----------------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -100,7 +115,8 @@ class ResultsMixin:
             "split": split,
             "epoch": self._epochs_done if trained else None,
             "checkpoint": self._loaded_checkpoint,
-            "untrained": self._untrained_eval,
+            # --eval-only without weights, or a training of zero epochs (OPTIM.MAX_EPOCH 0)
+            "untrained": self._untrained_eval or (trained and self._epochs_done == 0),
             "accuracy": metrics.get("accuracy"),
             "error_rate": metrics.get("error_rate"),
             "macro_f1": metrics.get("macro_f1"),

@@ -16,7 +16,7 @@ from typing import Any, Optional
 
 from dassl.utils import set_random_seed
 
-from lamm_plugin.dassl import checkpoints, compat
+from lamm_plugin.dassl import checkpoints, compat, run_config
 from lamm_plugin.layout import checkpoint_epochs, epoch_file, find_checkpoint, last_checkpoint
 
 __all__ = ["CheckpointMixin"]
@@ -134,9 +134,12 @@ class CheckpointMixin:
 
         Restores the learned tensors, optimiser, schedule, GradScaler, best validation result, training time, the
         method's own state (:meth:`~lamm_plugin.methods.PromptMethod.extra_state`) and every random generator as they
-        were at the end of that epoch, so the rest of the run is the one it would
-        have been without the interruption. Without a checkpoint, training starts from scratch with every
-        generator seeded from ``SEED`` (whether or not earlier attempts wrote dataset caches).
+        were at the end of that epoch, so the rest of the run is the one it would have been without the interruption.
+        The config given must equal the one the run started with (``config.json``) but for
+        :data:`~lamm_plugin.dassl.run_config.ALLOWED_TO_DIFFER`: a difference that changes results raises
+        :class:`~lamm_plugin.dassl.run_config.RunConfigMismatchError`. Without a checkpoint, training starts from
+        scratch with every generator seeded from ``SEED`` (whether or not earlier attempts wrote dataset caches), and
+        the config is written to ``config.json``.
         """
         names = self.get_model_names()
         for name in names:
@@ -145,9 +148,16 @@ class CheckpointMixin:
         found = {name: last_checkpoint(osp.join(directory, name)) for name in names}
         if any(file is None for file in found.values()):
             print("No checkpoint found, train from scratch")
+            run_config.save(self.cfg, self.output_dir)  # what a resume of this folder is compared with
             if self.cfg.SEED >= 0:
                 set_random_seed(self.cfg.SEED)
             return 0
+        stored = run_config.stored_config(directory)
+        if stored is None:
+            print(f"Note: {directory} keeps no config of the run (an older run folder): the config is not compared")
+        else:
+            where = osp.join(directory, run_config.CONFIG_FILENAME)
+            run_config.check_same_experiment(stored, self.cfg, where, "resumed", directory)
         print(f"Found checkpoint at {directory} (will resume training)")
         start_epoch = 0
         for name in names:

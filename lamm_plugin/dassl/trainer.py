@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os.path as osp
 import time
 from collections import Counter
 from typing import Any, Optional
@@ -38,6 +39,7 @@ from lamm_plugin.cuda_graph import GraphedStep
 from lamm_plugin.dassl import compat
 from lamm_plugin.dassl.config import (
     CUDA_GRAPH_KEY,
+    FP16_LEARNED_KEY,
     LAMM_NODE,
     PRECISION_KEY,
     baseline_node,
@@ -48,8 +50,26 @@ from lamm_plugin.dassl.config import (
 from lamm_plugin.dassl.report import ResultsMixin
 from lamm_plugin.dassl.results import RecordingEvaluator
 from lamm_plugin.dassl.resume import CheckpointMixin
-from lamm_plugin.layout import BEST_FILE, PRECISIONS
+from lamm_plugin.layout import BEST_FILE, PRECISIONS, last_checkpoint
 from lamm_plugin.methods import METHODS
+
+#: How often a batch whose scaled gradients overflowed is run again at a halved scale before the gradients count as
+#: non-finite (from the GradScaler's start at 2^16, 40 halvings reach 2^-24), and the lowest scale tried.
+_MAX_SCALE_BACKOFFS = 40
+_MIN_SCALE = 2.0**-24
+
+
+class NonFiniteError(FloatingPointError):
+    """The loss, the gradients or the learned tensors of a training step are not finite (the message says what to
+    try); a GradScaler's overflow of scaled gradients is not this case (the step is redone at a lower scale)."""
+
+
+def _all_finite(*groups: list[torch.Tensor]) -> tuple[bool, ...]:
+    """For each group of tensors, whether all their values are finite, read with one host sync for all groups."""
+    flags = [torch.stack([torch.isfinite(t).all() for t in group]).all() for group in groups if group]
+    values = iter(torch.stack(flags).tolist() if flags else [])
+    return tuple(bool(next(values)) if group else True for group in groups)
+
 
 #: Keys a saved checkpoint adds to ``model.checkpoint_state()`` (Dassl's names, then what an exact resume needs);
 #: the method's own keys (:meth:`~lamm_plugin.methods.PromptMethod.extra_state`) come on top.
@@ -97,6 +117,16 @@ class PromptTrainer(CheckpointMixin, ResultsMixin, TrainerX):
         prec = cfg.TRAINER[self.NODE][PRECISION_KEY]
         if prec not in PRECISIONS:
             raise ValueError(f"TRAINER.{self.NODE}.{PRECISION_KEY} must be one of {PRECISIONS}, got {prec!r}.")
+        if cfg.TRAINER[self.NODE].get(FP16_LEARNED_KEY, False) and prec != "fp16":
+            raise ValueError(
+                f"TRAINER.{self.NODE}.{FP16_LEARNED_KEY} True keeps the learned tensors in fp16 as the original code "
+                f"does under PREC fp16; it does not apply to {PRECISION_KEY} {prec}: set it to False or use fp16."
+            )
+
+    @property
+    def fp16_learned(self) -> bool:
+        """Whether the learned tensors are fp16 and stepped without a GradScaler (``TRAINER.<NODE>.FP16_LEARNED``)."""
+        return self.precision == "fp16" and bool(self.cfg.TRAINER[self.NODE].get(FP16_LEARNED_KEY, False))
 
     @property
     def precision(self) -> str:
@@ -143,12 +173,17 @@ class PromptTrainer(CheckpointMixin, ResultsMixin, TrainerX):
         self.configure_trainable()
 
         params = self.model.trainable_parameters()
+        if params and self.fp16_learned:
+            # The original code's fp16: the learned tensors themselves in fp16, plain SGD, no loss scaling.
+            for param in params:
+                param.data = param.data.half()
+            print(f"Learned tensors in fp16 without a GradScaler (TRAINER.{self.NODE}.{FP16_LEARNED_KEY})")
         print(f"# trainable params: {sum(p.numel() for p in params):,}")
         self.optim = build_optimizer(params, cfg.OPTIM) if params else None
         self.sched = compat.build_lr_scheduler(self.optim, cfg.OPTIM) if params else None
         self.register_model(self.MODEL_NAME, self.model, self.optim, self.sched)
         self.scaler = None
-        if params and self.precision in ("fp16", "amp"):
+        if params and self.precision in ("fp16", "amp") and not self.fp16_learned:
             self.scaler = torch.amp.GradScaler(self.device.type)
         self.graphed = None
         if params and self.device.type == "cuda" and cfg.TRAINER[self.NODE].get(CUDA_GRAPH_KEY, True):
@@ -220,33 +255,76 @@ class PromptTrainer(CheckpointMixin, ResultsMixin, TrainerX):
 
     def forward_backward(self, batch: dict) -> dict[str, float]:
         """One training step: forward and backward (replayed from a CUDA graph when one is captured, else eager),
-        then the optimiser step, through the GradScaler under ``fp16`` and ``amp``."""
+        then the optimiser step, through the GradScaler under ``fp16`` and ``amp``.
+
+        No step is lost to the GradScaler: a batch whose scaled gradients overflow is run again at the reduced scale
+        (from the GradScaler's start at 2^16 this finds the scale on the first batch), so every batch updates the
+        learned tensors once. A non-finite loss, or learned tensors that became non-finite, stop the run with
+        :class:`NonFiniteError` in every precision (the checkpoint of the last finished epoch stays).
+        """
         if self.optim is None:
             raise RuntimeError(f"{type(self).__name__} has nothing to train; run it with --eval-only.")
         image, label = self.parse_batch_train(batch)
-        out = self.graphed(image, label) if self.graphed is not None else None
-        if out is None:  # eager forward and backward (no GPU, capture refused or switched off)
-            self.optim.zero_grad()
-            with self._autocast():
-                out = self.model(image, label)
+        params = [p for group in self.optim.param_groups for p in group["params"]]
+        for attempt in range(_MAX_SCALE_BACKOFFS + 1):
+            out = self._forward_backward(image, label)
             loss = out.losses["total"]
-            if self.scaler is not None:
-                self.scaler.scale(loss).backward()
-            else:
-                self.detect_anomaly(loss)
-                loss.backward()
-        loss = out.losses["total"]
+            # One host sync, outside any captured region: is the loss finite, and are the (scaled) gradients?
+            loss_finite, grads_finite = _all_finite([loss], [p.grad for p in params if p.grad is not None])
+            if not loss_finite:
+                raise self._non_finite("loss", loss.item())
+            if grads_finite or self.scaler is None:
+                break
+            # The scaled gradients overflowed: the step the GradScaler would skip is redone at a lower scale.
+            scale = self.scaler.get_scale()
+            if attempt == _MAX_SCALE_BACKOFFS or scale * self.scaler.get_backoff_factor() < _MIN_SCALE:
+                raise self._non_finite("gradient", float("inf"), scale=scale)
+            self.scaler.update(scale * self.scaler.get_backoff_factor())
+        if not grads_finite:  # no GradScaler: a finite loss with non-finite gradients
+            raise self._non_finite("gradient", float("nan"))
         if self.scaler is not None:
             self.scaler.step(self.optim)
             self.scaler.update()
         else:
             self.optim.step()
+        if not _all_finite(params)[0]:
+            raise self._non_finite("learned tensor", float("nan"))
 
         summary = {"loss": loss.item(), "acc": compute_accuracy(out.logits.detach(), label)[0].item()}
         summary.update({name: value.item() for name, value in out.losses.items() if name != "total"})
         if (self.batch_idx + 1) == self.num_batches:
             self.update_lr()
         return summary
+
+    def _forward_backward(self, image: torch.Tensor, label: torch.Tensor):
+        """Forward and (scaled) backward of one batch: the CUDA graph's replay, or eager. Returns the model output."""
+        out = self.graphed(image, label) if self.graphed is not None else None
+        if out is None:  # eager forward and backward (no GPU, capture refused or switched off)
+            self.optim.zero_grad()
+            with self._autocast():
+                out = self.model(image, label)
+            loss = out.losses["total"]
+            (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+        return out
+
+    def _non_finite(self, what: str, value: float, scale: Optional[float] = None) -> NonFiniteError:
+        """The error that stops a run whose loss, gradients or learned tensors are no longer finite."""
+        kept = last_checkpoint(osp.join(self.output_dir, self.MODEL_NAME))
+        kept_text = (
+            f"The checkpoint of the last finished epoch is kept ({osp.join(self.output_dir, self.MODEL_NAME, kept)})."
+            if kept
+            else "No epoch had finished, so no checkpoint was written."
+        )
+        where = f"epoch {self.epoch + 1}, batch {self.batch_idx + 1}"
+        scaled = f" even at a gradient scale of {scale:g}" if scale is not None else ""
+        prec = f"TRAINER.{self.NODE}.{PRECISION_KEY}"
+        other = "amp or fp32" if self.precision in ("fp16", "bf16") else "fp32" if self.precision == "amp" else ""
+        try_prec = f", or {prec} {other}" if other else f" (precision {prec} is already fp32)"
+        return NonFiniteError(
+            f"The training {what} is non-finite ({value}){scaled} at {where} (lr {self.get_current_lr():g}): the run "
+            f"stopped instead of training on. {kept_text} Try a lower OPTIM.LR (now {self.cfg.OPTIM.LR:g}){try_prec}; "
+            "a changed config trains in another --output-dir (or delete this folder first)."
+        )
 
     def model_inference(self, input: torch.Tensor) -> torch.Tensor:
         with self._autocast():
@@ -257,8 +335,20 @@ class PromptTrainer(CheckpointMixin, ResultsMixin, TrainerX):
         self._time_train = (self.time_start, self.time_start)
 
     def after_train(self) -> None:
+        """Dassl's ``after_train`` (the final evaluation); when the evaluation fails, the log says that the trained
+        run is kept and that rerunning the same command evaluates it again without training again."""
         self._time_train = (self._time_train[0] if self._time_train else time.time(), time.time())
-        super().after_train()
+        try:
+            super().after_train()
+        except Exception:
+            kept = last_checkpoint(osp.join(self.output_dir, self.MODEL_NAME))
+            if kept and self._epochs_done >= self.max_epoch:
+                print(
+                    f"Training is complete and kept ({osp.join(self.output_dir, self.MODEL_NAME, kept)}), but the "
+                    "final evaluation failed (below). Rerunning the same command evaluates it again without training "
+                    "again."
+                )
+            raise
 
     def _train_seconds(self) -> float:
         """Training time of this run so far, over every process that worked on it."""
@@ -301,4 +391,4 @@ LAMM_TRAINERS: dict[str, type[PromptTrainer]] = {
 TRAINERS = tuple(LAMM_TRAINERS.values())
 globals().update(LAMM_TRAINERS)
 
-__all__ = ["LAMM_TRAINERS", "TRAINERS", "PromptTrainer", "baseline_trainers", *LAMM_TRAINERS]
+__all__ = ["LAMM_TRAINERS", "TRAINERS", "NonFiniteError", "PromptTrainer", "baseline_trainers", *LAMM_TRAINERS]

@@ -1,0 +1,258 @@
+"""A run's life on the tiny CLIP: no fp16 optimiser step lost, a non-finite loss stops the run in every precision,
+a resume or a finished folder answers only for the experiment asked, ``OPTIM.MAX_EPOCH 0`` is marked untrained, a
+failed final evaluation keeps the trained run, and a damaged checkpoint gets one message everywhere."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+
+import pytest
+
+pytest.importorskip("dassl", reason="Dassl is not installed; it installs from its GitHub repository")
+
+import torch  # noqa: E402
+
+import train  # noqa: E402
+from lamm_plugin.dassl import PromptTrainer  # noqa: E402
+from lamm_plugin.dassl.results import RecordingEvaluator  # noqa: E402
+
+pytestmark = pytest.mark.dassl
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# 4 classes, 2 shots, batch 4: 2 optimiser steps per epoch.
+SMALL = [
+    "OPTIM.MAX_EPOCH", "2",
+    "OPTIM.LR", "0.01",
+    "DATASET.NUM_SHOTS", "2",
+    "DATASET.SYNTHETIC.NUM_CLASSES", "4",
+    "DATASET.SYNTHETIC.TRAIN_PER_CLASS", "4",
+    "DATASET.SYNTHETIC.VAL_PER_CLASS", "2",
+    "DATASET.SYNTHETIC.TEST_PER_CLASS", "4",
+    "DATALOADER.NUM_WORKERS", "0",
+    "DATALOADER.TRAIN_X.BATCH_SIZE", "4",
+    "DATALOADER.TEST.BATCH_SIZE", "16",
+    "TRAIN.PRINT_FREQ", "1",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory) -> str:
+    return str(tmp_path_factory.mktemp("data"))
+
+
+def run(data_root: str, out: str, *extra: str, trainer: str = "LAMM_CoOp", opts: tuple[str, ...] = ()):
+    args = [
+        "--root", data_root,
+        "--seed", "1",
+        "--trainer", trainer,
+        "--dataset-config-file", os.path.join(REPO, "configs/datasets/synthetic_shapes.yaml"),
+        "--config-file", os.path.join(REPO, f"configs/trainers/{trainer}/demo_cpu.yaml"),
+        "--output-dir", out,
+        *extra,
+        *SMALL,
+        *opts,
+    ]  # fmt: skip
+    return train.main(train.parse_args(args))
+
+
+def log_of(out: str) -> str:
+    return "".join(open(p).read() for p in sorted(glob.glob(os.path.join(out, "log.txt*"))))
+
+
+def results(out: str) -> dict:
+    with open(os.path.join(out, "results.json")) as f:
+        return json.load(f)
+
+
+def count_updates(monkeypatch) -> list[int]:
+    """Counts the optimiser's ``step`` calls that ran (a GradScaler's skipped step does not call it)."""
+    counts = [0]
+    build_model = PromptTrainer.build_model
+
+    def build_and_count(self):
+        build_model(self)
+        step = self.optim.step
+
+        def counted(*args, **kwargs):
+            counts[0] += 1
+            return step(*args, **kwargs)
+
+        self.optim.step = counted
+
+    monkeypatch.setattr(PromptTrainer, "build_model", build_and_count)
+    return counts
+
+
+# ---- fp16: no optimiser step lost ------------------------------------------------------------------------------
+@pytest.mark.parametrize("precision", ["fp16", "amp"])
+@pytest.mark.parametrize("logit_scale", [None, "100"])
+def test_every_batch_updates_the_learned_tensors_under_a_grad_scaler(precision, logit_scale, data_root, tmp_path,
+                                                                     monkeypatch):  # fmt: skip
+    counts = count_updates(monkeypatch)
+    opts = ("TRAINER.LAMM_COOP.PREC", precision)
+    if logit_scale:
+        # A larger logit scale overflows fp16 gradients at more of the GradScaler's starting scales.
+        build_model = PromptTrainer.build_model
+
+        def with_scale(self):
+            build_model(self)
+            with torch.no_grad():
+                self.model.frozen[0].logit_scale.fill_(torch.log(torch.tensor(float(logit_scale))).item())
+
+        monkeypatch.setattr(PromptTrainer, "build_model", with_scale)
+    trainer = run(data_root, str(tmp_path / "out"), opts=opts)
+    assert trainer.num_batches == 2
+    assert counts[0] == 2 * 2, f"{counts[0]} optimiser updates for 4 batches"
+    assert results(str(tmp_path / "out"))["accuracy"] is not None
+
+
+class ReplayOnCPU:
+    """Stands in for a captured CUDA graph on a CPU: each call runs :class:`GraphedStep`'s captured region (forward,
+    scaled backward) with host reads forbidden, as a replay would, and leaves the gradients in ``param.grad``."""
+
+    def __init__(self, step) -> None:
+        self.step = step
+        self.calls = 0
+
+    def __call__(self, images, labels):
+        from lamm_plugin.cuda_graph import forbid_host_sync
+
+        for param in self.step.model.parameters():
+            param.grad = None
+        self.calls += 1
+        with forbid_host_sync():
+            return self.step.forward_backward(images, labels)
+
+
+def test_no_step_is_lost_on_the_graphed_step_either(data_root, tmp_path, monkeypatch):
+    from lamm_plugin.cuda_graph import GraphedStep
+
+    counts = count_updates(monkeypatch)
+    build_model = PromptTrainer.build_model
+    replays = []
+
+    def with_graph(self):
+        build_model(self)
+        self.graphed = ReplayOnCPU(GraphedStep(self.model, self._autocast_dtype(), self.scaler))
+        replays.append(self.graphed)
+
+    monkeypatch.setattr(PromptTrainer, "build_model", with_graph)
+    run(data_root, str(tmp_path / "out"), opts=("TRAINER.LAMM_COOP.PREC", "fp16"))
+    # Every batch updates once; the overflowing first batch was replayed at lower scales (the redo is outside).
+    assert counts[0] == 4 and replays[0].calls > 4
+
+
+def test_fp16_learned_tensors_as_the_original_code_where_a_config_asks(data_root, tmp_path, monkeypatch):
+    counts = count_updates(monkeypatch)
+    opts = ("TRAINER.LAMM_COOP.PREC", "fp16", "TRAINER.LAMM_COOP.FP16_LEARNED", "True", "OPTIM.MAX_EPOCH", "1")
+    trainer = run(data_root, str(tmp_path / "out"), opts=opts)
+    assert trainer.scaler is None and counts[0] == trainer.num_batches
+    assert all(p.dtype == torch.float16 for p in trainer.model.trainable_parameters())
+    assert results(str(tmp_path / "out"))["accuracy"] is not None
+    with pytest.raises(ValueError, match="FP16_LEARNED"):
+        run(data_root, str(tmp_path / "amp"), opts=("TRAINER.LAMM_COOP.PREC", "amp", *opts[2:]))
+
+
+# ---- a non-finite loss stops the run ----------------------------------------------------------------------------
+@pytest.mark.parametrize("precision", ["fp16", "amp", "fp32"])
+def test_a_huge_learning_rate_stops_the_run_in_every_precision(precision, data_root, tmp_path):
+    out = str(tmp_path / "out")
+    with pytest.raises(FloatingPointError, match=r"(?s)non-finite.*OPTIM\.LR.*PREC") as err:
+        run(data_root, out, opts=("TRAINER.LAMM_COOP.PREC", precision, "OPTIM.LR", "1e9", "OPTIM.MAX_EPOCH", "4"))
+    assert isinstance(err.value, train.clear_errors())
+    assert not os.path.exists(os.path.join(out, "results.json"))
+    kept = glob.glob(os.path.join(out, "prompt_learner", "model.pth.tar-*"))
+    assert kept, "the last good checkpoint is kept"
+    for path in kept:
+        state = torch.load(path, weights_only=True)["state_dict"]
+        assert all(torch.isfinite(v).all() for v in state.values() if torch.is_tensor(v) and v.is_floating_point())
+        assert os.path.basename(path) in str(err.value)
+
+
+# ---- a resume or a finished folder answers only for the experiment asked -----------------------------------------
+def interrupted(data_root: str, out: str, monkeypatch) -> None:
+    after_epoch = PromptTrainer.after_epoch
+
+    def crash_after_first_epoch(self):
+        after_epoch(self)
+        if self.epoch == 0:
+            raise KeyboardInterrupt("simulated crash")
+
+    monkeypatch.setattr(PromptTrainer, "after_epoch", crash_after_first_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        run(data_root, out)
+    monkeypatch.undo()
+
+
+def test_resume_with_a_config_that_changes_results_is_refused(data_root, tmp_path, monkeypatch):
+    out = str(tmp_path / "out")
+    interrupted(data_root, out, monkeypatch)
+    with pytest.raises(ValueError, match=r"(?s)OPTIM\.LR: 0\.01 -> 0\.001.*TRAINER\.LAMM\.LOGIT_WEIGHT.*--output-dir"):
+        run(data_root, out, opts=("OPTIM.LR", "0.001", "TRAINER.LAMM.LOGIT_WEIGHT", "3.0"))
+    assert not os.path.exists(os.path.join(out, "results.json"))
+    # What cannot change results goes through: the run resumes.
+    resumed = run(data_root, out, opts=("TRAIN.PRINT_FREQ", "5", "TRAIN.CHECKPOINT_FREQ", "1"))
+    assert resumed.start_epoch == 1 and results(out)["config"]["OPTIM"]["LR"] == 0.01
+
+
+def test_a_finished_folder_answers_only_for_its_own_experiment(data_root, tmp_path, capsys):
+    out = str(tmp_path / "out")
+    run(data_root, out)
+    before = results(out)
+    with pytest.raises(ValueError, match=r"(?s)OPTIM\.LR.*delete"):
+        run(data_root, out, opts=("OPTIM.LR", "0.02"))
+    with pytest.raises(ValueError, match=r"DATASET\.SYNTHETIC\.NUM_CLASSES"):
+        run(data_root, out, opts=("DATASET.SYNTHETIC.NUM_CLASSES", "5"))
+    capsys.readouterr()
+    run(data_root, out, opts=("DATALOADER.NUM_WORKERS", "1"))
+    assert "This run is finished" in capsys.readouterr().out
+    assert results(out) == before
+
+
+# ---- OPTIM.MAX_EPOCH 0 -------------------------------------------------------------------------------------------
+def test_zero_epochs_is_recorded_as_untrained_with_a_warning(data_root, tmp_path):
+    out = str(tmp_path / "out")
+    run(data_root, out, opts=("OPTIM.MAX_EPOCH", "0"))
+    assert results(out)["untrained"] is True and results(out)["epoch"] == 0
+    assert "OPTIM.MAX_EPOCH 0" in log_of(out)
+
+
+# ---- a failed final evaluation keeps the trained run ---------------------------------------------------------------
+def test_failed_final_evaluation_keeps_the_run_and_a_rerun_only_evaluates(data_root, tmp_path, monkeypatch):
+    out = str(tmp_path / "out")
+
+    def fail(self, output, label):
+        raise RuntimeError("simulated evaluation failure")
+
+    monkeypatch.setattr(RecordingEvaluator, "process", fail)
+    with pytest.raises(RuntimeError, match="simulated evaluation failure"):
+        run(data_root, out)
+    monkeypatch.undo()
+    log = log_of(out)
+    assert os.path.isfile(os.path.join(out, "prompt_learner", "model.pth.tar-2"))
+    assert "Training is complete" in log and "model.pth.tar-2" in log and "without training again" in log
+    updates = count_updates(monkeypatch)
+    run(data_root, out)
+    assert updates[0] == 0 and results(out)["epoch"] == 2 and results(out)["accuracy"] is not None
+
+
+# ---- one message for a damaged checkpoint --------------------------------------------------------------------------
+def test_a_damaged_checkpoint_gets_one_message_in_train_and_interpret(data_root, tmp_path):
+    from lamm_experiments import interpret
+    from lamm_plugin.dassl import compat
+
+    out = str(tmp_path / "out")
+    run(data_root, out, opts=("OPTIM.MAX_EPOCH", "1"))
+    path = os.path.join(out, "prompt_learner", "model.pth.tar-1")
+    with open(path, "rb") as f:
+        data = f.read()
+    with open(path, "wb") as f:
+        f.write(data[:200])
+    with pytest.raises(compat.CheckpointFormatError) as from_train:
+        compat.load_checkpoint(path)
+    with pytest.raises(ValueError) as from_interpret:
+        interpret.load_checkpoint(path)
+    assert str(from_interpret.value) == str(from_train.value)
+    assert "weights_only=False" not in str(from_interpret.value) and "delete it" in str(from_interpret.value)
