@@ -4,6 +4,7 @@
   are safe (``scripts/sweep.py``);
 * :mod:`lamm_experiments.tables`: the paper's tables and the few-shot figure from an output tree, with the
   published numbers of :file:`reference/` beside ours (``scripts/make_tables.py``);
+* :mod:`lamm_experiments.results`: a run's ``results.json`` read and checked (a damaged one is named, not used);
 * :mod:`lamm_experiments.parse_results`: ``results.json`` files aggregated over seeds (``scripts/parse_results.py``);
 * :mod:`lamm_experiments.continual`: the accuracy matrix, metrics, tables and plot of continual runs
   (``continual.py``, ``scripts/continual_table.py``);
@@ -16,4 +17,4 @@ the trainers write and these modules read. Importing this package, or any of its
 or Dassl: the functions that read checkpoints or draw images import what they need.
 """
 
-__all__ = ["continual", "interpret", "parse_results", "sweep", "synthetic", "tables", "tabular"]
+__all__ = ["continual", "interpret", "parse_results", "results", "sweep", "synthetic", "tables", "tabular"]

@@ -30,6 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from lamm_experiments.results import usable
 from lamm_plugin.layout import RESULTS_FILENAME
 
 __all__ = ["Job", "Step", "JobLock", "build_jobs", "run_job", "run_worker", "main"]
@@ -60,13 +61,14 @@ DEFAULTS = {
 
 @dataclass
 class Step:
-    """One script call; finished when ``out_dir/results.json`` exists."""
+    """One script call; finished when ``out_dir/results.json`` exists and is usable (:func:`results.usable`)."""
 
     argv: list[str]
     out_dir: str
 
     def finished(self) -> bool:
-        return os.path.isfile(os.path.join(self.out_dir, RESULTS_FILENAME))
+        # A damaged results.json (empty, truncated, no finite accuracy) is no finished job: it runs again.
+        return usable(os.path.join(self.out_dir, RESULTS_FILENAME))
 
 
 @dataclass

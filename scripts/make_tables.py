@@ -8,6 +8,8 @@ Examples::
     python scripts/make_tables.py output --readme README.md --check   # exit 1 if it would change
 
 Kinds: see ``lamm_experiments.tables.TABLE_KINDS`` (fewshot, base2new, xd; xd also gives domain generalisation).
+A ``results.json`` that cannot be used (empty, truncated, an accuracy such as ``"52.5%"`` or NaN) is left out and
+listed with the reason on stderr; everything else is written, and the exit status is 1.
 Needs only the standard library; the figure needs matplotlib (``pip install matplotlib``).
 """
 
@@ -22,6 +24,17 @@ from typing import Optional
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from lamm_experiments import tables as T  # noqa: E402
+
+
+def report_skipped(skipped: Sequence[Exception]) -> int:
+    """List the results files left out (stderr); returns the exit status they give (1 when any, else 0)."""
+    if not skipped:
+        return 0
+    print(f"{len(skipped)} runs skipped: their results.json cannot be used (the tables are made without them)",
+          file=sys.stderr)  # fmt: skip
+    for err in skipped:
+        print(f"  {err}", file=sys.stderr)
+    return 1
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -42,7 +55,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.error(f"unknown table kind(s) {', '.join(unknown)}: choose from {', '.join(T.TABLE_KINDS)}")
     if not os.path.isdir(args.root) and not args.readme:
         parser.error(f"{args.root} is not a folder: pass the OUTPUT folder of the sweeps")
-    runs = T.load_runs(args.root, kinds) if os.path.isdir(args.root) else []
+    skipped: list = []
+    runs = T.load_runs(args.root, kinds, skipped=skipped) if os.path.isdir(args.root) else []
+    status = report_skipped(skipped)
     reference = T.load_reference()
     tables = T.build_tables(runs, reference, kinds)
 
@@ -61,7 +76,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 f.write(new)
             print(f"{args.readme}: Results section rewritten")
         if not args.out:
-            return 0
+            return status
 
     if not tables:
         print(f"No results of the kinds {', '.join(kinds)} under {args.root}", file=sys.stderr)
@@ -86,7 +101,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 print(f"wrote {', '.join(paths)}", file=sys.stderr)
             except ImportError as e:
                 print(f"error: {e}; the tables are written", file=sys.stderr)
-                return 1
+                status = 1
     if args.format == "markdown":
         text = "\n\n".join(T.to_markdown(t, args.digits) for t in tables)
     elif args.format == "latex":
@@ -98,7 +113,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         sys.stdout.flush()
     except BrokenPipeError:  # `| head`: stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    return 0
+    if skipped:
+        print(f"{len(skipped)} runs skipped, not in the tables (listed above)", file=sys.stderr)
+    return status
 
 
 if __name__ == "__main__":
