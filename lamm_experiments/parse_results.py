@@ -179,6 +179,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "--base2new", action="store_true", help="pair train_base/... with test_new/... rows: base, new, harmonic mean"
     )
     args = parser.parse_args(argv)
+    if args.digits < 0:
+        parser.error(f"--digits {args.digits}: give a number of decimals, 0 or more")
 
     skipped: list[ResultsFileError] = []
     table = collect(args.root, args.metric, skipped)

@@ -49,6 +49,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--check", action="store_true", help="with --readme: change nothing, exit 1 if it differs")
     args = parser.parse_args(argv)
 
+    if args.digits < 0:
+        parser.error(f"--digits {args.digits}: give a number of decimals, 0 or more")
     kinds = [k for k in args.kinds.split(",") if k]
     unknown = [k for k in kinds if k not in T.TABLE_KINDS]
     if unknown:
@@ -62,10 +64,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     tables = T.build_tables(runs, reference, kinds)
 
     if args.readme:
-        with open(args.readme, encoding="utf-8") as f:
-            text = f.read()
-        section = T.readme_section(runs, reference, root_label=os.path.normpath(args.root))
-        new = T.replace_readme_section(text, section)
+        try:
+            with open(args.readme, encoding="utf-8") as f:
+                text = f.read()
+            section = T.readme_section(runs, reference, root_label=os.path.normpath(args.root))
+            new = T.replace_readme_section(text, section)
+        except (OSError, UnicodeDecodeError, ValueError) as e:
+            print(f"Error: --readme {args.readme}: {e}", file=sys.stderr)
+            return 1
         if args.check:
             if new != text:
                 print(f"{args.readme}: its Results section differs from what {args.root} gives; rerun without --check")

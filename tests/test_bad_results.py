@@ -128,3 +128,22 @@ def test_the_sweep_does_not_take_a_damaged_result_for_a_finished_job(tmp_path):
     put(jobs[1].folder, "", '{"accuracy": 5')
     put(jobs[2].folder, "", '{"accuracy": NaN}')
     assert [job.finished() for job in jobs] == [True, False, False]
+
+
+def test_table_scripts_answer_bad_arguments_with_a_message(tmp_path):
+    good_tree(tmp_path / "output")
+
+    def run(script, *args):
+        return subprocess.run([sys.executable, script, *args], capture_output=True, text=True, timeout=60,
+                              cwd=str(tmp_path))  # fmt: skip
+
+    for script in (MAKE_TABLES, PARSE_RESULTS):
+        out = run(script, "output", "--digits", "-1")
+        assert out.returncode == 2 and "--digits -1" in out.stderr and "Traceback" not in out.stderr
+    out = run(MAKE_TABLES, "output", "--readme", "missing.md")
+    assert out.returncode == 1 and "missing.md" in out.stderr and "Traceback" not in out.stderr
+    (tmp_path / "plain.md").write_text("# no generated section\n")
+    out = run(MAKE_TABLES, "output", "--readme", "plain.md")
+    assert out.returncode == 1 and "no generated Results section" in out.stderr and "Traceback" not in out.stderr
+    out = run(CONTINUAL_TABLE, "missing")
+    assert out.returncode == 1 and "missing does not exist" in out.stderr and "Traceback" not in out.stderr
