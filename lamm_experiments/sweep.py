@@ -195,7 +195,9 @@ class JobLock(FolderLock):
 
     def describe(self) -> str:
         """Who holds the lock, for the sweep's listing: the runner, and its job when the runner is gone."""
-        owner = self.owner() or {}
+        owner = self.owner()
+        if owner is None:
+            return f"an unreadable lock file {self.path} (being written, or damaged: taken over when a minute old)"
         text = self.describe_owner()
         pgid = _int(owner.get("job_pgid"))
         here = owner.get("host") == socket.gethostname()

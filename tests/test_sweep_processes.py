@@ -157,3 +157,15 @@ def test_a_stopped_sweep_stops_its_job_and_says_so(env, signum):
     assert not os.path.exists(os.path.join(S.build_jobs("fewshot", environ=env)[0].folder, S.FAILED_FILENAME))
     again = rerun(env)
     assert again.returncode == 0 and "1 done" in again.stdout, again.stdout + again.stderr
+
+
+def test_an_unreadable_lock_is_named_and_taken_over_when_old(env):
+    (job,) = S.build_jobs("fewshot", environ=env)
+    os.makedirs(job.folder)
+    lock = os.path.join(job.folder, S.LOCK_FILENAME)
+    open(lock, "w").close()  # empty: being written right now, or left damaged
+    out = rerun(env)
+    assert out.returncode == 1 and f"unreadable lock file {lock}" in out.stdout, out.stdout
+    os.utime(lock, (time.time() - 120, time.time() - 120))
+    out = rerun(env)
+    assert out.returncode == 0 and "1 done" in out.stdout, out.stdout + out.stderr
