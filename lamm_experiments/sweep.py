@@ -388,8 +388,9 @@ def _spawn_workers(args: argparse.Namespace, argv: Sequence[str], since: float) 
             with open(out) as f:
                 outcomes += json.load(f)
             os.remove(out)
-        except OSError:
-            print(f"warning: a worker exited with {proc.returncode} without its outcomes", file=sys.stderr)
+        except (OSError, ValueError, TypeError) as e:  # a worker killed before or while writing them
+            print(f"warning: a worker exited with {proc.returncode} without its outcomes ({out}: {e}); its jobs "
+                  "count as not run", file=sys.stderr)  # fmt: skip
     if jobproc.stopped_by() is not None:
         raise SweepStopped(jobproc.stopped_by())
     return outcomes
