@@ -1,7 +1,7 @@
 """The experiments around LAMM (Gao et al., AAAI 2024, arXiv 2312.08212): the program beside the library.
 
 * :mod:`lamm_experiments.sweep`: the job list of a benchmark, run so that failures, restarts and several workers
-  are safe (``scripts/sweep.py``);
+  are safe (``scripts/sweep.py``), each job under a guard that stops it with its runner (:mod:`.jobproc`);
 * :mod:`lamm_experiments.tables`: the paper's tables and the few-shot figure from an output tree, with the
   published numbers of :file:`reference/` beside ours (``scripts/make_tables.py``);
 * :mod:`lamm_experiments.results`: a run's ``results.json`` read and checked (a damaged one is named, not used);
@@ -17,4 +17,4 @@ the trainers write and these modules read. Importing this package, or any of its
 or Dassl: the functions that read checkpoints or draw images import what they need.
 """
 
-__all__ = ["continual", "interpret", "parse_results", "results", "sweep", "synthetic", "tables", "tabular"]
+__all__ = ["continual", "interpret", "jobproc", "parse_results", "results", "sweep", "synthetic", "tables", "tabular"]

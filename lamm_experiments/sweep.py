@@ -8,8 +8,12 @@ trains on the source, then tests every target). A job is finished when every ste
   sweep exits with 1 at the end, after a summary of done / skipped / failed jobs.
 * Several workers (``--workers N`` or ``--gpus 0,1,...``: one worker per GPU, pinned with
   ``CUDA_VISIBLE_DEVICES``) take jobs from the same list; an atomic lock file in the job's folder (created with
-  ``O_CREAT | O_EXCL``, naming its owner's host and pid) makes sure no job runs twice. A lock whose owner process
-  is dead (same host) is stale and taken over.
+  ``O_CREAT | O_EXCL``, naming its owner's host and pid and its job's process group) makes sure no job runs twice.
+  A lock of this host whose runner is dead and whose job has no live process is stale and taken over; a job
+  folder whose ``train.py`` lock (``run.lock``) is held by a live process is not started.
+* Jobs die with their runner: each step runs in a process group of its own under a guard that stops it when the
+  runner dies, ``kill -9`` included, or is stopped by SIGTERM, SIGINT or SIGHUP (:mod:`lamm_experiments.jobproc`);
+  a stopped sweep exits with 128 + the signal's number, and rerunning it resumes.
 * ``--engine submitit`` submits one array job per sweep to SLURM (or submitit's ``local``/``debug`` executors),
   one task per unfinished job; rerunning the same command submits only what is still unfinished.
 
@@ -37,7 +41,7 @@ from lamm_experiments.results import usable
 from lamm_plugin.layout import RESULTS_FILENAME
 from lamm_plugin.run_lock import FolderLock, RunLock
 
-__all__ = ["Job", "Step", "JobLock", "build_jobs", "run_job", "run_worker", "main"]
+__all__ = ["Job", "Step", "JobLock", "SweepStopped", "build_jobs", "run_job", "run_worker", "main"]
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPTS = os.path.join(REPO, "scripts", "lamm")
@@ -445,7 +449,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         prog="scripts/lamm/sweep.sh",
         description="Run every job of a benchmark table (see docs/RUN.md, 'Sweeps').",
         epilog="Environment: TRAINER, CFG, DATA, OUTPUT, SEEDS, DATASETS, SHOTS_LIST, SHOTS, SOURCE, XD_TARGETS, "
-        "DRY_RUN=1.",
+        "DRY_RUN=1, SWEEP_STOP_GRACE (seconds a stopped job gets before it is killed, default 60).",
     )
     parser.add_argument("bench", choices=BENCHMARKS)
     parser.add_argument("opts", nargs="*", help="KEY VALUE config overrides passed to every job")
