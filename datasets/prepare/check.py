@@ -203,8 +203,15 @@ def damaged_problems(recipe: Recipe, root: Union[str, os.PathLike], workers: int
         paths = referenced_images(recipe, root)
     except (ValueError, KeyError, TypeError, IndexError):  # a malformed split file (reported by the check)
         return []
-    with ThreadPoolExecutor(max(1, workers)) as pool:
-        doubtful = [p for p, ok in zip(paths, pool.map(looks_complete, paths, chunksize=_DECODE_CHUNK)) if not ok]
+    doubtful = []
+    with (
+        ThreadPoolExecutor(max(1, workers)) as pool,
+        tqdm(total=len(paths), desc=f"{recipe.name}: checking file ends", unit="img") as bar,
+    ):
+        for start in range(0, len(paths), _DECODE_CHUNK):  # chunks: a million futures at once would not fit
+            chunk = paths[start : start + _DECODE_CHUNK]
+            doubtful += [path for path, ok in zip(chunk, pool.map(looks_complete, chunk)) if not ok]
+            bar.update(len(chunk))
     bad = decode_images(doubtful, workers, desc=f"{recipe.name}: decoding doubtful files") if doubtful else []
     if not bad:
         return []
