@@ -3,9 +3,10 @@
 * :mod:`lamm_experiments.protocols`: the benchmark protocols as data, the config of every table, method, dataset
   and shot count with its source (``python -m lamm_experiments.protocols``);
 * :mod:`lamm_experiments.sweep`: the job list of a benchmark, run so that failures, restarts and several workers
-  are safe (``scripts/sweep.py``);
+  are safe (``scripts/sweep.py``), each job under a guard that stops it with its runner (:mod:`.jobproc`);
 * :mod:`lamm_experiments.tables`: the paper's tables and the few-shot figure from an output tree, with the
   published numbers of :file:`reference/` beside ours (``scripts/make_tables.py``);
+* :mod:`lamm_experiments.results`: a run's ``results.json`` read and checked (a damaged one is named, not used);
 * :mod:`lamm_experiments.parse_results`: ``results.json`` files aggregated over seeds (``scripts/parse_results.py``);
 * :mod:`lamm_experiments.continual`: the accuracy matrix, metrics, tables and plot of continual runs
   (``continual.py``, ``scripts/continual_table.py``);
@@ -18,4 +19,15 @@ the trainers write and these modules read. Importing this package, or any of its
 or Dassl: the functions that read checkpoints or draw images import what they need.
 """
 
-__all__ = ["continual", "interpret", "parse_results", "protocols", "sweep", "synthetic", "tables", "tabular"]
+__all__ = [
+    "continual",
+    "interpret",
+    "jobproc",
+    "parse_results",
+    "protocols",
+    "results",
+    "sweep",
+    "synthetic",
+    "tables",
+    "tabular",
+]

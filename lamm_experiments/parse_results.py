@@ -26,6 +26,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, Optional
 
+from lamm_experiments.results import ResultsFileError, accuracy_of, read_results
 from lamm_plugin.layout import RESULTS_FILENAME
 
 SEED_DIR = re.compile(r"^seed\d+$")
@@ -50,18 +51,33 @@ def experiment_key(path: str, root: str) -> tuple[str, Optional[str]]:
     return ("/".join(rest) or ".", seeds[-1] if seeds else None)
 
 
-def collect(root: str, metric: str) -> dict[str, dict[str, float]]:
-    """``{experiment: {seed: value}}`` of ``metric`` for every job under ``root``."""
+def collect(root: str, metric: str, skipped: Optional[list[ResultsFileError]] = None) -> dict[str, dict[str, float]]:
+    """``{experiment: {seed: value}}`` of ``metric`` for every job under ``root``.
+
+    Args:
+        root: Folder searched for ``results.json``.
+        metric: The value to collect (a percentage, :data:`METRICS`).
+        skipped: When given, a file that cannot be used (empty, truncated, a value that is not a finite
+            percentage) is left out and its error appended; otherwise the first such file raises.
+
+    Raises:
+        ResultsFileError: A results file cannot be used and ``skipped`` is None; the message names it.
+    """
     table: dict[str, dict[str, float]] = {}
     for path in find_results(root):
-        with open(path) as f:
-            results = json.load(f)
-        value = results.get(metric)
-        if value is None:
-            print(f"warning: {path} has no {metric!r}; skipped", file=sys.stderr)
+        try:
+            results = read_results(path, key=None)
+            if results.get(metric) is None and metric != "accuracy":
+                print(f"warning: {path} has no {metric!r}; skipped", file=sys.stderr)
+                continue
+            value = accuracy_of(results, path, metric)
+        except ResultsFileError as err:
+            if skipped is None:
+                raise
+            skipped.append(err)
             continue
         experiment, seed = experiment_key(path, root)
-        table.setdefault(experiment, {})[seed or f"seed{results.get('seed', '?')}"] = float(value)
+        table.setdefault(experiment, {})[seed or f"seed{results.get('seed', '?')}"] = value
     return table
 
 
@@ -163,8 +179,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "--base2new", action="store_true", help="pair train_base/... with test_new/... rows: base, new, harmonic mean"
     )
     args = parser.parse_args(argv)
+    if args.digits < 0:
+        parser.error(f"--digits {args.digits}: give a number of decimals, 0 or more")
 
-    table = collect(args.root, args.metric)
+    skipped: list[ResultsFileError] = []
+    table = collect(args.root, args.metric, skipped)
+    for err in skipped:
+        print(f"skipped {err}", file=sys.stderr)
+    if skipped:
+        print(f"{len(skipped)} runs skipped: their {RESULTS_FILENAME} cannot be used (listed above)", file=sys.stderr)
     if not table:
         print(f"No {RESULTS_FILENAME} under {args.root}", file=sys.stderr)
         return 1
@@ -189,7 +212,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         sys.stdout.flush()
     except BrokenPipeError:  # `| head`: stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    return 0 if all(math.isfinite(r.get("mean", r.get("hm", 0.0))) for r in rows) else 1
+    return 0 if not skipped and all(math.isfinite(r.get("mean", r.get("hm", 0.0))) for r in rows) else 1
 
 
 if __name__ == "__main__":

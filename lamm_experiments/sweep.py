@@ -8,8 +8,12 @@ trains on the source, then tests every target). A job is finished when every ste
   sweep exits with 1 at the end, after a summary of done / skipped / failed jobs.
 * Several workers (``--workers N`` or ``--gpus 0,1,...``: one worker per GPU, pinned with
   ``CUDA_VISIBLE_DEVICES``) take jobs from the same list; an atomic lock file in the job's folder (created with
-  ``O_CREAT | O_EXCL``, naming its owner's host and pid) makes sure no job runs twice. A lock whose owner process
-  is dead (same host) is stale and taken over.
+  ``O_CREAT | O_EXCL``, naming its owner's host and pid and its job's process group) makes sure no job runs twice.
+  A lock of this host whose runner is dead and whose job has no live process is stale and taken over; a job
+  folder whose ``train.py`` lock (``run.lock``) is held by a live process is not started.
+* Jobs die with their runner: each step runs in a process group of its own under a guard that stops it when the
+  runner dies, ``kill -9`` included, or is stopped by SIGTERM, SIGINT or SIGHUP (:mod:`lamm_experiments.jobproc`);
+  a stopped sweep exits with 128 + the signal's number, and rerunning it resumes.
 * ``--engine submitit`` submits one array job per sweep to SLURM (or submitit's ``local``/``debug`` executors),
   one task per unfinished job; rerunning the same command submits only what is still unfinished.
 
@@ -22,6 +26,7 @@ import argparse
 import contextlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -30,10 +35,23 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from lamm_experiments import protocols
+from lamm_experiments import jobproc, protocols
+from lamm_experiments.jobproc import group_alive, process_alive
+from lamm_experiments.results import usable
 from lamm_plugin.layout import RESULTS_FILENAME
+from lamm_plugin.run_lock import FolderLock, RunLock
 
-__all__ = ["Job", "Step", "JobLock", "build_jobs", "build_protocol_jobs", "run_job", "run_worker", "main"]
+__all__ = [
+    "Job",
+    "Step",
+    "JobLock",
+    "SweepStopped",
+    "build_jobs",
+    "build_protocol_jobs",
+    "run_job",
+    "run_worker",
+    "main",
+]
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPTS = os.path.join(REPO, "scripts", "lamm")
@@ -66,13 +84,14 @@ DEFAULTS = {
 
 @dataclass
 class Step:
-    """One script call; finished when ``out_dir/results.json`` exists."""
+    """One script call; finished when ``out_dir/results.json`` exists and is usable (:func:`results.usable`)."""
 
     argv: list[str]
     out_dir: str
 
     def finished(self) -> bool:
-        return os.path.isfile(os.path.join(self.out_dir, RESULTS_FILENAME))
+        # A damaged results.json (empty, truncated, no finite accuracy) is no finished job: it runs again.
+        return usable(os.path.join(self.out_dir, RESULTS_FILENAME))
 
 
 @dataclass
@@ -236,71 +255,76 @@ def describe(job: Job) -> list[str]:
 # Locks
 
 
-def _pid_alive(pid: int) -> bool:
+def _int(value: Any) -> int:
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        return int(value)
+    except (TypeError, ValueError):
+        return -1
 
 
-class JobLock:
-    """An exclusive lock file ``<folder>/sweep.lock`` holding ``{"host", "pid", "time"}`` of its owner.
+class JobLock(FolderLock):
+    """An exclusive lock file ``<folder>/sweep.lock`` holding ``{"host", "pid", "time", "command", "job_pgid"}``.
 
-    ``acquire()`` is atomic (``O_CREAT | O_EXCL``); a lock left by a dead process of this host is removed and
-    taken. Locks of other hosts are never broken (their pid means nothing here): delete the file by hand when
-    such a worker died.
+    ``pid`` is the runner (the sweep worker), ``job_pgid`` the process group of the job it started
+    (:mod:`lamm_experiments.jobproc`). ``acquire()`` is atomic (``O_CREAT | O_EXCL``). A lock of this host is stale
+    when its runner is dead *and* no process of its job's group lives: a job whose runner was killed is not started
+    a second time while it still runs. Locks of other hosts are never broken (their pids mean nothing here):
+    delete the file by hand when such a worker died.
     """
 
     def __init__(self, folder: str) -> None:
-        self.path = os.path.join(folder, LOCK_FILENAME)
-        self.held = False
+        super().__init__(folder, LOCK_FILENAME)
 
-    def owner(self) -> Optional[dict[str, Any]]:
-        try:
-            with open(self.path) as f:
-                return json.load(f)
-        except (OSError, ValueError):
-            return None
-
-    def _stale(self) -> bool:
+    def stale(self) -> bool:
+        """True when neither the runner nor a process of its job lives (see the class docstring)."""
         owner = self.owner()
         if owner is None:
-            # Being written right now, or damaged: stale only when old.
-            try:
-                return time.time() - os.path.getmtime(self.path) > 60
-            except OSError:
-                return True
-        return owner.get("host") == socket.gethostname() and not _pid_alive(int(owner.get("pid", -1)))
+            return super().stale()  # being written right now (young), or damaged (old)
+        if owner.get("host") != socket.gethostname():
+            return False
+        return not process_alive(_int(owner.get("pid"))) and not group_alive(_int(owner.get("job_pgid")))
 
-    def acquire(self) -> bool:
-        os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        for _ in range(2):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                if not self._stale():
-                    return False
-                stale = self.path + f".stale.{os.getpid()}"
-                try:
-                    os.rename(self.path, stale)  # only one worker wins the rename of a stale lock
-                    os.remove(stale)
-                except OSError:
-                    return False
-                continue
-            with os.fdopen(fd, "w") as f:
-                json.dump({"host": socket.gethostname(), "pid": os.getpid(), "time": time.time()}, f)
-            self.held = True
-            return True
-        return False
+    def set_job(self, pgid: int) -> None:
+        """Record the process group of the job started under this lock (the file is replaced atomically)."""
+        owner = self.owner()
+        if not self.held or owner is None:
+            return
+        tmp = f"{self.path}.tmp.{os.getpid()}"
+        with open(tmp, "w") as f:
+            json.dump({**owner, "job_pgid": pgid}, f)
+        os.replace(tmp, self.path)
 
-    def release(self) -> None:
-        if self.held:
-            self.held = False
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(self.path)
+    def describe(self) -> str:
+        """Who holds the lock, for the sweep's listing: the runner, and its job when the runner is gone."""
+        owner = self.owner()
+        if owner is None:
+            return f"an unreadable lock file {self.path} (being written, or damaged: taken over when a minute old)"
+        text = self.describe_owner()
+        pgid = _int(owner.get("job_pgid"))
+        here = owner.get("host") == socket.gethostname()
+        if here and not process_alive(_int(owner.get("pid"))) and group_alive(pgid):
+            return f"{text}: that sweep is gone, its job (process group {pgid}) is still running and being stopped"
+        return text
+
+
+def _run_in_progress(folder: str) -> Optional[str]:
+    """The owner of a live ``train.py`` lock (``run.lock``) in ``folder``, or None (a train.py that outlived a
+    runner without job records, or one started by hand)."""
+    run = RunLock(folder)
+    owner = run.owner()
+    if owner is None:
+        return None
+    if owner.get("host") == socket.gethostname() and not process_alive(_int(owner.get("pid"))):
+        return None
+    return f"train.py ({run.describe_owner()}; lock file {run.path})"
+
+
+class SweepStopped(Exception):
+    """A stop signal reached the sweep; its running jobs were stopped."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -311,20 +335,28 @@ def run_job(job: Job, since: Optional[float] = None) -> dict[str, Any]:
     """Run ``job`` under its lock. Returns ``{"name", "status", "seconds", "log"?, "owner"?}``.
 
     status: ``done`` (ran and finished), ``skipped`` (already finished), ``taken`` (another worker holds its lock,
-    or failed it earlier in this sweep) or ``failed`` (``log``: the console file of the failing step).
+    its job still runs, or it failed earlier in this sweep) or ``failed`` (``log``: the console file of the failing
+    step). Each step runs under a guard that stops it when this process dies or is stopped (:mod:`.jobproc`).
+
+    Raises:
+        SweepStopped: A stop signal came while a step ran (the step was stopped; nothing is recorded as failed).
     """
     since = time.time() if since is None else since
     if job.finished():
         return {"name": job.name, "status": "skipped", "seconds": 0.0}
     lock = JobLock(job.folder)
     if not lock.acquire():
-        return {"name": job.name, "status": "taken", "seconds": 0.0, "owner": lock.owner()}
+        return {"name": job.name, "status": "taken", "seconds": 0.0, "owner": lock.describe()}
     start = time.time()
     try:
         if job.finished():  # finished by another worker between the check and the lock
             return {"name": job.name, "status": "skipped", "seconds": 0.0}
         if job.failed_since(since):
             return {"name": job.name, "status": "taken", "seconds": 0.0, "owner": "failed earlier in this sweep"}
+        for step in job.steps:
+            running = _run_in_progress(step.out_dir)
+            if running is not None:
+                return {"name": job.name, "status": "taken", "seconds": 0.0, "owner": running}
         failure = None
         for i, step in enumerate(job.steps):
             if step.finished():
@@ -334,9 +366,14 @@ def run_job(job: Job, since: Optional[float] = None) -> dict[str, Any]:
             with open(log, "a") as f:
                 f.write(f"$ {' '.join(step.argv)}\n")
                 f.flush()
-                rc = subprocess.run(
-                    step.argv, env={**os.environ, **job.env}, stdout=f, stderr=subprocess.STDOUT
-                ).returncode
+                guard = jobproc.start_job(step.argv, {**os.environ, **job.env}, f)
+                lock.set_job(guard.pid)
+                try:
+                    rc = guard.wait()
+                finally:
+                    jobproc.finished(guard)
+            if jobproc.stopped_by() is not None:
+                raise SweepStopped(jobproc.stopped_by())
             if rc != 0 or not step.finished():
                 failure = failure or {"log": log, "returncode": rc, "step": " ".join(step.argv)}
                 if i == 0:
@@ -374,6 +411,8 @@ def run_worker(jobs: Sequence[Job], since: float, label: str = "") -> list[dict[
     n = len(jobs)
     prefix = f"[{label}] " if label else ""
     for i, job in enumerate(jobs, 1):
+        if jobproc.stopped_by() is not None:
+            raise SweepStopped(jobproc.stopped_by())
         result = run_job(job, since)
         outcomes.append(result)
         status = result["status"]
@@ -437,17 +476,24 @@ def _spawn_workers(args: argparse.Namespace, argv: Sequence[str], since: float) 
             "--_since",
             str(since),
         ]
-        cmd += ["--_outcomes", out, "--workers", "1", "--gpus", ""]
-        procs.append((subprocess.Popen(cmd, env={**env, "PYTHONPATH": _pythonpath(env)}), out))
+        cmd += ["--_outcomes", out, "--_parent", str(os.getpid()), "--workers", "1", "--gpus", ""]
+        proc = subprocess.Popen(cmd, env={**env, "PYTHONPATH": _pythonpath(env)})
+        jobproc.stop_with_me(proc)
+        procs.append((proc, out))
     outcomes = []
     for proc, out in procs:
         proc.wait()
+        if jobproc.stopped_by() is not None:
+            continue
         try:
             with open(out) as f:
                 outcomes += json.load(f)
             os.remove(out)
-        except OSError:
-            print(f"warning: a worker exited with {proc.returncode} without its outcomes", file=sys.stderr)
+        except (OSError, ValueError, TypeError) as e:  # a worker killed before or while writing them
+            print(f"warning: a worker exited with {proc.returncode} without its outcomes ({out}: {e}); its jobs "
+                  "count as not run", file=sys.stderr)  # fmt: skip
+    if jobproc.stopped_by() is not None:
+        raise SweepStopped(jobproc.stopped_by())
     return outcomes
 
 
@@ -500,7 +546,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         prog="scripts/lamm/sweep.sh",
         description="Run every job of a benchmark table (see docs/RUN.md, 'Sweeps').",
         epilog="Environment: TRAINER, CFG, DATA, OUTPUT, SEEDS, DATASETS, SHOTS_LIST, SHOTS, SOURCE, XD_TARGETS, "
-        "DRY_RUN=1.",
+        "DRY_RUN=1, SWEEP_STOP_GRACE (seconds a stopped job gets before it is killed, default 60).",
     )
     parser.add_argument("bench", choices=PROTOCOL_BENCHMARKS, help="continual: only with --protocol")
     parser.add_argument("opts", nargs="*", help="KEY VALUE config overrides passed to every job")
@@ -524,6 +570,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--_worker", default="", help=argparse.SUPPRESS)
     parser.add_argument("--_since", type=float, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--_outcomes", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--_parent", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_intermixed_args(argv)
     try:
         if args.protocol:
@@ -551,7 +598,25 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"{len(jobs)} jobs, {sum(not j.finished() for j in jobs)} to run")
         return 0
 
-    if args._worker:  # one worker of several, spawned below
+    with jobproc.stop_jobs_on_signals():
+        try:
+            return _run(args, argv, jobs, since)
+        except SweepStopped as stop:
+            name = signal.Signals(stop.signum).name
+            print(
+                f"Sweep stopped by {name}: its running jobs were stopped (their folders keep the checkpoints written "
+                "so far); rerun the same command to resume.",
+                file=sys.stderr,
+                flush=True,
+            )
+            return 128 + stop.signum
+
+
+def _run(args: argparse.Namespace, argv: Sequence[str], jobs: Sequence[Job], since: float) -> int:
+    if args._worker:  # one worker of several, spawned below; it dies with the sweep that spawned it
+        jobproc.set_parent_death_signal(signal.SIGTERM)
+        if args._parent is not None and os.getppid() != args._parent:
+            raise SweepStopped(signal.SIGTERM)
         outcomes = run_worker(jobs, since, args._worker)
         with open(args._outcomes, "w") as f:
             json.dump(outcomes, f)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 import os
 import re
@@ -27,6 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
+from lamm_experiments.results import ResultsFileError, accuracy_of, continual_section, read_results
 from lamm_experiments.tabular import markdown_table
 from lamm_plugin.layout import RESULTS_FILENAME
 
@@ -157,8 +157,21 @@ def register_table_kind(name: str, parse: Callable, build: Callable) -> None:
     TABLE_KINDS[name] = TableKind(name, parse, build)
 
 
-def load_runs(root: str, kinds: Optional[Sequence[str]] = None) -> list[Run]:
-    """Every ``results.json`` under ``root`` that a table kind recognises."""
+def load_runs(
+    root: str, kinds: Optional[Sequence[str]] = None, skipped: Optional[list[ResultsFileError]] = None
+) -> list[Run]:
+    """Every ``results.json`` under ``root`` that a table kind recognises.
+
+    Args:
+        root: The output folder of the sweeps.
+        kinds: Table kinds to read (default: all).
+        skipped: When given, a file that cannot be used (empty, truncated, an accuracy that is not a finite
+            percentage: :func:`lamm_experiments.results.read_results`) is left out and its error appended here;
+            otherwise the first such file raises.
+
+    Raises:
+        ResultsFileError: A results file cannot be used and ``skipped`` is None; the message names it.
+    """
     kinds = list(TABLE_KINDS) if kinds is None else list(kinds)
     runs = []
     for folder, dirs, files in os.walk(root):
@@ -172,15 +185,20 @@ def load_runs(root: str, kinds: Optional[Sequence[str]] = None) -> list[Run]:
             if info is None:
                 continue
             path = os.path.join(folder, RESULTS_FILENAME)
-            with open(path) as f:
-                results = json.load(f)
-            accuracy = results.get("accuracy")
-            if accuracy is None:
-                raise ValueError(f"{path} has no 'accuracy': rerun the job (delete the file) or remove the folder")
-            protocol = _protocol_of(results, path)
+            try:
+                results = read_results(path, key=None)
+                accuracy = accuracy_of(results, path)
+                if kind == "continual":
+                    continual_section(results, path)
+                protocol = _protocol_of(results, path)
+            except ResultsFileError as err:
+                if skipped is None:
+                    raise
+                skipped.append(err)
+                break
             if protocol is not None:
                 info["method"] = f"{protocol[1]}@{protocol[0]}"
-            runs.append(Run(kind=kind, accuracy=float(accuracy), path=path, protocol=protocol and protocol[0], **info))
+            runs.append(Run(kind=kind, accuracy=accuracy, path=path, protocol=protocol and protocol[0], **info))
             break
     return runs
 
@@ -191,7 +209,7 @@ def _protocol_of(results: dict, path: str) -> Optional[tuple[str, str]]:
     if record is None:
         return None
     if not isinstance(record, dict) or not record.get("name") or not record.get("method"):
-        raise ValueError(f'{path}: \'protocol\' should be null or {{"name", "method"}}, not {record!r}')
+        raise ResultsFileError(path, f'\'protocol\' should be null or {{"name", "method"}}, not {record!r}')
     return str(record["name"]), str(record["method"])
 
 
@@ -448,8 +466,10 @@ def build_continual(runs: list[Run], reference: dict) -> list[Table]:
     """
     groups: dict[tuple, dict[str, dict[str, dict[int, float]]]] = {}
     for run in runs:
-        with open(run.path) as f:
-            section = json.load(f).get("continual") or {}
+        try:
+            section = continual_section(read_results(run.path, key=None), run.path) or {}
+        except ResultsFileError:  # changed since load_runs checked it: left out, as an unfinished run
+            continue
         if not section.get("metrics"):
             continue
         key = (run.dataset, run.shots, int(section.get("num_stages", 0)), run.split)

@@ -11,7 +11,6 @@ Usage: python scripts/continual_table.py output/continual [--format markdown|csv
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from collections.abc import Sequence
@@ -20,11 +19,16 @@ from typing import Any, Optional
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from lamm_experiments.continual import continual_table, format_table, plot_accuracy  # noqa: E402
+from lamm_experiments.results import ResultsFileError, continual_section, read_results  # noqa: E402
 from lamm_plugin.layout import RESULTS_FILENAME  # noqa: E402
 
 
-def find_results(roots: Sequence[str]) -> list[dict[str, Any]]:
-    """Parsed ``results.json`` files with a ``continual`` section under ``roots`` (stage folders are left out)."""
+def find_results(roots: Sequence[str], skipped: Optional[list[ResultsFileError]] = None) -> list[dict[str, Any]]:
+    """Parsed ``results.json`` files with a ``continual`` section under ``roots`` (stage folders are left out).
+
+    A file that cannot be used (not JSON, a malformed ``continual`` section: :func:`continual_section`) is left out,
+    and its error appended to ``skipped`` when given.
+    """
     found = []
     for root in roots:
         if not os.path.exists(root):
@@ -34,12 +38,13 @@ def find_results(roots: Sequence[str]) -> list[dict[str, Any]]:
                 continue
             path = os.path.join(folder, RESULTS_FILENAME)
             try:
-                with open(path) as f:
-                    result = json.load(f)
-            except (OSError, ValueError) as err:
-                print(f"Skipping {path}: {err}", file=sys.stderr)
+                result = read_results(path, key=None)
+                section = continual_section(result, path)
+            except ResultsFileError as err:
+                if skipped is not None:
+                    skipped.append(err)
                 continue
-            if isinstance(result, dict) and "continual" in result:
+            if section is not None:
                 result["path"] = path
                 found.append(result)
     return found
@@ -51,7 +56,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--format", choices=("markdown", "csv"), default="markdown")
     parser.add_argument("--plot", default="", help="write a plot of accuracy per stage to this file")
     args = parser.parse_args(argv)
-    results = find_results(args.roots)
+    skipped: list[ResultsFileError] = []
+    try:
+        results = find_results(args.roots, skipped)
+    except FileNotFoundError as err:
+        print(f"Error: {err}", file=sys.stderr)
+        return 1
+    if skipped:
+        print(f"{len(skipped)} runs skipped: their {RESULTS_FILENAME} cannot be used", file=sys.stderr)
+        for err in skipped:
+            print(f"  {err}", file=sys.stderr)
     rows = continual_table(results)
     if not rows:
         print(f"No finished continual run under {', '.join(args.roots)}.", file=sys.stderr)
@@ -63,7 +77,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         except ImportError as err:
             print(err, file=sys.stderr)
             return 2
-    return 0
+    return 1 if skipped else 0
 
 
 if __name__ == "__main__":

@@ -9,7 +9,9 @@ Examples::
 
 Kinds: see ``lamm_experiments.tables.TABLE_KINDS`` (fewshot, base2new, xd, twoset, continual; xd also gives domain
 generalisation). The runs of a protocol (``results.json``: ``"protocol"``) are their own rows, never averaged with
-runs of another protocol or with runs started without one.
+runs of another protocol or with runs started without one. A ``results.json`` that cannot be used (empty,
+truncated, an accuracy such as ``"52.5%"`` or NaN) is left out and listed with the reason on stderr; everything
+else is written, and the exit status is 1.
 Needs only the standard library; the figure needs matplotlib (``pip install matplotlib``).
 """
 
@@ -26,6 +28,17 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from lamm_experiments import tables as T  # noqa: E402
 
 
+def report_skipped(skipped: Sequence[Exception]) -> int:
+    """List the results files left out (stderr); returns the exit status they give (1 when any, else 0)."""
+    if not skipped:
+        return 0
+    print(f"{len(skipped)} runs skipped: their results.json cannot be used (the tables are made without them)",
+          file=sys.stderr)  # fmt: skip
+    for err in skipped:
+        print(f"  {err}", file=sys.stderr)
+    return 1
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("root", help="output folder of the sweeps (holds fewshot/, base2new/, xd/)")
@@ -38,21 +51,29 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--check", action="store_true", help="with --readme: change nothing, exit 1 if it differs")
     args = parser.parse_args(argv)
 
+    if args.digits < 0:
+        parser.error(f"--digits {args.digits}: give a number of decimals, 0 or more")
     kinds = [k for k in args.kinds.split(",") if k]
     unknown = [k for k in kinds if k not in T.TABLE_KINDS]
     if unknown:
         parser.error(f"unknown table kind(s) {', '.join(unknown)}: choose from {', '.join(T.TABLE_KINDS)}")
     if not os.path.isdir(args.root) and not args.readme:
         parser.error(f"{args.root} is not a folder: pass the OUTPUT folder of the sweeps")
-    runs = T.load_runs(args.root, kinds) if os.path.isdir(args.root) else []
+    skipped: list = []
+    runs = T.load_runs(args.root, kinds, skipped=skipped) if os.path.isdir(args.root) else []
+    status = report_skipped(skipped)
     reference = T.load_reference()
     tables = T.build_tables(runs, reference, kinds)
 
     if args.readme:
-        with open(args.readme, encoding="utf-8") as f:
-            text = f.read()
-        section = T.readme_section(runs, reference, root_label=os.path.normpath(args.root))
-        new = T.replace_readme_section(text, section)
+        try:
+            with open(args.readme, encoding="utf-8") as f:
+                text = f.read()
+            section = T.readme_section(runs, reference, root_label=os.path.normpath(args.root))
+            new = T.replace_readme_section(text, section)
+        except (OSError, UnicodeDecodeError, ValueError) as e:
+            print(f"Error: --readme {args.readme}: {e}", file=sys.stderr)
+            return 1
         if args.check:
             if new != text:
                 print(f"{args.readme}: its Results section differs from what {args.root} gives; rerun without --check")
@@ -63,7 +84,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 f.write(new)
             print(f"{args.readme}: Results section rewritten")
         if not args.out:
-            return 0
+            return status
 
     if not tables:
         print(f"No results of the kinds {', '.join(kinds)} under {args.root}", file=sys.stderr)
@@ -88,7 +109,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 print(f"wrote {', '.join(paths)}", file=sys.stderr)
             except ImportError as e:
                 print(f"error: {e}; the tables are written", file=sys.stderr)
-                return 1
+                status = 1
     if args.format == "markdown":
         text = "\n\n".join(T.to_markdown(t, args.digits) for t in tables)
     elif args.format == "latex":
@@ -100,7 +121,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         sys.stdout.flush()
     except BrokenPipeError:  # `| head`: stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    return 0
+    if skipped:
+        print(f"{len(skipped)} runs skipped, not in the tables (listed above)", file=sys.stderr)
+    return status
 
 
 if __name__ == "__main__":

@@ -323,7 +323,8 @@ def test_known_checksums_are_well_formed():
 
 def local_dtd_recipe(server, with_md5=True) -> Recipe:
     """DTD's recipe with its archive served locally (the split file still comes through the mocked gdown)."""
-    archive = tar_gz({"dtd/images/banded/banded_0001.jpg": b"1", "dtd/images/dotted/dotted_0001.jpg": b"2"})
+    archive = tar_gz({"dtd/images/banded/banded_0001.jpg": image_bytes("JPEG"),
+                      "dtd/images/dotted/dotted_0001.jpg": image_bytes("JPEG")})  # fmt: skip
     server.files["/dtd-r1.0.1.tar.gz"] = archive
     real = prepare.RECIPES["DescribableTextures"]
     source = Source("dtd-r1.0.1.tar.gz", url=server.url("/dtd-r1.0.1.tar.gz"), md5=md5(archive) if with_md5 else None)
@@ -431,7 +432,9 @@ def test_decode_lists_every_image_that_does_not_decode(tmp_path, capsys):
     }
     (dtd / "split_zhou_DescribableTextures.json").write_text(json.dumps(split))
 
-    assert main(["dtd", "--root", str(tmp_path), "--check"]) == 0  # every file exists
+    assert main(["dtd", "--root", str(tmp_path), "--check"]) == 1  # every file exists, two are damaged
+    out = capsys.readouterr().out
+    assert "2 of 5 images are damaged" in out and "--check --decode" in out
     capsys.readouterr()
     assert main(["dtd", "--root", str(tmp_path), "--check", "--decode", "--workers", "2"]) == 1
     captured = capsys.readouterr()
@@ -447,6 +450,52 @@ def test_decode_lists_every_image_that_does_not_decode(tmp_path, capsys):
     for rel in bad:
         (dtd / "images" / rel).write_bytes(image_bytes("PNG"))
     assert main(["dtd", "--root", str(tmp_path), "--check", "--decode"]) == 0
+
+
+def test_check_finds_images_that_are_empty_or_cut_short(tmp_path, capsys):
+    """``--check`` without ``--decode``: every listed file's end is read; only the doubtful files are decoded."""
+    dtd = tmp_path / "dtd"
+    jpeg, png = image_bytes("JPEG", size=(64, 64)), image_bytes("PNG", size=(64, 64))
+    good = {
+        "a/plain.jpg": jpeg,
+        "a/padded.jpg": jpeg + b"\x00" * 100,  # padding after the end marker: decodes, not reported
+        "a/trailing.jpg": jpeg + b"thumbnail junk" * 20,  # doubtful (no end marker at the end), decodes fine
+        "a/image.png": image_bytes("PNG"),
+        "a/image.gif": image_bytes("GIF"),
+        "a/image.bmp": image_bytes("BMP"),
+        "a/image.webp": image_bytes("WEBP"),
+        "a/png_named.jpg": image_bytes("PNG"),  # the format is read from the file, not its name
+    }
+    bad = {
+        "b/truncated.jpg": jpeg[: len(jpeg) * 3 // 4],
+        "b/empty.jpg": b"",
+        "b/text.jpg": b"<html>404 Not Found</html>",
+        "b/cut.png": png[: len(png) // 2],
+        "b/cut.gif": image_bytes("GIF")[:-10],
+        "b/cut.bmp": image_bytes("BMP")[:-10],
+        "b/cut.webp": image_bytes("WEBP")[:-10],
+    }
+    for rel, data in {**good, **bad}.items():
+        (dtd / "images" / rel).parent.mkdir(parents=True, exist_ok=True)
+        (dtd / "images" / rel).write_bytes(data)
+    entries = [[rel, 0, rel.split("/")[0]] for rel in {**good, **bad}]
+    split = {"train": entries[:5], "val": entries[5:8], "test": entries[8:]}
+    (dtd / "split_zhou_DescribableTextures.json").write_text(json.dumps(split))
+    for rel in bad:
+        assert not prepare.looks_complete(dtd / "images" / rel), rel
+    assert main(["dtd", "--root", str(tmp_path), "--check"]) == 1
+    out = capsys.readouterr().out
+    assert (
+        "[incomplete] DescribableTextures:" in out and f"{len(bad)} of {len(good) + len(bad)} images are damaged" in out
+    )
+    reported = {line.strip()[2:].split(": ")[0] for line in out.splitlines() if line.strip().startswith(f"- {dtd}")}
+    assert reported == {str(dtd / "images" / rel) for rel in bad}
+    assert f"python -m datasets.prepare DescribableTextures --root {tmp_path} --check --decode" in out
+    for rel in bad:
+        (dtd / "images" / rel).write_bytes(jpeg)
+    assert main(["dtd", "--root", str(tmp_path), "--check"]) == 0
+    out = capsys.readouterr().out
+    assert f"[ok] DescribableTextures: {dtd} (" in out and "pixels not decoded: add --decode" in out
 
 
 def test_referenced_images_of_list_and_folder_datasets(tmp_path):

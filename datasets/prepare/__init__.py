@@ -15,8 +15,10 @@ dataset the command
   (ImageNet, Stanford Cars, ImageNet-Sketch).
 
 ``--check`` only verifies existing folders: it prints every missing path and, for datasets with a split file,
-how many of the listed images are missing. ``--decode`` also opens and fully decodes every image the splits
-reference (as training does) and lists each one that fails, with its error. The exit code is non-zero if any
+how many of the listed images are missing, and every image file that is empty or cut short (its format's end
+marker missing; the doubtful files are decoded to be sure). Its ``[ok]`` says that pixels were not decoded.
+``--decode`` also opens and fully decodes every image the splits reference (as training does) and lists each one
+that fails, with its error. The exit code is non-zero if any
 dataset is incomplete or any image does not decode.
 
 Nothing is lost on a crash: downloads go to ``<file>.part`` and are renamed when complete (run the command
@@ -29,7 +31,15 @@ rather than unpacked), :mod:`.check` (what a complete folder holds, image decodi
 
 from .archives import extract_archive
 from .builders import CIFAR100_SOURCE
-from .check import check_dataset, decode_image, decode_images, decode_problems, referenced_images
+from .check import (
+    check_dataset,
+    damaged_problems,
+    decode_image,
+    decode_images,
+    decode_problems,
+    looks_complete,
+    referenced_images,
+)
 from .cli import DOWNLOAD_DIRNAME, main, prepare_dataset, resolve_names
 from .download import Source, download, drive_download, fetch_source, file_digest
 from .errors import ChecksumError, DownloadError, PrepareError
@@ -50,9 +60,11 @@ __all__ = [
     "Recipe",
     "Source",
     "check_dataset",
+    "damaged_problems",
     "decode_image",
     "decode_images",
     "decode_problems",
+    "looks_complete",
     "download",
     "drive_download",
     "extract_archive",

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Optional, Union
 
 from . import recipes
-from .check import check_dataset, decode_problems
+from .check import check_dataset, damaged_problems, decode_problems
 from .errors import PrepareError
 from .steps import Recipe
 
@@ -61,9 +61,15 @@ def prepare_dataset(recipe: Recipe, root: Union[str, os.PathLike], keep_archives
     return check_dataset(recipe, root)
 
 
-def _report(recipe: Recipe, root: Path, problems: list[str], show_manual: bool, show_command: bool = True) -> None:
+#: What ``[ok]`` means without ``--decode``.
+NOT_DECODED = "image files present and whole; pixels not decoded: add --decode to decode every image"
+
+
+def _report(
+    recipe: Recipe, root: Path, problems: list[str], show_manual: bool, show_command: bool = True, note: str = ""
+) -> None:
     if not problems:
-        print(f"[ok] {recipe.name}: {root / recipe.folder}")
+        print(f"[ok] {recipe.name}: {root / recipe.folder}" + (f" ({note})" if note else ""))
         return
     print(f"[incomplete] {recipe.name}:")
     for p in problems:
@@ -82,7 +88,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     )
     parser.add_argument("names", nargs="+", metavar="NAME", help="dataset names, e.g. OxfordPets or oxford_pets; 'all'")
     parser.add_argument("--root", required=True, help="data root (DATASET.ROOT), e.g. $DATA")
-    parser.add_argument("--check", action="store_true", help="only verify existing folders; download nothing")
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="only verify existing folders (paths, class folders, images present and whole); download nothing",
+    )
     parser.add_argument("--keep-archives", action="store_true", help=f"keep archives in ROOT/{DOWNLOAD_DIRNAME}/")
     parser.add_argument(
         "--decode",
@@ -110,13 +120,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             except (PrepareError, OSError) as e:
                 problems = [f"{type(e).__name__}: {e}"]
         # Preparing again does not replace an image that exists, so the prepare command is no advice for those.
-        undecodable = decode_problems(recipe, root, args.workers) if args.decode else []
+        if args.decode:
+            undecodable = decode_problems(recipe, root, args.workers)
+        else:
+            undecodable = damaged_problems(recipe, root, args.workers)
+            if undecodable:
+                undecodable.append(f"to decode every image (finds damage inside whole files too): python -m "
+                                   f"datasets.prepare {recipe.name} --root {root} --check --decode")  # fmt: skip
         _report(
             recipe,
             root,
             problems + undecodable,
             show_manual=not args.check and bool(problems),
             show_command=bool(problems),
+            note="" if args.decode else NOT_DECODED,
         )
         if problems or undecodable:
             failed.append(recipe.name)
