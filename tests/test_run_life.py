@@ -211,6 +211,20 @@ def test_a_finished_folder_answers_only_for_its_own_experiment(data_root, tmp_pa
     assert results(out) == before
 
 
+def test_a_finished_folder_with_an_unusable_accuracy_is_evaluated_again(data_root, tmp_path, monkeypatch, capsys):
+    out = str(tmp_path / "out")
+    run(data_root, out)
+    path = os.path.join(out, "results.json")
+    before = results(out)
+    with open(path, "w") as f:
+        json.dump({**before, "accuracy": "52.5%"}, f)
+    updates = count_updates(monkeypatch)
+    capsys.readouterr()
+    run(data_root, out)
+    assert "holds no usable accuracy ('52.5%')" in capsys.readouterr().out
+    assert updates[0] == 0 and results(out)["accuracy"] == before["accuracy"]
+
+
 # ---- OPTIM.MAX_EPOCH 0 -------------------------------------------------------------------------------------------
 def test_zero_epochs_is_recorded_as_untrained_with_a_warning(data_root, tmp_path):
     out = str(tmp_path / "out")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import math
 import os
 import os.path as osp
 import time
@@ -72,7 +73,12 @@ class ResultsMixin:
         except (OSError, ValueError):
             return None
         finished = results.get("epoch") == self.max_epoch and results.get("checkpoint") is None
-        if not finished or results.get("accuracy") is None:
+        accuracy = results.get("accuracy")
+        if not finished or accuracy is None:
+            return None
+        if isinstance(accuracy, bool) or not isinstance(accuracy, (int, float)) or not math.isfinite(accuracy):
+            # A hand-edited or damaged file: the trained run is still there, so it is evaluated again.
+            print(f"Note: {path} holds no usable accuracy ({accuracy!r}); evaluating the run again to rewrite it")
             return None
         if isinstance(results.get("config"), dict):  # the result answers only for the experiment it was made by
             run_config.check_same_experiment(results["config"], self.cfg, path, "reported as finished", self.output_dir)
