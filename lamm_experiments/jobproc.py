@@ -29,6 +29,8 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import IO, Any, Optional
 
+from lamm_plugin.run_lock import pid_alive
+
 __all__ = [
     "STOP_GRACE_SECONDS",
     "STOP_SIGNALS",
@@ -66,26 +68,8 @@ def set_parent_death_signal(signum: int) -> bool:
         return False
 
 
-def _state(pid: int) -> Optional[str]:
-    """The state letter of ``/proc/<pid>/stat`` (``Z``: zombie), or None without /proc."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return None
-
-
-def process_alive(pid: int) -> bool:
-    """Whether process ``pid`` of this host runs (a zombie, dead and not yet reaped, does not)."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return _state(pid) != "Z"
+#: Whether a process of this host runs (zombies count as dead): one rule for run locks and job locks.
+process_alive = pid_alive
 
 
 def _group_members(pgid: int) -> Optional[list[int]]:

@@ -28,8 +28,18 @@ class RunLockedError(RuntimeError):
     """The run folder is locked by another live process; the message names it (host, pid, since when)."""
 
 
+def process_state(pid: int) -> Optional[str]:
+    """The state letter of ``/proc/<pid>/stat`` (``Z``: zombie), or None without /proc."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
+
+
 def pid_alive(pid: int) -> bool:
-    """Whether a process ``pid`` exists on this host (one owned by another user counts as alive)."""
+    """Whether process ``pid`` of this host runs (one owned by another user counts as alive; a zombie, dead and
+    not yet reaped, does not: where no process reaps it, it would otherwise hold its locks for ever)."""
     if pid <= 0:
         return False
     try:
@@ -38,7 +48,7 @@ def pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    return process_state(pid) != "Z"
 
 
 class FolderLock:
