@@ -275,6 +275,13 @@ with open(os.path.join(REPO, "tests", "fixtures", "original_configs.json")) as _
     ORIGINAL_CONFIGS = json.load(_f)["cases"]
 
 
+def test_every_shipped_trainer_config_has_its_original():
+    """A yaml we ship for a benchmark (not a ``demo_*`` config of ours) is compared with the config it reproduces."""
+    shipped = {os.path.relpath(f, os.path.join(REPO, "configs", "trainers")) for f in
+               glob.glob(os.path.join(REPO, "configs", "trainers", "*", "*.yaml"))}  # fmt: skip
+    assert sorted(f for f in shipped if not os.path.basename(f).startswith("demo")) == sorted(ORIGINAL_CONFIGS)
+
+
 @pytest.mark.parametrize("name", sorted(ORIGINAL_CONFIGS))
 def test_trainer_config_equals_its_original_key_by_key(name):
     """Our yaml, merged over the defaults, equals the original yaml merged over the original's train.py defaults of
