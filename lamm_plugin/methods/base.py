@@ -23,6 +23,30 @@ from lamm_plugin.backbone import CLIPBundle
 
 METHODS: dict[str, type[PromptMethod]] = {}
 
+#: Standard deviation of randomly initialised prompt vectors (CoOp's and MaPLe's ``nn.init.normal_(std=0.02)``).
+PROMPT_INIT_STD = 0.02
+
+
+def random_tokens(n: int, width: int) -> nn.Parameter:
+    """``n`` learnable prompt vectors of ``width``, drawn as the originals draw them."""
+    return nn.Parameter(nn.init.normal_(torch.empty(n, width), std=PROMPT_INIT_STD))
+
+
+def initial_context(clip: CLIPBundle, ctx_init: str, n_ctx: int, key: str = "n_ctx") -> tuple[torch.Tensor, str]:
+    """The initial context vectors ``[n_ctx, width]`` of a text prompt and the words whose slots they fill.
+
+    With ``ctx_init`` (underscores read as spaces): the first ``n_ctx`` token embeddings of those words, and the
+    words; a ``ValueError`` (naming ``key``) when they have fewer tokens. Without: random vectors and ``X``
+    placeholders, as MaPLe's and PromptSRC's code.
+    """
+    init = ctx_init.replace("_", " ").strip()
+    if not init:
+        return nn.init.normal_(torch.empty(n_ctx, clip.text_width), std=PROMPT_INIT_STD), " ".join(["X"] * n_ctx)
+    vectors = clip.token_embeddings(init)
+    if len(vectors) < n_ctx:
+        raise ValueError(f"ctx_init {init!r} has {len(vectors)} tokens, fewer than {key}={n_ctx}.")
+    return vectors[:n_ctx].clone(), init
+
 
 def register_method(cls: type[PromptMethod]) -> type[PromptMethod]:
     """Class decorator adding a method to :data:`METHODS` under ``cls.name``.

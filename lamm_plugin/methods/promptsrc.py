@@ -36,7 +36,15 @@ from torch import nn
 
 from lamm_plugin.backbone import CLIPBundle
 from lamm_plugin.encoders import ImageEncoder
-from lamm_plugin.methods.base import PromptMethod, StepFeatures, TextPrompt, VisualPrompt, register_method
+from lamm_plugin.methods.base import (
+    PromptMethod,
+    StepFeatures,
+    TextPrompt,
+    VisualPrompt,
+    initial_context,
+    random_tokens,
+    register_method,
+)
 from lamm_plugin.templates import promptsrc_templates
 from lamm_plugin.tokens import clean_classname
 
@@ -111,25 +119,12 @@ class IndependentPrompts(PromptMethod):
             )
         text_width = clip.text_width
         n_ctx = cfg.n_ctx_text
-        init = cfg.ctx_init.replace("_", " ").strip()
-        if init:
-            vectors = clip.token_embeddings(init)
-            if len(vectors) < n_ctx:
-                raise ValueError(f"ctx_init {init!r} has {len(vectors)} tokens, fewer than n_ctx_text={n_ctx}.")
-            self.prefix = init
-            vectors = vectors[:n_ctx].clone()
-        else:
-            vectors = nn.init.normal_(torch.empty(n_ctx, text_width), std=0.02)
-            self.prefix = " ".join(["X"] * n_ctx)
-
-        def tokens(n: int, width: int) -> nn.Parameter:
-            return nn.Parameter(nn.init.normal_(torch.empty(n, width), std=0.02))
-
+        vectors, self.prefix = initial_context(clip, cfg.ctx_init, n_ctx, key="n_ctx_text")
         self.ctx = nn.Parameter(vectors)
-        self.deep_text = nn.ParameterList([tokens(n_ctx, text_width) for _ in range(cfg.prompt_depth_text - 1)])
-        self.visual = tokens(cfg.n_ctx_vision, vision_width)
+        self.deep_text = nn.ParameterList([random_tokens(n_ctx, text_width) for _ in range(cfg.prompt_depth_text - 1)])
+        self.visual = random_tokens(cfg.n_ctx_vision, vision_width)
         self.deep_visual = nn.ParameterList(
-            [tokens(cfg.n_ctx_vision, vision_width) for _ in range(cfg.prompt_depth_vision - 1)]
+            [random_tokens(cfg.n_ctx_vision, vision_width) for _ in range(cfg.prompt_depth_vision - 1)]
         )
 
     def template(self) -> tuple[str, Sequence[int]]:

@@ -10,11 +10,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import torch
 from torch import nn
 
 from lamm_plugin.backbone import CLIPBundle
-from lamm_plugin.methods.base import PromptMethod, VisualPrompt, register_method
+from lamm_plugin.methods.base import PromptMethod, VisualPrompt, random_tokens, register_method
 
 
 @dataclass
@@ -55,7 +54,7 @@ class VPT(PromptMethod):
             )
 
         def tokens() -> nn.Parameter:
-            return nn.Parameter(nn.init.normal_(torch.empty(cfg.n_ctx_vision, width), std=0.02))
+            return random_tokens(cfg.n_ctx_vision, width)
 
         self.shallow = tokens()
         self.deep = nn.ParameterList([tokens() for _ in range(cfg.prompt_depth_vision - 1)])
