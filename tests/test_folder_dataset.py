@@ -12,6 +12,7 @@ import random
 import shlex
 import shutil
 import subprocess
+import sys
 
 import pytest
 
@@ -109,7 +110,7 @@ def test_train_on_an_imagefolder_tree(tree_run):
 def test_the_tables_show_the_dataset_by_its_sweep_name(tree_run):
     output = tree_run.split(os.sep + "fewshot" + os.sep)[0]
     out = subprocess.run(
-        [shutil.which("python") or "python", os.path.join(REPO, "scripts/make_tables.py"), output, "--kinds",
+        [sys.executable, os.path.join(REPO, "scripts/make_tables.py"), output, "--kinds",
          "fewshot", "--no-figure"],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
