@@ -334,3 +334,6 @@ def test_sweep_scripts_find_a_dataset_config_by_name(tmp_path):
     assert f"{tmp_path}/fewshot/my_shapes/shots_2/" in out.stdout
     out = subprocess.run(["bash", script, "dtd", "2", "1"], capture_output=True, text=True, env=env, timeout=60)
     assert f"--dataset-config-file {REPO}/configs/datasets/dtd.yaml" in out.stdout
+    env["DRY_RUN"] = "0"
+    out = subprocess.run(["bash", script, "my_data", "2", "1"], capture_output=True, text=True, env=env, timeout=60)
+    assert out.returncode == 1 and "Error: no dataset config my_data.yaml in DATASET_CONFIGS=" in out.stderr

@@ -58,12 +58,18 @@ job() {
         echo "Results are available in ${dir}. Skip this job"
         return 0
     fi
+    local config
+    config="$(dataset_cfg "${dataset}")"
+    if [ "${DRY_RUN}" != "1" ] && [ ! -f "${config}" ]; then
+        echo "Error: no dataset config ${dataset}.yaml in ${DATASET_CONFIGS:+DATASET_CONFIGS=${DATASET_CONFIGS} or }${REPO}/configs/datasets/: name a dataset of configs/datasets/, or put NAME.yaml (e.g. a copy of configs/datasets/folder.yaml) in a folder named by DATASET_CONFIGS" >&2
+        return 1
+    fi
     echo "Run this job and save the output to ${dir}"
     run_train \
         --root "${DATA}" \
         --seed "${seed}" \
         --trainer "${TRAINER}" \
-        --dataset-config-file "$(dataset_cfg "${dataset}")" \
+        --dataset-config-file "${config}" \
         --config-file "$(trainer_cfg)" \
         --output-dir "${dir}" \
         "$@"
