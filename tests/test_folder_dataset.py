@@ -288,6 +288,9 @@ def test_bad_list_rows(root, tmp_path):
     write_list(os.path.join(folder, "train.csv"), [f"{image},a", f"{image},"])
     with pytest.raises(DatasetFormatError, match=r"train\.csv:2: expected 'path,label'"):
         build(str(tmp_path), *opts)
+    write_list(os.path.join(folder, "train.csv"), [f"{image},a", ",b"])  # a label with no image
+    with pytest.raises(DatasetFormatError, match=r"train\.csv:2: expected 'path,label'.*got ',b'"):
+        build(str(tmp_path), *opts)
     write_list(os.path.join(folder, "train.csv"), [f"{image},a,one", f"{image},a,two"])
     with pytest.raises(DatasetFormatError, match=r"train\.csv:2: label 'a' is named 'two', but .*:1 names it 'one'"):
         build(str(tmp_path), *opts)
@@ -337,3 +340,19 @@ def test_sweep_scripts_find_a_dataset_config_by_name(tmp_path):
     env["DRY_RUN"] = "0"
     out = subprocess.run(["bash", script, "my_data", "2", "1"], capture_output=True, text=True, env=env, timeout=60)
     assert out.returncode == 1 and "Error: no dataset config my_data.yaml in DATASET_CONFIGS=" in out.stderr
+
+
+def test_a_test_image_that_does_not_decode_stops_the_run_with_its_path(root, tmp_path):
+    """Only the few-shot subset is decoded up front; an evaluation that meets a broken image names it and the
+    command that checks this dataset (not a benchmark's prepare command)."""
+    folder = copy_tree(root, tmp_path)
+    broken = os.path.join(folder, "test", FOLDERS[2], "0000.png")
+    with open(broken, "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\nnot an image")
+    with pytest.raises(BadImageError) as err:
+        run_train(str(tmp_path), str(tmp_path / "out"), "DATASET.FOLDER.DIR", "shapes", "DATASET.NUM_SHOTS", "1")
+    message = str(err.value)
+    assert "in the test set" in message and broken in message
+    assert f"python -m datasets.prepare Folder --root {tmp_path} --check --decode --opts DATASET.FOLDER.DIR shapes" in (
+        message
+    )
