@@ -150,7 +150,7 @@ class _Skipped:
             )
 
 
-# A split source: (class key, image path) pairs, plus, for lists, the class name of each key given in the list.
+# A split: (class key, image path) pairs; the key is the class folder's name or the list's label.
 Pairs = list[tuple[str, str]]
 
 
@@ -322,6 +322,9 @@ def read_folder_splits(opts: dict[str, Any], dataset_dir: str) -> dict[str, Any]
             )
         # One folder of classes: every split is drawn from it.
         given["train"] = _read_tree(dataset_dir, skipped)
+        source = dataset_dir
+    else:
+        source = os.path.join(dataset_dir, str(opts["TRAIN"]))
     skipped.report()
 
     fractions = dict(zip(SPLITS, opts["FRACTIONS"]))
@@ -330,7 +333,6 @@ def read_folder_splits(opts: dict[str, Any], dataset_dir: str) -> dict[str, Any]
     tag = ""
     if drawn:
         shares = {"train": fractions["train"], **{s: fractions[s] for s in drawn}}
-        source = os.path.join(dataset_dir, str(opts["TRAIN"])) if len(given) else dataset_dir
         splits.update(_draw(given["train"], shares, int(opts["SPLIT_SEED"]), source))
         tag = _split_tag(opts["FRACTIONS"], int(opts["SPLIT_SEED"]), drawn)
     if "test" not in splits:

@@ -356,3 +356,11 @@ def test_a_test_image_that_does_not_decode_stops_the_run_with_its_path(root, tmp
     assert f"python -m datasets.prepare Folder --root {tmp_path} --check --decode --opts DATASET.FOLDER.DIR shapes" in (
         message
     )
+
+
+def test_a_class_too_small_to_split_is_named(tmp_path):
+    folder = pool(tmp_path, per_class=2)
+    with pytest.raises(
+        DatasetFormatError, match=f"class 'Blue_square' of {folder} has 2 image.*its val would be empty"
+    ):
+        build(str(tmp_path), "DATASET.FOLDER.DIR", "pool")
