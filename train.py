@@ -118,10 +118,12 @@ def reset_cfg(cfg, args: argparse.Namespace) -> None:
 
 
 def extend_cfg(cfg) -> None:
-    """Config nodes of the repository's datasets (the LAMM and baseline nodes are in Dassl's defaults already)."""
-    synthetic = sys.modules.get("datasets.synthetic")
-    if synthetic is not None and hasattr(synthetic, "add_synthetic_config"):
-        synthetic.add_synthetic_config(cfg)
+    """Config nodes of the repository's datasets (the LAMM and baseline nodes are in Dassl's defaults already):
+    ``DATASET.SYNTHETIC`` (the generated shapes) and ``DATASET.FOLDER`` (a dataset of one's own images)."""
+    for module, add in (("datasets.synthetic", "add_synthetic_config"), ("datasets.folder", "add_folder_config")):
+        module = sys.modules.get(module)
+        if module is not None and hasattr(module, add):
+            getattr(module, add)(cfg)
 
 
 def setup_cfg(args: argparse.Namespace):
@@ -366,7 +368,8 @@ def image_failure(err: BaseException, cfg, trainer: Any) -> Optional[Exception]:
         bad = find_bad_images(list(dict.fromkeys(d.impath for d in items)), limit=1)
         if bad:
             where = {"test": "in the test set", "train_x": "in the training set", "val": "in the validation set"}
-            return BadImageError(bad_images_message(bad, cfg.DATASET.NAME, cfg.DATASET.ROOT, where[split]))
+            command = dataset.decode_command() if hasattr(dataset, "decode_command") else None
+            return BadImageError(bad_images_message(bad, cfg.DATASET.NAME, cfg.DATASET.ROOT, where[split], command))
     return None
 
 

@@ -55,6 +55,15 @@ BLOCKS: dict[tuple[str, str], tuple[str, str]] = {
         RUN_DASSL,
         "inspects the main job's checkpoint",
     ),
+    ("README.md", "train/Red_circle/0000.png"): (OUTPUT, "the folder layout of a dataset of one's own"),
+    ("README.md", "python -m lamm_experiments.synthetic data/my_shapes"): (
+        RUN_DASSL,
+        "a dataset of one's own: a generated ImageFolder tree, trained on and checked",
+    ),
+    ("README.md", "DATASET_CONFIGS=my_configs DATASETS=my_shapes"): (
+        RUN,
+        "a sweep of a dataset of one's own, listed (tests/test_folder_dataset.py runs its jobs' script and tables)",
+    ),
     ("README.md", "python -m pytest -q"): (SKIP, "the test suite itself (.ci/run runs it)"),
     ("README.md", "tests/         pytest suite"): (OUTPUT, "the repository layout"),
     # docs/RUN.md
