@@ -25,6 +25,7 @@ evaluation: learned labels follow their class by name.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import io
 import json
@@ -792,37 +793,42 @@ def _load(args: argparse.Namespace) -> Predictor:
     )
 
 
+def _run(args: argparse.Namespace, fmt: str) -> str:
+    """Predict what the command was given; returns the formatted output."""
+    if args.topk < 1:
+        raise ValueError(f"--topk must be at least 1, got {args.topk}.")
+    images, not_images = collect_images(args.images)
+    predictor = _load(args)
+    if not_images:
+        shown = ", ".join(not_images[:5]) + (f" and {len(not_images) - 5} more" if len(not_images) > 5 else "")
+        print(f"Skipped {len(not_images)} file(s) that are not images (by their ending): {shown}", file=sys.stderr)
+    if not images:
+        raise FileNotFoundError(f"No image files in {', '.join(args.images)} (endings: {' '.join(IMAGE_EXTENSIONS)}).")
+    print(
+        f"Predicting {len(images)} image(s) among {len(predictor.classnames)} classes on {predictor.device}",
+        file=sys.stderr,
+    )
+    predictions, unreadable = [], []
+    progress = False if args.no_progress else None
+    for item in predictor.predict_files(images, args.topk, progress, args.skip_unreadable):
+        if isinstance(item, Prediction):
+            predictions.append(item)
+        else:
+            unreadable.append(item[0])
+    if unreadable:
+        print(f"Skipped {len(unreadable)} file(s) that do not decode: {', '.join(unreadable[:5])}", file=sys.stderr)
+    info = {**predictor.info, "classes": predictor.classnames}
+    return format_predictions(predictions, fmt, info, {"not_images": not_images, "unreadable": unreadable})
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """The command; returns the exit status (0, or 1 with the error on stderr)."""
     args = build_parser().parse_args(argv)
     fmt = args.format or {".csv": "csv", ".json": "json"}.get(osp.splitext(args.output or "")[1].lower(), "table")
     try:
-        if args.topk < 1:
-            raise ValueError(f"--topk must be at least 1, got {args.topk}.")
-        images, not_images = collect_images(args.images)
-        predictor = _load(args)
-        if not_images:
-            shown = ", ".join(not_images[:5]) + (f" and {len(not_images) - 5} more" if len(not_images) > 5 else "")
-            print(f"Skipped {len(not_images)} file(s) that are not images (by their ending): {shown}", file=sys.stderr)
-        if not images:
-            raise FileNotFoundError(
-                f"No image files in {', '.join(args.images)} (endings: {' '.join(IMAGE_EXTENSIONS)})."
-            )
-        print(
-            f"Predicting {len(images)} image(s) among {len(predictor.classnames)} classes on {predictor.device}",
-            file=sys.stderr,
-        )
-        predictions, unreadable = [], []
-        progress = False if args.no_progress else None
-        for item in predictor.predict_files(images, args.topk, progress, args.skip_unreadable):
-            if isinstance(item, Prediction):
-                predictions.append(item)
-            else:
-                unreadable.append(item[0])
-        if unreadable:
-            print(f"Skipped {len(unreadable)} file(s) that do not decode: {', '.join(unreadable[:5])}", file=sys.stderr)
-        info = {**predictor.info, "classes": predictor.classnames}
-        text = format_predictions(predictions, fmt, info, {"not_images": not_images, "unreadable": unreadable})
+        # stdout carries the predictions only: whatever the model code prints or logs goes to stderr.
+        with contextlib.redirect_stdout(sys.stderr):
+            text = _run(args, fmt)
     except (FileNotFoundError, ValueError, CheckpointFormatError) as err:
         print(f"predict: error: {err}", file=sys.stderr)
         return 1
