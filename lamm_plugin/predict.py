@@ -442,7 +442,7 @@ class Predictor:
     def from_checkpoint(
         cls,
         path: Union[str, os.PathLike],
-        classes: Optional[Sequence[str]] = None,
+        classes: Optional[Union[str, Sequence[str]]] = None,
         device: Optional[Union[str, torch.device]] = None,
         pretrained: Optional[str] = None,
         allow_other_weights: bool = False,
@@ -771,6 +771,13 @@ def _load(args: argparse.Namespace) -> Predictor:
         seed=args.seed,
     )
     classes = parse_classes(args.classes) if args.classes is not None else None
+    zero_shot = not osp.exists(args.model) and _is_backbone_name(args.model)
+    if args.template and not zero_shot:
+        raise ValueError("--template applies to zero-shot CLIP only: a trained model keeps the prompts it learned.")
+    if args.epoch is not None and not osp.isdir(args.model):
+        raise ValueError(
+            "--epoch picks a checkpoint of a run folder; give the run folder, or the checkpoint file alone."
+        )
     if osp.isdir(args.model):
         if not osp.isdir(osp.join(args.model, MODEL_FOLDER)) and read_run_config(args.model) is None:
             raise FileNotFoundError(
@@ -781,7 +788,7 @@ def _load(args: argparse.Namespace) -> Predictor:
                                   **options)  # fmt: skip
     if osp.isfile(args.model):
         return Predictor.from_checkpoint(args.model, classes, allow_other_weights=args.allow_other_weights, **options)
-    if _is_backbone_name(args.model):
+    if zero_shot:
         if classes is None:
             raise ValueError(f"Zero-shot CLIP {args.model!r} needs the class names: --classes 'cat,dog,...' or a file.")
         options["precision"] = options["precision"] or "fp32"

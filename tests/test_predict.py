@@ -155,6 +155,10 @@ def test_bad_inputs_to_the_command(tmp_path, capsys):
     (tmp_path / "not_a_checkpoint.pth").write_text("hello")
     assert "is damaged" in fails(str(tmp_path / "not_a_checkpoint.pth"), str(image))
     assert "needs the class names" in fails("tiny-vit", str(image))
+    assert "--epoch picks a checkpoint of a run folder" in fails(
+        "tiny-vit", str(image), "--classes", "a", "--epoch", "2"
+    )
+    assert "--template applies to zero-shot CLIP only" in fails(str(tmp_path / "fresh"), str(image), "--template", "{}")
     assert "Unknown device 'tpu'" in fails("tiny-vit", str(image), "--classes", "a,b", "--device", "tpu")
     assert "No image file or folder" in fails("tiny-vit", str(tmp_path / "nope.png"), "--classes", "a,b")
     broken = tmp_path / "broken.png"
@@ -269,6 +273,9 @@ def test_run_predictions_equal_the_trainers_evaluation(dassl_runs):
     # The trained model is not the untrained one: the run changed the logits.
     untrained = Predictor.zero_shot("tiny-vit", predictor.classnames, template="a photo of a {}.", seed=1)
     assert not torch.equal(untrained.logits(torch.stack([predictor.preprocess(p) for p in batches[0]])), logits[:5])
+    # The trainer's model_inference takes tensors only, and says where to go with an image.
+    with pytest.raises(TypeError, match=r"not a PngImageFile.*Predictor.from_run\(OUTPUT_DIR\)"):
+        base.trainer.model_inference(Image.open(base.paths[0]))
     # PIL images and tensors give the same predictions as the files.
     pil = predictor.predict([Image.open(p) for p in base.paths], topk=3)
     tensors = predictor.predict(torch.stack([predictor.preprocess(p) for p in base.paths]), topk=3)

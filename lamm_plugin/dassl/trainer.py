@@ -321,6 +321,14 @@ class PromptTrainer(CheckpointMixin, ResultsMixin, TrainerX):
         )
 
     def model_inference(self, input: torch.Tensor) -> torch.Tensor:
+        """Logits ``[B, C]`` of a batch of preprocessed images ``[B, 3, H, W]`` (what the test loader gives)."""
+        if not isinstance(input, torch.Tensor):
+            raise TypeError(
+                f"model_inference takes a batch of preprocessed images (a [B, 3, H, W] tensor), not a "
+                f"{type(input).__name__}. To classify image files or PIL images with a trained run, use "
+                "lamm_plugin.Predictor.from_run(OUTPUT_DIR).predict(images), or python -m lamm_plugin.predict "
+                "OUTPUT_DIR IMAGE... (docs/RUN.md, Predict)."
+            )
         with self._autocast():
             return self.model(input).logits.float()
 
