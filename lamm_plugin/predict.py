@@ -79,6 +79,16 @@ CSV_COLUMNS = ("path", "rank", "class", "probability")
 #: Batch size when neither the caller nor the run's config (``DATALOADER.TEST.BATCH_SIZE``) gives one.
 DEFAULT_BATCH_SIZE = 32
 
+#: Dassl's defaults of the ``INPUT`` keys the test transform reads (``dassl/config/defaults.py``).
+DASSL_INPUT_DEFAULTS: dict[str, Any] = {
+    "SIZE": (224, 224),
+    "INTERPOLATION": "bilinear",
+    "TRANSFORMS": (),
+    "NO_TRANSFORM": False,
+    "PIXEL_MEAN": (0.485, 0.456, 0.406),
+    "PIXEL_STD": (0.229, 0.224, 0.225),
+}
+
 ImageInput = Union[str, "os.PathLike[str]", Image.Image, torch.Tensor]
 
 
@@ -131,23 +141,22 @@ class EvalTransform:
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> EvalTransform:
-        """The test transform of a run's config (``config.json``: its ``INPUT`` node).
+        """The test transform of a run's config (``config.json``: its ``INPUT`` node); a key it lacks takes Dassl's
+        default (:data:`DASSL_INPUT_DEFAULTS`), as it did in the run.
 
         Raises:
             ValueError: ``INPUT.NO_TRANSFORM`` is set (Dassl then feeds PIL images, which no CLIP takes).
         """
-        node = config.get("INPUT", {})
-        if node.get("NO_TRANSFORM"):
+        node = {**DASSL_INPUT_DEFAULTS, **config.get("INPUT", {})}
+        if node["NO_TRANSFORM"]:
             raise ValueError("The run's config sets INPUT.NO_TRANSFORM: its images were not transformed for CLIP.")
-        choices = node.get("TRANSFORMS", ["normalize"])
-        defaults = cls.__dataclass_fields__
         return cls(
             size=tuple(node["SIZE"]),
-            interpolation=node.get("INTERPOLATION", "bilinear"),  # Dassl's default
-            mean=tuple(node.get("PIXEL_MEAN", defaults["mean"].default)),
-            std=tuple(node.get("PIXEL_STD", defaults["std"].default)),
-            normalize="normalize" in choices,
-            instance_norm="instance_norm" in choices,
+            interpolation=node["INTERPOLATION"],
+            mean=tuple(node["PIXEL_MEAN"]),
+            std=tuple(node["PIXEL_STD"]),
+            normalize="normalize" in node["TRANSFORMS"],
+            instance_norm="instance_norm" in node["TRANSFORMS"],
         )
 
     @classmethod
@@ -481,8 +490,9 @@ class Predictor:
         if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
             keys = sorted(state)[:8] if isinstance(state, dict) else type(state).__name__
             raise ValueError(f"{path} is not a {CHECKPOINT_FORMAT} checkpoint of lamm_plugin (found: {keys}).")
-        if config is None:
-            config = read_run_config(_run_folder_of(path)) or {}
+        if config is None and osp.basename(osp.dirname(osp.abspath(path))) == MODEL_FOLDER:
+            config = read_run_config(_run_folder_of(path))
+        config = config or {}
         method, backbone = state["method"], state["backbone"]
         if method not in METHODS:
             raise ValueError(f"{path} holds a model of method {method!r}, which is not registered: {sorted(METHODS)}.")
@@ -496,8 +506,10 @@ class Predictor:
             seed = config["SEED"]
         device = resolve_device(device)
         clip = _build_clip(backbone, pretrained, precision, device, seed)
-        transform = EvalTransform.from_config(config) if config.get("INPUT") else None
-        transform = transform or EvalTransform.for_clip(clip.image_size, clip.mean, clip.std)
+        if config.get("INPUT"):
+            transform = EvalTransform.from_config(config)
+        else:
+            transform = EvalTransform.for_clip(clip.image_size, clip.mean, clip.std)
         classnames = parse_classes(classes) if classes is not None else list(state["classnames"])
         try:
             model = build_model(method, clip, classnames, state["method_config"], lamm_cfg).to(device)

@@ -181,6 +181,9 @@ def test_transform_settings_from_a_config():
     assert transform.size == (48, 40) and transform.interpolation == "bilinear" and not transform.normalize
     out = transform(Image.new("RGB", (100, 60), (255, 0, 0)))
     assert out.shape == (3, 48, 40) and float(out.max()) == 1.0  # [0, 1], not normalised
+    assert EvalTransform.from_config({"INPUT": {}}) == EvalTransform(  # Dassl's defaults
+        (224, 224), "bilinear", (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), normalize=False
+    )
     with pytest.raises(ValueError, match="NO_TRANSFORM"):
         EvalTransform.from_config({"INPUT": {"SIZE": [32, 32], "NO_TRANSFORM": True}})
     with pytest.raises(ValueError, match="Unknown INPUT.INTERPOLATION 'lanczos'"):
@@ -251,7 +254,10 @@ def dassl_runs(tmp_path_factory):
     base = _train(data, run, opts=("DATASET.SUBSAMPLE_CLASSES", "base"))
     new = _train(data, str(root / "new"), "--eval-only", "--model-dir", run, opts=("DATASET.SUBSAMPLE_CLASSES", "new"))
     zero = _train(data, str(root / "zero"), "--eval-only", trainer="ZeroshotCLIP")
-    return {"run": run, "base": base, "new": new, "zero": zero, "root": root}
+    amp = _train(
+        data, str(root / "amp"), "--eval-only", trainer="ZeroshotCLIP", opts=("TRAINER.ZEROSHOTCLIP.PREC", "amp")
+    )
+    return {"run": run, "base": base, "new": new, "zero": zero, "amp": amp, "root": root}
 
 
 def _accuracy(predictions: list[Prediction], labels: list[int]) -> float:
@@ -318,6 +324,15 @@ def test_transform_equals_dassls_test_transform(dassl_runs, tmp_path):
         for path in images:
             image = read_image(path)
             assert torch.equal(ours(image), dassl_transform(image)), (opts, path)
+    from dassl.config import get_cfg_default
+
+    from lamm_plugin.predict import DASSL_INPUT_DEFAULTS
+
+    defaults = get_cfg_default().INPUT
+    for key, value in DASSL_INPUT_DEFAULTS.items():  # what a config without these keys had
+        assert (list(value) if isinstance(value, tuple) else value) == (
+            list(defaults[key]) if isinstance(defaults[key], (tuple, list)) else defaults[key]
+        ), key
     assert Predictor.from_run(dassl_runs["run"], device="cpu").transform == EvalTransform.from_config(
         cfg_to_dict(base.trainer.cfg)
     )
@@ -350,10 +365,13 @@ def test_subset_of_the_trained_classes(dassl_runs):
 
 
 @pytest.mark.dassl
-def test_zero_shot_equals_the_zeroshot_trainer(dassl_runs):
-    zero = dassl_runs["zero"]
+@pytest.mark.parametrize("precision", ["fp32", "amp"])
+def test_zero_shot_equals_the_zeroshot_trainer(dassl_runs, precision):
+    zero = dassl_runs["zero" if precision == "fp32" else precision]
     classnames = zero.trainer.dm.dataset.classnames
-    predictor = Predictor.zero_shot("tiny-vit", classnames, dataset="SyntheticShapes", seed=1, batch_size=TEST_BATCH)
+    predictor = Predictor.zero_shot(
+        "tiny-vit", classnames, dataset="SyntheticShapes", seed=1, batch_size=TEST_BATCH, precision=precision
+    )
     batches = [zero.paths[i : i + TEST_BATCH] for i in range(0, len(zero.paths), TEST_BATCH)]
     logits = torch.cat([predictor.logits(torch.stack([predictor.preprocess(p) for p in b])) for b in batches])
     assert torch.equal(logits, zero.logits)
@@ -393,6 +411,14 @@ def test_checkpoint_file_with_and_without_its_run_folder(dassl_runs, tmp_path):
         Predictor.from_checkpoint(alone, device="cpu")
     detached = Predictor.from_checkpoint(alone, seed=1, batch_size=TEST_BATCH, device="cpu")
     assert detached.transform == inside.transform and detached.predict(base.paths) == reference
+    # The precision comes from the run's config (TRAINER.<NODE>.PREC).
+    moved = tmp_path / "bf16_run"
+    shutil.copytree(run, moved)
+    config = json.loads((moved / "config.json").read_text())
+    config["TRAINER"]["LAMM_COOP"]["PREC"] = "bf16"
+    (moved / "config.json").write_text(json.dumps(config))
+    bf16 = Predictor.from_run(moved, device="cpu")
+    assert bf16.precision == "bf16" and bf16.model.frozen[0].visual.conv1.weight.dtype == torch.bfloat16
     with pytest.raises(FileNotFoundError, match=r"No model.pth.tar-7 .*epochs kept there: \[2\]"):
         Predictor.from_run(run, epoch=7)
 
