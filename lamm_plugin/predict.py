@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional, Union
 
 import torch
+from open_clip import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from PIL import Image
 
 from lamm_plugin.backbone import OPENAI_MODELS, TINY_MODELS, autocast_dtype, load_clip, pretrained_from_config
@@ -64,9 +65,12 @@ __all__ = [
     "Predictor",
     "UnreadableImageError",
     "collect_images",
+    "find_run_checkpoint",
     "format_predictions",
     "main",
     "parse_classes",
+    "read_image",
+    "read_run_config",
     "resolve_device",
 ]
 
@@ -114,8 +118,8 @@ class EvalTransform:
 
     size: tuple[int, int]
     interpolation: str = "bicubic"
-    mean: tuple[float, ...] = (0.48145466, 0.4578275, 0.40821073)
-    std: tuple[float, ...] = (0.26862954, 0.26130258, 0.27577711)
+    mean: tuple[float, ...] = tuple(OPENAI_DATASET_MEAN)
+    std: tuple[float, ...] = tuple(OPENAI_DATASET_STD)
     normalize: bool = True
     instance_norm: bool = False
     _compose: Any = field(default=None, init=False, repr=False, compare=False)
@@ -132,6 +136,8 @@ class EvalTransform:
             raise ValueError(f"Unknown INPUT.INTERPOLATION {self.interpolation!r}; use one of {sorted(modes)}.")
         size = tuple(int(s) for s in self.size)
         object.__setattr__(self, "size", size)
+        object.__setattr__(self, "mean", tuple(float(m) for m in self.mean))
+        object.__setattr__(self, "std", tuple(float(s) for s in self.std))
         steps = [T.Resize(max(size), interpolation=modes[self.interpolation]), T.CenterCrop(size), T.ToTensor()]
         if self.normalize:
             steps.append(T.Normalize(mean=list(self.mean), std=list(self.std)))
