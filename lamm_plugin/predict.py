@@ -654,36 +654,68 @@ class Predictor:
     __call__ = predict
 
     def predict_files(
-        self, paths: Sequence[str], topk: int = 5, progress: Optional[bool] = None, skip_unreadable: bool = False
+        self,
+        paths: Sequence[str],
+        topk: int = 5,
+        progress: Optional[bool] = None,
+        skip_unreadable: bool = False,
+        workers: int = 0,
     ) -> Iterator[Union[Prediction, tuple[str, str]]]:
-        """Predict image files batch by batch (only one batch of images in memory), with a progress bar on stderr.
+        """Predict image files batch by batch (only a few batches of images in memory), with a progress bar.
 
         Args:
             paths: Image files.
             topk: Classes per image.
-            progress: Show a progress bar (``None``: only when stderr is a terminal).
+            progress: Show a progress bar on stderr (``None``: only when stderr is a terminal).
             skip_unreadable: Yield ``(path, reason)`` for a file that does not decode instead of raising.
+            workers: Processes decoding and transforming images while the model runs (``0``: this process); the
+                batches and their order, hence the predictions, are the same.
 
         Yields:
             A :class:`Prediction` per readable image, in order (and the ``(path, reason)`` of skipped files).
+
+        Raises:
+            FileNotFoundError, UnreadableImageError: A path that is no readable image (unless ``skip_unreadable``).
         """
+        from torch.utils.data import DataLoader
         from tqdm import tqdm
 
+        files = _ImageFiles(list(paths), self.transform)
+        loader = DataLoader(files, batch_size=self.batch_size, num_workers=workers, collate_fn=list)
         disable = None if progress is None else not progress  # None: tqdm shows it only on a terminal
-        with tqdm(total=len(paths), unit="img", disable=disable, file=sys.stderr) as bar:
-            for start in range(0, len(paths), self.batch_size):
+        with tqdm(total=len(files), unit="img", disable=disable, file=sys.stderr) as bar:
+            for batch in loader:
                 chunk, tensors = [], []
-                for path in paths[start : start + self.batch_size]:
-                    try:
-                        tensors.append(self.preprocess(path))
+                for path, tensor, error in batch:
+                    if tensor is not None:
                         chunk.append(path)
-                    except UnreadableImageError as err:
-                        if not skip_unreadable:
-                            raise
-                        yield path, str(err.__cause__ or err)
+                        tensors.append(tensor)
+                    elif not skip_unreadable:
+                        raise UnreadableImageError(error[1])
+                    else:
+                        yield path, error[0]
                 if tensors:
                     yield from _predictions(self.logits(torch.stack(tensors)), self.classnames, chunk, topk)
-                bar.update(min(self.batch_size, len(paths) - start))
+                bar.update(len(batch))
+
+
+class _ImageFiles:
+    """Image files as ``(path, tensor, None)``, or ``(path, None, (reason, message))`` for a file that does not
+    decode: a map-style dataset for a ``DataLoader`` (the transform, not the model, goes to its workers)."""
+
+    def __init__(self, paths: list[str], transform: EvalTransform) -> None:
+        self.paths, self.transform = paths, transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[str, Optional[torch.Tensor], Optional[tuple[str, str]]]:
+        path = self.paths[index]
+        try:
+            return path, self.transform(read_image(path)), None
+        except UnreadableImageError as err:
+            cause = err.__cause__ or err
+            return path, None, (f"{type(cause).__name__}: {cause}", str(err))
 
 
 # ---- output --------------------------------------------------------------------------------------------------------
@@ -775,6 +807,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--precision", help="fp32, fp16, bf16 or amp (default: the run's; zero-shot: fp32)")
     parser.add_argument("--template", default="", help="zero-shot prompt template with {} (default: a photo of a {}.)")
     parser.add_argument("--seed", type=int, help="tiny random-weight CLIPs only: the torch seed they are built after")
+    parser.add_argument(
+        "--workers", type=int, default=0, help="processes decoding images while the model runs (default 0: none)"
+    )
     parser.add_argument("--skip-unreadable", action="store_true", help="skip (and count) files that do not decode")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     return parser
@@ -835,7 +870,9 @@ def _run(args: argparse.Namespace, fmt: str) -> str:
     )
     predictions, unreadable = [], []
     progress = False if args.no_progress else None
-    for item in predictor.predict_files(images, args.topk, progress, args.skip_unreadable):
+    if args.workers < 0:
+        raise ValueError(f"--workers must be 0 or more, got {args.workers}.")
+    for item in predictor.predict_files(images, args.topk, progress, args.skip_unreadable, args.workers):
         if isinstance(item, Prediction):
             predictions.append(item)
         else:

@@ -171,8 +171,15 @@ def test_bad_inputs_to_the_command(tmp_path, capsys):
     document = json.loads(out.out)
     assert [p["path"] for p in document["predictions"]] == [str(image)]
     assert document["skipped"]["unreadable"] == [str(broken)]
+    predictor = Predictor.zero_shot("tiny-vit", ["a", "b"], device="cpu")
     with pytest.raises(UnreadableImageError, match="broken.png"):
-        Predictor.zero_shot("tiny-vit", ["a", "b"], device="cpu").predict(str(broken))
+        predictor.predict(str(broken))
+    with pytest.raises(UnreadableImageError, match=r"Cannot read .*broken.png as an image"):
+        list(predictor.predict_files([str(image), str(broken)], progress=False))
+    # Decoding in a worker process: the same batches, the same predictions, the same skipped file.
+    here = list(predictor.predict_files([str(image), str(broken), str(image)], skip_unreadable=True, progress=False))
+    there = list(predictor.predict_files([str(image), str(broken), str(image)], skip_unreadable=True, workers=1))
+    assert here == there and here[0] == (str(broken), here[0][1]) and "UnidentifiedImageError" in here[0][1]
 
 
 def test_transform_settings_from_a_config():
