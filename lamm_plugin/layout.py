@@ -35,6 +35,7 @@ __all__ = [
     "INDEX_FILE",
     "MODEL_FOLDER",
     "PRECISIONS",
+    "PREDICTIONS_FORMAT",
     "RESULTS_FILENAME",
     "RESULTS_FORMAT",
     "checkpoint_epochs",
@@ -54,6 +55,8 @@ RESULTS_FORMAT = "lamm-results/1"
 CONTINUAL_FORMAT = "lamm_plugin/continual/1"
 #: ``format`` of a checkpoint (:meth:`lamm_plugin.LAMM.checkpoint_state`, and the Dassl checkpoints built on it).
 CHECKPOINT_FORMAT = "lamm_plugin/1"
+#: ``format`` of the JSON that ``python -m lamm_plugin.predict --format json`` writes.
+PREDICTIONS_FORMAT = "lamm-predictions/1"
 #: Sub-folder of a run holding the checkpoints (the name Dassl registers the model under).
 MODEL_FOLDER = "prompt_learner"
 #: The best-validation checkpoint (``TEST.FINAL_MODEL best_val``).

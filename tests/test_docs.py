@@ -88,6 +88,11 @@ BLOCKS: dict[tuple[str, str], tuple[str, str]] = {
         "about three minutes on 2 cores; tests/test_dassl_continual.py runs continual.py on a smaller synthetic set",
     ),
     ("docs/RUN.md", "--load-epoch 20"): (RUN_DASSL, "the CPU demo: the main job, then its model on new classes"),
+    ("docs/RUN.md", "python -m lamm_plugin.predict output/demo"): (
+        RUN_DASSL,
+        "predicts images with the main job's model",
+    ),
+    ("docs/RUN.md", 'predictor = Predictor.from_run("output/demo")'): (RUN_DASSL, "the main job's model from Python"),
     ("docs/RUN.md", "--compare output/fewshot/oxford_pets/shots_16/"): (SKIP, "two few-shot runs of " + REAL_DATA),
     ("docs/RUN.md", "report = interpret(state, vocabulary_for(state), k=5)"): (
         RUN_DASSL,

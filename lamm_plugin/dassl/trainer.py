@@ -34,6 +34,7 @@ from dassl.metrics import compute_accuracy
 from dassl.optim import build_optimizer
 
 from lamm_plugin import build_model, load_clip
+from lamm_plugin.backbone import autocast_dtype, pretrained_from_config
 from lamm_plugin.config import LAMMConfig
 from lamm_plugin.cuda_graph import GraphedStep
 from lamm_plugin.dassl import compat
@@ -218,12 +219,7 @@ class PromptTrainer(CheckpointMixin, ResultsMixin, TrainerX):
 
     def _pretrained(self) -> Optional[str]:
         """``MODEL.BACKBONE.PRETRAINED`` for :func:`load_clip`: None/True = default weights, False = random."""
-        value = self.cfg.MODEL.BACKBONE.get("PRETRAINED")
-        if value is None or value is True:
-            return None
-        if value is False:
-            return ""
-        return str(value)
+        return pretrained_from_config(self.cfg.MODEL.BACKBONE.get("PRETRAINED"))
 
     def _check_input(self, clip) -> None:
         size = tuple(self.cfg.INPUT.SIZE)
@@ -242,9 +238,7 @@ class PromptTrainer(CheckpointMixin, ResultsMixin, TrainerX):
 
     # ---- training ------------------------------------------------------------------------------------------------
     def _autocast_dtype(self) -> Optional[torch.dtype]:
-        if self.precision != "amp":
-            return None
-        return torch.float16 if self.device.type == "cuda" else torch.bfloat16
+        return autocast_dtype(self.precision, self.device.type)
 
     def _autocast(self):
         dtype = self._autocast_dtype()
@@ -327,6 +321,14 @@ class PromptTrainer(CheckpointMixin, ResultsMixin, TrainerX):
         )
 
     def model_inference(self, input: torch.Tensor) -> torch.Tensor:
+        """Logits ``[B, C]`` of a batch of preprocessed images ``[B, 3, H, W]`` (what the test loader gives)."""
+        if not isinstance(input, torch.Tensor):
+            raise TypeError(
+                f"model_inference takes a batch of preprocessed images (a [B, 3, H, W] tensor), not a "
+                f"{type(input).__name__}. To classify image files or PIL images with a trained run, use "
+                "lamm_plugin.Predictor.from_run(OUTPUT_DIR).predict(images), or python -m lamm_plugin.predict "
+                "OUTPUT_DIR IMAGE... (docs/RUN.md, Predict)."
+            )
         with self._autocast():
             return self.model(input).logits.float()
 
