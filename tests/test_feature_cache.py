@@ -6,6 +6,8 @@ from __future__ import annotations
 import multiprocessing
 import os
 import time
+import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -53,7 +55,7 @@ def test_a_method_that_lies_about_its_image_tower_is_refused(tiny_clip, classnam
     type(model.method).prompts_image_tower = False
     try:
         with pytest.raises(RuntimeError, match="prompts_image_tower"):
-            model.image_features_cacheable
+            _ = model.image_features_cacheable
     finally:
         type(model.method).prompts_image_tower = True
 
@@ -91,11 +93,11 @@ def test_store_and_load_round_trip_bit_for_bit(tmp_path, dtype):
 def _damage(path: str, how: str) -> None:
     entry = torch.load(path, weights_only=True)
     if how == "truncated":
-        data = open(path, "rb").read()
-        open(path, "wb").write(data[: len(data) // 2])
+        data = Path(path).read_bytes()
+        Path(path).write_bytes(data[: len(data) // 2])
         return
     if how == "garbage":
-        open(path, "wb").write(b"not a torch file")
+        Path(path).write_bytes(b"not a torch file")
         return
     if how == "format":
         entry["format"] = "something/else"
@@ -161,8 +163,6 @@ def test_runs_filling_the_cache_at_once_leave_one_whole_file(tmp_path):
     while any(w.is_alive() for w in workers):
         with_warning = None
         try:
-            import warnings
-
             with warnings.catch_warnings():
                 warnings.simplefilter("error")
                 got = cache.load(IMAGE_FEATURES, KEY)
@@ -178,18 +178,18 @@ def test_runs_filling_the_cache_at_once_leave_one_whole_file(tmp_path):
     assert not [p for p in os.listdir(tmp_path / IMAGE_FEATURES) if p.endswith(".tmp")]
 
 
-# ---- keys --------------------------------------------------------------------------------------------------------------
+# ---- keys ------------------------------------------------------------------------------------------------------------
 def test_files_identity_follows_every_change(tmp_path):
     paths = [str(tmp_path / f"{i}.jpg") for i in range(3)]
     for p in paths:
-        open(p, "wb").write(b"abc")
+        Path(p).write_bytes(b"abc")
     first = files_identity(paths)
     assert first == files_identity(paths) and first["count"] == 3
     assert files_identity(paths[::-1]) != first  # the order is the batches'
     assert files_identity(paths[:2]) != first
     stat = os.stat(paths[1])
     time.sleep(0.01)
-    open(paths[1], "wb").write(b"xyz")  # same size, and the modification time set back
+    Path(paths[1]).write_bytes(b"xyz")  # same size, and the modification time set back
     os.utime(paths[1], ns=(stat.st_atime_ns, stat.st_mtime_ns))
     assert files_identity(paths) != first
     os.remove(paths[2])
@@ -212,7 +212,7 @@ def test_tower_fingerprint_covers_every_weight(tiny_clip):
     assert tower_fingerprint(visual) == first
 
 
-# ---- text features -----------------------------------------------------------------------------------------------------
+# ---- text features ---------------------------------------------------------------------------------------------------
 def _no_encoding(*args, **kwargs):
     raise AssertionError("encoded again although the cache holds the features")
 

@@ -112,6 +112,7 @@ class CachedEvaluationMixin:
         embed_dim = self.model.frozen[0].visual.output_dim
         cached = self._feature_cache.load(IMAGE_FEATURES, key, shape=(n, embed_dim))
         if cached is not None:
+            _draw_like_a_loader(loader)
             print(f"Image features of the {n} images read from the feature cache ({self._feature_cache.root})")
             for features, label in zip(cached.split(batch_size), labels.split(batch_size)):
                 # A fresh tensor per batch, as the loader's: the matmuls see the same memory layout.
@@ -175,6 +176,14 @@ class CachedEvaluationMixin:
             "clip": weights_fingerprint(clip),
             "backbone": str(self.model.backbone),
         }
+
+
+def _draw_like_a_loader(loader: Any) -> None:
+    """Draw from the random generator what iterating ``loader`` would have drawn in this process: a DataLoader
+    iterator takes its workers' base seed from ``loader.generator`` (the global generator when None). Without this
+    draw, an evaluation between training epochs (``TEST.FINAL_MODEL best_val``) read from the cache would shift the
+    random numbers of all later training, and the run would not be the run without the cache."""
+    torch.empty((), dtype=torch.int64).random_(generator=loader.generator)
 
 
 def _autocast_name(trainer: Any) -> Optional[str]:
