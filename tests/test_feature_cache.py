@@ -259,3 +259,25 @@ def test_text_features_are_keyed_by_their_inputs_and_weights(tiny_clip, tmp_path
     cached_text_features(cache, tiny_clip.model, {"texts": ["a", "b"]}, compute)
     assert len(calls) == 3
     assert cached_text_features(None, tiny_clip.model, {"texts": ["a", "b"]}, compute) is not None and len(calls) == 4
+
+
+@pytest.mark.parametrize("precision", ["fp16", "bf16", "amp"])
+def test_cached_path_is_exact_in_every_precision(precision, tmp_path, classnames):
+    """The image tower's output in its own dtype (fp16/bf16, or autocast's) stored and read back gives the logits
+    of the forward, bit for bit."""
+    torch.manual_seed(0)
+    clip = load_clip("tiny-vit", precision=precision)
+    case = next(c for c in CASES if c.id == "coop-init")
+    model = _case_model(case, clip, classnames, lamm=True)
+    images = torch.randn(5, 3, 32, 32)
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "amp")
+    cache = FeatureCache(str(tmp_path))
+    with torch.no_grad(), autocast:
+        expected = model(images).logits
+        computed = model.encode_image(images)
+        cache.store(IMAGE_FEATURES, KEY, computed)
+        features = cache.load(IMAGE_FEATURES, KEY)
+        assert features.dtype == computed.dtype and torch.equal(features, computed)
+        if precision != "amp":
+            assert features.dtype == clip.dtype  # kept in the tower's own precision, not widened
+        assert torch.equal(model.logits_from_image_features(features), expected)
