@@ -155,3 +155,29 @@ def test_cache_node_folder_and_switches_do_not_change_the_experiment(monkeypatch
     other.LAMM_CACHE.TEXT_FEATURES = False
     other.LAMM_CACHE.DIR = ""
     assert config_differences(cfg_to_dict(cfg), other) == []
+
+
+def test_continual_stages_read_their_test_sets_with_the_same_results(data_root, tmp_path, capsys):
+    """``continual.py``: each stage's evaluation on the classes seen so far goes through the cache; a second run reads
+    every stage's test features and reports the numbers of the run without the cache."""
+    import continual
+    from tests.test_dassl_continual import REPO, SMALL
+
+    def run_continual(out: str, *opts: str) -> dict:
+        args = [
+            "--root", data_root, "--seed", "1", "--trainer", "LAMM_CoOp",
+            "--dataset-config-file", os.path.join(REPO, "configs/datasets/synthetic_shapes.yaml"),
+            "--config-file", os.path.join(REPO, "configs/trainers/LAMM_CoOp/demo_cpu.yaml"),
+            "--output-dir", out, "--protocol", os.path.join(REPO, "configs/continual/synthetic_4x3.yaml"),
+            "--shared", "freeze", *SMALL, *opts,
+        ]  # fmt: skip
+        continual.main(continual.parse_args(args))
+        return results(out)
+
+    cache = ("LAMM_CACHE.DIR", str(tmp_path / "cache"))
+    off = run_continual(str(tmp_path / "off"), *cache, *OFF)
+    run_continual(str(tmp_path / "first"), *cache)
+    capsys.readouterr()
+    second = run_continual(str(tmp_path / "second"), *cache)
+    assert capsys.readouterr().out.count(READ) >= 4  # every stage's evaluation on the classes seen
+    assert off["continual"] and second["continual"] == off["continual"]
