@@ -34,9 +34,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lamm_plugin import feature_cache
 from lamm_plugin.backbone import CLIPBundle
 from lamm_plugin.encoders import ImageEncoder
-from lamm_plugin.feature_cache import cached_text_features
 from lamm_plugin.methods.base import PromptMethod, StepFeatures, TextPrompt, VisualPrompt, register_method
 from lamm_plugin.templates import promptsrc_templates
 from lamm_plugin.tokens import clean_classname
@@ -188,7 +188,7 @@ class PromptSRC(IndependentPrompts):
                 return torch.stack(features).mean(0)
 
             inputs = {"what": "promptsrc-template-mean", "templates": list(self.templates), "classnames": missing}
-            mean = cached_text_features(self.feature_cache, self._clip.model, inputs, template_mean)
+            mean = feature_cache.cached_text_features(self.feature_cache, self._clip.model, inputs, template_mean)
             for name, feature in zip(missing, mean):
                 self._frozen_text[name] = feature
         return F.normalize(torch.stack([self._frozen_text[n] for n in classnames]), dim=-1)
