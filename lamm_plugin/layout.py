@@ -27,11 +27,14 @@ from typing import Any, Optional
 
 __all__ = [
     "BEST_FILE",
+    "CACHE_DIR_ENV",
+    "CACHE_DIRNAME",
     "CHECKPOINT_FORMAT",
     "CheckpointFormatError",
     "CONFIG_FILENAME",
     "CONTINUAL_FORMAT",
     "EPOCH_FILE_PATTERN",
+    "FEATURE_CACHE_FORMAT",
     "INDEX_FILE",
     "MODEL_FOLDER",
     "PRECISIONS",
@@ -65,6 +68,11 @@ BEST_FILE = "model-best.pth.tar"
 INDEX_FILE = "checkpoint"
 #: Precisions of CLIP's weights and compute (``TRAINER.<NODE>.PREC``, :func:`lamm_plugin.load_clip`).
 PRECISIONS = ("fp32", "fp16", "bf16", "amp")
+#: The feature cache (:mod:`lamm_plugin.feature_cache`): its folder under ``DATASET.ROOT`` when neither
+#: ``LAMM_CACHE.DIR`` nor the environment variable ``CACHE_DIR_ENV`` names one, and the ``format`` of its files.
+CACHE_DIRNAME = ".lamm_cache"
+CACHE_DIR_ENV = "LAMM_CACHE_DIR"
+FEATURE_CACHE_FORMAT = "lamm_plugin/feature-cache/1"
 
 #: Matches an epoch checkpoint's file name; group 1 is the epoch.
 EPOCH_FILE_PATTERN = re.compile(r"^model\.pth\.tar-(\d+)$")

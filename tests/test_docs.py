@@ -71,6 +71,7 @@ BLOCKS: dict[tuple[str, str], tuple[str, str]] = {
     ("docs/RUN.md", "ConfigKeyError: Unknown config key"): (OUTPUT, "an error message"),
     ("docs/RUN.md", "<output-dir>/"): (OUTPUT, "the files a run writes"),
     ("docs/RUN.md", "epoch [2/20] batch [20/24]"): (OUTPUT, "a log line"),
+    ("docs/RUN.md", 'rm -rf "$DATA/.lamm_cache"'): (RUN, "clears the feature cache"),
     ("docs/RUN.md", "vit_b16_ep50_ctxv1_frozen bash scripts/lamm/sweep.sh fewshot"): (SKIP, "sweeps over " + REAL_DATA),
     ("docs/RUN.md", "sweep.sh fewshot --gpus 0,1,2,3"): (SKIP, "sweeps over " + REAL_DATA + ", on GPUs and SLURM"),
     ("docs/RUN.md", "sweep.sh fewshot --protocol coop-fewshot --dry-run\n"): (RUN, "protocol sweeps, listed only"),

@@ -10,6 +10,7 @@ add to Dassl's ``TrainerX``, one concern per module:
   term of the hierarchical loss in the ``PRINT_FREQ`` lines and in TensorBoard;
 * :mod:`.resume`: checkpoints of learned tensors, class names and configs, every epoch, and exact resume;
 * :mod:`.report`: ``results.json`` beside ``log.txt`` after the final evaluation;
+* :mod:`.evaluation`: Dassl's evaluation loop, with the image features of test sets from the feature cache;
 * :mod:`.compat`: the fixes for current PyTorch.
 
 The trainer classes are derived from the method registry (:data:`lamm_plugin.methods.METHODS`): a method with
@@ -48,6 +49,7 @@ from lamm_plugin.dassl.config import (
     lamm_node,
     method_config_from_cfg,
 )
+from lamm_plugin.dassl.evaluation import CachedEvaluationMixin
 from lamm_plugin.dassl.report import ResultsMixin
 from lamm_plugin.dassl.results import RecordingEvaluator
 from lamm_plugin.dassl.resume import CheckpointMixin
@@ -86,7 +88,7 @@ TRAINING_KEYS = (
 )
 
 
-class PromptTrainer(CheckpointMixin, ResultsMixin, TrainerX):
+class PromptTrainer(CheckpointMixin, ResultsMixin, CachedEvaluationMixin, TrainerX):
     """Base Dassl trainer for every method of the core (LAMM trainers and the baselines).
 
     Attributes:
@@ -171,6 +173,7 @@ class PromptTrainer(CheckpointMixin, ResultsMixin, TrainerX):
             # Before the optimiser is built: loading may resize the label-embedding parameter.
             self._load_state(compat.load_checkpoint(cfg.MODEL.INIT_WEIGHTS), cfg.MODEL.INIT_WEIGHTS)
             print(f"Initialised learned tensors from {cfg.MODEL.INIT_WEIGHTS}")
+        self.setup_feature_cache()
         self.configure_trainable()
 
         params = self.model.trainable_parameters()

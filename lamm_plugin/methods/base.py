@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from lamm_plugin.backbone import CLIPBundle
+from lamm_plugin.feature_cache import FeatureCache
 
 METHODS: dict[str, type[PromptMethod]] = {}
 
@@ -128,6 +129,11 @@ class PromptMethod(nn.Module):
         lamm_variant: Whether a LAMM trainer exists for the method (zero-shot CLIP has none).
         image_conditioned: The context depends on the image (CoCoOp): text features are computed per image, see
             :meth:`image_context`.
+        prompts_image_tower: The method puts prompts into the image tower (:meth:`visual_prompt`: VPT, MaPLe,
+            PromptSRC, IVLP), so its image features change with training. ``False`` (the default) declares the image
+            tower frozen and unprompted: the image features of a test set are then the same for every run and are
+            cached (:mod:`lamm_plugin.feature_cache`); the model checks the declaration against
+            :meth:`visual_prompt`.
     """
 
     name: ClassVar[str]
@@ -135,11 +141,14 @@ class PromptMethod(nn.Module):
     config_class: ClassVar[type]
     lamm_variant: ClassVar[bool] = True
     image_conditioned: ClassVar[bool] = False
+    prompts_image_tower: ClassVar[bool] = False
 
     def __init__(self, cfg: Any, clip: CLIPBundle, classnames: Sequence[str]) -> None:
         super().__init__()
         self.cfg = cfg
         self.num_classes = len(classnames)
+        # Where frozen-CLIP text features of fixed prompts are kept (PromptSRC, KgCoOp); None computes them each run.
+        self.feature_cache: Optional[FeatureCache] = None
 
     def template(self) -> tuple[str, Sequence[int] | str]:
         """The text template (with ``{}``) and its context slots (see :func:`lamm_plugin.tokens.build_layout`)."""

@@ -55,6 +55,7 @@ class MaPLe(PromptMethod):
     name = "maple"
     display_name = "MaPLe"
     config_class = MaPLeConfig
+    prompts_image_tower = True
 
     def __init__(self, cfg: MaPLeConfig, clip: CLIPBundle, classnames: Sequence[str]) -> None:
         super().__init__(cfg, clip, classnames)

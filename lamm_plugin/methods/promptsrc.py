@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lamm_plugin import feature_cache
 from lamm_plugin.backbone import CLIPBundle
 from lamm_plugin.encoders import ImageEncoder
 from lamm_plugin.methods.base import (
@@ -106,6 +107,8 @@ class IndependentPrompts(PromptMethod):
     :class:`PromptSRCConfig`).
     """
 
+    prompts_image_tower = True
+
     def __init__(self, cfg: Any, clip: CLIPBundle, classnames: Sequence[str]) -> None:
         super().__init__(cfg, clip, classnames)
         vision_width = clip.vision_width  # clear error on ResNet towers
@@ -171,11 +174,17 @@ class PromptSRC(IndependentPrompts):
         """``[C, E]`` L2-normalised mean over the templates of frozen CLIP's text features of ``classnames``."""
         missing = [n for n in dict.fromkeys(classnames) if n not in self._frozen_text]
         if missing:
-            features = [
-                self._clip.encode_texts([template.format(clean_classname(n)) for n in missing])
-                for template in self.templates
-            ]
-            for name, feature in zip(missing, torch.stack(features).mean(0)):
+
+            def template_mean() -> torch.Tensor:  # [len(missing), E]
+                features = [
+                    self._clip.encode_texts([template.format(clean_classname(n)) for n in missing])
+                    for template in self.templates
+                ]
+                return torch.stack(features).mean(0)
+
+            inputs = {"what": "promptsrc-template-mean", "templates": list(self.templates), "classnames": missing}
+            mean = feature_cache.cached_text_features(self.feature_cache, self._clip.model, inputs, template_mean)
+            for name, feature in zip(missing, mean):
                 self._frozen_text[name] = feature
         return F.normalize(torch.stack([self._frozen_text[n] for n in classnames]), dim=-1)
 

@@ -44,6 +44,7 @@ class VPT(PromptMethod):
     name = "vpt"
     display_name = "VPT"
     config_class = VPTConfig
+    prompts_image_tower = True
 
     def __init__(self, cfg: VPTConfig, clip: CLIPBundle, classnames: Sequence[str]) -> None:
         super().__init__(cfg, clip, classnames)
