@@ -10,6 +10,7 @@ add to Dassl's ``TrainerX``, one concern per module:
   term of the hierarchical loss in the ``PRINT_FREQ`` lines and in TensorBoard;
 * :mod:`.resume`: checkpoints of learned tensors, class names and configs, every epoch, and exact resume;
 * :mod:`.report`: ``results.json`` beside ``log.txt`` after the final evaluation;
+* :mod:`.progress`: short progress lines on the console (the log keeps Dassl's full line) and an ETA that settles;
 * :mod:`.compat`: the fixes for current PyTorch.
 
 The trainer classes are derived from the method registry (:data:`lamm_plugin.methods.METHODS`): a method with
@@ -47,6 +48,7 @@ from lamm_plugin.dassl.config import (
     lamm_node,
     method_config_from_cfg,
 )
+from lamm_plugin.dassl.progress import ProgressMixin
 from lamm_plugin.dassl.report import ResultsMixin
 from lamm_plugin.dassl.results import RecordingEvaluator
 from lamm_plugin.dassl.resume import CheckpointMixin
@@ -85,7 +87,7 @@ TRAINING_KEYS = (
 )
 
 
-class PromptTrainer(CheckpointMixin, ResultsMixin, TrainerX):
+class PromptTrainer(ProgressMixin, CheckpointMixin, ResultsMixin, TrainerX):
     """Base Dassl trainer for every method of the core (LAMM trainers and the baselines).
 
     Attributes:
