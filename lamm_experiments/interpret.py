@@ -44,6 +44,7 @@ import os
 import os.path as osp
 import statistics
 import sys
+import textwrap
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Optional
@@ -52,6 +53,7 @@ from lamm_experiments.tabular import markdown_table
 from lamm_plugin.layout import (
     BEST_FILE,
     CHECKPOINT_FORMAT,
+    EPOCH_FILE_PATTERN,
     MODEL_FOLDER,
     RESULTS_FILENAME,
     checkpoint_epochs,
@@ -604,6 +606,58 @@ def compare(a: Interpretation, b: Interpretation) -> Comparison:
 ROW_SEP = " / "  # between the rows of a multi-token class
 
 
+#: The ``table`` format (the terminal's) fits in about 115 columns: long cells are wrapped, the columns of
+#: :data:`TABLE_DROPPED` are left to ``markdown`` and ``csv``, and the summary lines are wrapped at this width.
+TABLE_WIDTH = 100
+#: Column widths of the ``table`` format (characters; other string columns get :data:`NAME_WIDTH`).
+TABLE_WIDTHS = {"top-k cosine": 34, "vector": 12}
+NAME_WIDTH = 20
+#: Lines a wrapped cell may take for each of its label rows before it is cut with "…".
+MAX_CELL_LINES = 2
+#: Columns only ``markdown`` and ``csv`` show (``original`` is the class name's own tokens, mostly the name).
+TABLE_DROPPED = ("original", "top-k L2")
+
+
+def printable(text: str) -> str:
+    """``text`` with every non-printable character escaped (``"\\x1b"``, ``"\\n"``): class names and paths come
+    from users and files, and control bytes must not reach a terminal or a table raw."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
+def _safe_row(row: Sequence[Any]) -> list[Any]:
+    return [printable(v) if isinstance(v, str) else v for v in row]
+
+
+def _wrap(text: str, width: int) -> str:
+    """``text`` in lines of at most ``width`` characters; each row of a multi-token class (``" / "``) starts a new
+    line and takes at most :data:`MAX_CELL_LINES`, the last cut with "…" (``markdown`` and ``csv`` keep it all)."""
+    lines = []
+    for part in text.split(ROW_SEP):
+        wrapped = textwrap.wrap(part, width, break_long_words=True, break_on_hyphens=False) or [""]
+        if len(wrapped) > MAX_CELL_LINES:
+            wrapped = wrapped[:MAX_CELL_LINES]
+            wrapped[-1] = wrapped[-1][: width - 1] + "…"
+        lines += wrapped
+    return "\n".join(lines)
+
+
+def _terminal_cell(value: Any, width: int) -> Any:
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return _wrap(value, width) if isinstance(value, str) else value
+
+
+def terminal_columns(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> tuple[list[str], list[list[Any]]]:
+    """The ``table`` format's columns: :data:`TABLE_DROPPED` left out, string cells wrapped to their width, numbers
+    to 4 decimals."""
+    keep = [i for i, name in enumerate(header) if name not in TABLE_DROPPED]
+    widths = [TABLE_WIDTHS.get(header[i], NAME_WIDTH) for i in keep]
+    body = [[_terminal_cell(row[i], w) for i, w in zip(keep, widths)] for row in rows]
+    return [header[i] for i in keep], body
+
+
 def _topk(pairs: Sequence[tuple[str, float]]) -> str:
     return ", ".join(f"{t} {s:.3f}" for t, s in pairs)
 
@@ -624,7 +678,7 @@ def class_rows(report: Interpretation) -> tuple[list[str], list[list[Any]]]:
         ]
         for c in report.classes
     ]
-    return header, rows
+    return header, [_safe_row(row) for row in rows]
 
 
 def context_rows(report: Interpretation) -> tuple[list[str], list[list[Any]]]:
@@ -641,7 +695,7 @@ def context_rows(report: Interpretation) -> tuple[list[str], list[list[Any]]]:
         ]
         for name, r in report.context
     ]
-    return header, rows
+    return header, [_safe_row(row) for row in rows]
 
 
 def summary_lines(report: Interpretation) -> list[str]:
@@ -664,7 +718,7 @@ def summary_lines(report: Interpretation) -> list[str]:
             f"context: {s['context_vectors']} vectors, nearest tokens: {s['context_nearest']} "
             f"({s['context_decoding_to_own_token']} still their initial token)"
         )
-    return lines
+    return [printable(line) for line in lines]
 
 
 def _csv(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -680,6 +734,7 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
         from tabulate import tabulate
     except ImportError as err:
         raise ImportError("--format table needs tabulate: pip install tabulate (or use markdown or csv)") from err
+    header, rows = terminal_columns(header, rows)
     return tabulate(rows, headers=header, tablefmt="simple", disable_numparse=True)
 
 
@@ -699,6 +754,8 @@ def format_report(report: Interpretation, fmt: str = "table") -> str:
     if report.context:
         parts.append(_render(fmt, *context_rows(report)))
     summary = summary_lines(report)
+    if fmt == "table":
+        summary = [textwrap.fill(line, TABLE_WIDTH, subsequent_indent="  ") for line in summary]
     parts.append("\n".join(f"- {line}" for line in summary) if fmt == "markdown" else "\n".join(summary))
     return "\n\n".join(parts) + "\n"
 
@@ -718,7 +775,7 @@ def comparison_rows(comparison: Comparison) -> tuple[list[str], list[list[Any]]]
         ]
         for a, b in comparison.pairs()
     ]
-    return header, rows
+    return header, [_safe_row(row) for row in rows]
 
 
 def format_comparison(comparison: Comparison, fmt: str = "table") -> str:
@@ -752,19 +809,18 @@ def plot_drift(report: Interpretation | Comparison, path: str, title: Optional[s
     except ImportError as err:
         raise ImportError("The figure needs matplotlib: pip install matplotlib") from err
 
+    labels = drift_labels(report)
     if isinstance(report, Comparison):
         pairs = sorted(report.pairs(), key=lambda p: -max(p[0].drift_l2, p[1].drift_l2))
         names = [a.name for a, _ in pairs]
-        series = [
-            (_label("A", report.a.source), [a.drift_l2 for a, _ in pairs]),
-            (_label("B", report.b.source), [b.drift_l2 for _, b in pairs]),
-        ]
+        series = [(labels[0], [a.drift_l2 for a, _ in pairs]), (labels[1], [b.drift_l2 for _, b in pairs])]
         default = "Label drift per class: two checkpoints"
     else:
         ordered = sorted(report.classes, key=lambda c: -c.drift_l2)
         names = [c.name for c in ordered]
-        series = [(_short(report.source) or "checkpoint", [c.drift_l2 for c in ordered])]
-        default = "Label drift per class"
+        series = [(labels[0], [c.drift_l2 for c in ordered])]
+        default = f"Label drift per class: {labels[0]}"
+    names = [printable(n) for n in names]
     if not names:
         raise ValueError("No label rows to plot (a checkpoint trained without LAMM, or no shared classes).")
     n, groups = len(names), len(series)
@@ -782,8 +838,9 @@ def plot_drift(report: Interpretation | Comparison, path: str, title: Optional[s
         ax.set_xlabel(f"{n} classes, sorted by drift")
     ax.set_ylabel("L2 drift from initial embedding")
     ax.set_xlim(-0.6, n - 0.4)
-    ax.set_title(title or default)
-    ax.legend(fontsize=8)
+    ax.set_title(printable(title or default))
+    if groups > 1:  # one series is named by the title
+        ax.legend(fontsize=8)
     fig.tight_layout()
     os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
     fig.savefig(path, dpi=120)
@@ -791,12 +848,31 @@ def plot_drift(report: Interpretation | Comparison, path: str, title: Optional[s
     return path
 
 
-def _short(path: str, keep: int = 60) -> str:
-    return path if len(path) <= keep else "..." + path[-keep + 3 :]
+def run_label(source: str, method: str, depth: int = 1) -> str:
+    """A short name of the checkpoint ``source`` of ``method`` for a figure: the method, the run folder's last
+    ``depth`` parts and the epoch (``"coop, demo, epoch 20"``), not the file's whole path."""
+    folder, name = osp.split(osp.normpath(source)) if source else ("", "")
+    match = EPOCH_FILE_PATTERN.match(name)
+    if match or name == BEST_FILE:
+        when = f"epoch {match.group(1)}" if match else "best"
+        if osp.basename(folder) == MODEL_FOLDER:
+            folder = osp.dirname(folder)
+    else:  # a file saved from model.checkpoint_state(): its own name
+        when, folder = "", osp.join(folder, osp.splitext(name)[0])
+    parts = [p for p in folder.split(os.sep) if p][-depth:]
+    return ", ".join(part for part in (method, "/".join(parts), when) if part)
 
 
-def _label(tag: str, path: str) -> str:
-    return f"{tag}: {_short(path)}" if path else tag
+def drift_labels(report: Interpretation | Comparison) -> list[str]:
+    """The figure's name of each series: :func:`run_label` of each checkpoint, tagged ``A``/``B`` in a comparison
+    (with the folders above the runs when the runs' own names are the same, e.g. two ``seed1`` folders)."""
+    if not isinstance(report, Comparison):
+        return [printable(run_label(report.source, report.method))]
+    for depth in (1, 2, 3):
+        a, b = (run_label(r.source, r.method, depth) for r in (report.a, report.b))
+        if a != b:
+            break
+    return [printable(f"A: {a}"), printable(f"B: {b}")]
 
 
 # ---- command line ------------------------------------------------------------------------------------------------
