@@ -848,30 +848,42 @@ def plot_drift(report: Interpretation | Comparison, path: str, title: Optional[s
     return path
 
 
-def run_label(source: str, method: str, depth: int = 1) -> str:
-    """A short name of the checkpoint ``source`` of ``method`` for a figure: the method, the run folder's last
-    ``depth`` parts and the epoch (``"coop, demo, epoch 20"``), not the file's whole path."""
+def _run_parts(source: str) -> tuple[list[str], str]:
+    """The run folder of checkpoint ``source`` as path parts, and which checkpoint (``"epoch 20"``, ``"best"``,
+    ``""`` for a file saved from ``model.checkpoint_state()``, whose own name then ends the parts)."""
     folder, name = osp.split(osp.normpath(source)) if source else ("", "")
     match = EPOCH_FILE_PATTERN.match(name)
     if match or name == BEST_FILE:
         when = f"epoch {match.group(1)}" if match else "best"
         if osp.basename(folder) == MODEL_FOLDER:
             folder = osp.dirname(folder)
-    else:  # a file saved from model.checkpoint_state(): its own name
+    else:
         when, folder = "", osp.join(folder, osp.splitext(name)[0])
-    parts = [p for p in folder.split(os.sep) if p][-depth:]
-    return ", ".join(part for part in (method, "/".join(parts), when) if part)
+    return [p for p in folder.split(os.sep) if p], when
+
+
+def run_label(source: str, method: str, run: Optional[str] = None) -> str:
+    """A short name of the checkpoint ``source`` of ``method`` for a figure: the method, the run (default: the run
+    folder's name) and the checkpoint (``"coop, demo, epoch 20"``), not the file's whole path."""
+    parts, when = _run_parts(source)
+    if run is None:
+        run = parts[-1] if parts else ""
+    return ", ".join(part for part in (method, run, when) if part)
 
 
 def drift_labels(report: Interpretation | Comparison) -> list[str]:
-    """The figure's name of each series: :func:`run_label` of each checkpoint, tagged ``A``/``B`` in a comparison
-    (with the folders above the runs when the runs' own names are the same, e.g. two ``seed1`` folders)."""
+    """The figure's name of each series: :func:`run_label` of each checkpoint, tagged ``A``/``B`` in a comparison;
+    two runs of the same name (``seed1`` of 1 and of 16 shots) are told apart by the folders where their paths
+    differ (``"shots_1 (seed1)"``)."""
     if not isinstance(report, Comparison):
         return [printable(run_label(report.source, report.method))]
-    for depth in (1, 2, 3):
-        a, b = (run_label(r.source, r.method, depth) for r in (report.a, report.b))
-        if a != b:
-            break
+    (pa, _), (pb, _) = _run_parts(report.a.source), _run_parts(report.b.source)
+    runs: list[Optional[str]] = [None, None]
+    if pa and pb and pa[-1] == pb[-1] and pa != pb:
+        start = next(i for i, (x, y) in enumerate(zip(pa + [None], pb + [None])) if x != y)
+        end = next(i for i, (x, y) in enumerate(zip(pa[::-1] + [None], pb[::-1] + [None])) if x != y)
+        runs = [f"{'/'.join(p[start : len(p) - end]) or '.'} ({p[-1]})" for p in (pa, pb)]
+    a, b = (run_label(r.source, r.method, run) for r, run in zip((report.a, report.b), runs))
     return [printable(f"A: {a}"), printable(f"B: {b}")]
 
 
