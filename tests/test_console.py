@@ -44,6 +44,25 @@ def test_log_only_keeps_everything_in_the_log_and_only_notices_on_the_console(tm
     )
 
 
+def test_core_warnings_reach_the_console_while_it_is_quiet(tmp_path, monkeypatch):
+    import sys
+
+    from lamm_plugin.cuda_graph import logger  # a core module's logger (routed to stdout by lamm_plugin.dassl)
+
+    console = io.StringIO()
+    tee = train.Tee(console, str(tmp_path / "log.txt"))
+    monkeypatch.setattr(sys, "stdout", tee)
+    with tee.log_only():
+        logger.info("Label embeddings: 4 of 4 classes loaded")
+        logger.warning("CUDA graph capture failed")
+    monkeypatch.undo()
+    tee.file.close()
+    assert console.getvalue() == "CUDA graph capture failed\n"
+    assert (tmp_path / "log.txt").read_text() == (
+        "Label embeddings: 4 of 4 classes loaded\nCUDA graph capture failed\n"
+    )
+
+
 def test_emit_without_a_split_stdout_prints_the_full_text(capsys):
     emit("short", "full")
     emit(None, "log only")
