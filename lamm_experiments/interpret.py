@@ -610,7 +610,7 @@ ROW_SEP = " / "  # between the rows of a multi-token class
 #: :data:`TABLE_DROPPED` are left to ``markdown`` and ``csv``, and the summary lines are wrapped at this width.
 TABLE_WIDTH = 100
 #: Column widths of the ``table`` format (characters; other string columns get :data:`NAME_WIDTH`).
-TABLE_WIDTHS = {"top-k cosine": 34, "vector": 12}
+TABLE_WIDTHS = {"top-k cosine": 34, "vector": 12, "nearest A": 18, "nearest B": 18}
 NAME_WIDTH = 20
 #: Lines a wrapped cell may take for each of its label rows before it is cut with "…".
 MAX_CELL_LINES = 2
@@ -789,6 +789,8 @@ def format_comparison(comparison: Comparison, fmt: str = "table") -> str:
     lines.append(f"shared classes: {len(comparison.classes)}")
     if comparison.only_a or comparison.only_b:
         lines.append(f"only in A: {len(comparison.only_a)}, only in B: {len(comparison.only_b)}")
+    if fmt == "table":
+        lines = [textwrap.fill(line, TABLE_WIDTH, subsequent_indent="  ") for line in lines]
     bullet = "- " if fmt == "markdown" else ""
     return table + "\n\n" + "\n".join(bullet + line for line in lines) + "\n"
 

@@ -276,3 +276,12 @@ def test_block_runs(block: Block, workspace: Path, monkeypatch: pytest.MonkeyPat
         )
         check_claims(block, out.stdout)
     _DONE.add(key)
+
+
+def test_documented_outputs_are_git_ignored():
+    """What the documented commands write into the repository (run folders, data, make_tables.py's tables/)."""
+    if not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    paths = ["tables/fewshot.md", "tables/fewshot_curves.png", "output/demo/log.txt", "data/synthetic_shapes/x.png"]
+    out = subprocess.run(["git", "check-ignore", *paths], cwd=ROOT, capture_output=True, text=True)
+    assert out.stdout.split() == paths, out.stderr

@@ -311,6 +311,9 @@ def test_terminal_table_fits_and_hostile_class_names_are_escaped(trained, clip0)
     assert "original" not in header and "top-k L2" not in header and "top-k cosine" in header  # the rest: markdown
     assert "\\x1b[2J\\x1b[31mred\\x07" in table and "…" in table  # escaped, and the long name cut
     assert printable("ok é 🤷") == "ok é 🤷" and printable("a\tb\x00") == "a\\tb\\x00"
+    side_by_side = format_comparison(compare(report, report), "table")
+    assert max(len(line) for line in side_by_side.splitlines()) <= 120
+    assert not re.search(r"[\x00-\x08\x0b-\x1f\x7f]", side_by_side)
 
 
 def test_drift_figure_names_runs_not_paths(trained, clip0):
