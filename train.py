@@ -179,8 +179,12 @@ class Tee:
         self._write_file(text)
 
     def write_split(self, console: str, log: str) -> None:
-        """``console`` to the console, ``log`` to the log (the short and the full progress line)."""
-        if console:
+        """``console`` to the console, ``log`` to the log (the short and the full progress line); a console that is
+        a tee itself (``continual.py``'s run log around a stage's) gets both, so its log keeps the full text."""
+        outer = getattr(self.console, "write_split", None)
+        if outer is not None:
+            outer(console, log)
+        elif console:
             self.console.write(console)
         self._write_file(log)
 

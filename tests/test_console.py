@@ -41,6 +41,18 @@ def test_log_only_keeps_everything_in_the_log_and_only_notices_on_the_console(tm
     )
 
 
+def test_a_tee_inside_a_tee_gives_both_logs_the_full_text(tmp_path):
+    console = io.StringIO()
+    outer = train.Tee(console, str(tmp_path / "run" / "log.txt"))
+    inner = train.Tee(outer, str(tmp_path / "run" / "stage1" / "log.txt"))
+    inner.write_split("short\n", "full\n")
+    inner.write("plain\n")
+    inner.file.close(), outer.file.close()
+    assert console.getvalue() == "short\nplain\n"
+    assert (tmp_path / "run" / "log.txt").read_text() == "full\nplain\n"
+    assert (tmp_path / "run" / "stage1" / "log.txt").read_text() == "full\nplain\n"
+
+
 def test_core_warnings_reach_the_console_while_it_is_quiet(tmp_path, monkeypatch):
     import sys
 
