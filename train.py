@@ -437,9 +437,8 @@ def run_header(cfg, trainer: Any) -> str:
     return "\n".join([
         f"{cfg.TRAINER.NAME} on {cfg.DATASET.NAME}: {classes}, {shot_text} ({sizes} images), seed {cfg.SEED}",
         f"backbone {cfg.MODEL.BACKBONE.NAME}, precision {precision}, device {device_text(cfg, trainer.device)}",
-        f"output {out}",
-        f"({CONFIG_YAML_FILENAME}: the full config; log.txt: everything printed, with the arguments and system info; "
-        "--verbose shows them here)",
+        f"output: {out}",
+        f"  {CONFIG_YAML_FILENAME}: the full config; log.txt: everything printed (--verbose shows it all here too)",
     ])  # fmt: skip
 
 

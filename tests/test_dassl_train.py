@@ -339,7 +339,7 @@ def test_console_is_short_and_log_keeps_everything(data_root, tmp_path, capsys):
     # The header instead of the dumps; the real device although USE_CUDA is True.
     assert lines[0].startswith("LAMM_CoOp on SyntheticShapes: 4 classes, 2 shots (8 train, 8 val, 16 test images)")
     assert "precision fp32" in lines[1] and "device cpu (USE_CUDA is True, but no CUDA device" in lines[1]
-    assert lines[2] == f"output {out}"
+    assert lines[2] == f"output: {out}" and "config.yaml" in lines[3] and "log.txt" in lines[3]
     for dump in ("** Arguments **", "** Config **", "** System info **", "USE_CUDA: True", "Building transform_train"):
         assert dump not in console and dump in log
     assert max(map(len, lines)) < 120 + len(out)  # only the lines that name the output folder are longer
