@@ -4,6 +4,7 @@ A run folder (``OUTPUT_DIR`` of a Dassl run) holds::
 
     log.txt
     config.json                    CONFIG_FILENAME: the full config the run started with
+    config.yaml                    CONFIG_YAML_FILENAME: the full config of the latest start, as yacs writes it
     results.json                   RESULTS_FILENAME, "format": RESULTS_FORMAT (continual runs: CONTINUAL_FORMAT)
     prompt_learner/                MODEL_FOLDER (Dassl's model name)
         model.pth.tar-<epoch>      epoch_file(epoch), "format": CHECKPOINT_FORMAT
@@ -32,6 +33,7 @@ __all__ = [
     "CHECKPOINT_FORMAT",
     "CheckpointFormatError",
     "CONFIG_FILENAME",
+    "CONFIG_YAML_FILENAME",
     "CONTINUAL_FORMAT",
     "EPOCH_FILE_PATTERN",
     "FEATURE_CACHE_FORMAT",
@@ -52,6 +54,8 @@ __all__ = [
 RESULTS_FILENAME = "results.json"
 #: The full config a run started with (written when it starts from scratch; a resume compares the given one with it).
 CONFIG_FILENAME = "config.json"
+#: The full config of the latest start in a run folder, in yacs' YAML (what ``--verbose`` prints), for reading.
+CONFIG_YAML_FILENAME = "config.yaml"
 #: ``format`` of a training run's ``results.json``.
 RESULTS_FORMAT = "lamm-results/1"
 #: ``format`` of a continual run's ``results.json`` and of its ``continual`` section.

@@ -277,3 +277,35 @@ def test_bf16_and_configs_cleaned_by_host(data_root, tmp_path, capsys):
     cleaned = build_trainer(cfg)
     assert cleaned.lamm_cfg.logit_weight == LAMMConfig().logit_weight
     assert capsys.readouterr().out.count("has no TRAINER.LAMM node") == 1
+
+
+def test_console_is_short_and_log_keeps_everything(data_root, tmp_path, capsys):
+    out = str(tmp_path / "quiet")
+    run("LAMM_CoOp", data_root, out)
+    console = capsys.readouterr().out
+    log = read_logs(out)
+    lines = console.splitlines()
+    # The header instead of the dumps; the real device although USE_CUDA is True.
+    assert lines[0].startswith("LAMM_CoOp on SyntheticShapes: 4 classes, 2 shots (8 train, 8 val, 16 test images)")
+    assert "precision fp32" in lines[1] and "device cpu (USE_CUDA is True, but no CUDA device" in lines[1]
+    assert lines[2] == f"output: {out}" and "config.yaml" in lines[3] and "log.txt" in lines[3]
+    for dump in ("** Arguments **", "** Config **", "** System info **", "USE_CUDA: True", "Building transform_train"):
+        assert dump not in console and dump in log
+    assert max(map(len, lines)) < 120 + len(out)  # only the lines that name the output folder are longer
+    progress = [line for line in lines if line.startswith("epoch ")]
+    assert len(progress) == 4 and all(len(line) < 100 and "eta " in line for line in progress)
+    # The log keeps Dassl's full line with every term, and every checkpoint saved.
+    assert all(f" {term} " in epoch_lines(log, 2)[-1] for term in ("loss", "acc", "time", "data", *LOSS_TERMS))
+    assert log.count("Checkpoint saved to") == 2 and "Checkpoint saved" not in console
+    assert [line for line in lines if line.startswith("checkpoint: ")] == [
+        f"checkpoint: epoch 1/2 -> {out}/prompt_learner/model.pth.tar-1 (each epoch's replaces the previous)",
+        f"checkpoint: epoch 2/2 -> {out}/prompt_learner/model.pth.tar-2 (the run's final one)",
+    ]
+    assert "* accuracy:" in console
+    with open(os.path.join(out, "config.yaml")) as f:
+        assert f"OUTPUT_DIR: {out}" in f.read()
+
+    verbose = str(tmp_path / "verbose")
+    run("LAMM_CoOp", data_root, verbose, "--verbose")
+    console = capsys.readouterr().out
+    assert "** Config **" in console and "** System info **" in console and "Building transform_train" in console

@@ -11,6 +11,7 @@ add to Dassl's ``TrainerX``, one concern per module:
 * :mod:`.resume`: checkpoints of learned tensors, class names and configs, every epoch, and exact resume;
 * :mod:`.report`: ``results.json`` beside ``log.txt`` after the final evaluation;
 * :mod:`.evaluation`: Dassl's evaluation loop, with the image features of test sets from the feature cache;
+* :mod:`.progress`: short progress lines on the console (the log keeps Dassl's full line) and an ETA that settles;
 * :mod:`.compat`: the fixes for current PyTorch.
 
 The trainer classes are derived from the method registry (:data:`lamm_plugin.methods.METHODS`): a method with
@@ -50,6 +51,7 @@ from lamm_plugin.dassl.config import (
     method_config_from_cfg,
 )
 from lamm_plugin.dassl.evaluation import CachedEvaluationMixin
+from lamm_plugin.dassl.progress import ProgressMixin
 from lamm_plugin.dassl.report import ResultsMixin
 from lamm_plugin.dassl.results import RecordingEvaluator
 from lamm_plugin.dassl.resume import CheckpointMixin
@@ -88,7 +90,7 @@ TRAINING_KEYS = (
 )
 
 
-class PromptTrainer(CheckpointMixin, ResultsMixin, CachedEvaluationMixin, TrainerX):
+class PromptTrainer(ProgressMixin, CheckpointMixin, ResultsMixin, CachedEvaluationMixin, TrainerX):
     """Base Dassl trainer for every method of the core (LAMM trainers and the baselines).
 
     Attributes:
