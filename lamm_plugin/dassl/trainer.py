@@ -111,9 +111,9 @@ class PromptTrainer(CheckpointMixin, ResultsMixin, TrainerX):
         self._epochs_done = 0  # epochs the learned tensors in memory were trained for
         self._loaded_checkpoint: Optional[dict[str, Any]] = None
         self._untrained_eval = False  # --eval-only without --model-dir
-        # Wall seconds of this process waiting for the training loader, in training steps and in evaluations, and
-        # the time of the first step (perf_counter marks: cheap enough for every step).
-        self.phase_seconds = {"loader_wait": 0.0, "steps": 0.0, "evaluation": 0.0}
+        # Wall seconds of this process building the dataset and loaders, waiting for the training loader, in training
+        # steps and in evaluations, and the time of the first step (perf_counter marks: cheap enough for every step).
+        self.phase_seconds = {"data": 0.0, "loader_wait": 0.0, "steps": 0.0, "evaluation": 0.0}
         self.first_step_at: Optional[float] = None
         self._phase_mark: Optional[float] = None
         super().__init__(cfg)
@@ -123,10 +123,12 @@ class PromptTrainer(CheckpointMixin, ResultsMixin, TrainerX):
     def build_data_loader(self) -> None:
         """Dassl's data loaders; with ``LAMM_CACHE.DECODED_IMAGES`` the training loader reads decoded images kept
         once (those the dataset's few-shot check decoded, the rest decoded here), with the same batches."""
+        start = time.perf_counter()
         super().build_data_loader()
         loader = decoded.cached_train_loader(self.cfg, self.train_loader_x, getattr(self.dm.dataset, "decoded", None))
         if loader is not None:
             self.train_loader_x = self.dm.train_loader_x = loader
+        self.phase_seconds["data"] += time.perf_counter() - start
 
     def check_cfg(self, cfg) -> None:
         prec = cfg.TRAINER[self.NODE][PRECISION_KEY]
