@@ -235,3 +235,17 @@ def test_trainer_with_and_without_the_cache_trains_the_same(tmp_path):
         phases = json.load(f)["timings"]["phases"]
     assert phases["steps_seconds"] > 0 and phases["loader_wait_seconds"] > 0 and phases["evaluation_seconds"] > 0
     assert 0 < phases["startup_seconds"] < phases["process_seconds"]
+
+
+def test_cache_keys_do_not_make_another_experiment():
+    """A run folder made before the cache existed (no LAMM_CACHE in its config), or with the switch flipped, is the
+    same experiment: it resumes and its result is recognised."""
+    from lamm_plugin.dassl import run_config
+    from lamm_plugin.dassl.results import cfg_to_dict
+
+    given = make_cfg()
+    older = cfg_to_dict(given)
+    del older["LAMM_CACHE"]
+    assert run_config.config_differences(older, given) == []
+    assert run_config.config_differences(cfg_to_dict(make_cfg(DECODED_IMAGES=False, DECODED_MAX_MB=1)), given) == []
+    assert run_config.config_differences(cfg_to_dict(make_cfg(workers=3)), make_cfg(transforms=("random_flip",)))

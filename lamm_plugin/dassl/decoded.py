@@ -66,7 +66,13 @@ class DecodedImages:
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max(0, int(max_bytes))
-        self._block: Optional[mmap.mmap] = mmap.mmap(-1, self.max_bytes) if self.max_bytes else None
+        self._block: Optional[mmap.mmap] = None
+        while self.max_bytes and self._block is None:
+            try:  # reserved, not committed: pages count once written
+                self._block = mmap.mmap(-1, self.max_bytes)
+            except OSError as err:  # a system that refuses to reserve that much address space (strict overcommit)
+                print(f"Note: cannot reserve {self.max_bytes / 2**20:,.0f} MB for decoded images ({err}); trying half")
+                self.max_bytes //= 2
         self._slots: dict[str, tuple[int, int, int]] = {}  # path -> (offset, width, height)
         self._used = 0
         self.left_out = 0  # images offered that did not fit

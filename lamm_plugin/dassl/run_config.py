@@ -38,6 +38,9 @@ ALLOWED_TO_DIFFER = frozenset(
         "TRAIN.PRINT_FREQ",
         "TRAIN.CHECKPOINT_FREQ",
         "VERBOSE",
+        # the decoded-image cache gives the same tensors on and off, and a run folder made before it had no such keys
+        "LAMM_CACHE.DECODED_IMAGES",
+        "LAMM_CACHE.DECODED_MAX_MB",
     }
 )
 
