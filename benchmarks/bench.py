@@ -219,8 +219,14 @@ def loader_table(args) -> None:
     """Images/s of the training loader alone, Dassl's (``DatasetWrapper``, decoding every image in every epoch) and
     ours (``LAMM_CACHE.DECODED_IMAGES``: decoded once), with a trainer config's transforms, over JPEGs of ImageNet's
     typical size; per worker: images/s over the workers (the main process for 0)."""
-    import os
     import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        _loader_table(args, folder)
+
+
+def _loader_table(args, folder: str) -> None:
+    import os
 
     from dassl.config import get_cfg_default
     from dassl.data.data_manager import build_data_loader
@@ -232,7 +238,7 @@ def loader_table(args) -> None:
 
     cfg = get_cfg_default()
     cfg.merge_from_file(args.config)
-    paths = write_jpegs(tempfile.mkdtemp(), args.images)
+    paths = write_jpegs(folder, args.images)
     kb = sum(os.path.getsize(p) for p in paths) / len(paths) / 1024
     items = [Datum(impath=p, label=i % 10, classname=str(i % 10)) for i, p in enumerate(paths)]
     batch = cfg.DATALOADER.TRAIN_X.BATCH_SIZE
@@ -329,27 +335,37 @@ def runs_table(args) -> None:
     """Whole ``train.py`` runs (``run``) or a few-shot sweep of them (``sweep``: shots x seeds), per variant."""
     import tempfile
 
-    root = tempfile.mkdtemp()
+    with tempfile.TemporaryDirectory() as root:
+        _runs_table(args, root)
+
+
+def _runs_table(args, root: str) -> None:
+    import tempfile
+
     write_run_data(root, args.run_classes, args.per_class)
     jobs = [(s, seed) for s in args.shots for seed in args.seeds] if args.table == "sweep" else [(args.shots[0], 1)]
-    rows = []
+    variants, rows = {}, []
     for variant in args.variants:
         opts, missing = known_opts(VARIANTS[variant])
         if missing:
             rows.append({"variant": variant, "failed": f"not in this config: {', '.join(missing)}"})
-            print(rows[-1], flush=True)
-            continue
-        total: dict = {}
-        for shots, seed in jobs:
-            out = tempfile.mkdtemp(prefix=f"{variant.replace(' ', '_').replace(',', '')}_")
+        else:
+            variants[variant] = opts
+    totals: dict[str, dict] = {variant: {} for variant in variants}
+    for shots, seed in jobs:  # the variants interleaved, job by job: a shared machine's drift hits them alike
+        for variant, opts in variants.items():
+            total = totals[variant]
+            if "failed" in total:
+                continue
+            out = tempfile.mkdtemp(prefix=f"{variant.replace(' ', '_').replace(',', '')}_", dir=root)
             row = timed_run(args, root, out, shots, seed, opts)
             if "failed" in row:
-                total = row
-                break
+                totals[variant] = row
+                continue
             for key, value in row.items():
                 total[key] = total.get(key, 0.0) + value
-        rows.append({"variant": variant, "runs": len(jobs), **total})
-        print(rows[-1], flush=True)
+            print(variant, shots, seed, row, flush=True)
+    rows = [{"variant": v, "runs": len(jobs), **t} for v, t in totals.items()] + rows
     rows.append({"variant": "official code (gaojingsheng/LAMM)", "runs": len(jobs), "failed": "n/a (needs a GPU)"})
     what = f"shots {args.shots} x seeds {args.seeds}" if args.table == "sweep" else f"{args.shots[0]} shots, seed 1"
     device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -249,3 +249,19 @@ def test_cache_keys_do_not_make_another_experiment():
     assert run_config.config_differences(older, given) == []
     assert run_config.config_differences(cfg_to_dict(make_cfg(DECODED_IMAGES=False, DECODED_MAX_MB=1)), given) == []
     assert run_config.config_differences(cfg_to_dict(make_cfg(workers=3)), make_cfg(transforms=("random_flip",)))
+
+
+def test_bench_loader_row_and_known_opts(capsys):
+    """``bench.py loader`` measures Dassl's loader and ours; ``run``/``sweep`` pass only keys the config has."""
+    import argparse
+    import sys
+
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
+    import bench
+
+    known, missing = bench.known_opts(["LAMM_CACHE.DECODED_IMAGES", "False", "LAMM_CACHE.NO_SUCH_KEY", "1"])
+    assert known == ["LAMM_CACHE.DECODED_IMAGES", "False"] and missing == ["LAMM_CACHE.NO_SUCH_KEY"]
+    config = os.path.join(os.path.dirname(bench.__file__), "..", "configs/trainers/LAMM_CoOp/vit_b16_ep50_ctxv1.yaml")
+    bench.loader_table(argparse.Namespace(config=config, images=8, workers=[0], repeats=1))
+    out = capsys.readouterr().out
+    assert "| Dassl (uncached)" in out and "| ours (decoded once)" in out and "8 of 8 training images" in out
