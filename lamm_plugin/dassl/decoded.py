@@ -187,8 +187,8 @@ class ToNormalizedTensor:
             return self.normalize(out) if self.normalize is not None else out
         pixels = np.asarray(image)  # [H, W, 3] uint8
         out = np.empty((3, *pixels.shape[:2]), dtype=np.float32)
-        for c in range(3):
-            np.take(self.table[c], pixels[:, :, c], out=out[c])
+        for c in range(3):  # bytes index a 256-entry table: "clip" never clips, and spares take's buffered "raise" path
+            np.take(self.table[c], pixels[:, :, c], out=out[c], mode="clip")
         return torch.from_numpy(out)
 
     def __repr__(self) -> str:
