@@ -27,6 +27,8 @@ run is in its ``log.txt``.
 from __future__ import annotations
 
 import argparse
+import atexit
+import concurrent.futures
 import contextlib
 import datetime
 import errno
@@ -142,9 +144,18 @@ def setup_cfg(args: argparse.Namespace):
 
 
 @functools.lru_cache(maxsize=1)
+def _env_info_future() -> concurrent.futures.Future:
+    """Dassl's environment report, collected once per process in a thread: it spends ~2 s waiting for ``pip list``
+    and other commands, which overlaps with building the trainer."""
+    pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="env-info")
+    future = pool.submit(collect_env_info)
+    pool.shutdown(wait=False)
+    return future
+
+
 def env_info() -> str:
     """Dassl's environment report (slow: it runs ``pip`` and friends), computed once per process."""
-    return collect_env_info()
+    return _env_info_future().result()
 
 
 class Tee:
@@ -520,10 +531,11 @@ def main(args: argparse.Namespace) -> Any:
 
                 print_args(args, cfg)
                 print("Collecting env info ...")
-                print(f"** System info **\n{env_info()}\n")
+                _env_info_future()  # collected while the trainer is built, printed after it
                 write_config_yaml(cfg)
 
                 trainer = build_trainer(cfg)
+                print(f"** System info **\n{env_info()}\n")
             print(run_header(cfg, trainer))
             if args.eval_only:
                 trainer.load_model(args.model_dir, epoch=args.load_epoch)
@@ -615,5 +627,17 @@ def cli(argv: Optional[Sequence[str]] = None) -> int:
 
 import_datasets()
 
+
+def exit_now(status: int) -> None:
+    """End the process with ``status`` after the exit handlers, skipping the interpreter's teardown of every module
+    (torch, torchvision, sklearn, sympy, ...: seconds per run, which a sweep pays for every run)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
+
+
 if __name__ == "__main__":
-    sys.exit(cli())
+    exit_now(cli())

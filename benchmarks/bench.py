@@ -4,8 +4,10 @@
     python benchmarks/bench.py step            # one training step per method, vs a naive LAMM
     python benchmarks/bench.py step --device cuda --classes 10 100 1000
     python benchmarks/bench.py official --official /path/to/LAMM --device cuda    # against the official code
-    python benchmarks/bench.py loader --workers 4 8 16      # images/s of the training loader alone
+    python benchmarks/bench.py loader --workers 4 8 16      # images/s of the training loader alone, Dassl's and ours
     python benchmarks/bench.py evalcache --backbone ViT-B/32   # first vs later evaluations of a test set
+    python benchmarks/bench.py run             # one whole train.py run per variant, time per phase
+    python benchmarks/bench.py sweep           # a few-shot sweep (shots x seeds) of whole runs per variant
 
 ``step`` rows per host, with and without LAMM; the ``naive`` rows compute the same loss the straightforward way
 (full-length prompts, separate passes for learned and original labels; CoCoOp's the way its original code does,
@@ -16,6 +18,13 @@ peak RSS of the process, which includes the ~0.6 GB of CLIP weights).
 ``evalcache`` times the evaluation of one test set (JPEGs of 500x375, Dassl's test loader and transform, CoOp+LAMM
 on random weights, ``--classes`` names) through the trainers' evaluation loop: without the feature cache, the first
 time with it (computes and stores the image features) and the second time (reads them).
+
+``run`` and ``sweep`` time whole ``train.py`` processes (LAMM_CoOp, random CLIP weights, generated JPEGs of
+500x375 in Caltech101's layout) and split each into start-up (the command to the first training step: imports,
+CLIP, dataset, loaders, text features), data (dataset listing, few-shot check, decoded-image cache), waiting for the
+training loader, training steps, evaluations and the rest (checkpoints, logs), from the timers the trainer records
+in ``results.json`` (``timings.phases``); a variant switches one saving off (a key this repository's config lacks is
+named instead). The official code's whole run needs a GPU.
 
 ``official`` times one training step (forward, backward, SGD) of the official LAMM code (github.com/gaojingsheng/
 LAMM, imported from a checkout, never copied) and of ours on the same random ViT-B/16 weights, images, labels and
@@ -191,61 +200,186 @@ def _isolated(fn, *args) -> dict:
     return result
 
 
-def loader_table(args) -> None:
-    """Images/s of the training loader alone: a trainer config's transforms over JPEGs of ImageNet's typical size."""
-    import os
-    import tempfile
-
-    from dassl.config import get_cfg_default
-    from dassl.data.transforms import build_transform
-    from PIL import Image
-    from torch.utils.data import DataLoader, Dataset
-
-    import lamm_plugin.dassl  # noqa: F401 - adds the LAMM config nodes
-
-    cfg = get_cfg_default()
-    cfg.merge_from_file(args.config)
-    transform = build_transform(cfg, is_train=True)
-    paths = _write_jpegs(tempfile.mkdtemp(), args.images)
-
-    class Files(Dataset):
-        def __len__(self) -> int:
-            return len(paths)
-
-        def __getitem__(self, i: int):
-            return transform(Image.open(paths[i]).convert("RGB")), 0
-
-    rows = []
-    batch = cfg.DATALOADER.TRAIN_X.BATCH_SIZE
-    for workers in args.workers or [cfg.DATALOADER.NUM_WORKERS]:
-        loader = DataLoader(Files(), batch_size=batch, shuffle=True, num_workers=workers, drop_last=True)
-        for _ in loader:  # warm-up epoch (workers start, files in the page cache)
-            pass
-        start = time.perf_counter()
-        n = sum(images.shape[0] for images, _ in loader)
-        seconds = time.perf_counter() - start
-        ms = 1000 * seconds * batch / n
-        rows.append({"workers": workers, "batch": batch, "images/s": n / seconds, "ms/batch": ms})
-        print(rows[-1], flush=True)
-    print(f"config: {args.config}, {os.cpu_count()} CPUs, {args.images} JPEGs of 500x375")
-    print(tabulate(rows, headers="keys", floatfmt=".1f", tablefmt="github"))
-
-
-def _write_jpegs(folder: str, n: int) -> list[str]:
-    """``n`` JPEGs of 500x375 (ImageNet's typical size) with smooth random content, so that they decode like photos."""
+def write_jpegs(folder: str, n: int, seed: int = 0, size: tuple[int, int] = (500, 375)) -> list[str]:
+    """``n`` JPEGs of ImageNet's typical size and file size (~100 KB: smooth content plus pixel noise, which a
+    photo's texture costs the decoder; smooth content alone gives ~40 KB files that decode twice as fast)."""
     import os
 
     import numpy as np
     from PIL import Image
 
-    rng = np.random.default_rng(0)
+    os.makedirs(folder, exist_ok=True)
+    rng = np.random.default_rng(seed)
     paths = []
     for i in range(n):
-        path = os.path.join(folder, f"{i}.jpg")
-        small = rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)
-        Image.fromarray(small).resize((500, 375), Image.BICUBIC).save(path, quality=90)
+        path = os.path.join(folder, f"{i:05d}.jpg")
+        small = Image.fromarray(rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)).resize(size, Image.BICUBIC)
+        pixels = np.asarray(small).astype(np.int16) + rng.normal(0, 16, (size[1], size[0], 3)).astype(np.int16)
+        Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(path, quality=90)
         paths.append(path)
     return paths
+
+
+def loader_table(args) -> None:
+    """Images/s of the training loader alone, Dassl's (``DatasetWrapper``, decoding every image in every epoch) and
+    ours (``LAMM_CACHE.DECODED_IMAGES``: decoded once), with a trainer config's transforms, over JPEGs of ImageNet's
+    typical size; per worker: images/s over the workers (the main process for 0)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        _loader_table(args, folder)
+
+
+def _loader_table(args, folder: str) -> None:
+    import os
+
+    from dassl.config import get_cfg_default
+    from dassl.data.data_manager import build_data_loader
+    from dassl.data.datasets import Datum
+    from dassl.data.transforms import build_transform
+
+    import lamm_plugin.dassl  # noqa: F401 - adds the LAMM config nodes
+    from lamm_plugin.dassl import decoded
+
+    cfg = get_cfg_default()
+    cfg.merge_from_file(args.config)
+    paths = write_jpegs(folder, args.images)
+    kb = sum(os.path.getsize(p) for p in paths) / len(paths) / 1024
+    items = [Datum(impath=p, label=i % 10, classname=str(i % 10)) for i, p in enumerate(paths)]
+    batch = cfg.DATALOADER.TRAIN_X.BATCH_SIZE
+    rows = []
+    for workers in args.workers or [cfg.DATALOADER.NUM_WORKERS]:
+        cfg.defrost()
+        cfg.DATALOADER.NUM_WORKERS = workers
+        for name in ("Dassl (uncached)", "ours (decoded once)"):
+            dassl = build_data_loader(cfg, cfg.DATALOADER.TRAIN_X.SAMPLER, items, batch_size=batch,
+                                      tfm=build_transform(cfg, is_train=True), is_train=True)  # fmt: skip
+            fill = time.perf_counter()
+            loader = dassl if name.startswith("Dassl") else decoded.cached_train_loader(cfg, dassl)
+            fill = time.perf_counter() - fill
+            for _ in loader:  # warm-up epoch (workers start, files in the page cache)
+                pass
+            best = 0.0
+            for _ in range(args.repeats):  # the best epoch: the machine may be shared
+                start = time.perf_counter()
+                n = sum(b["img"].shape[0] for b in loader)
+                best = max(best, n / (time.perf_counter() - start))
+            rows.append({"loader": name, "workers": workers, "batch": batch, "images/s": best,
+                         "images/s per worker": best / max(workers, 1), "ms/batch": 1000 * batch / best,
+                         "cache fill s": fill if not name.startswith("Dassl") else None})  # fmt: skip
+            print(rows[-1], flush=True)
+        rows[-1]["speed-up"] = rows[-1]["images/s"] / rows[-2]["images/s"]
+    print(f"config: {args.config}, {os.cpu_count()} CPUs, {args.images} JPEGs of 500x375 (mean {kb:.0f} KB)")
+    print(tabulate(rows, headers="keys", floatfmt=".1f", tablefmt="github"))
+
+
+# ---- whole runs -----------------------------------------------------------------------------------------------------
+#: Per-phase columns of the whole-run tables, from ``results.json``'s ``timings.phases``.
+PHASES = ("startup", "data", "loader_wait", "steps", "evaluation")
+#: ``--variants`` of the whole-run tables: the config options each adds to ours (the savings switched off).
+VARIANTS = {
+    "ours": [],
+    "ours, decoded-image cache off": ["LAMM_CACHE.DECODED_IMAGES", "False"],
+    "ours, feature cache off": ["LAMM_CACHE.TEST_FEATURES", "False", "LAMM_CACHE.TEXT_FEATURES", "False"],
+}
+#: Class folders of the generated dataset (Caltech101's layout, a split made from the folders on first use).
+RUN_CLASSES = ["airplane", "bonsai", "butterfly", "camera", "chair", "dolphin", "ferry", "kangaroo", "lotus", "piano"]
+
+
+def known_opts(opts: list[str]) -> tuple[list[str], list[str]]:
+    """``opts`` (key, value pairs) split into those whose key this repository's config has, and the missing keys."""
+    from dassl.config import get_cfg_default
+
+    import lamm_plugin.dassl  # noqa: F401 - adds the LAMM config nodes
+    from lamm_plugin.dassl.config import all_keys
+
+    keys = set(all_keys(get_cfg_default()))
+    pairs = list(zip(opts[::2], opts[1::2]))
+    return [x for k, v in pairs if k in keys for x in (k, v)], [k for k, _ in pairs if k not in keys]
+
+
+def write_run_data(root: str, classes: int, per_class: int) -> None:
+    """Caltech101's folder layout under ``root`` with ``per_class`` generated JPEGs per class (500x375)."""
+    import os
+
+    for i, name in enumerate(RUN_CLASSES[:classes]):
+        write_jpegs(os.path.join(root, "caltech-101", "101_ObjectCategories", name), per_class, seed=i)
+
+
+def timed_run(args, root: str, output_dir: str, shots: int, seed: int, opts: list[str]) -> dict:
+    """One ``python train.py`` in its own process; its wall time and the phases its ``results.json`` records."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    command = [
+        sys.executable, os.path.join(repo, "train.py"), "--root", root, "--seed", str(seed),
+        "--trainer", "LAMM_CoOp", "--dataset-config-file", os.path.join(repo, "configs/datasets/caltech101.yaml"),
+        "--config-file", os.path.join(repo, args.run_config), "--output-dir", output_dir,
+        "DATASET.NUM_SHOTS", str(shots), "OPTIM.MAX_EPOCH", str(args.epochs),
+        "DATALOADER.NUM_WORKERS", str(args.run_workers), "DATALOADER.TRAIN_X.BATCH_SIZE", str(args.run_batch),
+        "MODEL.BACKBONE.NAME", args.backbone, "MODEL.BACKBONE.PRETRAINED", "False",
+        "TRAINER.LAMM_COOP.PREC", args.run_precision, *opts,
+    ]  # fmt: skip
+    start = time.time()
+    done = subprocess.run(command, cwd=repo, capture_output=True, text=True)
+    wall = time.time() - start
+    if done.returncode != 0:
+        return {"wall s": wall, "failed": (done.stderr or done.stdout).strip().splitlines()[-1][:200]}
+    with open(os.path.join(output_dir, "results.json")) as f:
+        phases = json.load(f)["timings"]["phases"]
+    row = {"wall s": wall, "startup s": phases["first_step_at"] - start}  # from the command, interpreter included
+    row.update({f"{name} s": phases[f"{name}_seconds"] for name in PHASES[1:]})
+    row["other s"] = wall - row["startup s"] - sum(row[f"{name} s"] for name in PHASES[2:])
+    return row
+
+
+def runs_table(args) -> None:
+    """Whole ``train.py`` runs (``run``) or a few-shot sweep of them (``sweep``: shots x seeds), per variant."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as root:
+        _runs_table(args, root)
+
+
+def _runs_table(args, root: str) -> None:
+    import tempfile
+
+    write_run_data(root, args.run_classes, args.per_class)
+    jobs = [(s, seed) for s in args.shots for seed in args.seeds] if args.table == "sweep" else [(args.shots[0], 1)]
+    variants, rows = {}, []
+    for variant in args.variants:
+        opts, missing = known_opts(VARIANTS[variant])
+        if missing:
+            rows.append({"variant": variant, "failed": f"not in this config: {', '.join(missing)}"})
+        else:
+            variants[variant] = opts
+    totals: dict[str, dict] = {variant: {} for variant in variants}
+    for shots, seed in jobs:  # the variants interleaved, job by job: a shared machine's drift hits them alike
+        for variant, opts in variants.items():
+            total = totals[variant]
+            if "failed" in total:
+                continue
+            out = tempfile.mkdtemp(prefix=f"{variant.replace(' ', '_').replace(',', '')}_", dir=root)
+            row = timed_run(args, root, out, shots, seed, opts)
+            if "failed" in row:
+                totals[variant] = row
+                continue
+            for key, value in row.items():
+                total[key] = total.get(key, 0.0) + value
+            print(variant, shots, seed, row, flush=True)
+    rows = [{"variant": v, "runs": len(jobs), **t} for v, t in totals.items()] + rows
+    rows.append({"variant": "official code (gaojingsheng/LAMM)", "runs": len(jobs), "failed": "n/a (needs a GPU)"})
+    what = f"shots {args.shots} x seeds {args.seeds}" if args.table == "sweep" else f"{args.shots[0]} shots, seed 1"
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    print(
+        f"{args.table}: LAMM_CoOp {args.run_config}, {args.backbone} random weights, {args.run_precision}, "
+        f"{args.run_classes} classes of generated 500x375 JPEGs, {what}, {args.epochs} epochs, batch "
+        f"{args.run_batch}, {args.run_workers} workers, device {device}"
+    )
+    print(tabulate(rows, headers="keys", floatfmt=".1f", tablefmt="github"))
 
 
 def evalcache_table(args) -> None:
@@ -264,7 +398,7 @@ def evalcache_table(args) -> None:
 
     folder = tempfile.mkdtemp()
     n_classes = (args.classes or [100])[0]
-    items = [Datum(impath=p, label=i % n_classes) for i, p in enumerate(_write_jpegs(folder, args.images))]
+    items = [Datum(impath=p, label=i % n_classes) for i, p in enumerate(write_jpegs(folder, args.images))]
     trainer_class = LAMM_TRAINERS["LAMM_CoOp"]
     cfg = get_cfg_default()
     clip = load_clip(args.backbone, pretrained="", precision=args.precision, device=args.device)
@@ -369,10 +503,10 @@ def official_table(args) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("table", choices=["text", "step", "official", "loader", "evalcache"])
+    parser.add_argument("table", choices=["text", "step", "official", "loader", "evalcache", "run", "sweep"])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--classes", type=int, nargs="+", default=None)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3, help="timed repeats (loader: epochs, the best kept)")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--step-batch", type=int, default=4, help="step table: images per training step")
     parser.add_argument("--truncate", choices=["both", "on", "off"], default="both", help="text table: which passes")
@@ -390,7 +524,25 @@ def main() -> None:
     parser.add_argument("--backbone", default="ViT-B/16", help="evalcache table: random weights of this backbone")
     parser.add_argument("--precision", default="fp32", help="evalcache table: CLIP's precision")
     parser.add_argument("--workers", type=int, nargs="+", default=None, help="loader table (default: the config's)")
+    parser.add_argument("--run-config", default="configs/trainers/LAMM_CoOp/vit_b32_ep50_ctxv1.yaml", help="run/sweep")
+    parser.add_argument("--backbone", default="ViT-B/32", help="run/sweep: random weights of this CLIP")
+    parser.add_argument(
+        "--run-precision", default="fp32" if not torch.cuda.is_available() else "fp16", help="run/sweep"
+    )
+    parser.add_argument("--shots", type=int, nargs="+", default=[1, 2], help="run (the first) / sweep")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2], help="sweep")
+    parser.add_argument("--epochs", type=int, default=2, help="run/sweep")
+    parser.add_argument("--run-classes", type=int, default=5, choices=range(1, len(RUN_CLASSES) + 1), help="run/sweep")
+    parser.add_argument(
+        "--per-class", type=int, default=12, help="run/sweep: generated JPEGs per class (split 50/20/30)"
+    )
+    parser.add_argument("--run-batch", type=int, default=32, help="run/sweep")
+    parser.add_argument("--run-workers", type=int, default=2, help="run/sweep: DATALOADER.NUM_WORKERS")
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS), help="run/sweep")
     args = parser.parse_args()
+    if args.table in ("run", "sweep"):
+        runs_table(args)
+        return
     if args.table == "loader":
         loader_table(args)
         return

@@ -23,7 +23,9 @@ dataset's folder name), so a data folder copied or moved with its caches trains 
 cache naming an image this folder's split does not have raises :class:`StaleCacheError`.
 
 The sampled few-shot images are decoded when the dataset is built, before any training: a corrupt one raises
-:class:`BadImageError` naming it and the command that lists every bad image of the dataset.
+:class:`BadImageError` naming it and the command that lists every bad image of the dataset. With
+``LAMM_CACHE.DECODED_IMAGES`` the decoded training images are kept (:attr:`FewShotDataset.decoded`) for the
+training loader, so each is decoded once.
 
 A missing folder or file raises :class:`DatasetNotPreparedError`, whose message names the path and the prepare
 command; a malformed split file raises :class:`DatasetFormatError`.
@@ -38,9 +40,9 @@ import pickle
 import random
 import re
 from collections import OrderedDict, defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Optional
+from typing import Any, Optional
 
 from dassl.data.datasets import DATASET_REGISTRY, DatasetBase, Datum
 from yacs.config import CfgNode
@@ -118,33 +120,49 @@ def check_command(name: str, root: str) -> str:
     return f"{prepare_command(name, root)} --check --decode"
 
 
-def decode_image(path: str) -> Optional[str]:
-    """None if the image decodes completely as Dassl's ``read_image`` reads it, else ``"<error type>: <message>"``."""
+def _decoded(path: str) -> tuple[Any, Optional[str]]:
+    """``(RGB image, None)`` when the image decodes completely as Dassl's ``read_image`` reads it, else
+    ``(None, "<error type>: <message>")``."""
     from PIL import Image
 
     try:
         with Image.open(path) as image:
-            image.convert("RGB")  # reads every pixel: a truncated file fails here, not at open
+            return image.convert("RGB"), None  # reads every pixel: a truncated file fails here, not at open
     except Exception as e:  # PIL raises OSError, SyntaxError, ValueError, struct.error, ... for broken files
-        return f"{type(e).__name__}: {e}"
-    return None
+        return None, f"{type(e).__name__}: {e}"
 
 
-def find_bad_images(paths: Sequence[str], limit: Optional[int] = None, workers: int = 0) -> list[tuple[str, str]]:
+def decode_image(path: str) -> Optional[str]:
+    """None if the image decodes completely as Dassl's ``read_image`` reads it, else ``"<error type>: <message>"``."""
+    return _decoded(path)[1]
+
+
+def find_bad_images(
+    paths: Sequence[str],
+    limit: Optional[int] = None,
+    workers: int = 0,
+    keep: Optional[Callable[[str, Any], object]] = None,
+) -> list[tuple[str, str]]:
     """``(path, error)`` of the images of ``paths`` that do not decode, in order, at most ``limit`` of them.
 
     Args:
         paths: Image files.
         limit: Stop after this many bad images (None: look at all).
         workers: Decoding threads (PIL releases the GIL while it decodes); 0 = one per CPU, at most 8.
+        keep: Called with ``(path, decoded RGB image)`` for every image that decodes, in order (the decoded-image
+            cache keeps them); without it the decoded pixels are dropped.
     """
     workers = workers or min(8, os.cpu_count() or 1)
     bad: list[tuple[str, str]] = []
-    chunk = 256
+    chunk = 256 if keep is None else 64  # decoded images of a chunk are held until kept
     with ThreadPoolExecutor(workers) as pool:
         for start in range(0, len(paths), chunk):
             part = paths[start : start + chunk]
-            bad += [(p, e) for p, e in zip(part, pool.map(decode_image, part)) if e is not None]
+            for path, (image, error) in zip(part, pool.map(_decoded, part)):
+                if error is not None:
+                    bad.append((path, error))
+                elif keep is not None:
+                    keep(path, image)
             if limit is not None and len(bad) >= limit:
                 return bad[:limit]
     return bad
@@ -520,14 +538,31 @@ class FewShotDataset(_DatasetMixin, DatasetBase):
         else:
             train, test = subsample_classes(train, test, subsample=subsample)
             val = test
+        #: The decoded training images, kept for the training loader (``LAMM_CACHE.DECODED_IMAGES``), or None.
+        self.decoded = None
         if num_shots >= 1:
-            # Few-shot subsets are small: decode them now rather than fail in the middle of an epoch.
-            self.check_images(train + (val if self.has_val else []), "in the sampled few-shot subset")
+            # Few-shot subsets are small: decode them now rather than fail in the middle of an epoch, and keep the
+            # decoded training images when the decoded-image cache is on (decoded once, not again by the loader).
+            from lamm_plugin.dassl.decoded import store_for
+
+            self.decoded = store_for(cfg)
+            self.check_images(
+                train + (val if self.has_val else []), "in the sampled few-shot subset", self.decoded, train
+            )
         super().__init__(train_x=train, val=val, test=test)
 
-    def check_images(self, items: Split, where: str) -> None:
-        """Decode every image of ``items``; raise :class:`BadImageError` naming those that fail."""
-        bad = find_bad_images(list(dict.fromkeys(d.impath for d in items)))
+    def check_images(self, items: Split, where: str, store: Any = None, kept: Sequence[Datum] = ()) -> None:
+        """Decode every image of ``items``; raise :class:`BadImageError` naming those that fail.
+
+        Args:
+            items: The images to check.
+            where: Which images they are, for the message.
+            store: A :class:`~lamm_plugin.dassl.decoded.DecodedImages` that keeps the decoded images of ``kept``.
+            kept: The items whose decoded images ``store`` keeps (the training images).
+        """
+        wanted = {d.impath for d in kept}
+        keep = (lambda path, image: path in wanted and store.put(path, image)) if store is not None else None
+        bad = find_bad_images(list(dict.fromkeys(d.impath for d in items)), keep=keep)
         if bad:
             raise BadImageError(bad_images_message(bad, type(self).__name__, self.root, where, self.decode_command()))
 

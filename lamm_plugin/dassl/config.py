@@ -18,10 +18,11 @@ dataclass and nowhere else. Nodes:
   backbone's default weights), which accepts any value;
 * ``MODEL.BACKBONE.ALLOW_OTHER_WEIGHTS`` (``False``): load a checkpoint trained on other CLIP weights of the same
   backbone (refused by default: its learned tensors were fitted to those weights).
-* ``LAMM_CACHE`` (:func:`cache_node`): what is computed once and reused across runs (:mod:`lamm_plugin.feature_cache`):
-  ``DIR`` (``""``: ``$LAMM_CACHE_DIR``, else ``<DATASET.ROOT>/.lamm_cache``), ``TEST_FEATURES`` (``True``: the image
-  features of evaluation sets, for methods without visual prompts) and ``TEXT_FEATURES`` (``True``: frozen CLIP's
-  text features of fixed prompts).
+* ``LAMM_CACHE`` (:func:`cache_node`): what is computed once and reused across runs, exact: ``DIR`` (``""``:
+  ``$LAMM_CACHE_DIR``, else ``<DATASET.ROOT>/.lamm_cache``), ``TEST_FEATURES`` (``True``: the image features of
+  evaluation sets, for methods without visual prompts; :mod:`lamm_plugin.feature_cache`), ``TEXT_FEATURES``
+  (``True``: frozen CLIP's text features of fixed prompts), ``DECODED_IMAGES`` (``True``: keep the decoded training
+  images, :mod:`lamm_plugin.dassl.decoded`) and ``DECODED_MAX_MB`` (``4096``: at most that many MB of pixels).
 
 Host repositories merge their yaml files into ``get_cfg_default()`` before any trainer code runs, and yacs
 refuses unknown keys, so :func:`install` adds the nodes to Dassl's default config object itself; it runs when
@@ -48,6 +49,8 @@ from lamm_plugin.methods import METHODS
 __all__ = [
     "BASELINE_NODES",
     "CACHE_NODE",
+    "DECODED_IMAGES_KEY",
+    "DECODED_MAX_MB_KEY",
     "LAMM_NODE",
     "LAMM_NODES",
     "CUDA_GRAPH_KEY",
@@ -103,6 +106,12 @@ CUDA_GRAPH_KEY = "CUDA_GRAPH"
 FP16_LEARNED_KEY = "FP16_LEARNED"
 #: Keys of a trainer node that are not fields of the method's dataclass.
 RUNTIME_KEYS = (PRECISION_KEY, CUDA_GRAPH_KEY, FP16_LEARNED_KEY)
+#: Top-level node of what is computed once and reused, exact (:func:`cache_node`).
+CACHE_NODE = "LAMM_CACHE"
+#: ``LAMM_CACHE`` key: keep each training image decoded once, shared by the loader's workers.
+DECODED_IMAGES_KEY = "DECODED_IMAGES"
+#: ``LAMM_CACHE`` key: bound of the kept pixels in MB (16 shots of ImageNet at its typical ~400x350 take ~6.7 GB).
+DECODED_MAX_MB_KEY = "DECODED_MAX_MB"
 SUBSAMPLE_CHOICES = ("all", "base", "new")
 
 
@@ -162,18 +171,17 @@ def _trainer_nodes(nodes: dict[str, str], cfg: CfgNode) -> None:
         _add_missing(cfg.TRAINER, name, dataclass_to_node(METHODS[method].config_class, runtime))
 
 
-#: Top-level node of the feature cache's switches (:func:`cache_node`).
-CACHE_NODE = "LAMM_CACHE"
-
-
 def cache_node() -> CfgNode:
     """The ``LAMM_CACHE`` node with its defaults: the cache folder and one switch per kind of cached tensor.
 
     ``DIR``: the cache folder; ``""`` picks ``$LAMM_CACHE_DIR``, else ``<DATASET.ROOT>/.lamm_cache``.
     ``TEST_FEATURES``: keep the image features of evaluation sets (methods whose image tower takes no prompts).
     ``TEXT_FEATURES``: keep frozen CLIP's text features of fixed prompts (PromptSRC, KgCoOp, zero-shot CLIP).
+    ``DECODED_IMAGES``, ``DECODED_MAX_MB``: keep the decoded training images in memory, up to that many MB.
     """
-    return CfgNode({"DIR": "", "TEST_FEATURES": True, "TEXT_FEATURES": True})
+    return CfgNode(
+        {"DIR": "", "TEST_FEATURES": True, "TEXT_FEATURES": True, DECODED_IMAGES_KEY: True, DECODED_MAX_MB_KEY: 4096}
+    )
 
 
 def add_lamm_config(cfg: CfgNode) -> CfgNode:

@@ -88,8 +88,11 @@ class ResultsMixin:
     @torch.no_grad()
     def test(self, split: Optional[str] = None) -> float:
         """Dassl's evaluation (prints ``* accuracy: X%``); the final one (``split=None``) writes ``results.json``."""
-        start = time.time()
+        start, mark = time.time(), time.perf_counter()
         result = super().test(split)
+        phases = getattr(self, "phase_seconds", None)
+        if phases is not None:
+            phases["evaluation"] += time.perf_counter() - mark
         if split is None:
             self.write_results(time.time() - start)
         return result
@@ -144,6 +147,7 @@ class ResultsMixin:
                 ),
                 "started_at": _iso(self._time_init),
                 "finished_at": _iso(now),
+                "phases": self._phases(now),
             },
             "config": cfg_to_dict(cfg),
         }
@@ -151,6 +155,40 @@ class ResultsMixin:
         write_json(results, path)
         print(f"Results written to {path}")
         return path
+
+    def _phases(self, now: float) -> Optional[dict[str, Optional[float]]]:
+        """Where this process's wall time went: start-up (process start to the first training step), waiting for
+        the training loader, training steps, evaluations (the final one up to now), and the whole process."""
+        phases = getattr(self, "phase_seconds", None)
+        if phases is None:
+            return None
+        started = process_started_at()
+        first = getattr(self, "first_step_at", None)
+        record = {f"{name}_seconds": value for name, value in phases.items()}
+        record["startup_seconds"] = first - started if first is not None and started is not None else None
+        record["process_seconds"] = now - started if started is not None else None
+        record["first_step_at"] = first
+        print(
+            "Time in this process: "
+            + ", ".join(
+                f"{name.replace('_seconds', '')} {value:.2f} s"
+                for name, value in record.items()
+                if value is not None and name != "first_step_at"
+            )
+        )
+        return record
+
+
+def process_started_at() -> Optional[float]:
+    """When this process started (Unix time, from ``/proc``), or None where ``/proc`` does not say."""
+    try:
+        with open("/proc/self/stat") as f:
+            ticks = int(f.read().rsplit(")", 1)[1].split()[19])  # field 22: start, in clock ticks after boot
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])  # seconds since boot, to 10 ms
+    except (OSError, ValueError, IndexError):
+        return None
+    return time.time() - (uptime - ticks / os.sysconf("SC_CLK_TCK"))
 
 
 def _iso(seconds: float) -> str:

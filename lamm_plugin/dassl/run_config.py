@@ -38,10 +38,13 @@ ALLOWED_TO_DIFFER = frozenset(
         "TRAIN.PRINT_FREQ",
         "TRAIN.CHECKPOINT_FREQ",
         "VERBOSE",
-        # The feature cache returns the tensors it would compute (lamm_plugin.feature_cache): on, off or moved alike.
+        # The caches return the tensors they would compute (lamm_plugin.feature_cache, lamm_plugin.dassl.decoded):
+        # on, off or moved alike; a run folder made before them has none of these keys.
         "LAMM_CACHE.DIR",
         "LAMM_CACHE.TEST_FEATURES",
         "LAMM_CACHE.TEXT_FEATURES",
+        "LAMM_CACHE.DECODED_IMAGES",
+        "LAMM_CACHE.DECODED_MAX_MB",
     }
 )
 

@@ -9,7 +9,9 @@ add to Dassl's ``TrainerX``, one concern per module:
   CUDA graph (``TRAINER.<NODE>.CUDA_GRAPH``, :mod:`lamm_plugin.cuda_graph`), the optimiser step eager; every loss
   term of the hierarchical loss in the ``PRINT_FREQ`` lines and in TensorBoard;
 * :mod:`.resume`: checkpoints of learned tensors, class names and configs, every epoch, and exact resume;
-* :mod:`.report`: ``results.json`` beside ``log.txt`` after the final evaluation;
+* :mod:`.decoded`: the training loader reading each training image decoded once (``LAMM_CACHE.DECODED_IMAGES``);
+* :mod:`.report`: ``results.json`` beside ``log.txt`` after the final evaluation, with the time spent waiting for
+  the training loader, in training steps and in evaluations (``timings.phases``);
 * :mod:`.evaluation`: Dassl's evaluation loop, with the image features of test sets from the feature cache;
 * :mod:`.progress`: short progress lines on the console (the log keeps Dassl's full line) and an ETA that settles;
 * :mod:`.compat`: the fixes for current PyTorch.
@@ -39,7 +41,7 @@ from lamm_plugin import build_model, load_clip
 from lamm_plugin.backbone import autocast_dtype, pretrained_from_config
 from lamm_plugin.config import LAMMConfig
 from lamm_plugin.cuda_graph import GraphedStep
-from lamm_plugin.dassl import compat
+from lamm_plugin.dassl import compat, decoded
 from lamm_plugin.dassl.config import (
     CUDA_GRAPH_KEY,
     FP16_LEARNED_KEY,
@@ -114,10 +116,25 @@ class PromptTrainer(ProgressMixin, CheckpointMixin, ResultsMixin, CachedEvaluati
         self._epochs_done = 0  # epochs the learned tensors in memory were trained for
         self._loaded_checkpoint: Optional[dict[str, Any]] = None
         self._untrained_eval = False  # --eval-only without --model-dir
+        # Wall seconds of this process building the dataset and loaders, waiting for the training loader, in training
+        # steps and in evaluations, and the time of the first step (perf_counter marks: cheap enough for every step).
+        self.phase_seconds = {"data": 0.0, "loader_wait": 0.0, "steps": 0.0, "evaluation": 0.0}
+        self.first_step_at: Optional[float] = None
+        self._phase_mark: Optional[float] = None
         super().__init__(cfg)
         self.evaluator = RecordingEvaluator(self.evaluator)
 
     # ---- building ------------------------------------------------------------------------------------------------
+    def build_data_loader(self) -> None:
+        """Dassl's data loaders; with ``LAMM_CACHE.DECODED_IMAGES`` the training loader reads decoded images kept
+        once (those the dataset's few-shot check decoded, the rest decoded here), with the same batches."""
+        start = time.perf_counter()
+        super().build_data_loader()
+        loader = decoded.cached_train_loader(self.cfg, self.train_loader_x, getattr(self.dm.dataset, "decoded", None))
+        if loader is not None:
+            self.train_loader_x = self.dm.train_loader_x = loader
+        self.phase_seconds["data"] += time.perf_counter() - start
+
     def check_cfg(self, cfg) -> None:
         prec = cfg.TRAINER[self.NODE][PRECISION_KEY]
         if prec not in PRECISIONS:
@@ -263,6 +280,17 @@ class PromptTrainer(ProgressMixin, CheckpointMixin, ResultsMixin, CachedEvaluati
         """
         if self.optim is None:
             raise RuntimeError(f"{type(self).__name__} has nothing to train; run it with --eval-only.")
+        start = time.perf_counter()
+        if self._phase_mark is not None:  # since the last step ended (or the epoch began): the loader's next()
+            self.phase_seconds["loader_wait"] += start - self._phase_mark
+        if self.first_step_at is None:
+            self.first_step_at = time.time()
+        summary = self._step(batch)
+        self._phase_mark = time.perf_counter()
+        self.phase_seconds["steps"] += self._phase_mark - start
+        return summary
+
+    def _step(self, batch: dict) -> dict[str, float]:
         image, label = self.parse_batch_train(batch)
         params = [p for group in self.optim.param_groups for p in group["params"]]
         for attempt in range(_MAX_SCALE_BACKOFFS + 1):
@@ -336,6 +364,14 @@ class PromptTrainer(ProgressMixin, CheckpointMixin, ResultsMixin, CachedEvaluati
             )
         with self._autocast():
             return self.model(input).logits.float()
+
+    def before_epoch(self) -> None:
+        super().before_epoch()
+        self._phase_mark = time.perf_counter()  # the first next() of the epoch starts the loader's workers
+
+    def after_epoch(self) -> None:
+        self._phase_mark = None  # the epoch's evaluation and checkpoint are not loader time
+        super().after_epoch()
 
     def before_train(self) -> None:
         super().before_train()  # resumes (resume_model_if_exist) when the output folder has a checkpoint
