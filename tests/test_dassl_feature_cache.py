@@ -142,7 +142,10 @@ def test_cache_node_folder_and_switches_do_not_change_the_experiment(monkeypatch
     from dassl.config import get_cfg_default
 
     cfg = get_cfg_default()
-    assert dict(cfg[CACHE_NODE]) == dict(cache_node()) == {"DIR": "", "TEST_FEATURES": True, "TEXT_FEATURES": True}
+    assert dict(cfg[CACHE_NODE]) == dict(cache_node())
+    assert dict(cache_node()) == {
+        "DIR": "", "TEST_FEATURES": True, "TEXT_FEATURES": True, "DECODED_IMAGES": True, "DECODED_MAX_MB": 4096
+    }  # fmt: skip
     cfg.DATASET.ROOT = "/data"
     monkeypatch.delenv(CACHE_DIR_ENV, raising=False)
     assert cache_dir(cfg) == os.path.join("/data", CACHE_DIRNAME)
@@ -154,6 +157,8 @@ def test_cache_node_folder_and_switches_do_not_change_the_experiment(monkeypatch
     other.LAMM_CACHE.TEST_FEATURES = False
     other.LAMM_CACHE.TEXT_FEATURES = False
     other.LAMM_CACHE.DIR = ""
+    other.LAMM_CACHE.DECODED_IMAGES = False
+    other.LAMM_CACHE.DECODED_MAX_MB = 1
     assert config_differences(cfg_to_dict(cfg), other) == []
 
 
