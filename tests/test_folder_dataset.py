@@ -39,6 +39,7 @@ pytestmark = pytest.mark.dassl
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FOLDER_YAML = os.path.join(REPO, "configs/datasets/folder.yaml")
 DEMO = os.path.join(REPO, "configs/trainers/LAMM_CoOp/demo_cpu.yaml")
+FAKE_TRAIN = os.path.join(REPO, "tests/fixtures/fake_train.py")  # the sweep tests' stand-in for train.py
 NAMES = ["blue square", "green triangle", "red circle", "yellow star"]  # the 4 first shapes, sorted by folder
 FOLDERS = ["Blue_square", "Green_triangle", "Red_circle", "Yellow_star"]
 TEST_BATCH = 5
@@ -419,6 +420,45 @@ def test_sweep_scripts_find_a_dataset_config_by_name(tmp_path):
     env["DRY_RUN"] = "0"
     out = subprocess.run(["bash", script, "my_data", "2", "1"], capture_output=True, text=True, env=env, timeout=60)
     assert out.returncode == 1 and "Error: no dataset config my_data.yaml in DATASET_CONFIGS=" in out.stderr
+
+
+def test_a_sweep_of_ones_own_dataset_runs_and_is_tabled(tmp_path):
+    """The jobs of a sweep over a dataset config found by name in DATASET_CONFIGS really run: the sweep, its job
+    guard and the job script are the real ones, started outside the repository with the package on no PYTHONPATH
+    (not installed); only train.py is the stand-in of the sweep tests (tests/fixtures/fake_train.py). The tables then
+    show the dataset by its name, averaged over the seeds."""
+    configs = tmp_path / "my_configs"
+    configs.mkdir()
+    with open(FOLDER_YAML) as f:
+        (configs / "my_shapes.yaml").write_text(f.read().replace("my_dataset", "my_shapes"))
+    wrapper = tmp_path / "python_fake"
+    wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{FAKE_TRAIN}" "$@"\n')
+    wrapper.chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if k not in ("TRAINER", "CFG", "SWEEP_PROTOCOL", "LAMM_PROTOCOL")}
+    env.pop("PYTHONPATH", None)
+    env.update(PYTHON=str(wrapper), SWEEP_PYTHON=sys.executable, FAKE_TRAIN_LOG=str(tmp_path / "calls.txt"),
+               DATA=str(tmp_path / "data"), OUTPUT=str(tmp_path / "output"), DATASET_CONFIGS=str(configs),
+               DATASETS="my_shapes", SEEDS="1 2", SHOTS_LIST="2 4", CFG="demo_cpu")  # fmt: skip
+    out = subprocess.run(["bash", os.path.join(REPO, "scripts/lamm/sweep.sh"), "fewshot"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "Sweep summary: 4 done, 0 skipped, 0 failed" in out.stdout
+    runs = tmp_path / "output" / "fewshot" / "my_shapes"
+    calls = sorted((tmp_path / "calls.txt").read_text().split())
+    assert calls == [str(runs / f"shots_{k}/LAMM_CoOp/demo_cpu/seed{s}") for k in (2, 4) for s in (1, 2)]
+    accuracy = {k: [read_results(str(runs / f"shots_{k}/LAMM_CoOp/demo_cpu/seed{s}"))["accuracy"] for s in (1, 2)]
+                for k in (2, 4)}  # fmt: skip
+    tables = subprocess.run(
+        [sys.executable, os.path.join(REPO, "scripts/make_tables.py"), str(tmp_path / "output"), "--kinds",
+         "fewshot", "--no-figure"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert tables.returncode == 0, tables.stderr
+    row = next(line for line in tables.stdout.splitlines() if line.startswith("| my_shapes |"))
+    assert [cell.split(" ± ")[0].strip() for cell in row.split("|")[2:4]] == [
+        f"{sum(accuracy[k]) / 2:.2f}" for k in (2, 4)
+    ]
+    assert row.split("|")[2].strip().endswith("(2)")  # two seeds
 
 
 def test_a_test_image_that_does_not_decode_stops_the_run_with_its_path(root, tmp_path):
