@@ -15,6 +15,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import warnings
 
 import pytest
 import torch
@@ -234,6 +235,53 @@ def test_the_command_on_listed_images_and_on_one(csv_eval, capsys):
     assert main([csv_eval.out, csv_eval.paths[6], "--format", "json", "--device", "cpu"]) == 0
     (entry,) = json.loads(capsys.readouterr().out)["predictions"]
     assert entry["path"] == csv_eval.paths[6] and entry["top"][0]["label"] == csv_eval.predictions[6]
+
+
+def test_other_class_lists_for_a_folder_run(tree_eval, tmp_path, capsys):
+    """``--classes`` / ``classes=`` other than the run's: new names take CLIP's embeddings and leave the trained
+    classes' logits as they were; an empty list, a repeated name and a folder name instead of its class name are
+    named."""
+    run, image = tree_eval.out, tree_eval.paths[0]
+
+    def fails(*argv: str) -> str:
+        assert main([run, image, "--device", "cpu", "--no-progress", *argv]) == 1
+        return capsys.readouterr().err
+
+    capsys.readouterr()
+    assert "predict: error: No class names in the list ' , ': give names separated by commas" in fails(
+        "--classes", " , "
+    )
+    empty = tmp_path / "classes.txt"
+    empty.write_text("# my classes\n\n")
+    assert f"No class names in the file {empty}" in fails("--classes", str(empty))
+    err = fails("--classes", "red circle,blue square,red circle")
+    assert "Class names given more than once: 'red circle' 2 times" in err and "Give each class once." in err
+    assert "given more than once: 'purple moon' 2 times" in fails("--classes", "purple moon,purple moon")
+    with pytest.raises(ValueError, match="No class names in the classes given"):
+        Predictor.from_run(run, classes=[], device="cpu")
+
+    full = Predictor.from_run(run, device="cpu")
+    capsys.readouterr()
+    other = Predictor.from_run(run, classes=["purple moon", "red circle", "blue square"], device="cpu")
+    assert "Label embeddings: 2 of 3 classes loaded, 1 keep CLIP's embeddings" in capsys.readouterr().out
+    images = torch.stack([full.preprocess(p) for p in tree_eval.paths])
+    torch.testing.assert_close(other.logits(images)[:, 1:], full.logits(images)[:, [2, 0]], rtol=1e-5, atol=1e-5)
+    assert main([run, image, "--classes", "purple moon,red circle", "--format", "json", "--device", "cpu"]) == 0
+    assert json.loads(capsys.readouterr().out)["classes"] == ["purple moon", "red circle"]
+
+    # The folder names (as in the tree) instead of the run's class names: new classes (upper case), each named.
+    with pytest.warns(UserWarning) as seen:
+        folders = Predictor.from_run(run, classes=FOLDERS, device="cpu")
+    assert folders.classnames == ["Blue square", "Green triangle", "Red circle", "Yellow star"]  # '_' is a space
+    assert [str(w.message).split(" is not")[0] for w in seen] == [f"Class {f!r}" for f in FOLDERS]
+    assert "CLIP's embedding of its name instead of the learned one; the run has 'blue square'" in str(seen[0].message)
+    # '_' for a space is the same class: learned, no warning; a repeat of it counts as a repeat.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        same = Predictor.from_run(run, classes=["red_circle", "blue square"], device="cpu")
+    assert "Label embeddings: 2 of 2 classes loaded, 0 keep CLIP's embeddings" in capsys.readouterr().out
+    torch.testing.assert_close(same.logits(images), full.logits(images)[:, [2, 0]], rtol=1e-5, atol=1e-5)
+    assert "'red circle' 2 times" in fails("--classes", "red_circle,red circle")
 
 
 # ---- reading ----------------------------------------------------------------------------------------------------
