@@ -1,7 +1,9 @@
 """The ``Folder`` dataset (datasets/folder.py): one's own images from a folder tree or list files, yaml keys only.
 
 Trees are the generated shapes written as PNG files (:func:`lamm_experiments.synthetic.write_class_folders`); the
-training runs use the CPU demo config (tiny random CLIP) for one epoch.
+training runs use the CPU demo config (tiny random CLIP) for one epoch. A run on a tree and one on CSV lists are then
+predicted with :mod:`lamm_plugin.predict` (Python and the command), image by image equal to their own evaluation;
+a sweep over a dataset config of one's own runs its jobs and is tabled under the dataset's name.
 """
 
 from __future__ import annotations
