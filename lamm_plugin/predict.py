@@ -67,6 +67,7 @@ __all__ = [
     "Prediction",
     "Predictor",
     "UnreadableImageError",
+    "check_classes",
     "collect_images",
     "find_run_checkpoint",
     "format_predictions",

@@ -26,6 +26,7 @@ from lamm_plugin.predict import (
     EvalTransform,
     Predictor,
     UnreadableImageError,
+    check_classes,
     collect_images,
     main,
     parse_classes,
@@ -77,6 +78,20 @@ def test_classes_from_list_file_and_sequence(tmp_path):
     assert parse_classes(["a", "b"]) == ["a", "b"]
     with pytest.raises(ValueError, match="No class names"):
         parse_classes(" , ")
+
+
+def test_class_lists_against_the_trained_names():
+    trained = ["crane", "red circle", "crane"]  # ImageNet repeats a few names: each is a class of its own
+    check_classes(["crane", "crane", "red_circle"], trained)  # as often as trained; '_' reads as a space
+    check_classes(["purple moon", "crane"], trained)  # a new name
+    with pytest.raises(ValueError, match=r"given more than once: 'red circle' 2 times .*Give each class once"):
+        check_classes(["red circle", "red_circle"], trained)
+    with pytest.raises(ValueError, match="'crane' 3 times"):
+        check_classes(["crane"] * 3, trained)
+    with pytest.raises(ValueError, match="'purple moon' 2 times"):
+        check_classes(["purple moon", "purple moon"], trained)
+    with pytest.warns(UserWarning, match=r"Class 'Red_Circle' is not a class of this run.*the run has 'red circle'"):
+        check_classes(["Red_Circle"], trained)
 
 
 def test_devices_are_checked():
