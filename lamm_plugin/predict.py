@@ -32,6 +32,8 @@ import json
 import os
 import os.path as osp
 import sys
+import warnings
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Optional, Union
@@ -57,6 +59,7 @@ from lamm_plugin.layout import (
     read_checkpoint,
 )
 from lamm_plugin.methods import METHODS
+from lamm_plugin.tokens import clean_classname
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -64,6 +67,7 @@ __all__ = [
     "Prediction",
     "Predictor",
     "UnreadableImageError",
+    "check_classes",
     "collect_images",
     "find_run_checkpoint",
     "format_predictions",
@@ -396,6 +400,42 @@ def _build_clip(backbone: str, pretrained: Optional[str], precision: str, device
         return load_clip(backbone, pretrained=pretrained, precision=precision, device=device)
 
 
+def _plain_name(name: str) -> str:
+    """A class name as a dataset's cleaning would give it: ``_`` a space, spaces collapsed, lower case."""
+    return " ".join(clean_classname(name).split()).lower()
+
+
+def check_classes(classes: Sequence[str], trained: Sequence[str]) -> None:
+    """Class names to predict among, against the names a checkpoint was trained on (both as the model reads them:
+    ``_`` is a space).
+
+    A name may repeat only as often as the checkpoint has classes of that name (datasets such as ImageNet repeat
+    a few): one more copy would be one more class with the same prompt and CLIP's embedding of the name, which
+    nothing tells apart. A name the checkpoint lacks takes CLIP's embedding of it, as in base-to-new evaluation; when
+    it is one of the trained names but for case or spacing (a folder name, say), a warning names that one.
+
+    Raises:
+        ValueError: A name repeated more often than that.
+    """
+    given, have = Counter(map(clean_classname, classes)), Counter(map(clean_classname, trained))
+    repeated = [f"{name!r} {count} times" for name, count in given.items() if count > max(have[name], 1)]
+    if repeated:
+        raise ValueError(
+            f"Class names given more than once: {', '.join(repeated)} (a name repeats only as often as the run has "
+            "classes of that name; another copy would be a class that nothing tells apart). Give each class once."
+        )
+    by_plain = {_plain_name(name): name for name in have}
+    for name in classes:
+        near = by_plain.get(_plain_name(name))
+        if clean_classname(name) not in have and near is not None:
+            warnings.warn(
+                f"Class {name!r} is not a class of this run, so it takes CLIP's embedding of its name instead of the "
+                f"learned one; the run has {near!r} (did you mean it? a run's class names are compared as given, "
+                "'_' read as a space).",
+                stacklevel=3,
+            )
+
+
 def _weights_hint(backbone: str, pretrained: Optional[str]) -> str:
     if backbone in TINY_MODELS and not pretrained:
         return "a tiny random-weight CLIP is rebuilt from its run's seed: pass the run's seed (--seed)"
@@ -517,6 +557,7 @@ class Predictor:
         else:
             transform = EvalTransform.for_clip(clip.image_size, clip.mean, clip.std)
         classnames = parse_classes(classes) if classes is not None else list(state["classnames"])
+        check_classes(classnames, state["classnames"])
         try:
             model = build_model(method, clip, classnames, state["method_config"], lamm_cfg).to(device)
         except (ValueError, KeyError, RuntimeError) as err:

@@ -60,9 +60,14 @@ BLOCKS: dict[tuple[str, str], tuple[str, str]] = {
         RUN_DASSL,
         "a dataset of one's own: a generated ImageFolder tree, trained on and checked",
     ),
+    ("README.md", "python -m lamm_plugin.predict output/my_shapes"): (
+        RUN_DASSL,
+        "predicts the test images of a dataset of one's own with the run trained on it just before",
+    ),
+    ("README.md", 'Predictor.from_run("output/my_shapes")'): (RUN_DASSL, "that run's model from Python"),
     ("README.md", "DATASET_CONFIGS=my_configs DATASETS=my_shapes"): (
-        RUN,
-        "a sweep of a dataset of one's own, listed (tests/test_folder_dataset.py runs its jobs' script and tables)",
+        RUN_DASSL,
+        "a sweep of a dataset of one's own (2 short CPU jobs of the demo config) and its table",
     ),
     ("README.md", "python -m pytest -q"): (SKIP, "the test suite itself (.ci/run runs it)"),
     ("README.md", "tests/         pytest suite"): (OUTPUT, "the repository layout"),

@@ -1,11 +1,15 @@
 """The ``Folder`` dataset (datasets/folder.py): one's own images from a folder tree or list files, yaml keys only.
 
 Trees are the generated shapes written as PNG files (:func:`lamm_experiments.synthetic.write_class_folders`); the
-training runs use the CPU demo config (tiny random CLIP) for one epoch.
+training runs use the CPU demo config (tiny random CLIP) for one epoch. A run on a tree and one on CSV lists are then
+predicted with :mod:`lamm_plugin.predict` (Python and the command), image by image equal to their own evaluation;
+a sweep over a dataset config of one's own runs its jobs and is tabled under the dataset's name.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import random
@@ -13,8 +17,12 @@ import shlex
 import shutil
 import subprocess
 import sys
+import warnings
 
 import pytest
+import torch
+from PIL import Image
+from trainer_eval import Evaluation, accuracy, train_recorded
 
 pytest.importorskip("dassl", reason="Dassl is not installed; it installs from its GitHub repository")
 
@@ -27,14 +35,17 @@ from datasets.folder import Folder, clean_folder_name, folder_options  # noqa: E
 from datasets.prepare import cli as prepare_cli  # noqa: E402
 from lamm_experiments import synthetic  # noqa: E402
 from lamm_plugin.dassl.config import ConfigKeyError  # noqa: E402
+from lamm_plugin.predict import Predictor, main  # noqa: E402
 
 pytestmark = pytest.mark.dassl
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FOLDER_YAML = os.path.join(REPO, "configs/datasets/folder.yaml")
 DEMO = os.path.join(REPO, "configs/trainers/LAMM_CoOp/demo_cpu.yaml")
+FAKE_TRAIN = os.path.join(REPO, "tests/fixtures/fake_train.py")  # the sweep tests' stand-in for train.py
 NAMES = ["blue square", "green triangle", "red circle", "yellow star"]  # the 4 first shapes, sorted by folder
 FOLDERS = ["Blue_square", "Green_triangle", "Red_circle", "Yellow_star"]
+TEST_BATCH = 5
 TINY = [
     "OPTIM.MAX_EPOCH", "1",
     "DATALOADER.NUM_WORKERS", "0",
@@ -76,10 +87,13 @@ def items(split) -> list[tuple[str, int, str]]:
     return [(d.impath, d.label, d.classname) for d in split]
 
 
-def run_train(root: str, out: str, *opts: str):
-    args = ["--root", root, "--seed", "1", "--trainer", "LAMM_CoOp", "--dataset-config-file", FOLDER_YAML,
+def train_args(root: str, out: str, *opts: str) -> list[str]:
+    return ["--root", root, "--seed", "1", "--trainer", "LAMM_CoOp", "--dataset-config-file", FOLDER_YAML,
             "--config-file", DEMO, "--output-dir", out, *TINY, *opts]  # fmt: skip
-    return train.main(train.parse_args(args))
+
+
+def run_train(root: str, out: str, *opts: str):
+    return train.main(train.parse_args(train_args(root, out, *opts)))
 
 
 def read_results(out: str) -> dict:
@@ -91,12 +105,39 @@ def read_results(out: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def tree_run(root, tmp_path_factory) -> str:
-    """A one-epoch run on the tree, in the folder layout of a sweep (so the tables read it as ``my_shapes``)."""
+def tree_eval(root, tmp_path_factory) -> Evaluation:
+    """A one-epoch run on the tree, in the folder layout of a sweep (so the tables read it as ``my_shapes``), with
+    its evaluation recorded; test batches of 5 (8 test images: 5 + 3), so that predictions must batch alike."""
     output = str(tmp_path_factory.mktemp("output"))
     out = os.path.join(output, "fewshot", "my_shapes", "shots_2", "LAMM_CoOp", "demo_cpu", "seed1")
-    run_train(root, out, "DATASET.FOLDER.DIR", "shapes", "DATASET.NUM_SHOTS", "2")
-    return out
+    opts = ("DATASET.FOLDER.DIR", "shapes", "DATASET.NUM_SHOTS", "2", "DATALOADER.TEST.BATCH_SIZE", str(TEST_BATCH))
+    return train_recorded(train_args(root, out, *opts))
+
+
+@pytest.fixture(scope="module")
+def tree_run(tree_eval) -> str:
+    return tree_eval.out
+
+
+@pytest.fixture(scope="module")
+def csv_eval(root, tmp_path_factory) -> Evaluation:
+    """A one-epoch run on CSV lists of a copy of the tree: paths relative to the list file, class names from its
+    third column; class 3 has only 2 training images (fewer than NUM_SHOTS 3)."""
+    base = tmp_path_factory.mktemp("csv")
+    data = base / "lists"
+    images = copy_tree(root, data, "images")
+    (data / "lists").mkdir()
+    for split in ("train", "test"):
+        rows = ["path,label,classname"]
+        for i, folder in enumerate(FOLDERS):
+            files = sorted(os.listdir(os.path.join(images, split, folder)))
+            files = files[:2] if (split, i) == ("train", 3) else files  # class 3: 2 training images
+            rows += [f"../images/{split}/{folder}/{f},{i},shape {i}" for f in files]
+        (data / "lists" / f"{split}.csv").write_text("\n".join(rows) + "\n")
+    opts = ("DATASET.FOLDER.DIR", "lists", "DATASET.FOLDER.TRAIN", "lists/train.csv", "DATASET.FOLDER.TEST",
+            "lists/test.csv", "DATASET.FOLDER.FRACTIONS", "(1.0, 0.0, 0.0)", "DATASET.NUM_SHOTS", "3",
+            "DATALOADER.TEST.BATCH_SIZE", str(TEST_BATCH))  # fmt: skip
+    return train_recorded(train_args(str(base), str(base / "out"), *opts))
 
 
 def test_train_on_an_imagefolder_tree(tree_run):
@@ -120,28 +161,13 @@ def test_the_tables_show_the_dataset_by_its_sweep_name(tree_run):
     assert f"{accuracy:.2f}" in row
 
 
-def test_train_on_a_csv_list_with_class_name_column(root, tmp_path, capsys):
+def test_train_on_a_csv_list_with_class_name_column(csv_eval):
     """Paths relative to the list file, names from its third column; a class short of NUM_SHOTS is named."""
-    data = tmp_path / "lists"
-    images = copy_tree(root, data, "images")
-    (data / "lists").mkdir()
-    for split in ("train", "test"):
-        rows = ["path,label,classname"]
-        for i, folder in enumerate(FOLDERS):
-            files = sorted(os.listdir(os.path.join(images, split, folder)))
-            files = files[:2] if (split, i) == ("train", 3) else files  # class 3: 2 training images
-            rows += [f"../images/{split}/{folder}/{f},{i},shape {i}" for f in files]
-        (data / "lists" / f"{split}.csv").write_text("\n".join(rows) + "\n")
-    out = str(tmp_path / "out")
-    run_train(str(tmp_path), out, "DATASET.FOLDER.DIR", "lists", "DATASET.FOLDER.TRAIN", "lists/train.csv",
-              "DATASET.FOLDER.TEST", "lists/test.csv", "DATASET.FOLDER.FRACTIONS", "(1.0, 0.0, 0.0)",
-              "DATASET.NUM_SHOTS", "3")  # fmt: skip
-    res = read_results(out)
+    res = read_results(csv_eval.out)
     assert res["classnames"] == ["shape 0", "shape 1", "shape 2", "shape 3"] and res["num_samples"] == 8
     assert 0.0 <= res["accuracy"] <= 100.0 and res["shots"] == 3
-    assert "Note: DATASET.NUM_SHOTS 3, but 1 of 4 classes have fewer training images (shape 3: 2)" in (
-        capsys.readouterr().out
-    )
+    with open(os.path.join(csv_eval.out, "log.txt")) as f:
+        assert "Note: DATASET.NUM_SHOTS 3, but 1 of 4 classes have fewer training images (shape 3: 2)" in f.read()
 
 
 def test_continual_stages_on_a_tree(root, tmp_path):
@@ -154,6 +180,110 @@ def test_continual_stages_on_a_tree(root, tmp_path):
     assert res["num_stages"] == 2 and res["stages_done"] == 2
     assert sorted(name for stage in res["stage_classes"] for name in stage) == NAMES
     assert len(res["accuracy_matrix"]) == 2
+
+
+# ---- prediction ---------------------------------------------------------------------------------------------
+# ``lamm_plugin.predict`` on a Folder run: the run's test split predicted from files, a folder and PIL images gives
+# the trainer's own evaluation, image by image (the same model, transform and batches: logits equal to the bit).
+
+
+@pytest.mark.parametrize("run", ["tree_eval", "csv_eval"])
+def test_predictions_of_a_folder_run_equal_its_evaluation(run, request):
+    ev: Evaluation = request.getfixturevalue(run)
+    predictor = Predictor.from_run(ev.out, device="cpu")
+    assert predictor.classnames == ev.trainer.dm.dataset.classnames and predictor.batch_size == TEST_BATCH
+    assert len(ev.batches()) == 2  # 5 + 3
+    logits = torch.cat([predictor.logits(torch.stack([predictor.preprocess(p) for p in b])) for b in ev.batches()])
+    assert torch.equal(logits, ev.logits)
+    predictions = predictor.predict(ev.paths, topk=4)
+    assert [p.label for p in predictions] == ev.predictions
+    assert accuracy(predictions, ev.labels) == ev.accuracy == read_results(ev.out)["accuracy"]
+    pil = predictor.predict([Image.open(p) for p in ev.paths], topk=4)
+    assert [(p.classes, p.probabilities) for p in pil] == [(p.classes, p.probabilities) for p in predictions]
+    # One image alone (a batch of one: the same class, probabilities to float rounding), as a path and as PIL.
+    for image in (ev.paths[6], Image.open(ev.paths[6])):
+        (alone,) = predictor.predict(image, topk=4)
+        assert alone.classes == predictions[6].classes
+        torch.testing.assert_close(torch.tensor(alone.probabilities), torch.tensor(predictions[6].probabilities))
+
+
+def _accuracy_of_document(document: dict, labels: dict[str, int]) -> float:
+    hits = [entry["top"][0]["label"] == labels[entry["path"]] for entry in document["predictions"]]
+    return 100.0 * sum(hits) / len(labels)
+
+
+def test_the_command_on_the_test_folder_equals_the_evaluation(tree_eval, root):
+    """``python -m lamm_plugin.predict RUN FOLDER`` in a new process: the tree's test folder, walked in sorted order,
+    is the test split in the trainer's order, so each image's class and the accuracy are the evaluation's."""
+    folder = os.path.join(root, "shapes", "test")
+    argv = [sys.executable, "-m", "lamm_plugin.predict", tree_eval.out, folder, "--format", "json", "--device", "cpu"]
+    done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    document = json.loads(done.stdout)
+    assert document["classes"] == NAMES and "Predicting 8 image(s) among 4 classes" in done.stderr
+    assert [entry["path"] for entry in document["predictions"]] == tree_eval.paths
+    assert [entry["top"][0]["label"] for entry in document["predictions"]] == tree_eval.predictions
+    assert _accuracy_of_document(document, dict(zip(tree_eval.paths, tree_eval.labels))) == tree_eval.accuracy
+
+
+def test_the_command_on_listed_images_and_on_one(csv_eval, capsys):
+    """In process: the CSV run's test images in list order (CSV output), then one image alone."""
+    capsys.readouterr()
+    assert main([csv_eval.out, *csv_eval.paths, "--topk", "1", "--format", "csv", "--device", "cpu"]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    names = csv_eval.trainer.dm.dataset.classnames
+    assert [r["path"] for r in rows] == csv_eval.paths
+    assert [names.index(r["class"]) for r in rows] == csv_eval.predictions
+    assert main([csv_eval.out, csv_eval.paths[6], "--format", "json", "--device", "cpu"]) == 0
+    (entry,) = json.loads(capsys.readouterr().out)["predictions"]
+    assert entry["path"] == csv_eval.paths[6] and entry["top"][0]["label"] == csv_eval.predictions[6]
+
+
+def test_other_class_lists_for_a_folder_run(tree_eval, tmp_path, capsys):
+    """``--classes`` / ``classes=`` other than the run's: new names take CLIP's embeddings and leave the trained
+    classes' logits as they were; an empty list, a repeated name and a folder name instead of its class name are
+    named."""
+    run, image = tree_eval.out, tree_eval.paths[0]
+
+    def fails(*argv: str) -> str:
+        assert main([run, image, "--device", "cpu", "--no-progress", *argv]) == 1
+        return capsys.readouterr().err
+
+    capsys.readouterr()
+    assert "predict: error: No class names in the list ' , ': give names separated by commas" in fails(
+        "--classes", " , "
+    )
+    empty = tmp_path / "classes.txt"
+    empty.write_text("# my classes\n\n")
+    assert f"No class names in the file {empty}" in fails("--classes", str(empty))
+    err = fails("--classes", "red circle,blue square,red circle")
+    assert "Class names given more than once: 'red circle' 2 times" in err and "Give each class once." in err
+    assert "given more than once: 'purple moon' 2 times" in fails("--classes", "purple moon,purple moon")
+    with pytest.raises(ValueError, match="No class names in the classes given"):
+        Predictor.from_run(run, classes=[], device="cpu")
+
+    full = Predictor.from_run(run, device="cpu")
+    capsys.readouterr()
+    other = Predictor.from_run(run, classes=["purple moon", "red circle", "blue square"], device="cpu")
+    assert "Label embeddings: 2 of 3 classes loaded, 1 keep CLIP's embeddings" in capsys.readouterr().out
+    images = torch.stack([full.preprocess(p) for p in tree_eval.paths])
+    torch.testing.assert_close(other.logits(images)[:, 1:], full.logits(images)[:, [2, 0]], rtol=1e-5, atol=1e-5)
+    assert main([run, image, "--classes", "purple moon,red circle", "--format", "json", "--device", "cpu"]) == 0
+    assert json.loads(capsys.readouterr().out)["classes"] == ["purple moon", "red circle"]
+
+    # The folder names (as in the tree) instead of the run's class names: new classes (upper case), each named.
+    with pytest.warns(UserWarning) as seen:
+        folders = Predictor.from_run(run, classes=FOLDERS, device="cpu")
+    assert folders.classnames == ["Blue square", "Green triangle", "Red circle", "Yellow star"]  # '_' is a space
+    assert [str(w.message).split(" is not")[0] for w in seen] == [f"Class {f!r}" for f in FOLDERS]
+    assert "CLIP's embedding of its name instead of the learned one; the run has 'blue square'" in str(seen[0].message)
+    # '_' for a space is the same class: learned, no warning; a repeat of it counts as a repeat.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        same = Predictor.from_run(run, classes=["red_circle", "blue square"], device="cpu")
+    assert "Label embeddings: 2 of 2 classes loaded, 0 keep CLIP's embeddings" in capsys.readouterr().out
+    torch.testing.assert_close(same.logits(images), full.logits(images)[:, [2, 0]], rtol=1e-5, atol=1e-5)
+    assert "'red circle' 2 times" in fails("--classes", "red_circle,red circle")
 
 
 # ---- reading ----------------------------------------------------------------------------------------------------
@@ -340,6 +470,45 @@ def test_sweep_scripts_find_a_dataset_config_by_name(tmp_path):
     env["DRY_RUN"] = "0"
     out = subprocess.run(["bash", script, "my_data", "2", "1"], capture_output=True, text=True, env=env, timeout=60)
     assert out.returncode == 1 and "Error: no dataset config my_data.yaml in DATASET_CONFIGS=" in out.stderr
+
+
+def test_a_sweep_of_ones_own_dataset_runs_and_is_tabled(tmp_path):
+    """The jobs of a sweep over a dataset config found by name in DATASET_CONFIGS really run: the sweep, its job
+    guard and the job script are the real ones, started outside the repository with the package on no PYTHONPATH
+    (not installed); only train.py is the stand-in of the sweep tests (tests/fixtures/fake_train.py). The tables then
+    show the dataset by its name, averaged over the seeds."""
+    configs = tmp_path / "my_configs"
+    configs.mkdir()
+    with open(FOLDER_YAML) as f:
+        (configs / "my_shapes.yaml").write_text(f.read().replace("my_dataset", "my_shapes"))
+    wrapper = tmp_path / "python_fake"
+    wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{FAKE_TRAIN}" "$@"\n')
+    wrapper.chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if k not in ("TRAINER", "CFG", "SWEEP_PROTOCOL", "LAMM_PROTOCOL")}
+    env.pop("PYTHONPATH", None)
+    env.update(PYTHON=str(wrapper), SWEEP_PYTHON=sys.executable, FAKE_TRAIN_LOG=str(tmp_path / "calls.txt"),
+               DATA=str(tmp_path / "data"), OUTPUT=str(tmp_path / "output"), DATASET_CONFIGS=str(configs),
+               DATASETS="my_shapes", SEEDS="1 2", SHOTS_LIST="2 4", CFG="demo_cpu")  # fmt: skip
+    out = subprocess.run(["bash", os.path.join(REPO, "scripts/lamm/sweep.sh"), "fewshot"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "Sweep summary: 4 done, 0 skipped, 0 failed" in out.stdout
+    runs = tmp_path / "output" / "fewshot" / "my_shapes"
+    calls = sorted((tmp_path / "calls.txt").read_text().split())
+    assert calls == [str(runs / f"shots_{k}/LAMM_CoOp/demo_cpu/seed{s}") for k in (2, 4) for s in (1, 2)]
+    accuracy = {k: [read_results(str(runs / f"shots_{k}/LAMM_CoOp/demo_cpu/seed{s}"))["accuracy"] for s in (1, 2)]
+                for k in (2, 4)}  # fmt: skip
+    tables = subprocess.run(
+        [sys.executable, os.path.join(REPO, "scripts/make_tables.py"), str(tmp_path / "output"), "--kinds",
+         "fewshot", "--no-figure"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert tables.returncode == 0, tables.stderr
+    row = next(line for line in tables.stdout.splitlines() if line.startswith("| my_shapes |"))
+    assert [cell.split(" ± ")[0].strip() for cell in row.split("|")[2:4]] == [
+        f"{sum(accuracy[k]) / 2:.2f}" for k in (2, 4)
+    ]
+    assert row.split("|")[2].strip().endswith("(2)")  # two seeds
 
 
 def test_a_test_image_that_does_not_decode_stops_the_run_with_its_path(root, tmp_path):

@@ -15,18 +15,18 @@ import os
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
 
 import pytest
 import torch
 from PIL import Image
+from trainer_eval import accuracy, train_recorded
 
 from lamm_plugin.layout import PREDICTIONS_FORMAT
 from lamm_plugin.predict import (
     EvalTransform,
-    Prediction,
     Predictor,
     UnreadableImageError,
+    check_classes,
     collect_images,
     main,
     parse_classes,
@@ -78,6 +78,20 @@ def test_classes_from_list_file_and_sequence(tmp_path):
     assert parse_classes(["a", "b"]) == ["a", "b"]
     with pytest.raises(ValueError, match="No class names"):
         parse_classes(" , ")
+
+
+def test_class_lists_against_the_trained_names():
+    trained = ["crane", "red circle", "crane"]  # ImageNet repeats a few names: each is a class of its own
+    check_classes(["crane", "crane", "red_circle"], trained)  # as often as trained; '_' reads as a space
+    check_classes(["purple moon", "crane"], trained)  # a new name
+    with pytest.raises(ValueError, match=r"given more than once: 'red circle' 2 times .*Give each class once"):
+        check_classes(["red circle", "red_circle"], trained)
+    with pytest.raises(ValueError, match="'crane' 3 times"):
+        check_classes(["crane"] * 3, trained)
+    with pytest.raises(ValueError, match="'purple moon' 2 times"):
+        check_classes(["purple moon", "purple moon"], trained)
+    with pytest.warns(UserWarning, match=r"Class 'Red_Circle' is not a class of this run.*the run has 'red circle'"):
+        check_classes(["Red_Circle"], trained)
 
 
 def test_devices_are_checked():
@@ -198,30 +212,9 @@ def test_transform_settings_from_a_config():
 
 
 # ---- against the trainer (Dassl) ----------------------------------------------------------------------------------
-@dataclass
-class Evaluation:
-    """A trainer's evaluation: its logits per test image (in test order), predictions, labels and image paths."""
-
-    trainer: object
-    logits: torch.Tensor
-    paths: list[str]
-    labels: list[int]
-
-    @property
-    def predictions(self) -> list[int]:
-        return list(self.trainer.evaluator.y_pred)
-
-    @property
-    def accuracy(self) -> float:
-        return self.trainer.evaluator.results["accuracy"]
-
-
 def _train(data_root: str, out: str, *extra: str, trainer: str = "LAMM_CoOp", opts: tuple[str, ...] = ()):
-    """``train.py`` in process; returns the :class:`Evaluation` of its final test (logits recorded on the way)."""
-    import train
-    from lamm_plugin.dassl.results import RecordingEvaluator
-
-    args = [
+    """``train.py`` in process on the synthetic set; returns the :class:`Evaluation` of its final test."""
+    return train_recorded([
         "--root", data_root,
         "--seed", "1",
         "--trainer", trainer,
@@ -231,24 +224,7 @@ def _train(data_root: str, out: str, *extra: str, trainer: str = "LAMM_CoOp", op
         *extra,
         *SMALL,
         *opts,
-    ]  # fmt: skip
-    seen: list[torch.Tensor] = []
-    process, reset = RecordingEvaluator.process, RecordingEvaluator.reset
-
-    def record(self, output, label):
-        seen.append(output.detach().cpu().clone())
-        process(self, output, label)
-
-    def clear(self):
-        seen.clear()
-        reset(self)
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(RecordingEvaluator, "process", record)
-        patch.setattr(RecordingEvaluator, "reset", clear)
-        trained = train.main(train.parse_args(args))
-    items = trained.dm.dataset.test
-    return Evaluation(trained, torch.cat(seen), [d.impath for d in items], [d.label for d in items])
+    ])  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -267,10 +243,6 @@ def dassl_runs(tmp_path_factory):
     return {"run": run, "base": base, "new": new, "zero": zero, "amp": amp, "root": root}
 
 
-def _accuracy(predictions: list[Prediction], labels: list[int]) -> float:
-    return 100.0 * sum(p.label == y for p, y in zip(predictions, labels)) / len(labels)
-
-
 @pytest.mark.dassl
 def test_run_predictions_equal_the_trainers_evaluation(dassl_runs):
     base = dassl_runs["base"]
@@ -282,7 +254,7 @@ def test_run_predictions_equal_the_trainers_evaluation(dassl_runs):
     assert torch.equal(logits, base.logits)  # to the bit: same model, transform, batches
     predictions = predictor.predict(base.paths, topk=3)
     assert [p.label for p in predictions] == base.predictions
-    assert _accuracy(predictions, base.labels) == base.accuracy
+    assert accuracy(predictions, base.labels) == base.accuracy
     # The trained model is not the untrained one: the run changed the logits.
     untrained = Predictor.zero_shot("tiny-vit", predictor.classnames, template="a photo of a {}.", seed=1)
     assert not torch.equal(untrained.logits(torch.stack([predictor.preprocess(p) for p in batches[0]])), logits[:5])
@@ -355,7 +327,7 @@ def test_new_class_names_equal_base_to_new_evaluation(dassl_runs):
     logits = torch.cat([predictor.logits(torch.stack([predictor.preprocess(p) for p in b])) for b in batches])
     assert torch.equal(logits, new.logits)
     predictions = predictor.predict(new.paths)
-    assert [p.label for p in predictions] == new.predictions and _accuracy(predictions, new.labels) == new.accuracy
+    assert [p.label for p in predictions] == new.predictions and accuracy(predictions, new.labels) == new.accuracy
 
 
 @pytest.mark.dassl
@@ -383,7 +355,7 @@ def test_zero_shot_equals_the_zeroshot_trainer(dassl_runs, precision):
     logits = torch.cat([predictor.logits(torch.stack([predictor.preprocess(p) for p in b])) for b in batches])
     assert torch.equal(logits, zero.logits)
     predictions = predictor.predict(zero.paths)
-    assert [p.label for p in predictions] == zero.predictions and _accuracy(predictions, zero.labels) == zero.accuracy
+    assert [p.label for p in predictions] == zero.predictions and accuracy(predictions, zero.labels) == zero.accuracy
 
 
 @pytest.mark.dassl
