@@ -22,10 +22,11 @@ the official code encodes the class prompts for every batch, ours once per evalu
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing as mp
 import resource
 import time
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 from tabulate import tabulate
@@ -288,6 +289,14 @@ def official_table(args) -> None:
     print(tabulate(rows, headers="keys", floatfmt=".4g", tablefmt="github"))
     print()
     print(tabulate(summary, headers="keys", floatfmt=".3g", tablefmt="github"))
+    _write_json(args.json, rows, summary)
+
+
+def _write_json(path: Optional[str], rows: list[dict], summary: Optional[list[dict]] = None) -> None:
+    """``--json``: the rows (and the official table's summary) for scripts (``benchmarks/gpu_check.py``)."""
+    if path:
+        with open(path, "w") as f:
+            json.dump({"rows": rows, "summary": summary or []}, f, indent=1, default=str)
 
 
 def main() -> None:
@@ -311,6 +320,7 @@ def main() -> None:
     parser.add_argument("--config", default="configs/trainers/LAMM_CoOp/vit_b16_ep50_ctxv1.yaml", help="loader table")
     parser.add_argument("--images", type=int, default=512, help="loader table: JPEGs per epoch")
     parser.add_argument("--workers", type=int, nargs="+", default=None, help="loader table (default: the config's)")
+    parser.add_argument("--json", default=None, help="step, text and official tables: also write the rows here")
     args = parser.parse_args()
     if args.table == "loader":
         loader_table(args)
@@ -332,6 +342,7 @@ def main() -> None:
                 rows.append(_isolated(step_case, name, n, args.device, args.repeats, args.step_batch))
                 print(rows[-1], flush=True)
     print(tabulate(rows, headers="keys", floatfmt=".1f", tablefmt="github"))
+    _write_json(args.json, rows)
 
 
 if __name__ == "__main__":
