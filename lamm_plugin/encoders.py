@@ -18,6 +18,7 @@ from typing import Optional
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from open_clip.model import CLIP
 from open_clip.transformer import VisionTransformer
 from torch import nn
@@ -197,6 +198,23 @@ class TextEncoder(nn.Module):
         return x @ self.text_projection
 
 
+def _has_random_ops(module: nn.Module) -> bool:
+    """Whether ``module`` draws random numbers in training mode (dropout with ``p > 0``, attention dropout)."""
+    for m in module.modules():
+        if isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0:
+            return True
+        if isinstance(m, nn.MultiheadAttention) and m.dropout > 0:
+            return True
+        if type(m).__name__ in ("DropPath", "PatchDropout") and getattr(m, "prob", getattr(m, "drop_prob", 0)) > 0:
+            return True
+    return False
+
+
+def _run_block(block: nn.Module, x: torch.Tensor, batch_first: bool) -> torch.Tensor:
+    """One residual block on batch-first tokens ``[B, L, width]``."""
+    return block(x) if batch_first else block(x.transpose(0, 1)).transpose(0, 1)
+
+
 class ImageEncoder(nn.Module):
     """Image tower of an open_clip CLIP with optional shallow and deep visual prompt tokens.
 
@@ -204,14 +222,24 @@ class ImageEncoder(nn.Module):
     dropout and before ``ln_pre`` (where VPT and MaPLe put them); deep prompts replace those tokens at the
     input of deeper blocks. Prompt outputs are dropped before pooling.
 
+    Activation checkpointing (``checkpoint=True``): when gradients flow through the blocks (trainable visual
+    prompts), each block keeps only its input for the backward pass and recomputes its activations there
+    (``torch.utils.checkpoint``, non-reentrant). The recomputation runs the same operations on the same inputs,
+    so the gradients are those of the plain pass (tested bit for bit); it trades about one more forward pass
+    of the image tower for its activations (ViT-B/16, batch 32: most of a MaPLe step's memory). CLIP's blocks
+    draw no random numbers, so no RNG state is saved (reading it would not be allowed inside a CUDA graph
+    capture); a tower with dropout saves and restores it.
+
     Args:
         clip: The open_clip CLIP model (its image tower is shared, not copied).
+        checkpoint: Recompute the blocks' activations in the backward pass instead of keeping them.
     """
 
-    def __init__(self, clip: CLIP) -> None:
+    def __init__(self, clip: CLIP, checkpoint: bool = False) -> None:
         super().__init__()
         self.visual = clip.visual
         self.supports_prompts = isinstance(clip.visual, VisionTransformer)
+        self.checkpoint = checkpoint
 
     @property
     def width(self) -> int:
@@ -265,11 +293,18 @@ class ImageEncoder(nn.Module):
         x = visual.ln_pre(x)
 
         batch_first = _blocks_batch_first(visual.transformer)
+        checkpoint = self.checkpoint and torch.is_grad_enabled()
+        random_ops = checkpoint and visual.training and _has_random_ops(visual.transformer)
         for i, block in enumerate(visual.transformer.resblocks):
             if 0 < i <= len(deep_prompts):
                 ctx = deep_prompts[i - 1].to(x.dtype).expand(x.shape[0], -1, -1)
                 x = torch.cat([x[:, :-n], ctx], dim=1)
-            x = block(x) if batch_first else block(x.transpose(0, 1)).transpose(0, 1)
+            if checkpoint and x.requires_grad:
+                x = torch.utils.checkpoint.checkpoint(
+                    _run_block, block, x, batch_first, use_reentrant=False, preserve_rng_state=random_ops
+                )
+            else:
+                x = _run_block(block, x, batch_first)
 
         pooled = _pool(visual, x[:, :-n])
         if visual.proj is not None:
