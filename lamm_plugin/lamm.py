@@ -81,7 +81,7 @@ class LAMM(nn.Module):
         # Unregistered on purpose (see class docstring); _apply forwards device/dtype moves to them.
         object.__setattr__(self, "frozen", nn.ModuleList([clip.model]))
         object.__setattr__(self, "text", TextEncoder(clip.model, truncate=self.cfg.truncate_text))
-        object.__setattr__(self, "image", ImageEncoder(clip.model))
+        object.__setattr__(self, "image", ImageEncoder(clip.model, checkpoint=method.checkpoint_image()))
         self.register_buffer("logit_scale", clip.model.logit_scale.detach().exp().reshape(()), persistent=False)
         self.loss = HierarchicalLoss(self.cfg, shots)
         self.label_embedding: Optional[LabelEmbedding] = None
@@ -251,18 +251,17 @@ class LAMM(nn.Module):
         """
         with_loss = self.training and labels is not None
         with_reference = with_loss and self.label_embedding is not None
-        image = normalize(self.encode_image(images).float())
         per_image = self.method.image_conditioned
+        if not self.training and not per_image:
+            return LAMMOutput(self.logits_with_text(images, self.eval_text()))
+        image = normalize(self.encode_image(images).float())
         if per_image and self.training:  # [B, C, E] text features, one set per image
             text, ref = self.encode_text_per_image(image, reference=with_reference)
         elif per_image:
             chunk = max(1, EVAL_PROMPTS_PER_PASS // len(self.eot))
             text, ref = torch.cat([self.encode_text_per_image(part)[0] for part in image.split(chunk)]), None
-        elif self.training:
-            text, ref = self.encode_text(reference=with_reference)
         else:
-            depends_on = (*self.parameters(), *self.buffers())
-            text, ref = self.text_plan.cached("eval_text", lambda: self.encode_text()[0], depends_on), None
+            text, ref = self.encode_text(reference=with_reference)
         text = normalize(text.float())
         logits = self._logits(image, text)
         if not with_loss:
@@ -282,6 +281,19 @@ class LAMM(nn.Module):
                 total = total + weight * value
             losses["total"] = total
         return LAMMOutput(logits, losses)
+
+    def eval_text(self) -> torch.Tensor:
+        """``[C, E]`` unnormalised class text features for evaluation, computed once until a tensor they depend on
+        changes (the text plan's ``eval_text`` cache)."""
+        depends_on = (*self.parameters(), *self.buffers())
+        return self.text_plan.cached("eval_text", lambda: self.encode_text()[0], depends_on)
+
+    def logits_with_text(self, images: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        """Evaluation logits ``[B, C]`` of ``images`` against unnormalised class text features ``text`` ``[C, E]``
+        (of :meth:`eval_text`): the part of an evaluation that depends on the batch, which
+        :class:`~lamm_plugin.cuda_graph.GraphedForward` captures."""
+        image = normalize(self.encode_image(images).float())
+        return self._logits(image, normalize(text.float()))
 
     def _logits(self, image: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         """``[B, C]`` logits of normalised image ``[B, E]`` and text ``[C, E]`` (or per-image ``[B, C, E]``)."""

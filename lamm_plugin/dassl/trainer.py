@@ -6,7 +6,8 @@ add to Dassl's ``TrainerX``, one concern per module:
 
 * here, building and the training step: precision from ``TRAINER.<NODE>.PREC`` (``fp32``, ``fp16``, ``bf16`` or
   ``amp``; a GradScaler under ``fp16`` and ``amp``); on a GPU, each step's forward and backward replayed from a
-  CUDA graph (``TRAINER.<NODE>.CUDA_GRAPH``, :mod:`lamm_plugin.cuda_graph`), the optimiser step eager; every loss
+  CUDA graph (``TRAINER.<NODE>.CUDA_GRAPH``, :mod:`lamm_plugin.cuda_graph`), the optimiser step eager, and so is
+  each evaluation batch's forward; every loss
   term of the hierarchical loss in the ``PRINT_FREQ`` lines and in TensorBoard;
 * :mod:`.resume`: checkpoints of learned tensors, class names and configs, every epoch, and exact resume;
 * :mod:`.report`: ``results.json`` beside ``log.txt`` after the final evaluation;
@@ -35,7 +36,7 @@ from dassl.optim import build_optimizer
 
 from lamm_plugin import build_model, load_clip
 from lamm_plugin.config import LAMMConfig
-from lamm_plugin.cuda_graph import GraphedStep
+from lamm_plugin.cuda_graph import GraphedForward, GraphedStep
 from lamm_plugin.dassl import compat
 from lamm_plugin.dassl.config import (
     CUDA_GRAPH_KEY,
@@ -185,9 +186,10 @@ class PromptTrainer(CheckpointMixin, ResultsMixin, TrainerX):
         self.scaler = None
         if params and self.precision in ("fp16", "amp") and not self.fp16_learned:
             self.scaler = torch.amp.GradScaler(self.device.type)
-        self.graphed = None
-        if params and self.device.type == "cuda" and cfg.TRAINER[self.NODE].get(CUDA_GRAPH_KEY, True):
-            self.graphed = GraphedStep(self.model, self._autocast_dtype(), self.scaler)
+        self.graphed, self.graphed_eval = None, None
+        if self.device.type == "cuda" and cfg.TRAINER[self.NODE].get(CUDA_GRAPH_KEY, True):
+            self.graphed = GraphedStep(self.model, self._autocast_dtype(), self.scaler) if params else None
+            self.graphed_eval = GraphedForward(self.model, self._autocast_dtype())
 
     def configure_trainable(self) -> None:
         """Hook between loading ``MODEL.INIT_WEIGHTS`` and building the optimiser: freeze what this run must not
@@ -327,6 +329,10 @@ class PromptTrainer(CheckpointMixin, ResultsMixin, TrainerX):
         )
 
     def model_inference(self, input: torch.Tensor) -> torch.Tensor:
+        """Evaluation logits: replayed from a CUDA graph on a GPU (:class:`GraphedForward`), else eager."""
+        logits = self.graphed_eval(input) if self.graphed_eval is not None else None
+        if logits is not None:
+            return logits.float().clone()  # the graph's output buffer is overwritten by the next replay
         with self._autocast():
             return self.model(input).logits.float()
 
