@@ -20,13 +20,50 @@ import torch
 import torch.nn.functional as F
 import torch.utils.checkpoint
 from open_clip.model import CLIP
-from open_clip.transformer import VisionTransformer
+from open_clip.transformer import ResidualAttentionBlock, VisionTransformer
 from torch import nn
 
 
 def _blocks_batch_first(transformer: nn.Module) -> bool:
     # open_clip >= 2.30 says so with an attribute (True for CLIP); older releases run blocks sequence-first.
     return getattr(transformer, "batch_first", False)
+
+
+def _own_attention(block: nn.Module) -> bool:
+    """Whether :func:`_text_block` may run ``block``: open_clip's plain residual block with packed q/k/v weights and
+    no attention dropout in training, without hooks of its own (anything else runs the block's own ``forward``, so
+    that hooks on a block see it run)."""
+    attn = getattr(block, "attn", None)
+    return (
+        type(block) is ResidualAttentionBlock
+        and not block._forward_hooks
+        and not block._forward_pre_hooks
+        and isinstance(attn, nn.MultiheadAttention)
+        and attn.batch_first
+        and attn._qkv_same_embed_dim
+        and attn.in_proj_bias is not None
+        and not attn.bias_k
+        and not (attn.dropout > 0 and attn.training)
+        and not hasattr(block, "ln_1_kv")
+    )
+
+
+def _text_block(block: nn.Module, x: torch.Tensor, mask: Optional[torch.Tensor], causal: bool) -> torch.Tensor:
+    """open_clip's ``ResidualAttentionBlock.forward`` on ``[N, L, width]`` with our own attention: one q/k/v
+    projection viewed per head (no packed-projection split and copy) and, for a causal mask, SDPA's ``is_causal``
+    instead of a mask tensor. The same operations as ``nn.MultiheadAttention`` (bit for bit on a CPU, tested)."""
+    attn = block.attn
+    n, length, width = x.shape
+    heads = attn.num_heads
+    qkv = F.linear(block.ln_1(x), attn.in_proj_weight, attn.in_proj_bias)  # [N, L, 3 * width]
+    q, k, v = qkv.view(n, length, 3, heads, width // heads).permute(2, 0, 3, 1, 4)  # 3 x [N, heads, L, head]
+    if causal:
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    else:
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=None if mask is None else mask.to(x.dtype))
+    out = attn.out_proj(out.transpose(1, 2).reshape(n, length, width))
+    x = x + block.ls_1(out)
+    return x + block.ls_2(block.mlp(block.ln_2(x)))
 
 
 def _pool(visual: VisionTransformer, x: torch.Tensor) -> torch.Tensor:
@@ -109,7 +146,8 @@ class TextEncoder(nn.Module):
         """
         length = self._length(prompts, eot, length)
         mask = self.attn_mask[:length, :length] if self.attn_mask is not None else None
-        x = self._run(prompts[:, :length], torch.arange(length, device=prompts.device), mask, deep_prompts, deep_start)
+        positions = torch.arange(length, device=prompts.device)
+        x = self._run(prompts[:, :length], positions, mask, deep_prompts, deep_start, causal=mask is not None)
         return self._project(x[torch.arange(x.shape[0], device=x.device), eot])
 
     def forward_pair(
@@ -173,8 +211,12 @@ class TextEncoder(nn.Module):
         mask: Optional[torch.Tensor],
         deep_prompts: Optional[Sequence[torch.Tensor]],
         deep_start: int,
+        causal: bool = False,
     ) -> torch.Tensor:
-        """Embeddings ``[N, L, width]`` -> final-LayerNorm outputs, with deep prompts replacing their slots."""
+        """Embeddings ``[N, L, width]`` -> final-LayerNorm outputs, with deep prompts replacing their slots.
+
+        ``causal``: ``mask`` is CLIP's causal mask (attention then runs without a mask tensor).
+        """
         dtype = self.dtype
         x = x.to(dtype) + self.positional_embedding[positions].to(dtype)
         deep_prompts = list(deep_prompts or [])
@@ -186,7 +228,9 @@ class TextEncoder(nn.Module):
                 ctx = deep_prompts[i - 1].to(dtype)
                 ctx = ctx.expand(x.shape[0], -1, -1) if ctx.dim() == 2 else ctx
                 x = torch.cat([x[:, :deep_start], ctx, x[:, deep_start + ctx.shape[1] :]], dim=1)
-            if batch_first:
+            if batch_first and _own_attention(block):
+                x = _text_block(block, x, mask, causal)
+            elif batch_first:
                 x = block(x, attn_mask=mask)
             else:
                 x = block(x.transpose(0, 1), attn_mask=mask).transpose(0, 1)

@@ -255,3 +255,33 @@ def test_checkpointing_follows_the_method_config(tiny_clip, classnames):
     off = build_model("maple", tiny_clip, classnames, MaPLeConfig(prompt_depth=2, checkpoint_image=False))
     assert off.image.checkpoint is False
     assert build_model("vpt", tiny_clip, classnames, VPTConfig()).image.checkpoint is False
+
+
+# ---- our own attention in the text blocks ------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+def test_own_text_attention_equals_the_blocks_own_forward_bit_for_bit(tiny_clip, classnames, dtype, monkeypatch):
+    """One q/k/v projection and SDPA's is_causal (forward) or the pair mask (forward_pair): the same numbers and
+    gradients as open_clip's block (nn.MultiheadAttention with a mask tensor)."""
+    import lamm_plugin.encoders as encoders
+
+    model = tiny_clip.model.to(dtype)
+    tokens = _tokens(tiny_clip, classnames)
+    encoder = TextEncoder(model)
+    assert all(encoders._own_attention(block) for block in model.transformer.resblocks)
+    eot = encoder.eot_index(tokens)
+    base = encoder.embed(tokens).detach()
+    reference = base.clone()
+    reference[:, 6:] += 0.1  # differs after the shared prefix of 6 positions
+    deep = [torch.randn(2, base.shape[-1], dtype=dtype) for _ in range(2)]
+    results = []
+    for own in (True, False):
+        if not own:
+            monkeypatch.setattr(encoders, "_own_attention", lambda block: False)
+        prompts = base.clone().requires_grad_(True)
+        deep_ = [d.clone().requires_grad_(True) for d in deep]
+        single = encoder(prompts, eot, deep_)
+        pair = encoder.forward_pair(prompts, reference, eot, shared=6, deep_prompts=deep_)
+        (single.square().sum() + sum(p.sum() for p in pair)).backward()
+        results.append([single, *pair, prompts.grad, *(d.grad for d in deep_)])
+    for ours, theirs in zip(*results):
+        assert torch.equal(ours, theirs)
