@@ -511,8 +511,8 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
         help="a case's timeout: this x its CPU seconds in --seconds-file (see the module docstring)",
     )
     parser.add_argument("--min-timeout", type=float, default=60.0, help="the shortest timeout of a case")
-    parser.add_argument("--tests-timeout", type=float, default=150.0, help="seconds for the GPU tests")
-    parser.add_argument("--bench-timeout", type=float, default=150.0, help="seconds for each benchmark")
+    parser.add_argument("--tests-timeout", type=float, default=300.0, help="seconds for the GPU tests")
+    parser.add_argument("--bench-timeout", type=float, default=200.0, help="seconds for each benchmark")
     parser.add_argument("--official-precisions", nargs="+", default=["fp16"], help="bench.py official: both sides")
     parser.add_argument("--official-steps", type=int, default=5, help="bench.py official: timed steps per case")
     parser.add_argument("--deadline", type=float, default=None,
@@ -559,7 +559,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     cpu_seconds = load_seconds(args.seconds_file)
     os.makedirs(os.path.join(args.output, "runs"), exist_ok=True)
     cases: list[Case] = list(train_cases)
-    reload_wanted = selected(args, "reload:*") or not args.only
+    reload_wanted = selected(args, "reload:*")
     print(header, flush=True)
     print(f"{len(train_cases)} training cases, {args.jobs} at a time; then {[c.name for c in other_cases]}", flush=True)
 
