@@ -255,9 +255,8 @@ def evaluate_seen(trainer, cfg, full: DatasetBase, stages: Sequence[Sequence[int
     model.set_classnames(names)
     model.eval()
     correct, within, total = [0] * len(names), [0] * len(names), [0] * len(names)
-    for batch in loader:
-        images, target = batch["img"].to(trainer.device), batch["label"]
-        logits = trainer.model_inference(images).cpu()
+    for logits, target in trainer.loader_logits(loader):  # the test images' features from the cache where it can
+        logits, target = logits.cpu(), target.cpu()
         pred = logits.argmax(dim=1)
         own = stage_of[target].unsqueeze(1) == stage_of.unsqueeze(0)  # [B, C]: classes of the image's stage
         pred_within = logits.masked_fill(~own, float("-inf")).argmax(dim=1)

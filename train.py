@@ -52,8 +52,9 @@ from dassl.utils import collect_env_info, set_random_seed
 import lamm_plugin.dassl  # noqa: F401  (adds the LAMM config nodes and registers the LAMM_* trainers)
 import trainers  # noqa: F401  (registers this repository's baselines)
 from lamm_plugin.dassl import NonFiniteError, compat
+from lamm_plugin.dassl.console import is_notice
 from lamm_plugin.dassl.run_config import RunConfigMismatchError
-from lamm_plugin.layout import last_checkpoint
+from lamm_plugin.layout import CONFIG_YAML_FILENAME, last_checkpoint
 from lamm_plugin.run_lock import RunLock, RunLockedError
 
 REPO_ROOT = os.path.dirname(os.path.abspath(__file__))
@@ -118,10 +119,12 @@ def reset_cfg(cfg, args: argparse.Namespace) -> None:
 
 
 def extend_cfg(cfg) -> None:
-    """Config nodes of the repository's datasets (the LAMM and baseline nodes are in Dassl's defaults already)."""
-    synthetic = sys.modules.get("datasets.synthetic")
-    if synthetic is not None and hasattr(synthetic, "add_synthetic_config"):
-        synthetic.add_synthetic_config(cfg)
+    """Config nodes of the repository's datasets (the LAMM and baseline nodes are in Dassl's defaults already):
+    ``DATASET.SYNTHETIC`` (the generated shapes) and ``DATASET.FOLDER`` (a dataset of one's own images)."""
+    for module, add in (("datasets.synthetic", "add_synthetic_config"), ("datasets.folder", "add_folder_config")):
+        module = sys.modules.get(module)
+        if module is not None and hasattr(module, add):
+            getattr(module, add)(cfg)
 
 
 def setup_cfg(args: argparse.Namespace):
@@ -149,6 +152,9 @@ class Tee:
 
     Dassl's ``setup_logger`` starts a new ``log.txt-<time>`` whenever ``log.txt`` exists; a resumed run appends to
     the one ``log.txt`` instead, after a line that marks the restart.
+
+    The log always gets everything; the console can get less (:mod:`lamm_plugin.dassl.console`): inside
+    :meth:`log_only` only notice lines reach it, and :meth:`write_split` gives each side its own text.
     """
 
     def __init__(self, console, path: str) -> None:
@@ -157,16 +163,52 @@ class Tee:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         restarted = os.path.isfile(path) and os.path.getsize(path) > 0
         self.file = open(path, "a", encoding="utf-8")  # noqa: SIM115  (closed by log_to)
+        self._quiet = 0
+        self._pending = ""  # the unfinished console line while quiet (a notice is known once its line is)
         if restarted:
             now = datetime.datetime.now().isoformat(timespec="seconds")
             self.file.write(f"\n===== {now}: run started again =====\n")
 
     def write(self, text: str) -> None:
-        self.console.write(text)
+        if self._quiet:
+            self._pending += text
+            *lines, self._pending = self._pending.split("\n")
+            shown = "".join(f"{line}\n" for line in lines if is_notice(line))
+            if shown:
+                self.console.write(shown)
+        else:
+            self.console.write(text)
+        self._write_file(text)
+
+    def write_split(self, console: str, log: str) -> None:
+        """``console`` to the console, ``log`` to the log (the short and the full progress line); a console that is
+        a tee itself (``continual.py``'s run log around a stage's) gets both, so its log keeps the full text."""
+        outer = getattr(self.console, "write_split", None)
+        if outer is not None:
+            outer(console, log)
+        elif console:
+            self.console.write(console)
+        self._write_file(log)
+
+    def _write_file(self, text: str) -> None:
         try:
             self.file.write(text)
         except OSError as err:  # the error names the log (a full disk often shows here first)
             raise OSError(err.errno, err.strerror, self.path) from err
+
+    @contextlib.contextmanager
+    def log_only(self) -> Iterator[None]:
+        """Inside the block, text goes to the log only; lines of :func:`~lamm_plugin.dassl.console.is_notice`
+        (notes, warnings, errors) still reach the console."""
+        self._quiet += 1
+        try:
+            yield
+        finally:
+            self._quiet -= 1
+            if not self._quiet and self._pending:
+                if is_notice(self._pending):
+                    self.console.write(self._pending)
+                self._pending = ""
 
     def flush(self) -> None:
         self.console.flush()
@@ -181,8 +223,8 @@ class Tee:
 
 
 @contextlib.contextmanager
-def log_to(output_dir: str) -> Iterator[None]:
-    """Tee stdout into ``output_dir/log.txt`` (appending), and undo it afterwards.
+def log_to(output_dir: str) -> Iterator[Tee]:
+    """Tee stdout into ``output_dir/log.txt`` (appending), and undo it afterwards; yields the :class:`Tee`.
 
     An exception that leaves the block is written to the log with its traceback (a stopped run: its message only)
     before it goes on, so the log of a failed run says how it ended.
@@ -191,7 +233,7 @@ def log_to(output_dir: str) -> Iterator[None]:
     path = output_dir if output_dir.endswith((".txt", ".log")) else os.path.join(output_dir, "log.txt")
     sys.stdout = tee = Tee(stdout, path)
     try:
-        yield
+        yield tee
     except BaseException as err:
         if isinstance(err, RunStopped):
             text = f"{err}\n"
@@ -366,8 +408,52 @@ def image_failure(err: BaseException, cfg, trainer: Any) -> Optional[Exception]:
         bad = find_bad_images(list(dict.fromkeys(d.impath for d in items)), limit=1)
         if bad:
             where = {"test": "in the test set", "train_x": "in the training set", "val": "in the validation set"}
-            return BadImageError(bad_images_message(bad, cfg.DATASET.NAME, cfg.DATASET.ROOT, where[split]))
+            command = dataset.decode_command() if hasattr(dataset, "decode_command") else None
+            return BadImageError(bad_images_message(bad, cfg.DATASET.NAME, cfg.DATASET.ROOT, where[split], command))
     return None
+
+
+def device_text(cfg, device: torch.device) -> str:
+    """The device a run really uses, with the reason when it is not the one ``USE_CUDA`` asks for."""
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
+    if cfg.USE_CUDA:
+        return f"{device.type} (USE_CUDA is True, but no CUDA device is available)"
+    return device.type
+
+
+def run_header(cfg, trainer: Any) -> str:
+    """The few lines a run prints before training instead of the argument, config and system dumps."""
+    dataset = trainer.dm.dataset
+    sizes = ", ".join(
+        f"{len(items)} {name}"
+        for name, items in (("train", dataset.train_x), ("val", dataset.val or []), ("test", dataset.test))
+        if items
+    )
+    shots = getattr(trainer, "shots", cfg.DATASET.NUM_SHOTS)
+    shot_text = "all training images" if shots <= 0 else f"{shots} shots"
+    subset = cfg.DATASET.get("SUBSAMPLE_CLASSES", "all")
+    classes = f"{len(dataset.classnames)} classes" + ("" if subset == "all" else f" ({subset})")
+    precision = getattr(trainer, "precision", "?")
+    out = cfg.OUTPUT_DIR or "."
+    return "\n".join([
+        f"{cfg.TRAINER.NAME} on {cfg.DATASET.NAME}: {classes}, {shot_text} ({sizes} images), seed {cfg.SEED}",
+        f"backbone {cfg.MODEL.BACKBONE.NAME}, precision {precision}, device {device_text(cfg, trainer.device)}",
+        f"output: {out}",
+        f"  {CONFIG_YAML_FILENAME}: the full config; log.txt: everything printed (--verbose shows it all here too)",
+    ])  # fmt: skip
+
+
+def write_config_yaml(cfg) -> str:
+    """Write the full config to ``<output>/config.yaml`` (atomically); returns the path."""
+    folder = os.path.dirname(cfg.OUTPUT_DIR) if cfg.OUTPUT_DIR.endswith((".txt", ".log")) else cfg.OUTPUT_DIR
+    path = os.path.join(folder or ".", CONFIG_YAML_FILENAME)
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(cfg.dump())
+    os.replace(tmp, path)
+    return path
 
 
 def resolve_seed(cfg):
@@ -421,20 +507,24 @@ def main(args: argparse.Namespace) -> Any:
     folder = os.path.dirname(cfg.OUTPUT_DIR) if cfg.OUTPUT_DIR.endswith((".txt", ".log")) else cfg.OUTPUT_DIR
     if os.path.isfile(folder):
         raise RunFolderError(f"--output-dir {folder} is a file, not a folder: give a folder for the run's files.")
-    with RunLock(folder or "."), log_to(cfg.OUTPUT_DIR), stop_on_signals():
+    with RunLock(folder or "."), log_to(cfg.OUTPUT_DIR) as tee, stop_on_signals():
         try:
-            cfg = resolve_seed(cfg)
-            if cfg.SEED >= 0:
-                print(f"Setting fixed seed: {cfg.SEED}")
-                set_random_seed(cfg.SEED)
-            if torch.cuda.is_available() and cfg.USE_CUDA:
-                torch.backends.cudnn.benchmark = True
+            # The dumps and Dassl's building chatter go to log.txt (and config.yaml); the console gets the header.
+            with contextlib.nullcontext() if args.verbose else tee.log_only():
+                cfg = resolve_seed(cfg)
+                if cfg.SEED >= 0:
+                    print(f"Setting fixed seed: {cfg.SEED}")
+                    set_random_seed(cfg.SEED)
+                if torch.cuda.is_available() and cfg.USE_CUDA:
+                    torch.backends.cudnn.benchmark = True
 
-            print_args(args, cfg)
-            print("Collecting env info ...")
-            print(f"** System info **\n{env_info()}\n")
+                print_args(args, cfg)
+                print("Collecting env info ...")
+                print(f"** System info **\n{env_info()}\n")
+                write_config_yaml(cfg)
 
-            trainer = build_trainer(cfg)
+                trainer = build_trainer(cfg)
+            print(run_header(cfg, trainer))
             if args.eval_only:
                 trainer.load_model(args.model_dir, epoch=args.load_epoch)
                 trainer.test()
@@ -468,6 +558,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model-dir", type=str, default="", help="load model from this directory for eval-only mode")
     parser.add_argument("--load-epoch", type=int, help="load model weights at this epoch for evaluation")
     parser.add_argument("--no-train", action="store_true", help="do not call trainer.train()")
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="print the arguments, the full config, the system info and Dassl's building steps on the console too "
+        "(log.txt always has them)",
+    )
     parser.add_argument(
         "opts", default=None, nargs=argparse.REMAINDER, help="modify config options using the command-line"
     )

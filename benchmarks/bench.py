@@ -5,12 +5,17 @@
     python benchmarks/bench.py step --device cuda --classes 10 100 1000
     python benchmarks/bench.py official --official /path/to/LAMM --device cuda    # against the official code
     python benchmarks/bench.py loader --workers 4 8 16      # images/s of the training loader alone
+    python benchmarks/bench.py evalcache --backbone ViT-B/32   # first vs later evaluations of a test set
 
 ``step`` rows per host, with and without LAMM; the ``naive`` rows compute the same loss the straightforward way
 (full-length prompts, separate passes for learned and original labels; CoCoOp's the way its original code does,
 a Python loop over the images). ``--step-batch`` sets the images per step (CoCoOp's papers: 1).
 Each case runs in a fresh process so that its peak memory is its own (CUDA: peak allocated; CPU:
 peak RSS of the process, which includes the ~0.6 GB of CLIP weights).
+
+``evalcache`` times the evaluation of one test set (JPEGs of 500x375, Dassl's test loader and transform, CoOp+LAMM
+on random weights, ``--classes`` names) through the trainers' evaluation loop: without the feature cache, the first
+time with it (computes and stores the image features) and the second time (reads them).
 
 ``official`` times one training step (forward, backward, SGD) of the official LAMM code (github.com/gaojingsheng/
 LAMM, imported from a checkout, never copied) and of ours on the same random ViT-B/16 weights, images, labels and
@@ -192,7 +197,6 @@ def loader_table(args) -> None:
     import os
     import tempfile
 
-    import numpy as np
     from dassl.config import get_cfg_default
     from dassl.data.transforms import build_transform
     from PIL import Image
@@ -203,14 +207,7 @@ def loader_table(args) -> None:
     cfg = get_cfg_default()
     cfg.merge_from_file(args.config)
     transform = build_transform(cfg, is_train=True)
-    folder = tempfile.mkdtemp()
-    rng = np.random.default_rng(0)
-    paths = []
-    for i in range(args.images):
-        path = os.path.join(folder, f"{i}.jpg")  # smooth random content: JPEG sizes like photos
-        small = rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)
-        Image.fromarray(small).resize((500, 375), Image.BICUBIC).save(path, quality=90)
-        paths.append(path)
+    paths = _write_jpegs(tempfile.mkdtemp(), args.images)
 
     class Files(Dataset):
         def __len__(self) -> int:
@@ -233,6 +230,86 @@ def loader_table(args) -> None:
         print(rows[-1], flush=True)
     print(f"config: {args.config}, {os.cpu_count()} CPUs, {args.images} JPEGs of 500x375")
     print(tabulate(rows, headers="keys", floatfmt=".1f", tablefmt="github"))
+
+
+def _write_jpegs(folder: str, n: int) -> list[str]:
+    """``n`` JPEGs of 500x375 (ImageNet's typical size) with smooth random content, so that they decode like photos."""
+    import os
+
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(n):
+        path = os.path.join(folder, f"{i}.jpg")
+        small = rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)
+        Image.fromarray(small).resize((500, 375), Image.BICUBIC).save(path, quality=90)
+        paths.append(path)
+    return paths
+
+
+def evalcache_table(args) -> None:
+    """Seconds of an evaluation of one test set: without the cache, filling it, reading it (the trainers' loop)."""
+    import os
+    import shutil
+    import tempfile
+
+    from dassl.config import get_cfg_default
+    from dassl.data.data_manager import build_data_loader
+    from dassl.data.datasets import Datum
+    from dassl.data.transforms import build_transform
+
+    from lamm_plugin.dassl import LAMM_TRAINERS
+    from lamm_plugin.feature_cache import FeatureCache
+
+    folder = tempfile.mkdtemp()
+    n_classes = (args.classes or [100])[0]
+    items = [Datum(impath=p, label=i % n_classes) for i, p in enumerate(_write_jpegs(folder, args.images))]
+    trainer_class = LAMM_TRAINERS["LAMM_CoOp"]
+    cfg = get_cfg_default()
+    clip = load_clip(args.backbone, pretrained="", precision=args.precision, device=args.device)
+    cfg.INPUT.SIZE = (clip.image_size, clip.image_size)
+    cfg.INPUT.INTERPOLATION = "bicubic"
+    cfg.INPUT.PIXEL_MEAN, cfg.INPUT.PIXEL_STD = list(clip.mean), list(clip.std)
+    cfg.DATALOADER.NUM_WORKERS = (args.workers or [min(4, os.cpu_count() or 1)])[0]
+    cfg.TRAINER[trainer_class.NODE].PREC = args.precision
+    loader = build_data_loader(
+        cfg, data_source=items, batch_size=args.eval_batch, tfm=build_transform(cfg, is_train=False), is_train=False
+    )
+    model = build_model("coop", clip, classnames(n_classes), CoOpConfig(ctx_init="a photo of a"), LAMMConfig())
+    # The evaluation half of a trainer only: no dataset or optimiser is built.
+    trainer = trainer_class.__new__(trainer_class)
+    trainer.cfg, trainer.device, trainer.model = cfg, torch.device(args.device), model.to(args.device).eval()
+
+    def evaluate(cache) -> tuple[float, torch.Tensor]:
+        trainer._feature_cache = cache
+        if args.device == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        logits = torch.cat([out.cpu() for out, _ in trainer.loader_logits(loader)])
+        if args.device == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - start, logits
+
+    cache = FeatureCache(os.path.join(folder, "cache"))
+    with torch.no_grad():  # the class text features, computed once per evaluation set-up in every row alike
+        trainer.model.logits_from_image_features(torch.zeros(1, clip.embed_dim, device=args.device))
+    rows, reference = [], None
+    for label, use in (("no cache", None), ("first (fills the cache)", cache), ("second (reads it)", cache)):
+        seconds, logits = evaluate(use)
+        reference = logits if reference is None else reference
+        same = bool(torch.equal(logits, reference))
+        rows.append({"evaluation": label, "seconds": seconds, "images/s": len(items) / seconds, "same logits": same})
+        print(rows[-1], flush=True)
+    device_name = torch.cuda.get_device_name() if args.device == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
+    print(
+        f"{args.backbone} random weights, {args.precision}, {device_name}, {len(items)} JPEGs of 500x375, "
+        f"{n_classes} classes, test batch {args.eval_batch}, {cfg.DATALOADER.NUM_WORKERS} loader workers; "
+        f"second vs first: {rows[1]['seconds'] / rows[2]['seconds']:.1f}x faster"
+    )
+    print(tabulate(rows, headers="keys", floatfmt=".2f", tablefmt="github"))
+    shutil.rmtree(folder)
 
 
 def _official_case(settings: tuple, measure: tuple) -> dict:
@@ -301,7 +378,7 @@ def _write_json(path: Optional[str], rows: list[dict], summary: Optional[list[di
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("table", choices=["text", "step", "official", "loader"])
+    parser.add_argument("table", choices=["text", "step", "official", "loader", "evalcache"])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--classes", type=int, nargs="+", default=None)
     parser.add_argument("--repeats", type=int, default=3)
@@ -318,12 +395,17 @@ def main() -> None:
     parser.add_argument("--no-graphs", action="store_true", help="official table: our step without CUDA graphs")
     parser.add_argument("--eval-batch", type=int, default=100, help="official table: test batch")
     parser.add_argument("--config", default="configs/trainers/LAMM_CoOp/vit_b16_ep50_ctxv1.yaml", help="loader table")
-    parser.add_argument("--images", type=int, default=512, help="loader table: JPEGs per epoch")
+    parser.add_argument("--images", type=int, default=512, help="loader table: JPEGs per epoch; evalcache: test set")
+    parser.add_argument("--backbone", default="ViT-B/16", help="evalcache table: random weights of this backbone")
+    parser.add_argument("--precision", default="fp32", help="evalcache table: CLIP's precision")
     parser.add_argument("--workers", type=int, nargs="+", default=None, help="loader table (default: the config's)")
     parser.add_argument("--json", default=None, help="step, text and official tables: also write the rows here")
     args = parser.parse_args()
     if args.table == "loader":
         loader_table(args)
+        return
+    if args.table == "evalcache":
+        evalcache_table(args)
         return
     if args.table == "official":
         official_table(args)

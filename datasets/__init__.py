@@ -1,4 +1,5 @@
-"""Dassl dataset classes in CoOp's on-disk formats, plus the offline ``SyntheticShapes`` dataset.
+"""Dassl dataset classes in CoOp's on-disk formats, plus the offline ``SyntheticShapes`` dataset and
+``Folder``, a dataset of one's own images configured by yaml keys (``DATASET.FOLDER``).
 
 Importing this package registers every dataset whose name is still free in Dassl's ``DATASET_REGISTRY`` (host
 repositories register CoOp's classes first; theirs are then kept). Without Dassl installed nothing is
@@ -14,6 +15,7 @@ if importlib.util.find_spec("dassl") is not None:
         dtd,
         eurosat,
         fgvc_aircraft,
+        folder,
         food101,
         imagenet,
         imagenet_a,

@@ -150,14 +150,17 @@ def find_bad_images(paths: Sequence[str], limit: Optional[int] = None, workers: 
     return bad
 
 
-def bad_images_message(bad: Sequence[tuple[str, str]], name: str, root: str, where: str) -> str:
-    """What :class:`BadImageError` says: the images (at most 5), why they fail, and the command listing all."""
+def bad_images_message(
+    bad: Sequence[tuple[str, str]], name: str, root: str, where: str, command: Optional[str] = None
+) -> str:
+    """What :class:`BadImageError` says: the images (at most 5), why they fail, and the command listing all
+    (``command``, default :func:`check_command` of ``name`` and ``root``)."""
     shown = "\n".join(f"  {path} ({error})" for path, error in bad[:5])
     more = f"\n  ... and {len(bad) - 5} more" if len(bad) > 5 else ""
     return (
         f"{name}: {len(bad)} image(s) {where} cannot be decoded:\n{shown}{more}\n"
         f"Repair or replace them; list every image of the dataset that does not decode with: "
-        f"{check_command(name, root)}"
+        f"{command or check_command(name, root)}"
     )
 
 
@@ -483,6 +486,10 @@ class _DatasetMixin:
         )
         raise DatasetNotPreparedError(msg + (f"\n{hint}" if hint else ""))
 
+    def decode_command(self) -> str:
+        """The shell command that lists every image of this dataset that does not decode."""
+        return check_command(type(self).__name__, self.root)
+
 
 class FewShotDataset(_DatasetMixin, DatasetBase):
     """A CoOp-style dataset: read the full splits, sample few shots per seed, optionally keep base/new classes.
@@ -522,7 +529,7 @@ class FewShotDataset(_DatasetMixin, DatasetBase):
         """Decode every image of ``items``; raise :class:`BadImageError` naming those that fail."""
         bad = find_bad_images(list(dict.fromkeys(d.impath for d in items)))
         if bad:
-            raise BadImageError(bad_images_message(bad, type(self).__name__, self.root, where))
+            raise BadImageError(bad_images_message(bad, type(self).__name__, self.root, where, self.decode_command()))
 
     def folder_name(self, cfg: CfgNode) -> str:
         """Folder of the dataset under ``DATASET.ROOT`` (the class attribute :attr:`dataset_dir`)."""

@@ -8,8 +8,8 @@ library only:
   each stage ``s <= t`` (predicting among all classes seen so far), and at the end the average incremental
   accuracy, the last accuracy and the average forgetting, per stage and per class;
 * :func:`continual_section`: the ``continual`` section of a run's ``results.json``;
-* :func:`continual_table`, :func:`stage_curves`, :func:`plot_accuracy`: tables and a plot over the
-  ``results.json`` files of several runs.
+* :func:`continual_table`, :func:`stage_curves`, :func:`accuracy_plot`, :func:`plot_accuracy`: tables and a plot
+  over the ``results.json`` files of several runs.
 
 Definitions (``a[t][s]``: accuracy on stage ``s``'s test images after stage ``t``; ``A_t``: accuracy on the test
 images of every class seen after stage ``t``, i.e. the mean of ``a[t][0..t]`` weighted by test images):
@@ -25,8 +25,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from lamm_experiments import figures
 from lamm_experiments.tabular import markdown_table
 from lamm_plugin.layout import CONTINUAL_FORMAT
 
@@ -39,6 +41,8 @@ __all__ = [
     "continual_table",
     "forgetting",
     "format_table",
+    "AccuracyPlot",
+    "accuracy_plot",
     "plot_accuracy",
     "run_label",
     "stage_curves",
@@ -275,8 +279,80 @@ def format_table(rows: Sequence[Mapping[str, Any]], fmt: str = "markdown") -> st
     return "\n".join(lines)
 
 
+#: Curves of the plot closer than this (accuracy points, at every stage) are drawn side by side and named in a note.
+COINCIDE_POINTS = 1.0
+#: Sideways offset (stages) between the curves of one such group.
+COINCIDE_OFFSET = 0.06
+
+
+@dataclass
+class Series:
+    label: str
+    x: list[float]
+    y: list[float]
+    marker: str
+    linestyle: str
+
+
+@dataclass
+class AccuracyPlot:
+    """What :func:`plot_accuracy` draws, decided without matplotlib (tests read it)."""
+
+    title: str
+    series: list[Series]
+    ylim: tuple[float, float]
+    stages: int
+    chance: Optional[list[float]] = None  # 100 / classes seen, per stage, when every run saw the same counts
+    notes: list[str] = field(default_factory=list)
+
+
+def _seen_counts(result: Mapping[str, Any]) -> Optional[tuple[int, ...]]:
+    stages = (result.get("continual") or {}).get("stage_classes") or []
+    counts, seen = [], 0
+    for names in stages:
+        seen += len(names)
+        counts.append(seen)
+    return tuple(counts) or None
+
+
+def accuracy_plot(results: Sequence[Mapping[str, Any]], title: str = "") -> AccuracyPlot:
+    """The plot of ``A_t`` per stage for every method: labels (the dataset moves to the title when there is one),
+    marker and line style per curve, curves that coincide offset and named in a note, the chance line
+    (``100 / classes seen``) and a y-axis from 0 to a bit above the highest value."""
+    finished = [r for r in results if (r.get("continual") or {}).get("metrics")]
+    curves = stage_curves(finished)
+    if not curves:
+        raise ValueError("No finished continual run to plot.")
+    datasets = sorted({str(r.get("dataset")) for r in finished})
+    if len(datasets) == 1:  # the dataset goes to the title, the labels keep method and shared setting
+        curves = {k.replace(f"({datasets[0]}, ", "(", 1): v for k, v in curves.items()}
+    counts = {_seen_counts(r) for r in finished}
+    chance = [100.0 / n for n in next(iter(counts))] if len(counts) == 1 and None not in counts else None
+    stages = max(len(v) for v in curves.values())
+    offsets: dict[str, float] = {}
+    notes = []
+    for group in figures.coinciding(curves, COINCIDE_POINTS):
+        for j, name in enumerate(group):
+            offsets[name] = (j - (len(group) - 1) / 2) * COINCIDE_OFFSET
+        notes.append(
+            f"{' and '.join(group)} coincide (within {COINCIDE_POINTS:g} accuracy points at every stage; drawn side by "
+            "side)"
+        )
+    series = []
+    for i, (label, values) in enumerate(curves.items()):
+        marker, linestyle = figures.style(i)
+        x = [t + 1 + offsets.get(label, 0.0) for t in range(len(values))]
+        series.append(Series(label, x, list(values), marker, linestyle))
+    values = [v for s in series for v in s.y] + (chance or [])
+    if not title:
+        where = datasets[0] if len(datasets) == 1 else f"{len(datasets)} datasets"
+        title = f"Continual learning on {where}: accuracy on all classes seen"
+    return AccuracyPlot(title, series, figures.accuracy_limits(values), stages, chance, notes)
+
+
 def plot_accuracy(results: Sequence[Mapping[str, Any]], path: str, title: str = "") -> str:
-    """Plot ``A_t`` (accuracy on all classes seen so far) per stage for every method; needs matplotlib."""
+    """Plot ``A_t`` (accuracy on all classes seen so far) per stage for every method (:func:`accuracy_plot`);
+    needs matplotlib."""
     try:
         import matplotlib
 
@@ -284,20 +360,25 @@ def plot_accuracy(results: Sequence[Mapping[str, Any]], path: str, title: str = 
         import matplotlib.pyplot as plt
     except ImportError as err:  # optional dependency
         raise ImportError("The plot needs matplotlib: pip install matplotlib") from err
-    curves = stage_curves(results)
-    if not curves:
-        raise ValueError("No finished continual run to plot.")
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for label, values in curves.items():
-        ax.plot(range(1, len(values) + 1), values, marker="o", label=label)
-    ax.set_xticks(range(1, max(len(v) for v in curves.values()) + 1))
+    spec = accuracy_plot(results, title)
+    fig, ax = plt.subplots(figsize=(7, 4.6 + 0.25 * len(spec.notes)))
+    for s in spec.series:
+        ax.plot(s.x, s.y, marker=s.marker, linestyle=s.linestyle, label=s.label)
+    if spec.chance:
+        stages = range(1, len(spec.chance) + 1)
+        ax.plot(stages, spec.chance, color="grey", linestyle=":", marker="", label="chance (1 / classes seen)")
+    ax.set_xticks(range(1, spec.stages + 1))
+    ax.set_ylim(*spec.ylim)
     ax.set_xlabel("stage")
     ax.set_ylabel("accuracy on all classes seen (%)")
-    if title:
-        ax.set_title(title)
+    ax.set_title(spec.title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    fig.tight_layout()
+    bottom = 0.0
+    if spec.notes:
+        bottom = 0.05 * len(spec.notes)
+        fig.text(0.01, 0.01, "\n".join(spec.notes), fontsize=7, va="bottom", wrap=True)
+    fig.tight_layout(rect=(0, bottom, 1, 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path

@@ -44,6 +44,7 @@ import os
 import os.path as osp
 import statistics
 import sys
+import textwrap
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Optional
@@ -52,6 +53,7 @@ from lamm_experiments.tabular import markdown_table
 from lamm_plugin.layout import (
     BEST_FILE,
     CHECKPOINT_FORMAT,
+    EPOCH_FILE_PATTERN,
     MODEL_FOLDER,
     RESULTS_FILENAME,
     checkpoint_epochs,
@@ -604,6 +606,58 @@ def compare(a: Interpretation, b: Interpretation) -> Comparison:
 ROW_SEP = " / "  # between the rows of a multi-token class
 
 
+#: The ``table`` format (the terminal's) fits in about 115 columns: long cells are wrapped, the columns of
+#: :data:`TABLE_DROPPED` are left to ``markdown`` and ``csv``, and the summary lines are wrapped at this width.
+TABLE_WIDTH = 100
+#: Column widths of the ``table`` format (characters; other string columns get :data:`NAME_WIDTH`).
+TABLE_WIDTHS = {"top-k cosine": 34, "vector": 12, "nearest A": 18, "nearest B": 18}
+NAME_WIDTH = 20
+#: Lines a wrapped cell may take for each of its label rows before it is cut with "…".
+MAX_CELL_LINES = 2
+#: Columns only ``markdown`` and ``csv`` show (``original`` is the class name's own tokens, mostly the name).
+TABLE_DROPPED = ("original", "top-k L2")
+
+
+def printable(text: str) -> str:
+    """``text`` with every non-printable character escaped (``"\\x1b"``, ``"\\n"``): class names and paths come
+    from users and files, and control bytes must not reach a terminal or a table raw."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
+def _safe_row(row: Sequence[Any]) -> list[Any]:
+    return [printable(v) if isinstance(v, str) else v for v in row]
+
+
+def _wrap(text: str, width: int) -> str:
+    """``text`` in lines of at most ``width`` characters; each row of a multi-token class (``" / "``) starts a new
+    line and takes at most :data:`MAX_CELL_LINES`, the last cut with "…" (``markdown`` and ``csv`` keep it all)."""
+    lines = []
+    for part in text.split(ROW_SEP):
+        wrapped = textwrap.wrap(part, width, break_long_words=True, break_on_hyphens=False) or [""]
+        if len(wrapped) > MAX_CELL_LINES:
+            wrapped = wrapped[:MAX_CELL_LINES]
+            wrapped[-1] = wrapped[-1][: width - 1] + "…"
+        lines += wrapped
+    return "\n".join(lines)
+
+
+def _terminal_cell(value: Any, width: int) -> Any:
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return _wrap(value, width) if isinstance(value, str) else value
+
+
+def terminal_columns(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> tuple[list[str], list[list[Any]]]:
+    """The ``table`` format's columns: :data:`TABLE_DROPPED` left out, string cells wrapped to their width, numbers
+    to 4 decimals."""
+    keep = [i for i, name in enumerate(header) if name not in TABLE_DROPPED]
+    widths = [TABLE_WIDTHS.get(header[i], NAME_WIDTH) for i in keep]
+    body = [[_terminal_cell(row[i], w) for i, w in zip(keep, widths)] for row in rows]
+    return [header[i] for i in keep], body
+
+
 def _topk(pairs: Sequence[tuple[str, float]]) -> str:
     return ", ".join(f"{t} {s:.3f}" for t, s in pairs)
 
@@ -624,7 +678,7 @@ def class_rows(report: Interpretation) -> tuple[list[str], list[list[Any]]]:
         ]
         for c in report.classes
     ]
-    return header, rows
+    return header, [_safe_row(row) for row in rows]
 
 
 def context_rows(report: Interpretation) -> tuple[list[str], list[list[Any]]]:
@@ -641,7 +695,7 @@ def context_rows(report: Interpretation) -> tuple[list[str], list[list[Any]]]:
         ]
         for name, r in report.context
     ]
-    return header, rows
+    return header, [_safe_row(row) for row in rows]
 
 
 def summary_lines(report: Interpretation) -> list[str]:
@@ -664,7 +718,7 @@ def summary_lines(report: Interpretation) -> list[str]:
             f"context: {s['context_vectors']} vectors, nearest tokens: {s['context_nearest']} "
             f"({s['context_decoding_to_own_token']} still their initial token)"
         )
-    return lines
+    return [printable(line) for line in lines]
 
 
 def _csv(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -680,6 +734,7 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
         from tabulate import tabulate
     except ImportError as err:
         raise ImportError("--format table needs tabulate: pip install tabulate (or use markdown or csv)") from err
+    header, rows = terminal_columns(header, rows)
     return tabulate(rows, headers=header, tablefmt="simple", disable_numparse=True)
 
 
@@ -699,6 +754,8 @@ def format_report(report: Interpretation, fmt: str = "table") -> str:
     if report.context:
         parts.append(_render(fmt, *context_rows(report)))
     summary = summary_lines(report)
+    if fmt == "table":
+        summary = [textwrap.fill(line, TABLE_WIDTH, subsequent_indent="  ") for line in summary]
     parts.append("\n".join(f"- {line}" for line in summary) if fmt == "markdown" else "\n".join(summary))
     return "\n\n".join(parts) + "\n"
 
@@ -718,7 +775,7 @@ def comparison_rows(comparison: Comparison) -> tuple[list[str], list[list[Any]]]
         ]
         for a, b in comparison.pairs()
     ]
-    return header, rows
+    return header, [_safe_row(row) for row in rows]
 
 
 def format_comparison(comparison: Comparison, fmt: str = "table") -> str:
@@ -732,6 +789,8 @@ def format_comparison(comparison: Comparison, fmt: str = "table") -> str:
     lines.append(f"shared classes: {len(comparison.classes)}")
     if comparison.only_a or comparison.only_b:
         lines.append(f"only in A: {len(comparison.only_a)}, only in B: {len(comparison.only_b)}")
+    if fmt == "table":
+        lines = [textwrap.fill(line, TABLE_WIDTH, subsequent_indent="  ") for line in lines]
     bullet = "- " if fmt == "markdown" else ""
     return table + "\n\n" + "\n".join(bullet + line for line in lines) + "\n"
 
@@ -752,19 +811,18 @@ def plot_drift(report: Interpretation | Comparison, path: str, title: Optional[s
     except ImportError as err:
         raise ImportError("The figure needs matplotlib: pip install matplotlib") from err
 
+    labels = drift_labels(report)
     if isinstance(report, Comparison):
         pairs = sorted(report.pairs(), key=lambda p: -max(p[0].drift_l2, p[1].drift_l2))
         names = [a.name for a, _ in pairs]
-        series = [
-            (_label("A", report.a.source), [a.drift_l2 for a, _ in pairs]),
-            (_label("B", report.b.source), [b.drift_l2 for _, b in pairs]),
-        ]
+        series = [(labels[0], [a.drift_l2 for a, _ in pairs]), (labels[1], [b.drift_l2 for _, b in pairs])]
         default = "Label drift per class: two checkpoints"
     else:
         ordered = sorted(report.classes, key=lambda c: -c.drift_l2)
         names = [c.name for c in ordered]
-        series = [(_short(report.source) or "checkpoint", [c.drift_l2 for c in ordered])]
-        default = "Label drift per class"
+        series = [(labels[0], [c.drift_l2 for c in ordered])]
+        default = f"Label drift per class: {labels[0]}"
+    names = [printable(n) for n in names]
     if not names:
         raise ValueError("No label rows to plot (a checkpoint trained without LAMM, or no shared classes).")
     n, groups = len(names), len(series)
@@ -782,8 +840,9 @@ def plot_drift(report: Interpretation | Comparison, path: str, title: Optional[s
         ax.set_xlabel(f"{n} classes, sorted by drift")
     ax.set_ylabel("L2 drift from initial embedding")
     ax.set_xlim(-0.6, n - 0.4)
-    ax.set_title(title or default)
-    ax.legend(fontsize=8)
+    ax.set_title(printable(title or default))
+    if groups > 1:  # one series is named by the title
+        ax.legend(fontsize=8)
     fig.tight_layout()
     os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
     fig.savefig(path, dpi=120)
@@ -791,12 +850,43 @@ def plot_drift(report: Interpretation | Comparison, path: str, title: Optional[s
     return path
 
 
-def _short(path: str, keep: int = 60) -> str:
-    return path if len(path) <= keep else "..." + path[-keep + 3 :]
+def _run_parts(source: str) -> tuple[list[str], str]:
+    """The run folder of checkpoint ``source`` as path parts, and which checkpoint (``"epoch 20"``, ``"best"``,
+    ``""`` for a file saved from ``model.checkpoint_state()``, whose own name then ends the parts)."""
+    folder, name = osp.split(osp.normpath(source)) if source else ("", "")
+    match = EPOCH_FILE_PATTERN.match(name)
+    if match or name == BEST_FILE:
+        when = f"epoch {match.group(1)}" if match else "best"
+        if osp.basename(folder) == MODEL_FOLDER:
+            folder = osp.dirname(folder)
+    else:
+        when, folder = "", osp.join(folder, osp.splitext(name)[0])
+    return [p for p in folder.split(os.sep) if p], when
 
 
-def _label(tag: str, path: str) -> str:
-    return f"{tag}: {_short(path)}" if path else tag
+def run_label(source: str, method: str, run: Optional[str] = None) -> str:
+    """A short name of the checkpoint ``source`` of ``method`` for a figure: the method, the run (default: the run
+    folder's name) and the checkpoint (``"coop, demo, epoch 20"``), not the file's whole path."""
+    parts, when = _run_parts(source)
+    if run is None:
+        run = parts[-1] if parts else ""
+    return ", ".join(part for part in (method, run, when) if part)
+
+
+def drift_labels(report: Interpretation | Comparison) -> list[str]:
+    """The figure's name of each series: :func:`run_label` of each checkpoint, tagged ``A``/``B`` in a comparison;
+    two runs of the same name (``seed1`` of 1 and of 16 shots) are told apart by the folders where their paths
+    differ (``"shots_1 (seed1)"``)."""
+    if not isinstance(report, Comparison):
+        return [printable(run_label(report.source, report.method))]
+    (pa, _), (pb, _) = _run_parts(report.a.source), _run_parts(report.b.source)
+    runs: list[Optional[str]] = [None, None]
+    if pa and pb and pa[-1] == pb[-1] and pa != pb:
+        start = next(i for i, (x, y) in enumerate(zip(pa + [None], pb + [None])) if x != y)
+        end = next(i for i, (x, y) in enumerate(zip(pa[::-1] + [None], pb[::-1] + [None])) if x != y)
+        runs = [f"{'/'.join(p[start : len(p) - end]) or '.'} ({p[-1]})" for p in (pa, pb)]
+    a, b = (run_label(r.source, r.method, run) for r, run in zip((report.a, report.b), runs))
+    return [printable(f"A: {a}"), printable(f"B: {b}")]
 
 
 # ---- command line ------------------------------------------------------------------------------------------------

@@ -29,7 +29,9 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import IO, Any, Optional
 
-from lamm_plugin.run_lock import pid_alive
+if not __package__:  # run as the job guard (``python -I jobproc.py``): the repository root is not on sys.path
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from lamm_plugin.run_lock import pid_alive  # noqa: E402
 
 __all__ = [
     "STOP_GRACE_SECONDS",

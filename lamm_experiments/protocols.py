@@ -101,13 +101,18 @@ class Override:
 @dataclass(frozen=True)
 class MethodPlan:
     """One method of a protocol: its trainer, its config rules (the first that matches wins) and overrides (every
-    one that matches applies)."""
+    one that matches applies).
+
+    ``eval_only``: the method trains nothing (zero-shot CLIP): one evaluation per dataset (and per class subset of
+    a base-to-new table), with no seeds and no shot counts (``scripts/zsclip/zeroshot.sh``).
+    """
 
     name: str
     trainer: str
     rules: tuple[Rule, ...]
     overrides: tuple[Override, ...] = ()
     note: str = ""
+    eval_only: bool = False
 
 
 @dataclass(frozen=True)
@@ -177,6 +182,15 @@ def _every(config: str, source: Source) -> tuple[Rule, ...]:
     return (Rule(config, source),)
 
 
+_ZEROSHOT = Source(COOP, "scripts/coop/zeroshot.sh", 13)  # --config-file configs/trainers/CoOp/${CFG}.yaml
+
+
+def _zeroshot(prefix: str, note: str = "") -> MethodPlan:
+    """Zero-shot CLIP on a backbone (``rn50``, ``vit_b16``, ...): CoOp's ``zeroshot.sh`` with that backbone's
+    config and CoOp's per-dataset template; evaluated once per dataset, nothing trained."""
+    return MethodPlan("ZeroshotCLIP", "ZeroshotCLIP", _every(prefix, _ZEROSHOT), note=note, eval_only=True)
+
+
 _LAMM_FEW = Source(LAMM, "scripts/lamm/base_train_lamm_all.sh", 5)
 _COOP_LAMM_FEW = Source(LAMM, "scripts/coop/base_train_coop_lamm_all.sh", 5)
 _MAPLE_LAMM_FEW = Source(LAMM, "scripts/maple/base_train_maple_lamm_all.sh", 5)
@@ -190,7 +204,9 @@ _GPA_OTHER_FIVE = ("stanford_cars", "oxford_flowers", "fgvc_aircraft", "dtd", "e
 
 
 def _backbone_fewshot(prefix: str, label: str, shots: tuple[int, ...]) -> Protocol:
-    ours = Source(OURS, f"configs/trainers/LAMM_CoOp/{prefix}_ep50_ctxv1.yaml")
+    def ours(config: str) -> Source:
+        return Source(OURS, f"configs/trainers/LAMM_CoOp/{config}.yaml")
+
     return Protocol(
         name=f"coop-fewshot-{prefix}",
         kind="fewshot",
@@ -200,8 +216,9 @@ def _backbone_fewshot(prefix: str, label: str, shots: tuple[int, ...]) -> Protoc
         shots=shots,
         methods=(
             MethodPlan("CoOp", "CoOp", _coop_schedule(prefix, shots)),
-            MethodPlan("LAMM", "LAMM_CoOp", _every(f"{prefix}_ep50_ctxv1_frozen", ours)),
-            MethodPlan("CoOp+LAMM", "LAMM_CoOp", _every(f"{prefix}_ep50_ctxv1", ours)),
+            MethodPlan("LAMM", "LAMM_CoOp", _every(f"{prefix}_ep50_ctxv1_frozen", ours(f"{prefix}_ep50_ctxv1_frozen"))),
+            MethodPlan("CoOp+LAMM", "LAMM_CoOp", _every(f"{prefix}_ep50_ctxv1", ours(f"{prefix}_ep50_ctxv1"))),
+            _zeroshot(prefix),
         ),
     )
 
@@ -216,7 +233,7 @@ PROTOCOLS: dict[str, Protocol] = {
             "100 at 2 and 4, 200 at 8 and 16; ImageNet 50 at every shot count",
             source=Source(COOP, _COOP_MD, 13),
             shots=FEW_SHOTS,
-            methods=(MethodPlan("CoOp", "CoOp", _coop_schedule("vit_b16")),),
+            methods=(MethodPlan("CoOp", "CoOp", _coop_schedule("vit_b16")), _zeroshot("vit_b16")),
         ),
         _backbone_fewshot("rn50", "RN50 (CoOp's main results)", FEW_SHOTS),
         # CoOp's repository has no 100-epoch RN101 or ViT-B/32 config: those backbones ran at 16 shots only.
@@ -240,6 +257,7 @@ PROTOCOLS: dict[str, Protocol] = {
                     note="the LAMM authors ran CoOp in MaPLe's repository, whose CoOp configs are CoOp's",
                 ),
                 MethodPlan("MaPLe", "MaPLe", _every("vit_b16_c2_ep5_batch4_2ctx", _MAPLE_LAMM_FEW)),
+                _zeroshot("vit_b16", note="the figure's 0-shot point"),
             ),
         ),
         Protocol(
@@ -376,6 +394,7 @@ PROTOCOLS: dict[str, Protocol] = {
                         "vit_b16_c2_ep20_batch4_4+4ctx", Source(PROMPTSRC, "scripts/promptsrc/base2new_train.sh", 10)
                     ),
                 ),
+                _zeroshot("vit_b16", note="base and new halves evaluated with DATASET.SUBSAMPLE_CLASSES base / new"),
             ),
         ),
         Protocol(
@@ -537,7 +556,7 @@ def protocols_markdown() -> str:
                     plan.name,
                     plan.trainer,
                     "; ".join(configs) + ("; " + "; ".join(overrides) if overrides else ""),
-                    "/".join(map(str, proto.shots)),
+                    "0 (evaluation only)" if plan.eval_only else "/".join(map(str, proto.shots)),
                     "; ".join(sources),
                 ]
             )
@@ -557,14 +576,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyError as e:
         parser.error(str(e.args[0]))
     print(f"{proto.name} ({proto.kind}): {proto.description}.\nsource: {proto.source}")
-    shots = proto.shots
     for plan in proto.methods:
         print(f"\n{plan.name} ({plan.trainer})" + (f": {plan.note}" if plan.note else ""))
         for ds in proto.datasets:
             line = []
-            for k in shots:
+            for k in proto.shots[:1] if plan.eval_only else proto.shots:
                 c = resolve(proto.name, plan.name, ds, k)
-                line.append(f"{k}: {c.config}" + (f" {' '.join(c.opts())}" if c.overrides else ""))
+                shots = "evaluation only" if plan.eval_only else k
+                line.append(f"{shots}: {c.config}" + (f" {' '.join(c.opts())}" if c.overrides else ""))
             print(f"  {ds}: " + ", ".join(line))
     return 0
 

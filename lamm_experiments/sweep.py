@@ -208,6 +208,9 @@ def build_protocol_jobs(
     out = os.path.join(env.get("OUTPUT", DEFAULTS["OUTPUT"]), proto.name)
     jobs = []
     for plan in plans:
+        if plan.eval_only:
+            jobs.extend(_eval_only_jobs(proto, plan, datasets, shots_list, out, env, opts))
+            continue
         for seed in seeds:
             for k in shots_list:
                 for ds in datasets:
@@ -236,6 +239,43 @@ def build_protocol_jobs(
                         job.env = {**base, PROTOCOL_ENV: proto.name, PROTOCOL_METHOD_ENV: plan.name}
                         job.choice = choice
                         jobs.append(job)
+    return jobs
+
+
+#: The class subsets an evaluation-only method is tested on, per table (folders ``zeroshot/<subset>/...``).
+EVAL_ONLY_SUBSETS = {"fewshot": ("all",), "base2new": ("base", "new")}
+
+
+def _eval_only_jobs(
+    proto: protocols.Protocol,
+    plan: protocols.MethodPlan,
+    datasets: Sequence[str],
+    shots_list: Sequence[str],
+    out: str,
+    env: dict[str, str],
+    opts: Sequence[str],
+) -> list[Job]:
+    """The jobs of a method that trains nothing (zero-shot CLIP): one per dataset, whatever the seeds and shot
+    counts, each evaluating the table's class subsets with ``scripts/zsclip/zeroshot.sh`` (``SUB`` names the
+    subset)."""
+    if proto.kind not in EVAL_ONLY_SUBSETS:
+        raise ValueError(f"protocol {proto.name!r}: an evaluation-only method has no {proto.kind} jobs")
+    script = os.path.join(os.path.dirname(SCRIPTS), "zsclip", "zeroshot.sh")
+    jobs = []
+    for ds in datasets:
+        choice = protocols.resolve(proto.name, plan.name, ds, int(shots_list[0]))
+        extra = [*choice.opts(), *opts]
+        steps = [
+            Step(["env", f"SUB={sub}", "bash", script, ds, *extra], f"{out}/zeroshot/{sub}/{ds}/{choice.trainer}/"
+                 f"{choice.config}")
+            for sub in EVAL_ONLY_SUBSETS[proto.kind]
+        ]  # fmt: skip
+        job_env = {key: env.get(key, DEFAULTS.get(key, "")) for key in ("DATA",)}
+        job = Job(f"{proto.name} {plan.name}: zeroshot {ds} {choice.trainer}/{choice.config}", steps)
+        job.env = {**job_env, "TRAINER": choice.trainer, "CFG": choice.config, "OUTPUT": out,
+                   PROTOCOL_ENV: proto.name, PROTOCOL_METHOD_ENV: plan.name}  # fmt: skip
+        job.choice = choice
+        jobs.append(job)
     return jobs
 
 

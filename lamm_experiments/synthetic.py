@@ -14,6 +14,8 @@ Two outputs:
     * :func:`make_tensors`: in-memory ``[N, 3, H, W]`` tensors for training loops without Dassl.
     * :func:`write_image_folder`: a small PNG tree plus a CoOp-style ``split_zhou_*.json`` split file, which
       the repository's Dassl dataset ``SyntheticShapes`` reads like any CoOp dataset.
+    * :func:`write_class_folders` (``python -m lamm_experiments.synthetic DIR``): an ImageFolder tree
+      ``DIR/<split>/<Class_Name>/*.png``, the layout the ``Folder`` dataset reads (a dataset of one's own images).
 
 Generating images needs numpy and PIL (tensors also torch), imported by the functions that use them: importing this
 module needs the standard library only (no Dassl, no yacs).
@@ -47,6 +49,7 @@ __all__ = [
     "make_tensors",
     "read_metadata",
     "render_image",
+    "write_class_folders",
     "write_image_folder",
 ]
 
@@ -474,3 +477,63 @@ def _write_folder(
         split[split_name] = entries
     _write_json_atomic(meta, root / METADATA_FILENAME)
     _write_json_atomic(split, split_path)  # last: its presence marks a complete folder
+
+
+def write_class_folders(
+    root: Union[str, os.PathLike],
+    num_per_split: Optional[dict[str, int]] = None,
+    num_classes: Optional[int] = None,
+    image_size: int = 32,
+    seed: int = 0,
+) -> list[Path]:
+    """Write an ImageFolder tree ``root/<split>/<Class_Name>/<index>.png`` (class names with ``_`` for spaces,
+    capitalised, as folders of one's own often are); returns the written files.
+
+    Args:
+        root: The tree's folder (created).
+        num_per_split: Images per class of each split, e.g. ``{"train": 8, "test": 4}`` (default: train 8,
+            val 2, test 4); a split with 0 images gets no folder.
+        num_classes: Number of classes (all when None).
+        image_size: Side of the images in pixels.
+        seed: Data seed (non-negative); the images equal :func:`generate_split`'s.
+    """
+    from PIL import Image
+
+    num_per_split = {"train": 8, "val": 2, "test": 4} if num_per_split is None else num_per_split
+    names = classnames(num_classes)
+    written = []
+    for split, n in num_per_split.items():
+        if n < 1:
+            continue
+        images, labels = generate_split(split, n, num_classes, image_size, seed)
+        for j, (image, label) in enumerate(zip(images, labels.tolist())):
+            path = Path(root) / split / _folder_name(names[label]).capitalize() / f"{j % n:04d}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(image).save(path)
+            written.append(path)
+    return written
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """``python -m lamm_experiments.synthetic DIR``: write an example ImageFolder tree of the shapes into DIR."""
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m lamm_experiments.synthetic", description=main.__doc__.split(": ", 1)[1]
+    )
+    parser.add_argument("dir", help="folder of the tree (DIR/train/<class>/*.png, DIR/val/..., DIR/test/...)")
+    parser.add_argument("--classes", type=int, default=None, help=f"number of classes (default {len(SHAPE_CLASSES)})")
+    parser.add_argument("--train", type=int, default=8, help="training images per class")
+    parser.add_argument("--val", type=int, default=2, help="validation images per class (0: no val folder)")
+    parser.add_argument("--test", type=int, default=4, help="test images per class")
+    parser.add_argument("--size", type=int, default=32, help="image side in pixels")
+    parser.add_argument("--seed", type=int, default=0, help="data seed")
+    args = parser.parse_args(argv)
+    counts = {"train": args.train, "val": args.val, "test": args.test}
+    written = write_class_folders(args.dir, counts, args.classes, args.size, args.seed)
+    print(f"Wrote {len(written)} images of {len(classnames(args.classes))} classes to {args.dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
+from lamm_experiments import figures
 from lamm_experiments.results import ResultsFileError, accuracy_of, continual_section, read_results
 from lamm_experiments.tabular import markdown_table
 from lamm_plugin.layout import RESULTS_FILENAME
@@ -43,6 +44,7 @@ __all__ = [
     "to_latex",
     "to_csv",
     "fewshot_figure",
+    "fewshot_panels",
     "readme_section",
     "paper_name",
 ]
@@ -608,18 +610,33 @@ def to_csv(tables: Sequence[Table]) -> str:
 # Figure
 
 
-def fewshot_figure(runs: list[Run], path_stem: str, reference: Optional[dict] = None) -> list[str]:
-    """Few-shot curves, one panel per dataset plus the average: ours (solid) beside the paper's (dashed).
+@dataclass
+class Curve:
+    """One curve of a few-shot panel: ours (``kind`` "ours", with the std over seeds), the paper's ("paper") or a
+    zero-shot level ("zero", drawn across the panel)."""
 
-    Writes ``<path_stem>.png`` and ``.pdf``; returns their paths. Needs matplotlib.
-    """
-    try:
-        import matplotlib
+    label: str
+    kind: str
+    color: str
+    x: list[int]
+    y: list[float]
+    err: list[float] = field(default_factory=list)
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise ImportError("the few-shot figure needs matplotlib: pip install matplotlib (or '.[plots]')") from None
+
+@dataclass
+class Panel:
+    """One panel of the few-shot figure, decided without matplotlib (tests read it)."""
+
+    title: str
+    curves: list[Curve]
+    ticks: list[int]
+    ylim: tuple[float, float]
+
+
+def fewshot_panels(runs: list[Run], reference: Optional[dict] = None) -> list[Panel]:
+    """The few-shot figure's panels: one per dataset, plus the average over datasets when there are several (one
+    dataset's average is the dataset itself); the paper's curves where the panel is one of the paper's (its
+    average only over the paper's 11 datasets); a y-axis from 0 to a bit above the highest value drawn."""
     fig_ref = (load_reference() if reference is None else reference).get("fewshot", {})
     runs = [r for r in runs if r.kind == "fewshot"]
     if not runs:
@@ -630,40 +647,72 @@ def fewshot_figure(runs: list[Run], path_stem: str, reference: Optional[dict] = 
     shots = sorted({r.shots for r in runs if r.shots > 0})
     names = sorted({paper_name(m) for m in methods}, key=lambda n: (PAPER_METHODS + (n,)).index(n))
     colors = {n: f"C{i}" for i, n in enumerate(dict.fromkeys(list(PAPER_METHODS) + names))}
-    panels = datasets + ["Average"]
-    ncol = min(4, len(panels))
-    nrow = math.ceil(len(panels) / ncol)
-    fig, axes = plt.subplots(nrow, ncol, figsize=(3.2 * ncol, 2.8 * nrow), squeeze=False)
-    for ax, panel in zip(axes.flat, panels):
-        paper_panel = "Average" if panel == "Average" else PAPER_DATASET.get(panel)
+    average = "Average"
+    panels = []
+    for panel in datasets + ([average] if len(datasets) > 1 else []):
+        paper_panel = average if panel == average else PAPER_DATASET.get(panel)
+        if panel == average and sorted(datasets) != sorted(ELEVEN):
+            paper_panel = None
         ticks = set(shots)
-        for name in names:
-            if paper_panel is None or (panel == "Average" and sorted(datasets) != sorted(ELEVEN)):
-                break
+        curves = []
+        for name in names if paper_panel is not None else ():
             pts = sorted((k, v) for (d, m, k), v in fig_ref.items() if d == paper_panel and m == name and k > 0)
             if pts:
                 ticks |= {k for k, _ in pts}
-                ax.plot(*zip(*pts), "--", color=colors[name], alpha=0.6, marker="x", label=f"{name} (paper)")
+                curves.append(Curve(f"{name} (paper)", "paper", colors[name], *map(list, zip(*pts))))
         for method in methods:
             xs, ys, es = [], [], []
             for k in shots:
-                if panel == "Average":
+                if panel == average:
                     c = average_cell([cells.get((method, d, k), {}) for d in datasets])
                 else:
                     c = seed_cell(cells.get((method, panel, k), {}))
                 if c.mean is not None:
                     xs.append(k), ys.append(c.mean), es.append(c.std or 0.0)
-            zero = cells.get((method, panel, 0), {}) if panel != "Average" else None
+            color = colors[paper_name(method)]
+            zero = cells.get((method, panel, 0), {}) if panel != average else None
             if not xs and zero:  # a zero-shot method: a horizontal line
-                ax.axhline(statistics.fmean(zero.values()), ls=":", color=colors[paper_name(method)],
-                           label=f"{paper_name(method)} (ours, 0 shots)")  # fmt: skip
+                level = statistics.fmean(zero.values())
+                curves.append(Curve(f"{paper_name(method)} (ours, 0 shots)", "zero", color, [], [level]))
             if xs:
-                ax.errorbar(xs, ys, yerr=es, fmt="-o", color=colors[paper_name(method)], ms=4, capsize=2,
-                            label=f"{paper_name(method)} (ours)")  # fmt: skip
-        ax.set_title(panel if panel != "Average" else f"Average ({len(datasets)} datasets)", fontsize=10)
+                curves.append(Curve(f"{paper_name(method)} (ours)", "ours", color, xs, ys, es))
+        drawn = [v + e for c in curves for v, e in zip(c.y, c.err or [0.0] * len(c.y))]
+        title = panel if panel != average else f"Average ({len(datasets)} datasets)"
+        panels.append(Panel(title, curves, sorted(ticks), figures.accuracy_limits(drawn)))
+    return panels
+
+
+def fewshot_figure(runs: list[Run], path_stem: str, reference: Optional[dict] = None) -> list[str]:
+    """Few-shot curves (:func:`fewshot_panels`): ours (solid, std over seeds) beside the paper's (dashed).
+
+    Writes ``<path_stem>.png`` and ``.pdf``; returns their paths. Needs matplotlib.
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise ImportError("the few-shot figure needs matplotlib: pip install matplotlib (or '.[plots]')") from None
+    panels = fewshot_panels(runs, reference)
+    if not panels:
+        return []
+    ncol = min(4, len(panels))
+    nrow = math.ceil(len(panels) / ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(3.2 * ncol, 2.8 * nrow), squeeze=False)
+    for ax, panel in zip(axes.flat, panels):
+        for c in panel.curves:
+            if c.kind == "paper":
+                ax.plot(c.x, c.y, "--", color=c.color, alpha=0.6, marker="x", label=c.label)
+            elif c.kind == "zero":
+                ax.axhline(c.y[0], ls=":", color=c.color, label=c.label)
+            else:
+                ax.errorbar(c.x, c.y, yerr=c.err, fmt="-o", color=c.color, ms=4, capsize=2, label=c.label)
+        ax.set_title(panel.title, fontsize=10)
         ax.set_xscale("log", base=2)
-        ax.set_xticks(sorted(ticks))
-        ax.set_xticklabels([str(k) for k in sorted(ticks)])
+        ax.set_xticks(panel.ticks)
+        ax.set_xticklabels([str(k) for k in panel.ticks])
+        ax.set_ylim(*panel.ylim)
         ax.set_xlabel("shots per class", fontsize=8)
         ax.set_ylabel("top-1 accuracy (%)", fontsize=8)
         ax.grid(alpha=0.3)

@@ -33,6 +33,8 @@ _EXPORTS = {
     "build_layout": "lamm_plugin.tokens",
     "LAMMConfig": "lamm_plugin.config",
     "official_preset": "lamm_plugin.config",
+    "Prediction": "lamm_plugin.predict",
+    "Predictor": "lamm_plugin.predict",
 }
 
 

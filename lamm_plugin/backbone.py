@@ -274,6 +274,27 @@ def load_clip(
     )
 
 
+def pretrained_from_config(value: Any) -> Optional[str]:
+    """``MODEL.BACKBONE.PRETRAINED`` of a run's config as :func:`load_clip`'s ``pretrained``.
+
+    ``None`` or ``True`` is the backbone's default weights (``None``), ``False`` random weights (``""``); anything
+    else is a pretrained tag or a checkpoint path.
+    """
+    if value is None or value is True:
+        return None
+    if value is False:
+        return ""
+    return str(value)
+
+
+def autocast_dtype(precision: str, device_type: str) -> Optional[torch.dtype]:
+    """The autocast dtype of ``precision`` on a device type: under ``amp`` fp16 on CUDA and bf16 elsewhere (CPU
+    autocast supports bf16); ``None`` (no autocast) for the other precisions, whose weights carry their dtype."""
+    if precision != "amp":
+        return None
+    return torch.float16 if device_type == "cuda" else torch.bfloat16
+
+
 def weights_fingerprint(model: CLIP) -> str:
     """A short hash that tells CLIP weights apart, the same in every precision the model is built in.
 

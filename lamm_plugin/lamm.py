@@ -12,6 +12,7 @@ caches of constant features) is :class:`~lamm_plugin.text_plan.TextPlan`'s conce
 
 from __future__ import annotations
 
+import hashlib
 import warnings
 from collections import Counter
 from collections.abc import Sequence
@@ -24,6 +25,7 @@ from torch import nn
 from lamm_plugin.backbone import CLIPBundle, weights_fingerprint
 from lamm_plugin.config import LAMMConfig, from_dict, to_dict
 from lamm_plugin.encoders import ImageEncoder, TextEncoder, normalize
+from lamm_plugin.feature_cache import FeatureCache, cached_text_features
 from lamm_plugin.label_embedding import LabelEmbedding, label_keys, label_token_counts
 from lamm_plugin.layout import CHECKPOINT_FORMAT
 from lamm_plugin.losses import HierarchicalLoss
@@ -88,6 +90,7 @@ class LAMM(nn.Module):
         if self.cfg.enabled:
             self.label_embedding = LabelEmbedding(clip.model.token_embedding.weight.shape[1])
         self.text_plan = TextPlan(self.text, self.cfg.text_groups)
+        self.feature_cache: Optional[FeatureCache] = None  # see set_feature_cache
         self.set_classnames(classnames)
         if self.label_embedding is not None:
             self.add_classes(classnames)
@@ -249,17 +252,13 @@ class LAMM(nn.Module):
             images: ``[B, 3, H, W]`` normalised images.
             labels: ``[B]`` class indices into the current class set.
         """
-        with_loss = self.training and labels is not None
+        if not self.training:
+            return LAMMOutput(self.logits_from_image_features(self.encode_image(images)))
+        with_loss = labels is not None
         with_reference = with_loss and self.label_embedding is not None
-        per_image = self.method.image_conditioned
-        if not self.training and not per_image:
-            return LAMMOutput(self.logits_with_text(images, self.eval_text()))
         image = normalize(self.encode_image(images).float())
-        if per_image and self.training:  # [B, C, E] text features, one set per image
+        if self.method.image_conditioned:  # [B, C, E] text features, one set per image
             text, ref = self.encode_text_per_image(image, reference=with_reference)
-        elif per_image:
-            chunk = max(1, EVAL_PROMPTS_PER_PASS // len(self.eot))
-            text, ref = torch.cat([self.encode_text_per_image(part)[0] for part in image.split(chunk)]), None
         else:
             text, ref = self.encode_text(reference=with_reference)
         text = normalize(text.float())
@@ -282,18 +281,76 @@ class LAMM(nn.Module):
             losses["total"] = total
         return LAMMOutput(logits, losses)
 
+    def logits_from_image_features(self, features: torch.Tensor) -> torch.Tensor:
+        """Evaluation logits ``[B, C]`` from image features ``[B, E]`` as :meth:`encode_image` returns them (the
+        image tower's output, unnormalised): exactly what :meth:`forward` computes in eval mode from the images.
+
+        Where the image tower takes no prompts (:attr:`image_features_cacheable`), the features of a test set are the
+        same for every run, and an evaluation can read them from a cache (:mod:`lamm_plugin.feature_cache`).
+        """
+        if self.training:
+            raise RuntimeError("logits_from_image_features gives evaluation logits: call model.eval() first.")
+        image = normalize(features.float())
+        if self.method.image_conditioned:
+            chunk = max(1, EVAL_PROMPTS_PER_PASS // len(self.eot))
+            text = torch.cat([self.encode_text_per_image(part)[0] for part in image.split(chunk)])
+        else:
+            text = self.eval_text()
+        return self._logits(image, normalize(text.float()))
+
     def eval_text(self) -> torch.Tensor:
         """``[C, E]`` unnormalised class text features for evaluation, computed once until a tensor they depend on
         changes (the text plan's ``eval_text`` cache)."""
         depends_on = (*self.parameters(), *self.buffers())
-        return self.text_plan.cached("eval_text", lambda: self.encode_text()[0], depends_on)
+        return self.text_plan.cached("eval_text", self._eval_text, depends_on)
 
     def logits_with_text(self, images: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         """Evaluation logits ``[B, C]`` of ``images`` against unnormalised class text features ``text`` ``[C, E]``
-        (of :meth:`eval_text`): the part of an evaluation that depends on the batch, which
-        :class:`~lamm_plugin.cuda_graph.GraphedForward` captures."""
+        (of :meth:`eval_text`): what :meth:`forward` computes in eval mode, less the text features, which do not
+        depend on the batch; :class:`~lamm_plugin.cuda_graph.GraphedForward` captures it."""
         image = normalize(self.encode_image(images).float())
         return self._logits(image, normalize(text.float()))
+
+    @property
+    def image_features_cacheable(self) -> bool:
+        """Whether :meth:`encode_image` is frozen CLIP's image tower without prompts, so that its features of an
+        image never change (the method's ``prompts_image_tower`` is false).
+
+        Raises:
+            RuntimeError: The method declares an unprompted image tower but gives visual prompts.
+        """
+        if self.method.prompts_image_tower:
+            return False
+        prompt = self.method.visual_prompt()
+        if prompt.shallow is not None or prompt.deep:
+            raise RuntimeError(
+                f"{type(self.method).__name__} gives visual prompts but declares prompts_image_tower = False: set it "
+                "to True in its class, or its test-set image features would be cached and stay stale."
+            )
+        return True
+
+    def set_feature_cache(self, cache: Optional[FeatureCache]) -> None:
+        """Keep the frozen-CLIP text features of fixed prompts (the host's, and the class features of a model with
+        nothing learned on the text side) in ``cache``; ``None`` computes them in every run."""
+        self.feature_cache = cache
+        self.method.feature_cache = cache
+
+    def _eval_text(self) -> torch.Tensor:
+        """``[C, E]`` evaluation text features; from the feature cache when they depend on nothing learned."""
+        prompt = self.method.text_prompt()
+        fixed = self.label_embedding is None and prompt.ctx is None and not prompt.deep
+        if self.feature_cache is None or not fixed:
+            return self.encode_text()[0]
+        # The prompts are CLIP's token embeddings of the layout's tokens, encoded by the plan's passes.
+        inputs = {
+            "what": "lamm-class-features",
+            "tokens": hashlib.sha256(self.layout.tokens.cpu().numpy().tobytes()).hexdigest(),
+            "eot": self.eot.tolist(),
+            "length": self.base_prompts.shape[1],
+            "truncate": self.text.truncate,
+            "groups": [list(group) for group in self.text_plan.groups],
+        }
+        return cached_text_features(self.feature_cache, self.frozen[0], inputs, lambda: self.encode_text()[0])
 
     def _logits(self, image: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         """``[B, C]`` logits of normalised image ``[B, E]`` and text ``[C, E]`` (or per-image ``[B, C, E]``)."""

@@ -4,6 +4,7 @@ A run folder (``OUTPUT_DIR`` of a Dassl run) holds::
 
     log.txt
     config.json                    CONFIG_FILENAME: the full config the run started with
+    config.yaml                    CONFIG_YAML_FILENAME: the full config of the latest start, as yacs writes it
     results.json                   RESULTS_FILENAME, "format": RESULTS_FORMAT (continual runs: CONTINUAL_FORMAT)
     prompt_learner/                MODEL_FOLDER (Dassl's model name)
         model.pth.tar-<epoch>      epoch_file(epoch), "format": CHECKPOINT_FORMAT
@@ -27,14 +28,19 @@ from typing import Any, Optional
 
 __all__ = [
     "BEST_FILE",
+    "CACHE_DIR_ENV",
+    "CACHE_DIRNAME",
     "CHECKPOINT_FORMAT",
     "CheckpointFormatError",
     "CONFIG_FILENAME",
+    "CONFIG_YAML_FILENAME",
     "CONTINUAL_FORMAT",
     "EPOCH_FILE_PATTERN",
+    "FEATURE_CACHE_FORMAT",
     "INDEX_FILE",
     "MODEL_FOLDER",
     "PRECISIONS",
+    "PREDICTIONS_FORMAT",
     "RESULTS_FILENAME",
     "RESULTS_FORMAT",
     "checkpoint_epochs",
@@ -48,12 +54,16 @@ __all__ = [
 RESULTS_FILENAME = "results.json"
 #: The full config a run started with (written when it starts from scratch; a resume compares the given one with it).
 CONFIG_FILENAME = "config.json"
+#: The full config of the latest start in a run folder, in yacs' YAML (what ``--verbose`` prints), for reading.
+CONFIG_YAML_FILENAME = "config.yaml"
 #: ``format`` of a training run's ``results.json``.
 RESULTS_FORMAT = "lamm-results/1"
 #: ``format`` of a continual run's ``results.json`` and of its ``continual`` section.
 CONTINUAL_FORMAT = "lamm_plugin/continual/1"
 #: ``format`` of a checkpoint (:meth:`lamm_plugin.LAMM.checkpoint_state`, and the Dassl checkpoints built on it).
 CHECKPOINT_FORMAT = "lamm_plugin/1"
+#: ``format`` of the JSON that ``python -m lamm_plugin.predict --format json`` writes.
+PREDICTIONS_FORMAT = "lamm-predictions/1"
 #: Sub-folder of a run holding the checkpoints (the name Dassl registers the model under).
 MODEL_FOLDER = "prompt_learner"
 #: The best-validation checkpoint (``TEST.FINAL_MODEL best_val``).
@@ -62,6 +72,11 @@ BEST_FILE = "model-best.pth.tar"
 INDEX_FILE = "checkpoint"
 #: Precisions of CLIP's weights and compute (``TRAINER.<NODE>.PREC``, :func:`lamm_plugin.load_clip`).
 PRECISIONS = ("fp32", "fp16", "bf16", "amp")
+#: The feature cache (:mod:`lamm_plugin.feature_cache`): its folder under ``DATASET.ROOT`` when neither
+#: ``LAMM_CACHE.DIR`` nor the environment variable ``CACHE_DIR_ENV`` names one, and the ``format`` of its files.
+CACHE_DIRNAME = ".lamm_cache"
+CACHE_DIR_ENV = "LAMM_CACHE_DIR"
+FEATURE_CACHE_FORMAT = "lamm_plugin/feature-cache/1"
 
 #: Matches an epoch checkpoint's file name; group 1 is the epoch.
 EPOCH_FILE_PATTERN = re.compile(r"^model\.pth\.tar-(\d+)$")

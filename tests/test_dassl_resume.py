@@ -18,34 +18,15 @@ import pytest
 pytest.importorskip("dassl", reason="Dassl is not installed; it installs from its GitHub repository")
 
 import torch  # noqa: E402
+from runs import REPO, tiny_opts, train_args  # noqa: E402
 
 from lamm_plugin.dassl import PromptTrainer  # noqa: E402
 from lamm_plugin.dassl.compat import CheckpointFormatError  # noqa: E402
 
 pytestmark = pytest.mark.dassl
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# 4 classes, 2 shots, batch 4: 2 steps per epoch; 4 epochs. FLAGS, then config overrides (OPTS).
-FLAGS = [
-    "--root", "{root}",
-    "--seed", "1",
-    "--trainer", "LAMM_CoOp",
-    "--dataset-config-file", os.path.join(REPO, "configs/datasets/synthetic_shapes.yaml"),
-    "--config-file", os.path.join(REPO, "configs/trainers/LAMM_CoOp/demo_cpu.yaml"),
-    "--output-dir", "{out}",
-]  # fmt: skip
-OPTS = [
-    "OPTIM.MAX_EPOCH", "4",
-    "OPTIM.LR", "0.05",
-    "DATASET.NUM_SHOTS", "2",
-    "DATASET.SYNTHETIC.NUM_CLASSES", "4",
-    "DATASET.SYNTHETIC.TRAIN_PER_CLASS", "4",
-    "DATASET.SYNTHETIC.VAL_PER_CLASS", "2",
-    "DATASET.SYNTHETIC.TEST_PER_CLASS", "4",
-    "DATALOADER.NUM_WORKERS", "0",
-    "DATALOADER.TRAIN_X.BATCH_SIZE", "4",
-    "DATALOADER.TEST.BATCH_SIZE", "8",
-]  # fmt: skip
+# 4 classes, 2 shots, batch 4: 2 steps per epoch; 4 epochs at lr 0.05.
+OPTS = tiny_opts(epochs=4, lr="0.05", test_batch=8, print_freq=None)
 
 # Runs train.py in a fresh process, after arranging to SIGKILL itself at the moment KILL_AT names.
 DRIVER = textwrap.dedent(
@@ -87,7 +68,7 @@ DRIVER = textwrap.dedent(
 
 def cli(root, out, *flags: str, opts: tuple[str, ...] = ()) -> list[str]:
     """train.py's arguments: the flags, then the config overrides (which must come last)."""
-    return [a.format(root=root, out=out) for a in FLAGS] + list(flags) + OPTS + list(opts)
+    return train_args("LAMM_CoOp", str(root), str(out), *flags, small=OPTS, opts=opts)
 
 
 def train_process(root, out, kill_at: str = "") -> subprocess.CompletedProcess:

@@ -7,8 +7,6 @@ and reloads with ``--eval-only`` to the same accuracy; base-to-new evaluation ma
 from __future__ import annotations
 
 import contextlib
-import glob
-import json
 import os
 
 import pytest
@@ -16,6 +14,7 @@ import pytest
 pytest.importorskip("dassl", reason="Dassl is not installed; it installs from its GitHub repository")
 
 import torch  # noqa: E402
+from runs import read_logs, results, run_train, tiny_opts, train_args  # noqa: E402
 
 import train  # noqa: E402
 from lamm_plugin.config import LAMMConfig  # noqa: E402
@@ -23,31 +22,8 @@ from lamm_plugin.dassl import PromptTrainer  # noqa: E402
 
 pytestmark = pytest.mark.dassl
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEMO_CONFIGS = {
-    "LAMM_CoOp": "configs/trainers/LAMM_CoOp/demo_cpu.yaml",
-    "LAMM_MaPLe": "configs/trainers/LAMM_MaPLe/demo_cpu.yaml",
-    "LAMM_VPT": "configs/trainers/LAMM_VPT/demo_cpu.yaml",
-    "LAMM_PromptSRC": "configs/trainers/LAMM_PromptSRC/demo_cpu.yaml",
-    "PromptSRC": "configs/trainers/PromptSRC/demo_cpu.yaml",
-    "CoOp": "configs/trainers/CoOp/demo_cpu.yaml",
-    "ZeroshotCLIP": "configs/trainers/ZeroshotCLIP/demo_cpu.yaml",
-    **{t: f"configs/trainers/{t}/demo_cpu.yaml" for t in ("CoCoOp", "KgCoOp", "LAMM_CoCoOp", "LAMM_KgCoOp")},
-}
-# 4 classes (2 base + 2 new), 2 shots: 8 training images, 2 batches per epoch.
-SMALL_DATA = [
-    "OPTIM.MAX_EPOCH", "2",  # the tests count on two epochs and this learning rate, whatever the demo configs say
-    "OPTIM.LR", "0.01",
-    "DATASET.NUM_SHOTS", "2",
-    "DATASET.SYNTHETIC.NUM_CLASSES", "4",
-    "DATASET.SYNTHETIC.TRAIN_PER_CLASS", "4",
-    "DATASET.SYNTHETIC.VAL_PER_CLASS", "2",
-    "DATASET.SYNTHETIC.TEST_PER_CLASS", "4",
-    "DATALOADER.NUM_WORKERS", "0",
-    "DATALOADER.TRAIN_X.BATCH_SIZE", "4",
-    "DATALOADER.TEST.BATCH_SIZE", "16",
-    "TRAIN.PRINT_FREQ", "1",
-]  # fmt: skip
+# 4 classes (2 base + 2 new), 2 shots: 8 training images, 2 batches per epoch; two epochs at lr 0.01.
+SMALL_DATA = tiny_opts()
 LOSS_TERMS = ("ce", "param_alignment", "feature_alignment", "logit_alignment")
 
 
@@ -58,28 +34,7 @@ def data_root(tmp_path_factory) -> str:
 
 def run(trainer: str, data_root: str, output_dir: str, *extra: str, opts: tuple[str, ...] = ()) -> PromptTrainer:
     """``python train.py`` with the demo config of ``trainer`` on the small synthetic dataset."""
-    args = [
-        "--root", data_root,
-        "--seed", "1",
-        "--trainer", trainer,
-        "--dataset-config-file", os.path.join(REPO, "configs/datasets/synthetic_shapes.yaml"),
-        "--config-file", os.path.join(REPO, DEMO_CONFIGS[trainer]),
-        "--output-dir", output_dir,
-        *extra,
-        *SMALL_DATA,
-        *opts,
-    ]  # fmt: skip
-    return train.main(train.parse_args(args))
-
-
-def read_logs(output_dir: str) -> str:
-    """All log files of a folder (one ``log.txt``, which a restarted run appends to)."""
-    return "".join(open(p).read() for p in sorted(glob.glob(os.path.join(output_dir, "log.txt*"))))
-
-
-def results(output_dir: str) -> dict:
-    with open(os.path.join(output_dir, "results.json")) as f:
-        return json.load(f)
+    return run_train(trainer, data_root, output_dir, *extra, small=SMALL_DATA, opts=opts)
 
 
 def epoch_lines(log: str, epoch: int) -> list[str]:
@@ -311,15 +266,9 @@ def test_bf16_and_configs_cleaned_by_host(data_root, tmp_path, capsys):
     from dassl.config import clean_cfg
     from dassl.engine import build_trainer
 
-    args = train.parse_args([
-        "--root", data_root,
-        "--trainer", "LAMM_CoOp",
-        "--output-dir", str(tmp_path / "clean"),
-        "--dataset-config-file", os.path.join(REPO, "configs/datasets/synthetic_shapes.yaml"),
-        "--config-file", os.path.join(REPO, DEMO_CONFIGS["LAMM_CoOp"]),
-        *SMALL_DATA,
-        "TRAINER.LAMM.LOGIT_WEIGHT", "0.5",
-    ])  # fmt: skip
+    out = str(tmp_path / "clean")
+    opts = ("TRAINER.LAMM.LOGIT_WEIGHT", "0.5")
+    args = train.parse_args(train_args("LAMM_CoOp", data_root, out, small=SMALL_DATA, opts=opts))
     cfg = train.setup_cfg(args)
     cfg.defrost()
     clean_cfg(cfg, "LAMM_CoOp")
@@ -328,3 +277,35 @@ def test_bf16_and_configs_cleaned_by_host(data_root, tmp_path, capsys):
     cleaned = build_trainer(cfg)
     assert cleaned.lamm_cfg.logit_weight == LAMMConfig().logit_weight
     assert capsys.readouterr().out.count("has no TRAINER.LAMM node") == 1
+
+
+def test_console_is_short_and_log_keeps_everything(data_root, tmp_path, capsys):
+    out = str(tmp_path / "quiet")
+    run("LAMM_CoOp", data_root, out)
+    console = capsys.readouterr().out
+    log = read_logs(out)
+    lines = console.splitlines()
+    # The header instead of the dumps; the real device although USE_CUDA is True.
+    assert lines[0].startswith("LAMM_CoOp on SyntheticShapes: 4 classes, 2 shots (8 train, 8 val, 16 test images)")
+    assert "precision fp32" in lines[1] and "device cpu (USE_CUDA is True, but no CUDA device" in lines[1]
+    assert lines[2] == f"output: {out}" and "config.yaml" in lines[3] and "log.txt" in lines[3]
+    for dump in ("** Arguments **", "** Config **", "** System info **", "USE_CUDA: True", "Building transform_train"):
+        assert dump not in console and dump in log
+    assert max(map(len, lines)) < 120 + len(out)  # only the lines that name the output folder are longer
+    progress = [line for line in lines if line.startswith("epoch ")]
+    assert len(progress) == 4 and all(len(line) < 100 and "eta " in line for line in progress)
+    # The log keeps Dassl's full line with every term, and every checkpoint saved.
+    assert all(f" {term} " in epoch_lines(log, 2)[-1] for term in ("loss", "acc", "time", "data", *LOSS_TERMS))
+    assert log.count("Checkpoint saved to") == 2 and "Checkpoint saved" not in console
+    assert [line for line in lines if line.startswith("checkpoint: ")] == [
+        f"checkpoint: epoch 1/2 -> {out}/prompt_learner/model.pth.tar-1 (each epoch's replaces the previous)",
+        f"checkpoint: epoch 2/2 -> {out}/prompt_learner/model.pth.tar-2 (the run's final one)",
+    ]
+    assert "* accuracy:" in console
+    with open(os.path.join(out, "config.yaml")) as f:
+        assert f"OUTPUT_DIR: {out}" in f.read()
+
+    verbose = str(tmp_path / "verbose")
+    run("LAMM_CoOp", data_root, verbose, "--verbose")
+    console = capsys.readouterr().out
+    assert "** Config **" in console and "** System info **" in console and "Building transform_train" in console

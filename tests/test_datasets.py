@@ -55,6 +55,7 @@ ALL_NAMES = [
     "ImageNetR",
     "MYCIFAR100",
     "SyntheticShapes",
+    "Folder",
 ]
 
 

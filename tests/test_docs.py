@@ -55,13 +55,24 @@ BLOCKS: dict[tuple[str, str], tuple[str, str]] = {
         RUN_DASSL,
         "inspects the main job's checkpoint",
     ),
+    ("README.md", "train/Red_circle/0000.png"): (OUTPUT, "the folder layout of a dataset of one's own"),
+    ("README.md", "python -m lamm_experiments.synthetic data/my_shapes"): (
+        RUN_DASSL,
+        "a dataset of one's own: a generated ImageFolder tree, trained on and checked",
+    ),
+    ("README.md", "DATASET_CONFIGS=my_configs DATASETS=my_shapes"): (
+        RUN,
+        "a sweep of a dataset of one's own, listed (tests/test_folder_dataset.py runs its jobs' script and tables)",
+    ),
     ("README.md", "python -m pytest -q"): (SKIP, "the test suite itself (.ci/run runs it)"),
     ("README.md", "tests/         pytest suite"): (OUTPUT, "the repository layout"),
     # docs/RUN.md
     ("docs/RUN.md", "--output-dir output/fewshot/oxford_pets/shots_16/"): (SKIP, REAL_DATA),
     ("docs/RUN.md", "ConfigKeyError: Unknown config key"): (OUTPUT, "an error message"),
     ("docs/RUN.md", "<output-dir>/"): (OUTPUT, "the files a run writes"),
+    ("docs/RUN.md", "epoch  2/20 batch 20/24"): (OUTPUT, "a console progress line"),
     ("docs/RUN.md", "epoch [2/20] batch [20/24]"): (OUTPUT, "a log line"),
+    ("docs/RUN.md", 'rm -rf "$DATA/.lamm_cache"'): (RUN, "clears the feature cache"),
     ("docs/RUN.md", "vit_b16_ep50_ctxv1_frozen bash scripts/lamm/sweep.sh fewshot"): (SKIP, "sweeps over " + REAL_DATA),
     ("docs/RUN.md", "sweep.sh fewshot --gpus 0,1,2,3"): (SKIP, "sweeps over " + REAL_DATA + ", on GPUs and SLURM"),
     ("docs/RUN.md", "sweep.sh fewshot --protocol coop-fewshot --dry-run\n"): (RUN, "protocol sweeps, listed only"),
@@ -79,6 +90,11 @@ BLOCKS: dict[tuple[str, str], tuple[str, str]] = {
         "about three minutes on 2 cores; tests/test_dassl_continual.py runs continual.py on a smaller synthetic set",
     ),
     ("docs/RUN.md", "--load-epoch 20"): (RUN_DASSL, "the CPU demo: the main job, then its model on new classes"),
+    ("docs/RUN.md", "python -m lamm_plugin.predict output/demo"): (
+        RUN_DASSL,
+        "predicts images with the main job's model",
+    ),
+    ("docs/RUN.md", 'predictor = Predictor.from_run("output/demo")'): (RUN_DASSL, "the main job's model from Python"),
     ("docs/RUN.md", "--compare output/fewshot/oxford_pets/shots_16/"): (SKIP, "two few-shot runs of " + REAL_DATA),
     ("docs/RUN.md", "report = interpret(state, vocabulary_for(state), k=5)"): (
         RUN_DASSL,
@@ -100,6 +116,53 @@ BLOCKS: dict[tuple[str, str], tuple[str, str]] = {
     ("docs/DATASETS.md", "imagenet/             images/train"): (OUTPUT, "the folder layouts"),
     ("docs/DATASETS.md", "synthetic_shapes.yaml"): (RUN_DASSL, "training on the synthetic set"),
 }
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A number the docs state about the output of a block they run: checked against what the run prints.
+
+    ``stated`` matches the number in the file's prose (exactly once, group 1), ``printed`` the number in the block's
+    output (group 1, the last match); the two must be the same text, i.e. equal to the printed precision.
+    """
+
+    file: str
+    marker: str  # the block whose output the number is about (a marker of BLOCKS)
+    stated: str
+    printed: str
+    what: str
+
+
+CLAIMS = (
+    Claim(
+        "README.md",
+        "--output-dir output/demo DATASET.NUM_SHOTS 16",
+        r"test accuracy goes from chance \(\d+%\) to ([\d.]+)%",
+        r"^\* accuracy: ([\d.]+)%$",
+        "the main job's test accuracy",
+    ),
+)
+
+
+def stated_number(claim: Claim) -> str:
+    text = (ROOT / claim.file).read_text(encoding="utf-8")
+    found = re.findall(claim.stated, text)
+    assert len(found) == 1, f"{claim.file}: {claim.what} ({claim.stated!r}) must be stated once, found {found}"
+    return found[0]
+
+
+def check_claims(block: Block, output: str) -> None:
+    """Each number the docs state about ``block``'s output equals what the run printed."""
+    for claim in CLAIMS:
+        if claim.file != block.file or claim.marker not in block.text:
+            continue
+        printed = re.findall(claim.printed, output, re.M)
+        assert printed, f"{block.name} printed no {claim.what} ({claim.printed!r}):\n{output[-3000:]}"
+        stated = stated_number(claim)
+        assert stated == printed[-1], (
+            f"{claim.file} states {claim.what} {stated}, the run printed {printed[-1]}: fix the number in the docs"
+        )
+
 
 RUNNABLE_LANGS = {"bash": "shell", "sh": "shell", "shell": "shell", "python": "python"}
 FENCE = re.compile(r"^(?P<indent>[ \t]*)```(?P<lang>[\w+-]*)[^\n]*\n(?P<body>.*?)^(?P=indent)```[ \t]*$", re.M | re.S)
@@ -154,6 +217,7 @@ def classify() -> tuple[dict[Block, tuple[str, str]], list[str]]:
 
 
 CLASSIFIED, PROBLEMS = classify()
+CLAIMED_KIND = {claim: BLOCKS.get((claim.file, claim.marker), (None, ""))[0] for claim in CLAIMS}
 RUNNABLE = [
     pytest.param(b, id=b.name, marks=[pytest.mark.dassl] if kind == RUN_DASSL else [])
     for b, (kind, _) in sorted(CLASSIFIED.items(), key=lambda kv: (DOCS.index(kv[0].file), kv[0].line))
@@ -163,6 +227,22 @@ RUNNABLE = [
 
 def test_every_block_is_classified():
     assert not PROBLEMS, "\n".join(PROBLEMS)
+
+
+def test_every_claim_names_a_runnable_block_and_a_stated_number():
+    for claim in CLAIMS:
+        assert CLAIMED_KIND[claim] in (RUN, RUN_DASSL), f"{claim.what}: {claim.marker!r} is not a runnable block"
+        assert re.fullmatch(r"\d+(\.\d+)?", stated_number(claim))
+
+
+def test_a_wrong_stated_number_fails_the_claim(monkeypatch):
+    claim = CLAIMS[0]
+    block = next(b for b in CLASSIFIED if b.file == claim.file and claim.marker in b.text)
+    check_claims(block, f"=> result\n* accuracy: {stated_number(claim)}%\n")  # the stated number passes
+    with pytest.raises(AssertionError, match="fix the number"):
+        check_claims(block, "=> result\n* accuracy: 99.9%\n")
+    with pytest.raises(AssertionError, match="printed no"):
+        check_claims(block, "no result line")
 
 
 def test_the_docs_run_the_main_job_and_the_tests():
@@ -209,4 +289,14 @@ def test_block_runs(block: Block, workspace: Path, monkeypatch: pytest.MonkeyPat
         assert out.returncode == 0, (
             f"{block.name} failed ({out.returncode}):\n{block.text}\n{out.stdout[-3000:]}\n{out.stderr[-5000:]}"
         )
+        check_claims(block, out.stdout)
     _DONE.add(key)
+
+
+def test_documented_outputs_are_git_ignored():
+    """What the documented commands write into the repository (run folders, data, make_tables.py's tables/)."""
+    if not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    paths = ["tables/fewshot.md", "tables/fewshot_curves.png", "output/demo/log.txt", "data/synthetic_shapes/x.png"]
+    out = subprocess.run(["git", "check-ignore", *paths], cwd=ROOT, capture_output=True, text=True)
+    assert out.stdout.split() == paths, out.stderr

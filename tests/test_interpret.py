@@ -14,6 +14,7 @@ import torch
 from lamm_experiments.interpret import (
     Vocabulary,
     compare,
+    drift_labels,
     format_comparison,
     format_report,
     interpret,
@@ -21,6 +22,8 @@ from lamm_experiments.interpret import (
     main,
     nearest_tokens,
     plot_drift,
+    printable,
+    run_label,
     vocabulary_for,
 )
 from lamm_experiments.synthetic import make_tensors
@@ -288,3 +291,40 @@ def test_tokens_are_readable():
     assert vocab.token(ids["ðŁ¤·"]) == "\U0001f937-"  # bytes decoded to UTF-8
     assert vocab.token(ids["Đ"]) == "\\x10-"  # a control byte, escaped
     assert vocab.token(10**6) == "<1000000>"
+
+
+def test_terminal_table_fits_and_hostile_class_names_are_escaped(trained, clip0):
+    import dataclasses
+
+    report = interpret(trained, Vocabulary.from_clip(clip0), k=5)
+    hostile = "\x1b[2J\x1b[31mred\x07 circle\r\n" + "very long name " * 12
+    report.classes[0] = dataclasses.replace(report.classes[0], name=hostile)
+    report.summary["moved_most"] = [(hostile, 1.0), *report.summary["moved_most"][1:]]
+    report.source = "/runs/\x1b]0;title\x07demo/prompt_learner/model.pth.tar-8"
+    for fmt in ("table", "markdown", "csv"):
+        text = format_report(report, fmt)
+        assert not re.search(r"[\x00-\x08\x0b-\x1f\x7f]", text), fmt  # no raw control bytes, in any format
+        assert "\\x1b[2J\\x1b[31mred\\x07 circle\\r\\n" in text.replace("\n", " ") or fmt == "table"
+    table = format_report(report, "table")
+    assert max(len(line) for line in table.splitlines()) <= 120
+    header = table.splitlines()[0]
+    assert "original" not in header and "top-k L2" not in header and "top-k cosine" in header  # the rest: markdown
+    assert "\\x1b[2J\\x1b[31mred\\x07" in table and "…" in table  # escaped, and the long name cut
+    assert printable("ok é 🤷") == "ok é 🤷" and printable("a\tb\x00") == "a\\tb\\x00"
+    side_by_side = format_comparison(compare(report, report), "table")
+    assert max(len(line) for line in side_by_side.splitlines()) <= 120
+    assert not re.search(r"[\x00-\x08\x0b-\x1f\x7f]", side_by_side)
+
+
+def test_drift_figure_names_runs_not_paths(trained, clip0):
+    vocab = Vocabulary.from_clip(clip0)
+    a, b = interpret(trained, vocab), interpret(trained, vocab)
+    a.source = "/work/output/fewshot/pets/shots_1/LAMM_CoOp/cfg/seed1/prompt_learner/model.pth.tar-50"
+    b.source = "/work/output/fewshot/pets/shots_16/LAMM_CoOp/cfg/seed1/prompt_learner/model-best.pth.tar"
+    assert drift_labels(a) == ["coop, seed1, epoch 50"]
+    # Two runs named seed1: the folders where their paths differ tell them apart.
+    assert drift_labels(compare(a, b)) == ["A: coop, shots_1 (seed1), epoch 50", "B: coop, shots_16 (seed1), best"]
+    b.source = "/elsewhere/demo/prompt_learner/model.pth.tar-20"
+    assert drift_labels(compare(a, b)) == ["A: coop, seed1, epoch 50", "B: coop, demo, epoch 20"]
+    assert run_label("/x/learned.pt", "maple") == "maple, learned"
+    assert run_label("", "coop") == "coop"

@@ -160,7 +160,8 @@ def test_dry_run_shows_the_config_of_each_shot_count(fake_env):
 
 
 def test_protocol_runs_record_it_and_tables_keep_protocols_apart(fake_env, tmp_path):
-    out = sweep(fake_env, "fewshot", "--protocol", "coop-fewshot", DATASETS="dtd", SHOTS_LIST="1 2")
+    out = sweep(fake_env, "fewshot", "--protocol", "coop-fewshot", "--methods", "CoOp", DATASETS="dtd",
+                SHOTS_LIST="1 2")  # fmt: skip
     assert out.returncode == 0, out.stdout + out.stderr
     # the same trainer and config at 1 shot outside the protocol: its own row, never averaged with the protocol's
     out = sweep(fake_env, "fewshot", TRAINER="CoOp", CFG="vit_b16_ep50", DATASETS="dtd", SHOTS_LIST="1")
@@ -224,3 +225,38 @@ def test_readme_names_the_protocol_of_each_number():
     ]
     row = next(line for line in T.readme_section(runs).splitlines() if line.startswith("| CoOp |"))
     assert row.endswith("| 60.00 ± 0.00 (1); 50.00 ± 0.00 (1) (protocol coop-fewshot) |")
+
+
+def test_zero_shot_is_one_evaluation_per_dataset_and_subset():
+    jobs = S.build_protocol_jobs("base2new", "cocoop-base2new", ["ZeroshotCLIP"], environ={"OUTPUT": "/o"})
+    assert len(jobs) == len(P.ELEVEN)  # no seeds, no shot counts: zero-shot CLIP trains nothing
+    (dtd,) = [j for j in jobs if " dtd " in j.name]
+    assert [s.out_dir for s in dtd.steps] == [
+        f"/o/cocoop-base2new/zeroshot/{sub}/dtd/ZeroshotCLIP/vit_b16" for sub in ("base", "new")
+    ]
+    assert [s.argv[:2] for s in dtd.steps] == [["env", "SUB=base"], ["env", "SUB=new"]]
+    assert dtd.env[S.PROTOCOL_ENV] == "cocoop-base2new" and dtd.env["CFG"] == "vit_b16"
+    (few,) = S.build_protocol_jobs("fewshot", "coop-fewshot-rn50", ["ZeroshotCLIP"], environ={"DATASETS": "dtd"})
+    assert [s.out_dir.split("/zeroshot/")[1] for s in few.steps] == ["all/dtd/ZeroshotCLIP/rn50"]
+    with pytest.raises(ValueError, match="evaluation-only"):
+        S._eval_only_jobs(P.get_protocol("cocoop-xd"), P._zeroshot("vit_b16"), ["imagenet"], ["16"], "/o", {}, [])
+
+
+def test_every_published_zero_shot_row_has_a_protocol_twin(fake_env, tmp_path):
+    out = sweep(fake_env, "base2new", "--protocol", "cocoop-base2new", "--methods", "ZeroshotCLIP",
+                DATASETS="dtd eurosat")  # fmt: skip
+    assert out.returncode == 0, out.stdout + out.stderr
+    out = sweep(fake_env, "fewshot", "--protocol", "lamm-fewshot", "--methods", "ZeroshotCLIP", DATASETS="dtd")
+    assert out.returncode == 0, out.stdout + out.stderr
+    calls = (tmp_path / "calls.txt").read_text().split()
+    assert len(calls) == 5 and all("/zeroshot/" in c for c in calls)
+    run = tmp_path / "output/cocoop-base2new/zeroshot/new/dtd/ZeroshotCLIP/vit_b16/results.json"
+    result = json.loads(run.read_text())
+    assert result["opts"][-2:] == ["DATASET.SUBSAMPLE_CLASSES", "new"]
+    assert result["protocol"] == {"name": "cocoop-base2new", "method": "ZeroshotCLIP"}
+    runs = T.load_runs(str(tmp_path / "output"))
+    assert sorted((r.kind, r.dataset, r.shots, r.protocol) for r in runs if r.kind == "fewshot") == [
+        ("fewshot", "dtd", 0, "lamm-fewshot")
+    ]
+    titles = [t.title for t in T.build_tables(runs, kinds=["base2new"])]
+    assert any("ZeroshotCLIP" in t and "cocoop-base2new" in t for t in titles), titles

@@ -13,6 +13,7 @@ import pytest
 pytest.importorskip("dassl", reason="Dassl is not installed; it installs from its GitHub repository")
 
 import torch  # noqa: E402
+from runs import read_logs, results, run_train, tiny_opts  # noqa: E402
 
 import train  # noqa: E402
 from lamm_plugin.dassl import PromptTrainer  # noqa: E402
@@ -20,21 +21,8 @@ from lamm_plugin.dassl.results import RecordingEvaluator  # noqa: E402
 
 pytestmark = pytest.mark.dassl
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # 4 classes, 2 shots, batch 4: 2 optimiser steps per epoch.
-SMALL = [
-    "OPTIM.MAX_EPOCH", "2",
-    "OPTIM.LR", "0.01",
-    "DATASET.NUM_SHOTS", "2",
-    "DATASET.SYNTHETIC.NUM_CLASSES", "4",
-    "DATASET.SYNTHETIC.TRAIN_PER_CLASS", "4",
-    "DATASET.SYNTHETIC.VAL_PER_CLASS", "2",
-    "DATASET.SYNTHETIC.TEST_PER_CLASS", "4",
-    "DATALOADER.NUM_WORKERS", "0",
-    "DATALOADER.TRAIN_X.BATCH_SIZE", "4",
-    "DATALOADER.TEST.BATCH_SIZE", "16",
-    "TRAIN.PRINT_FREQ", "1",
-]  # fmt: skip
+SMALL = tiny_opts()
 
 
 @pytest.fixture(scope="module")
@@ -43,27 +31,7 @@ def data_root(tmp_path_factory) -> str:
 
 
 def run(data_root: str, out: str, *extra: str, trainer: str = "LAMM_CoOp", opts: tuple[str, ...] = ()):
-    args = [
-        "--root", data_root,
-        "--seed", "1",
-        "--trainer", trainer,
-        "--dataset-config-file", os.path.join(REPO, "configs/datasets/synthetic_shapes.yaml"),
-        "--config-file", os.path.join(REPO, f"configs/trainers/{trainer}/demo_cpu.yaml"),
-        "--output-dir", out,
-        *extra,
-        *SMALL,
-        *opts,
-    ]  # fmt: skip
-    return train.main(train.parse_args(args))
-
-
-def log_of(out: str) -> str:
-    return "".join(open(p).read() for p in sorted(glob.glob(os.path.join(out, "log.txt*"))))
-
-
-def results(out: str) -> dict:
-    with open(os.path.join(out, "results.json")) as f:
-        return json.load(f)
+    return run_train(trainer, data_root, out, *extra, small=SMALL, opts=opts)
 
 
 def count_updates(monkeypatch) -> list[int]:
@@ -230,7 +198,7 @@ def test_zero_epochs_is_recorded_as_untrained_with_a_warning(data_root, tmp_path
     out = str(tmp_path / "out")
     run(data_root, out, opts=("OPTIM.MAX_EPOCH", "0"))
     assert results(out)["untrained"] is True and results(out)["epoch"] == 0
-    assert "OPTIM.MAX_EPOCH 0" in log_of(out)
+    assert "OPTIM.MAX_EPOCH 0" in read_logs(out)
 
 
 # ---- a failed final evaluation keeps the trained run ---------------------------------------------------------------
@@ -244,7 +212,7 @@ def test_failed_final_evaluation_keeps_the_run_and_a_rerun_only_evaluates(data_r
     with pytest.raises(RuntimeError, match="simulated evaluation failure"):
         run(data_root, out)
     monkeypatch.undo()
-    log = log_of(out)
+    log = read_logs(out)
     assert os.path.isfile(os.path.join(out, "prompt_learner", "model.pth.tar-2"))
     assert "Training is complete" in log and "model.pth.tar-2" in log and "without training again" in log
     updates = count_updates(monkeypatch)

@@ -26,6 +26,7 @@ from dassl.config import get_cfg_default  # noqa: E402
 from dassl.data.datasets import build_dataset  # noqa: E402
 from dassl.utils import set_random_seed  # noqa: E402
 from PIL import Image  # noqa: E402
+from runs import REPO, SYNTHETIC_CONFIG, demo_config, tiny_opts  # noqa: E402
 
 import continual  # noqa: E402
 import train  # noqa: E402
@@ -35,23 +36,8 @@ from lamm_plugin.run_lock import LOCK_FILENAME, RunLock, RunLockedError  # noqa:
 
 pytestmark = pytest.mark.dassl
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FLAGS = [
-    "--trainer", "LAMM_CoOp",
-    "--dataset-config-file", os.path.join(REPO, "configs/datasets/synthetic_shapes.yaml"),
-    "--config-file", os.path.join(REPO, "configs/trainers/LAMM_CoOp/demo_cpu.yaml"),
-]  # fmt: skip
-OPTS = [
-    "OPTIM.MAX_EPOCH", "2",
-    "DATASET.NUM_SHOTS", "2",
-    "DATASET.SYNTHETIC.NUM_CLASSES", "4",
-    "DATASET.SYNTHETIC.TRAIN_PER_CLASS", "4",
-    "DATASET.SYNTHETIC.VAL_PER_CLASS", "2",
-    "DATASET.SYNTHETIC.TEST_PER_CLASS", "4",
-    "DATALOADER.NUM_WORKERS", "0",
-    "DATALOADER.TRAIN_X.BATCH_SIZE", "4",
-    "DATALOADER.TEST.BATCH_SIZE", "8",
-]  # fmt: skip
+FLAGS = ["--trainer", "LAMM_CoOp", "--dataset-config-file", SYNTHETIC_CONFIG, "--config-file", demo_config("LAMM_CoOp")]
+OPTS = tiny_opts(lr=None, test_batch=8, print_freq=None)
 
 # Runs train.py as the command line does (``python train.py ...``), after the patch that PATCH names.
 DRIVER = textwrap.dedent(

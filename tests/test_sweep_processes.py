@@ -169,3 +169,13 @@ def test_an_unreadable_lock_is_named_and_taken_over_when_old(env):
     os.utime(lock, (time.time() - 120, time.time() - 120))
     out = rerun(env)
     assert out.returncode == 0 and "1 done" in out.stdout, out.stdout + out.stderr
+
+
+def test_the_job_guard_runs_from_a_checkout_that_is_not_installed(tmp_path):
+    """The guard is started as ``python -I lamm_experiments/jobproc.py``: no PYTHONPATH, no script folder on
+    sys.path. ``-S`` also hides site-packages (an installed copy), as in a checkout used without ``pip install``."""
+    guard = os.path.join(REPO, "lamm_experiments", "jobproc.py")
+    cmd = [sys.executable, "-I", "-S", guard, str(os.getpid()), "1", "--", sys.executable, "-c", "print('job ran')"]
+    out = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "job ran" in out.stdout

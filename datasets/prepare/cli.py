@@ -15,6 +15,8 @@ from .errors import PrepareError
 from .steps import Recipe
 
 DOWNLOAD_DIRNAME = "downloads"
+#: The dataset of one's own images (:mod:`datasets.folder`): nothing to download; it is checked only.
+FOLDER = "Folder"
 
 
 def _key(name: str) -> str:
@@ -80,6 +82,33 @@ def _report(
         print(f"  prepare it with: python -m datasets.prepare {recipe.name} --root {root}")
 
 
+def check_folder(root: Path, args: argparse.Namespace) -> bool:
+    """Check (and with ``--decode`` decode) every image of the ``Folder`` dataset set up by the dataset config and
+    ``--opts``; print the report; True when nothing is wrong."""
+    try:
+        from dassl.config import get_cfg_default
+
+        import lamm_plugin.dassl  # noqa: F401  (key suggestions for a mistyped key)
+        from datasets.folder import add_folder_config, folder_problems
+    except ImportError as e:
+        print(f"[incomplete] {FOLDER}: reading it needs Dassl ({e})")
+        return False
+    cfg = get_cfg_default()
+    add_folder_config(cfg)
+    if args.dataset_config_file:
+        cfg.merge_from_file(args.dataset_config_file)
+    cfg.merge_from_list(list(args.opts))
+    cfg.DATASET.ROOT = str(root)
+    folder, problems = folder_problems(cfg, decode=args.decode, workers=args.workers)
+    if not problems:
+        print(f"[ok] {FOLDER}: {folder}" + ("" if args.decode else f" ({NOT_DECODED})"))
+        return True
+    print(f"[incomplete] {FOLDER}: {folder}")
+    for p in problems:
+        print(f"  - {p}")
+    return False
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Command-line entry point; returns the exit code (0: every dataset complete)."""
     parser = argparse.ArgumentParser(
@@ -102,14 +131,25 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument(
         "--workers", type=int, default=min(8, os.cpu_count() or 1), help="threads decoding images (--decode)"
     )
+    parser.add_argument(
+        "--dataset-config-file",
+        default="",
+        help=f"{FOLDER}: the dataset config (yaml with DATASET.FOLDER keys) of a dataset of your own images",
+    )
+    parser.add_argument(
+        "--opts", nargs="+", default=[], metavar="KEY VALUE", help=f"{FOLDER}: config overrides, as train.py takes"
+    )
     args = parser.parse_args(argv)
+    folder = any(_key(n) == _key(FOLDER) for n in args.names)
     try:
-        recipes = resolve_names(args.names)
+        recipes = resolve_names([n for n in args.names if _key(n) != _key(FOLDER)])
     except KeyError as e:
-        parser.error(e.args[0])
+        parser.error(f"{e.args[0]}, or {FOLDER} (your own images: with --dataset-config-file / --opts)")
     root = Path(args.root).expanduser().resolve()
 
     failed = []
+    if folder and not check_folder(root, args):
+        failed.append(FOLDER)
     for recipe in recipes:
         if args.check:
             problems = check_dataset(recipe, root)

@@ -164,10 +164,17 @@ def format_val_result(val_result: Optional[float]) -> str:
 
 
 class _StdoutHandler(logging.StreamHandler):
-    """Writes to ``sys.stdout`` as it is when a record comes (so a tee into ``log.txt`` catches it)."""
+    """Writes to ``sys.stdout`` as it is when a record comes (so a tee into ``log.txt`` catches it); a warning
+    reaches the console also while ``train.py`` writes the log only (:mod:`lamm_plugin.dassl.console`)."""
 
     def emit(self, record: logging.LogRecord) -> None:
         self.stream = sys.stdout
+        split = getattr(self.stream, "write_split", None)
+        if record.levelno >= logging.WARNING and split is not None:
+            text = self.format(record) + self.terminator
+            split(text, text)
+            self.flush()
+            return
         super().emit(record)
 
 

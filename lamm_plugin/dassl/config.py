@@ -18,6 +18,10 @@ dataclass and nowhere else. Nodes:
   backbone's default weights), which accepts any value;
 * ``MODEL.BACKBONE.ALLOW_OTHER_WEIGHTS`` (``False``): load a checkpoint trained on other CLIP weights of the same
   backbone (refused by default: its learned tensors were fitted to those weights).
+* ``LAMM_CACHE`` (:func:`cache_node`): what is computed once and reused across runs (:mod:`lamm_plugin.feature_cache`):
+  ``DIR`` (``""``: ``$LAMM_CACHE_DIR``, else ``<DATASET.ROOT>/.lamm_cache``), ``TEST_FEATURES`` (``True``: the image
+  features of evaluation sets, for methods without visual prompts) and ``TEXT_FEATURES`` (``True``: frozen CLIP's
+  text features of fixed prompts).
 
 Host repositories merge their yaml files into ``get_cfg_default()`` before any trainer code runs, and yacs
 refuses unknown keys, so :func:`install` adds the nodes to Dassl's default config object itself; it runs when
@@ -43,6 +47,7 @@ from lamm_plugin.methods import METHODS
 
 __all__ = [
     "BASELINE_NODES",
+    "CACHE_NODE",
     "LAMM_NODE",
     "LAMM_NODES",
     "CUDA_GRAPH_KEY",
@@ -54,6 +59,7 @@ __all__ = [
     "SuggestingCfgNode",
     "add_baseline_config",
     "add_lamm_config",
+    "cache_node",
     "all_keys",
     "baseline_node",
     "close_keys",
@@ -156,6 +162,20 @@ def _trainer_nodes(nodes: dict[str, str], cfg: CfgNode) -> None:
         _add_missing(cfg.TRAINER, name, dataclass_to_node(METHODS[method].config_class, runtime))
 
 
+#: Top-level node of the feature cache's switches (:func:`cache_node`).
+CACHE_NODE = "LAMM_CACHE"
+
+
+def cache_node() -> CfgNode:
+    """The ``LAMM_CACHE`` node with its defaults: the cache folder and one switch per kind of cached tensor.
+
+    ``DIR``: the cache folder; ``""`` picks ``$LAMM_CACHE_DIR``, else ``<DATASET.ROOT>/.lamm_cache``.
+    ``TEST_FEATURES``: keep the image features of evaluation sets (methods whose image tower takes no prompts).
+    ``TEXT_FEATURES``: keep frozen CLIP's text features of fixed prompts (PromptSRC, KgCoOp, zero-shot CLIP).
+    """
+    return CfgNode({"DIR": "", "TEST_FEATURES": True, "TEXT_FEATURES": True})
+
+
 def add_lamm_config(cfg: CfgNode) -> CfgNode:
     """Add the LAMM nodes (``TRAINER.LAMM_*``, ``TRAINER.LAMM``, ...) to ``cfg`` in place; idempotent.
 
@@ -175,6 +195,7 @@ def add_lamm_config(cfg: CfgNode) -> CfgNode:
         cfg.MODEL.BACKBONE.PRETRAINED = None
     if "ALLOW_OTHER_WEIGHTS" not in cfg.MODEL.BACKBONE:
         cfg.MODEL.BACKBONE.ALLOW_OTHER_WEIGHTS = False
+    _add_missing(cfg, CACHE_NODE, cache_node())
     return cfg
 
 

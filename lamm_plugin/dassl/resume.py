@@ -17,9 +17,25 @@ from typing import Any, Optional
 from dassl.utils import set_random_seed
 
 from lamm_plugin.dassl import checkpoints, compat, run_config
+from lamm_plugin.dassl.console import emit
 from lamm_plugin.layout import checkpoint_epochs, epoch_file, find_checkpoint, last_checkpoint
 
-__all__ = ["CheckpointMixin"]
+__all__ = ["CheckpointMixin", "checkpoint_note"]
+
+
+def checkpoint_note(epoch: int, max_epoch: int, path: str, freq: int, first: bool) -> Optional[str]:
+    """The console's line for the checkpoint of ``epoch`` (1-based) written to ``path``, or None for no line.
+
+    Every epoch writes a checkpoint but only some files stay (``TRAIN.CHECKPOINT_FREQ``, see
+    :meth:`CheckpointMixin.after_epoch`): the first save of a process says which, the last epoch's names the file
+    the run ends with; the epochs between show nothing on the console (``log.txt`` has every save).
+    """
+    if not (first or epoch >= max_epoch):
+        return None
+    if epoch >= max_epoch:
+        return f"checkpoint: epoch {epoch}/{max_epoch} -> {path} (the run's final one)"
+    rule = "each epoch's replaces the previous" if freq <= 0 else f"every {freq}-th stays, the others are replaced"
+    return f"checkpoint: epoch {epoch}/{max_epoch} -> {path} ({rule})"
 
 
 class CheckpointMixin:
@@ -81,7 +97,13 @@ class CheckpointMixin:
             state.update(extra)
             folder = osp.join(directory, name)
             path = checkpoints.save_checkpoint(state, folder, model_name or None)
-            print(f"Checkpoint saved to {path}")
+            if model_name:
+                note = f"best validation result so far ({compat.format_val_result(val_result)}) -> {path}"
+            else:
+                first = not getattr(self, "_checkpoint_noted", False)
+                note = checkpoint_note(epoch + 1, self.max_epoch, path, int(self.cfg.TRAIN.CHECKPOINT_FREQ), first)
+                self._checkpoint_noted = True
+            emit(note, f"Checkpoint saved to {path}")
             if is_best:
                 checkpoints.save_checkpoint(state, folder, self.BEST_MODEL_FILE)
 

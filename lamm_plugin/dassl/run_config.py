@@ -38,6 +38,10 @@ ALLOWED_TO_DIFFER = frozenset(
         "TRAIN.PRINT_FREQ",
         "TRAIN.CHECKPOINT_FREQ",
         "VERBOSE",
+        # The feature cache returns the tensors it would compute (lamm_plugin.feature_cache): on, off or moved alike.
+        "LAMM_CACHE.DIR",
+        "LAMM_CACHE.TEST_FEATURES",
+        "LAMM_CACHE.TEXT_FEATURES",
     }
 )
 

@@ -11,6 +11,8 @@ add to Dassl's ``TrainerX``, one concern per module:
   term of the hierarchical loss in the ``PRINT_FREQ`` lines and in TensorBoard;
 * :mod:`.resume`: checkpoints of learned tensors, class names and configs, every epoch, and exact resume;
 * :mod:`.report`: ``results.json`` beside ``log.txt`` after the final evaluation;
+* :mod:`.evaluation`: Dassl's evaluation loop, with the image features of test sets from the feature cache;
+* :mod:`.progress`: short progress lines on the console (the log keeps Dassl's full line) and an ETA that settles;
 * :mod:`.compat`: the fixes for current PyTorch.
 
 The trainer classes are derived from the method registry (:data:`lamm_plugin.methods.METHODS`): a method with
@@ -35,6 +37,7 @@ from dassl.metrics import compute_accuracy
 from dassl.optim import build_optimizer
 
 from lamm_plugin import build_model, load_clip
+from lamm_plugin.backbone import autocast_dtype, pretrained_from_config
 from lamm_plugin.config import LAMMConfig
 from lamm_plugin.cuda_graph import GraphedForward, GraphedStep
 from lamm_plugin.dassl import compat
@@ -48,6 +51,8 @@ from lamm_plugin.dassl.config import (
     lamm_node,
     method_config_from_cfg,
 )
+from lamm_plugin.dassl.evaluation import CachedEvaluationMixin
+from lamm_plugin.dassl.progress import ProgressMixin
 from lamm_plugin.dassl.report import ResultsMixin
 from lamm_plugin.dassl.results import RecordingEvaluator
 from lamm_plugin.dassl.resume import CheckpointMixin
@@ -86,7 +91,7 @@ TRAINING_KEYS = (
 )
 
 
-class PromptTrainer(CheckpointMixin, ResultsMixin, TrainerX):
+class PromptTrainer(ProgressMixin, CheckpointMixin, ResultsMixin, CachedEvaluationMixin, TrainerX):
     """Base Dassl trainer for every method of the core (LAMM trainers and the baselines).
 
     Attributes:
@@ -171,6 +176,7 @@ class PromptTrainer(CheckpointMixin, ResultsMixin, TrainerX):
             # Before the optimiser is built: loading may resize the label-embedding parameter.
             self._load_state(compat.load_checkpoint(cfg.MODEL.INIT_WEIGHTS), cfg.MODEL.INIT_WEIGHTS)
             print(f"Initialised learned tensors from {cfg.MODEL.INIT_WEIGHTS}")
+        self.setup_feature_cache()
         self.configure_trainable()
 
         params = self.model.trainable_parameters()
@@ -220,12 +226,7 @@ class PromptTrainer(CheckpointMixin, ResultsMixin, TrainerX):
 
     def _pretrained(self) -> Optional[str]:
         """``MODEL.BACKBONE.PRETRAINED`` for :func:`load_clip`: None/True = default weights, False = random."""
-        value = self.cfg.MODEL.BACKBONE.get("PRETRAINED")
-        if value is None or value is True:
-            return None
-        if value is False:
-            return ""
-        return str(value)
+        return pretrained_from_config(self.cfg.MODEL.BACKBONE.get("PRETRAINED"))
 
     def _check_input(self, clip) -> None:
         size = tuple(self.cfg.INPUT.SIZE)
@@ -244,9 +245,7 @@ class PromptTrainer(CheckpointMixin, ResultsMixin, TrainerX):
 
     # ---- training ------------------------------------------------------------------------------------------------
     def _autocast_dtype(self) -> Optional[torch.dtype]:
-        if self.precision != "amp":
-            return None
-        return torch.float16 if self.device.type == "cuda" else torch.bfloat16
+        return autocast_dtype(self.precision, self.device.type)
 
     def _autocast(self):
         dtype = self._autocast_dtype()
@@ -329,7 +328,15 @@ class PromptTrainer(CheckpointMixin, ResultsMixin, TrainerX):
         )
 
     def model_inference(self, input: torch.Tensor) -> torch.Tensor:
-        """Evaluation logits: replayed from a CUDA graph on a GPU (:class:`GraphedForward`), else eager."""
+        """Logits ``[B, C]`` of a batch of preprocessed images ``[B, 3, H, W]`` (what the test loader gives):
+        replayed from a CUDA graph on a GPU (:class:`GraphedForward`), else eager."""
+        if not isinstance(input, torch.Tensor):
+            raise TypeError(
+                f"model_inference takes a batch of preprocessed images (a [B, 3, H, W] tensor), not a "
+                f"{type(input).__name__}. To classify image files or PIL images with a trained run, use "
+                "lamm_plugin.Predictor.from_run(OUTPUT_DIR).predict(images), or python -m lamm_plugin.predict "
+                "OUTPUT_DIR IMAGE... (docs/RUN.md, Predict)."
+            )
         logits = self.graphed_eval(input) if self.graphed_eval is not None else None
         if logits is not None:
             return logits.float().clone()  # the graph's output buffer is overwritten by the next replay

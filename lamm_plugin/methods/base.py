@@ -20,8 +20,33 @@ import torch
 from torch import nn
 
 from lamm_plugin.backbone import CLIPBundle
+from lamm_plugin.feature_cache import FeatureCache
 
 METHODS: dict[str, type[PromptMethod]] = {}
+
+#: Standard deviation of randomly initialised prompt vectors (CoOp's and MaPLe's ``nn.init.normal_(std=0.02)``).
+PROMPT_INIT_STD = 0.02
+
+
+def random_tokens(n: int, width: int) -> nn.Parameter:
+    """``n`` learnable prompt vectors of ``width``, drawn as the originals draw them."""
+    return nn.Parameter(nn.init.normal_(torch.empty(n, width), std=PROMPT_INIT_STD))
+
+
+def initial_context(clip: CLIPBundle, ctx_init: str, n_ctx: int, key: str = "n_ctx") -> tuple[torch.Tensor, str]:
+    """The initial context vectors ``[n_ctx, width]`` of a text prompt and the words whose slots they fill.
+
+    With ``ctx_init`` (underscores read as spaces): the first ``n_ctx`` token embeddings of those words, and the
+    words; a ``ValueError`` (naming ``key``) when they have fewer tokens. Without: random vectors and ``X``
+    placeholders, as MaPLe's and PromptSRC's code.
+    """
+    init = ctx_init.replace("_", " ").strip()
+    if not init:
+        return nn.init.normal_(torch.empty(n_ctx, clip.text_width), std=PROMPT_INIT_STD), " ".join(["X"] * n_ctx)
+    vectors = clip.token_embeddings(init)
+    if len(vectors) < n_ctx:
+        raise ValueError(f"ctx_init {init!r} has {len(vectors)} tokens, fewer than {key}={n_ctx}.")
+    return vectors[:n_ctx].clone(), init
 
 
 def register_method(cls: type[PromptMethod]) -> type[PromptMethod]:
@@ -104,6 +129,11 @@ class PromptMethod(nn.Module):
         lamm_variant: Whether a LAMM trainer exists for the method (zero-shot CLIP has none).
         image_conditioned: The context depends on the image (CoCoOp): text features are computed per image, see
             :meth:`image_context`.
+        prompts_image_tower: The method puts prompts into the image tower (:meth:`visual_prompt`: VPT, MaPLe,
+            PromptSRC, IVLP), so its image features change with training. ``False`` (the default) declares the image
+            tower frozen and unprompted: the image features of a test set are then the same for every run and are
+            cached (:mod:`lamm_plugin.feature_cache`); the model checks the declaration against
+            :meth:`visual_prompt`.
     """
 
     name: ClassVar[str]
@@ -111,11 +141,14 @@ class PromptMethod(nn.Module):
     config_class: ClassVar[type]
     lamm_variant: ClassVar[bool] = True
     image_conditioned: ClassVar[bool] = False
+    prompts_image_tower: ClassVar[bool] = False
 
     def __init__(self, cfg: Any, clip: CLIPBundle, classnames: Sequence[str]) -> None:
         super().__init__()
         self.cfg = cfg
         self.num_classes = len(classnames)
+        # Where frozen-CLIP text features of fixed prompts are kept (PromptSRC, KgCoOp); None computes them each run.
+        self.feature_cache: Optional[FeatureCache] = None
 
     def template(self) -> tuple[str, Sequence[int] | str]:
         """The text template (with ``{}``) and its context slots (see :func:`lamm_plugin.tokens.build_layout`)."""

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from lamm_plugin.backbone import CLIPBundle
+from lamm_plugin.feature_cache import cached_text_features
 from lamm_plugin.methods.base import StepFeatures, register_method
 from lamm_plugin.methods.coop import CoOp, CoOpConfig
 from lamm_plugin.templates import DATASET_TEMPLATES, DEFAULT_TEMPLATE
@@ -72,8 +73,9 @@ class KgCoOp(CoOp):
         clip = self._clip
         key = (tuple(classnames), clip.device, clip.dtype)
         if key not in self._hand_crafted:
-            template = self.hand_crafted_template()
-            features = clip.encode_texts([template.format(clean_classname(n)) for n in classnames])
+            texts = [self.hand_crafted_template().format(clean_classname(n)) for n in classnames]
+            inputs = {"what": "encode_texts", "texts": texts}
+            features = cached_text_features(self.feature_cache, clip.model, inputs, lambda: clip.encode_texts(texts))
             self._hand_crafted = {key: F.normalize(features, dim=-1)}
         return self._hand_crafted[key]
 

@@ -11,11 +11,17 @@ import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import torch
 from torch import nn
 
 from lamm_plugin.backbone import CLIPBundle
-from lamm_plugin.methods.base import PromptMethod, TextPrompt, VisualPrompt, register_method
+from lamm_plugin.methods.base import (
+    PromptMethod,
+    TextPrompt,
+    VisualPrompt,
+    initial_context,
+    random_tokens,
+    register_method,
+)
 
 
 @dataclass
@@ -52,6 +58,7 @@ class MaPLe(PromptMethod):
     name = "maple"
     display_name = "MaPLe"
     config_class = MaPLeConfig
+    prompts_image_tower = True
 
     def __init__(self, cfg: MaPLeConfig, clip: CLIPBundle, classnames: Sequence[str]) -> None:
         super().__init__(cfg, clip, classnames)
@@ -61,24 +68,10 @@ class MaPLe(PromptMethod):
         if cfg.prompt_depth > blocks:
             raise ValueError(f"prompt_depth={cfg.prompt_depth} exceeds the {blocks} transformer blocks of {clip.name}.")
         n_ctx = cfg.n_ctx
-        init = cfg.ctx_init.replace("_", " ").strip()
-        if init:
-            vectors = clip.token_embeddings(init)
-            if len(vectors) < n_ctx:
-                raise ValueError(f"ctx_init {init!r} has {len(vectors)} tokens, fewer than n_ctx={n_ctx}.")
-            self.prefix = init
-            vectors = vectors[:n_ctx].clone()
-        else:
-            vectors = nn.init.normal_(torch.empty(n_ctx, text_width), std=0.02)
-            self.prefix = " ".join(["X"] * n_ctx)
+        vectors, self.prefix = initial_context(clip, cfg.ctx_init, n_ctx)
         self.ctx = nn.Parameter(vectors)
         self.proj = nn.Linear(text_width, vision_width)
-        self.deep_text = nn.ParameterList(
-            [
-                nn.Parameter(nn.init.normal_(torch.empty(n_ctx, text_width), std=0.02))
-                for _ in range(cfg.prompt_depth - 1)
-            ]
-        )
+        self.deep_text = nn.ParameterList([random_tokens(n_ctx, text_width) for _ in range(cfg.prompt_depth - 1)])
         if cfg.clone_deep_proj:  # the original code: copies of one initial layer
             first = nn.Linear(text_width, vision_width)
             self.deep_proj = nn.ModuleList([copy.deepcopy(first) for _ in self.deep_text])

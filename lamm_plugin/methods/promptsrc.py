@@ -34,9 +34,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lamm_plugin import feature_cache
 from lamm_plugin.backbone import CLIPBundle
 from lamm_plugin.encoders import ImageEncoder
-from lamm_plugin.methods.base import PromptMethod, StepFeatures, TextPrompt, VisualPrompt, register_method
+from lamm_plugin.methods.base import (
+    PromptMethod,
+    StepFeatures,
+    TextPrompt,
+    VisualPrompt,
+    initial_context,
+    random_tokens,
+    register_method,
+)
 from lamm_plugin.templates import promptsrc_templates
 from lamm_plugin.tokens import clean_classname
 
@@ -98,6 +107,8 @@ class IndependentPrompts(PromptMethod):
     :class:`PromptSRCConfig`).
     """
 
+    prompts_image_tower = True
+
     def __init__(self, cfg: Any, clip: CLIPBundle, classnames: Sequence[str]) -> None:
         super().__init__(cfg, clip, classnames)
         vision_width = clip.vision_width  # clear error on ResNet towers
@@ -111,25 +122,12 @@ class IndependentPrompts(PromptMethod):
             )
         text_width = clip.text_width
         n_ctx = cfg.n_ctx_text
-        init = cfg.ctx_init.replace("_", " ").strip()
-        if init:
-            vectors = clip.token_embeddings(init)
-            if len(vectors) < n_ctx:
-                raise ValueError(f"ctx_init {init!r} has {len(vectors)} tokens, fewer than n_ctx_text={n_ctx}.")
-            self.prefix = init
-            vectors = vectors[:n_ctx].clone()
-        else:
-            vectors = nn.init.normal_(torch.empty(n_ctx, text_width), std=0.02)
-            self.prefix = " ".join(["X"] * n_ctx)
-
-        def tokens(n: int, width: int) -> nn.Parameter:
-            return nn.Parameter(nn.init.normal_(torch.empty(n, width), std=0.02))
-
+        vectors, self.prefix = initial_context(clip, cfg.ctx_init, n_ctx, key="n_ctx_text")
         self.ctx = nn.Parameter(vectors)
-        self.deep_text = nn.ParameterList([tokens(n_ctx, text_width) for _ in range(cfg.prompt_depth_text - 1)])
-        self.visual = tokens(cfg.n_ctx_vision, vision_width)
+        self.deep_text = nn.ParameterList([random_tokens(n_ctx, text_width) for _ in range(cfg.prompt_depth_text - 1)])
+        self.visual = random_tokens(cfg.n_ctx_vision, vision_width)
         self.deep_visual = nn.ParameterList(
-            [tokens(cfg.n_ctx_vision, vision_width) for _ in range(cfg.prompt_depth_vision - 1)]
+            [random_tokens(cfg.n_ctx_vision, vision_width) for _ in range(cfg.prompt_depth_vision - 1)]
         )
 
     def template(self) -> tuple[str, Sequence[int]]:
@@ -176,11 +174,17 @@ class PromptSRC(IndependentPrompts):
         """``[C, E]`` L2-normalised mean over the templates of frozen CLIP's text features of ``classnames``."""
         missing = [n for n in dict.fromkeys(classnames) if n not in self._frozen_text]
         if missing:
-            features = [
-                self._clip.encode_texts([template.format(clean_classname(n)) for n in missing])
-                for template in self.templates
-            ]
-            for name, feature in zip(missing, torch.stack(features).mean(0)):
+
+            def template_mean() -> torch.Tensor:  # [len(missing), E]
+                features = [
+                    self._clip.encode_texts([template.format(clean_classname(n)) for n in missing])
+                    for template in self.templates
+                ]
+                return torch.stack(features).mean(0)
+
+            inputs = {"what": "promptsrc-template-mean", "templates": list(self.templates), "classnames": missing}
+            mean = feature_cache.cached_text_features(self.feature_cache, self._clip.model, inputs, template_mean)
+            for name, feature in zip(missing, mean):
                 self._frozen_text[name] = feature
         return F.normalize(torch.stack([self._frozen_text[n] for n in classnames]), dim=-1)
 

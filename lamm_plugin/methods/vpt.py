@@ -10,11 +10,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import torch
 from torch import nn
 
 from lamm_plugin.backbone import CLIPBundle
-from lamm_plugin.methods.base import PromptMethod, VisualPrompt, register_method
+from lamm_plugin.methods.base import PromptMethod, VisualPrompt, random_tokens, register_method
 
 
 @dataclass
@@ -45,6 +44,7 @@ class VPT(PromptMethod):
     name = "vpt"
     display_name = "VPT"
     config_class = VPTConfig
+    prompts_image_tower = True
 
     def __init__(self, cfg: VPTConfig, clip: CLIPBundle, classnames: Sequence[str]) -> None:
         super().__init__(cfg, clip, classnames)
@@ -55,7 +55,7 @@ class VPT(PromptMethod):
             )
 
         def tokens() -> nn.Parameter:
-            return nn.Parameter(nn.init.normal_(torch.empty(cfg.n_ctx_vision, width), std=0.02))
+            return random_tokens(cfg.n_ctx_vision, width)
 
         self.shallow = tokens()
         self.deep = nn.ParameterList([tokens() for _ in range(cfg.prompt_depth_vision - 1)])

@@ -7,6 +7,8 @@
 #   CFG       config name under configs/trainers/${TRAINER}/ (default set by each script)
 #   DRY_RUN   1 = print the commands instead of running them
 #   PYTHON    interpreter (default: python)
+#   DATASET_CONFIGS  folders (':'-separated) searched for DATASET.yaml before configs/datasets/: datasets of your
+#             own (configs/datasets/folder.yaml copied and named after the dataset) are swept by that name
 
 set -euo pipefail
 
@@ -30,7 +32,16 @@ finished() {
     [ -f "$1/results.json" ]
 }
 
+# The dataset config of a dataset name: DATASET_CONFIGS' folders first, then configs/datasets/.
 dataset_cfg() {
+    local dir
+    local IFS=:
+    for dir in ${DATASET_CONFIGS:-}; do
+        if [ -n "${dir}" ] && [ -f "${dir}/$1.yaml" ]; then
+            echo "${dir}/$1.yaml"
+            return 0
+        fi
+    done
     echo "${REPO}/configs/datasets/$1.yaml"
 }
 
@@ -47,12 +58,18 @@ job() {
         echo "Results are available in ${dir}. Skip this job"
         return 0
     fi
+    local config
+    config="$(dataset_cfg "${dataset}")"
+    if [ "${DRY_RUN}" != "1" ] && [ ! -f "${config}" ]; then
+        echo "Error: no dataset config ${dataset}.yaml in ${DATASET_CONFIGS:+DATASET_CONFIGS=${DATASET_CONFIGS} or }${REPO}/configs/datasets/: name a dataset of configs/datasets/, or put NAME.yaml (e.g. a copy of configs/datasets/folder.yaml) in a folder named by DATASET_CONFIGS" >&2
+        return 1
+    fi
     echo "Run this job and save the output to ${dir}"
     run_train \
         --root "${DATA}" \
         --seed "${seed}" \
         --trainer "${TRAINER}" \
-        --dataset-config-file "$(dataset_cfg "${dataset}")" \
+        --dataset-config-file "${config}" \
         --config-file "$(trainer_cfg)" \
         --output-dir "${dir}" \
         "$@"

@@ -12,6 +12,8 @@
 #   TRAINER, CFG, DATA, OUTPUT as for the single-job scripts; SEEDS (default "1 2 3");
 #   DATASETS (default: the 11 datasets of CoOp's benchmark); SHOTS_LIST for fewshot (default "1 2 4 8 16");
 #   KEY VALUE pairs are config overrides added to every job; SWEEP_PYTHON runs the sweep (default: python).
+#   A dataset of your own: DATASETS=NAME with NAME.yaml in configs/datasets/ or in DATASET_CONFIGS (':'-separated
+#   folders), e.g. a copy of configs/datasets/folder.yaml; sweep it without --protocol.
 # Then: python scripts/make_tables.py ${OUTPUT:-output}   (see docs/RUN.md)
 
 set -euo pipefail

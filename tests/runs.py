@@ -1,0 +1,101 @@
+"""Tiny ``train.py`` runs shared by the end-to-end tests: the generated shapes with the tiny random CLIP.
+
+One home for the command line of a tiny run (:func:`train_args`), its config overrides (:func:`tiny_opts`), the
+in-process run (:func:`run_train`) and what a run folder is read for (:func:`read_logs`, :func:`results`). A test
+file states only what it changes (epochs, learning rate, batch sizes).
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+from collections.abc import Sequence
+from typing import Any, Optional
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SYNTHETIC_CONFIG = os.path.join(REPO, "configs", "datasets", "synthetic_shapes.yaml")
+
+
+def demo_config(trainer: str) -> str:
+    """The CPU demo config of ``trainer`` (``configs/trainers/<trainer>/demo_cpu.yaml``)."""
+    return os.path.join(REPO, "configs", "trainers", trainer, "demo_cpu.yaml")
+
+
+def tiny_opts(
+    *,
+    epochs: int = 2,
+    lr: Optional[str] = "0.01",
+    classes: int = 4,
+    shots: int = 2,
+    per_class: tuple[int, int, int] = (4, 2, 4),
+    train_batch: int = 4,
+    test_batch: int = 16,
+    print_freq: Optional[int] = 1,
+) -> list[str]:
+    """Config overrides of a tiny run; by default 4 classes, 2 shots, batch 4: 2 optimiser steps per epoch.
+
+    ``per_class``: generated train, val and test images per class. ``lr`` or ``print_freq`` ``None``: the demo
+    config's own value.
+    """
+    n_train, n_val, n_test = per_class
+    opts = ["OPTIM.MAX_EPOCH", str(epochs)]
+    if lr is not None:
+        opts += ["OPTIM.LR", lr]
+    opts += [
+        "DATASET.NUM_SHOTS", str(shots),
+        "DATASET.SYNTHETIC.NUM_CLASSES", str(classes),
+        "DATASET.SYNTHETIC.TRAIN_PER_CLASS", str(n_train),
+        "DATASET.SYNTHETIC.VAL_PER_CLASS", str(n_val),
+        "DATASET.SYNTHETIC.TEST_PER_CLASS", str(n_test),
+        "DATALOADER.NUM_WORKERS", "0",
+        "DATALOADER.TRAIN_X.BATCH_SIZE", str(train_batch),
+        "DATALOADER.TEST.BATCH_SIZE", str(test_batch),
+    ]  # fmt: skip
+    if print_freq is not None:
+        opts += ["TRAIN.PRINT_FREQ", str(print_freq)]
+    return opts
+
+
+def train_args(
+    trainer: str,
+    root: str,
+    out: str,
+    *extra: str,
+    opts: Sequence[str] = (),
+    small: Sequence[str] = (),
+    config: Optional[str] = None,
+    seed: int = 1,
+) -> list[str]:
+    """The ``train.py`` arguments of a tiny run: flags, ``extra`` flags, then ``small`` and ``opts`` overrides."""
+    return [
+        "--root", root,
+        "--seed", str(seed),
+        "--trainer", trainer,
+        "--dataset-config-file", SYNTHETIC_CONFIG,
+        "--config-file", config or demo_config(trainer),
+        "--output-dir", out,
+        *extra,
+        *small,
+        *opts,
+    ]  # fmt: skip
+
+
+def run_train(trainer: str, root: str, out: str, *extra: str, small: Sequence[str], opts: Sequence[str] = ()) -> Any:
+    """``python train.py`` in this process (:func:`train_args`); returns the trainer."""
+    import train
+
+    return train.main(train.parse_args(train_args(trainer, root, out, *extra, opts=opts, small=small)))
+
+
+def read_logs(out: str) -> str:
+    """All log files of a run folder (one ``log.txt``, which a restarted run appends to)."""
+    return "".join(open(p).read() for p in sorted(glob.glob(os.path.join(out, "log.txt*"))))
+
+
+def results(out: str) -> dict:
+    """The run folder's ``results.json``."""
+    from lamm_plugin.layout import RESULTS_FILENAME
+
+    with open(os.path.join(out, RESULTS_FILENAME)) as f:
+        return json.load(f)
