@@ -36,10 +36,11 @@ the official code encodes the class prompts for every batch, ours once per evalu
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing as mp
 import resource
 import time
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 from tabulate import tabulate
@@ -499,6 +500,14 @@ def official_table(args) -> None:
     print(tabulate(rows, headers="keys", floatfmt=".4g", tablefmt="github"))
     print()
     print(tabulate(summary, headers="keys", floatfmt=".3g", tablefmt="github"))
+    _write_json(args.json, rows, summary)
+
+
+def _write_json(path: Optional[str], rows: list[dict], summary: Optional[list[dict]] = None) -> None:
+    """``--json``: the rows (and the official table's summary) for scripts (``benchmarks/gpu_check.py``)."""
+    if path:
+        with open(path, "w") as f:
+            json.dump({"rows": rows, "summary": summary or []}, f, indent=1, default=str)
 
 
 def main() -> None:
@@ -539,6 +548,7 @@ def main() -> None:
     parser.add_argument("--run-batch", type=int, default=32, help="run/sweep")
     parser.add_argument("--run-workers", type=int, default=2, help="run/sweep: DATALOADER.NUM_WORKERS")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS), help="run/sweep")
+    parser.add_argument("--json", default=None, help="step, text and official tables: also write the rows here")
     args = parser.parse_args()
     if args.table in ("run", "sweep"):
         runs_table(args)
@@ -566,6 +576,7 @@ def main() -> None:
                 rows.append(_isolated(step_case, name, n, args.device, args.repeats, args.step_batch))
                 print(rows[-1], flush=True)
     print(tabulate(rows, headers="keys", floatfmt=".1f", tablefmt="github"))
+    _write_json(args.json, rows)
 
 
 if __name__ == "__main__":

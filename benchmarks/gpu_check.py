@@ -1,30 +1,58 @@
-"""One command that checks every GPU-only path: each LAMM trainer in each precision, a reload, the step benchmark.
+"""One command that checks every GPU-only path: each trainer in each precision, a reload, the GPU tests, benchmarks.
 
-    bash benchmarks/gpu_check.sh                       # one GPU, ViT-B/16 with random weights, ~4 minutes
-    bash benchmarks/gpu_check.sh --device cpu --backbone tiny-vit --precisions fp32 bf16   # the logic, on a CPU
+    bash benchmarks/gpu_check.sh --output $OUT/gpu_check          # one GPU, ViT-B/16 with random weights
+    bash benchmarks/gpu_check.sh --only 'LAMM_MaPLe:*' 'tests'     # a subset (a rerun of what failed)
+    bash benchmarks/gpu_check.sh --device cpu --smoke              # the logic on a CPU, one tiny case
 
-For every trainer (``LAMM_CoOp``, ``LAMM_MaPLe``, ``LAMM_VPT``) and precision (``fp16``, ``bf16``, ``amp``,
-``fp32``) it trains one short epoch of ``train.py`` with the trainer's ViT-B/16 config on the synthetic shapes
-(random CLIP weights: nothing is downloaded), then reloads one finished run with ``--eval-only`` (its accuracy
-must equal the training run's), then runs ``benchmarks/bench.py step`` on CUDA. It prints one table (trainer,
-precision, ok / error, accuracy, ms per training step, peak GPU memory), writes it to ``<output>/table.md`` and
-exits with 1 when any case failed.
+What it runs, each piece a *case* with a name that ``--only`` / ``--skip`` match (shell patterns):
 
-Each case runs ``train.py``'s ``main`` in its own process (forked from a server that imported ``train`` once), with
-its console output in ``<output>/runs/<case>/console.txt`` and a hard timeout; a case that raises, dies or times
-out gives an ``error: ...`` row and the others go on.
+- ``<trainer>:<precision>``: ``train.py`` for one short epoch on the synthetic shapes, for every trainer the
+  registry derives (``LAMM_<Host>`` for each method with a LAMM variant, the baseline ``<Host>`` for every method,
+  :data:`lamm_plugin.methods.METHODS`) in every precision (:data:`lamm_plugin.layout.PRECISIONS`), with the
+  trainer's ViT-B/16 config (``--backbone tiny-vit``: its ``demo_cpu.yaml``); a trainer that learns nothing
+  (zero-shot CLIP) runs ``--eval-only``;
+- ``reload:<trainer>:<precision>``: the first finished training run reloaded with ``--eval-only``; its accuracy
+  must equal the training run's;
+- ``tests``: ``tests/test_cuda_graph.py``, whose GPU tests skip on a CPU (every method case of ``tests/cases.py``:
+  the step replayed from a CUDA graph equals the eager step); on a GPU a skip is a failure;
+- ``bench:official-<N>``: ``bench.py official`` against the official LAMM code at N = 100 and 1000 classes (its
+  checkout: ``LAMM_OFFICIAL_REPO``, else ``shared/originals/LAMM`` in the repository, else
+  ``../shared/originals/LAMM`` beside it); ``bench:step`` (``bench.py step``, 100 classes) only when ``--only``
+  names it.
+
+Every case runs in its own process with a hard timeout, so one that raises, dies or hangs gives a ``fail`` or
+``timeout`` row and the others go on. The timeout of a case is ``--timeout-ratio`` times its CPU seconds in
+``benchmarks/gpu_check_seconds.json`` (the same case with the tiny CLIP on one CPU thread, measured with
+``--device cpu --precisions fp32 fp16 bf16 amp --record-seconds``; a case not listed takes the largest listed
+value), at least ``--min-timeout``; ``--timeout S`` sets one value for all. The ratio is the slowdown allowed from
+that CPU run to a ViT-B/16 run on a shared GPU: each run's ``seconds.json`` holds its cases' seconds, and the
+table's last line gives the measured GPU/CPU ratios, from which ``--timeout-ratio`` is set. Training cases run
+``--jobs`` at a time (the first alone: it writes the synthetic set), so their seconds include waiting for the GPU;
+the GPU tests run beside them; the benchmarks run alone afterwards, so their timings are their own.
+``--deadline`` bounds the whole command: a case still running then is stopped (``timeout``), one not started is
+``skipped``, and the table is written; rerun what is missing with ``--only``.
+
+Everything goes under ``--output``: ``table.md`` (the one table, rewritten after every case, so a run killed
+from outside still leaves it), ``summary.json``, ``seconds.json`` (each case's seconds, for the timeouts of the
+next run), ``runs/<case>/`` (``console.txt`` with the traceback, ``log.txt``, ``results.json``), ``tests.txt``,
+``bench_*.txt`` / ``bench_*.json``; ``--archive FILE`` packs it (checkpoints left out) into one ``.tar.gz``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fnmatch
 import json
 import multiprocessing as mp
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
+import tarfile
+import threading
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -33,47 +61,86 @@ from typing import Any, Optional
 from tabulate import tabulate
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TRAINERS = {
-    "LAMM_CoOp": ("LAMM_COOP", "configs/trainers/LAMM_CoOp/vit_b16_ep50_ctxv1.yaml"),
-    "LAMM_MaPLe": ("LAMM_MAPLE", "configs/trainers/LAMM_MaPLe/vit_b16_c2_ep5_batch4_2ctx.yaml"),
-    "LAMM_VPT": ("LAMM_VPT", "configs/trainers/LAMM_VPT/vit_b16_c2_ep5_batch4_4.yaml"),
-}
-PRECISIONS = ("fp16", "bf16", "amp", "fp32")
+sys.path.insert(0, REPO)
+
+from lamm_plugin.layout import PRECISIONS, RESULTS_FILENAME  # noqa: E402 - after the path of the repository
+
 DATASET_CONFIG = "configs/datasets/synthetic_shapes.yaml"
-# The tiny random CLIP has 3 blocks per tower and takes 32 px images.
-TINY_OPTS = {
-    "LAMM_CoOp": [],
-    "LAMM_MaPLe": ["TRAINER.LAMM_MAPLE.PROMPT_DEPTH", "2"],
-    "LAMM_VPT": ["TRAINER.LAMM_VPT.PROMPT_DEPTH_VISION", "3"],
-}
 #: Test files whose GPU tests skip on a CPU; run here, where they must pass.
 GPU_TESTS = ("tests/test_cuda_graph.py",)
-BENCH_METHODS = ("CoOp+LAMM", "CoOp+LAMM naive", "MaPLe+LAMM", "VPT+LAMM")
+BENCH_STEP_METHODS = ("CoOp+LAMM", "CoOp+LAMM naive", "MaPLe+LAMM", "VPT+LAMM", "CoCoOp+LAMM", "PromptSRC+LAMM")
+OFFICIAL_CLASSES = (100, 1000)
+#: CPU seconds per case (``--record-seconds``), the base of each case's timeout.
+SECONDS_FILE = os.path.join(REPO, "benchmarks", "gpu_check_seconds.json")
+#: Where the official LAMM checkout is looked for when ``LAMM_OFFICIAL_REPO`` is unset (as ``.ci/run`` looks).
+OFFICIAL_CANDIDATES = ("shared/originals/LAMM", "../shared/originals/LAMM")
+#: Files left out of ``--archive`` (checkpoints: large, and nothing to read in them).
+ARCHIVE_SKIP = re.compile(r"(\.pth\.tar(-\d+)?|checkpoint)$")
+#: Status words of the table.
+OK, FAIL, TIMEOUT, SKIPPED = "ok", "fail", "timeout", "skipped"
+#: No case starts with fewer seconds than this left before ``--deadline``.
+MIN_START = 10.0
+
+
+@dataclass(frozen=True)
+class Trainer:
+    """A trainer the registry derives: its class name, config node, method and whether it learns anything."""
+
+    name: str
+    node: str
+    method: str
+    learns: bool = True
+
+
+def registry_trainers() -> list[Trainer]:
+    """Every trainer of this repository: ``LAMM_<Host>`` per method with a LAMM variant, then every baseline."""
+    from lamm_plugin.dassl.config import baseline_node, lamm_node
+    from lamm_plugin.methods import METHODS
+
+    lamm = [Trainer(f"LAMM_{cls.display_name}", lamm_node(m), m) for m, cls in METHODS.items() if cls.lamm_variant]
+    # A method without a LAMM variant has nothing to learn (zero-shot CLIP): its baseline is evaluated only.
+    base = [Trainer(cls.display_name, baseline_node(m), m, cls.lamm_variant) for m, cls in METHODS.items()]
+    return lamm + base
+
+
+def vit_b16_config(trainer: str) -> str:
+    """The trainer's main ViT-B/16 config: the first ``vit_b16*.yaml`` that is no variant (official, frozen, ...)."""
+    folder = os.path.join(REPO, "configs", "trainers", trainer)
+    variants = ("_official", "_frozen", "_cross_datasets", "_few_shot")
+    names = sorted(n for n in os.listdir(folder) if n.startswith("vit_b16") and n.endswith(".yaml"))
+    main = [n for n in names if not any(v in n for v in variants)]
+    if not main:
+        raise FileNotFoundError(f"{folder} holds no ViT-B/16 config (vit_b16*.yaml): add one for the GPU check")
+    return os.path.join(folder, main[0])
 
 
 @dataclass
 class Case:
-    trainer: str
-    precision: str
-    output_dir: str
-    argv: list[str]
-    reload_of: Optional[Case] = None  # the training run an --eval-only case reloads
-    reload: bool = False
+    """One row of the table."""
+
+    name: str
+    kind: str  # "train", "reload", "tests", "bench"
+    precision: str = "-"
+    argv: list[str] = field(default_factory=list)
+    output_dir: str = ""
+    timeout: float = 0.0
+    reload_of: Optional[Case] = None
+    trainer: Optional[Trainer] = None
     status: str = "not run"
+    detail: str = ""
+    seconds: Optional[float] = None
     results: dict[str, Any] = field(default_factory=dict)
-    seconds: float = 0.0
 
     @property
     def ok(self) -> bool:
-        return self.status == "ok"
+        return self.status == OK
 
-    @property
-    def label(self) -> str:
-        return f"{self.trainer} {self.precision}" + (" --eval-only" if self.reload else "")
+    def finish(self, status: str, detail: str = "") -> None:
+        self.status, self.detail = status, detail
 
 
-# ---- one case, in its own process ---------------------------------------------------------------------------------
-def _run_case(argv: list[str], console: str, status_file: str) -> None:
+# ---- one training case, in its own process ------------------------------------------------------------------------
+def _run_train(argv: list[str], console: str, status_file: str) -> None:
     """``python train.py ARGV`` in this process, output into ``console``; the outcome goes to ``status_file``."""
     os.setpgrp()  # the parent kills the whole group (data-loader workers included) on a timeout
     fd = os.open(console, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
@@ -102,79 +169,245 @@ def _last_line(text: str) -> str:
     return lines[-1] if lines else "(no output)"
 
 
-def _kill_group(proc: mp.Process) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        proc.kill()
+def _kill_group(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
 
 
-def run_case(ctx, case: Case, timeout: float) -> None:
-    if os.path.isdir(case.output_dir):
-        shutil.rmtree(case.output_dir)  # a leftover run would be resumed instead of trained
-    os.makedirs(case.output_dir)
-    console = os.path.join(case.output_dir, "console.txt")
-    status_file = os.path.join(case.output_dir, "case_status.json")
-    start = time.time()
-    proc = ctx.Process(target=_run_case, args=(case.argv, console, status_file))
-    proc.start()
-    proc.join(timeout)
-    if proc.is_alive():
-        _kill_group(proc)
-        proc.join()
-        case.status = f"error: timed out after {timeout:.0f} s"
-    elif os.path.isfile(status_file):
-        with open(status_file) as f:
-            status = json.load(f)
-        case.status = "ok" if status["ok"] else f"error: {status['error']}"
-    else:
-        last = "no output"
-        if os.path.isfile(console):
-            with open(console, errors="replace") as f:
-                last = _last_line(f.read())
-        case.status = f"error: process exited with code {proc.exitcode} ({last})"
-    case.seconds = time.time() - start
-    results_file = os.path.join(case.output_dir, "results.json")
-    if case.ok:
-        if os.path.isfile(results_file):
-            with open(results_file) as f:
-                case.results = json.load(f)
+class Running:
+    """A training case's process and when it started."""
+
+    def __init__(self, ctx, case: Case) -> None:
+        if os.path.isdir(case.output_dir):
+            shutil.rmtree(case.output_dir)  # a leftover run would be resumed instead of trained
+        os.makedirs(case.output_dir)
+        self.case = case
+        self.console = os.path.join(case.output_dir, "console.txt")
+        self.status_file = os.path.join(case.output_dir, "case_status.json")
+        self.start = time.time()
+        self.proc = ctx.Process(target=_run_train, args=(case.argv, self.console, self.status_file))
+        self.proc.start()
+
+    def poll(self) -> bool:
+        """Whether the case is over (finished, died, or killed for its timeout); then its row is filled in."""
+        case = self.case
+        if self.proc.is_alive() and time.time() - self.start < case.timeout:
+            return False
+        if self.proc.is_alive():
+            _kill_group(self.proc.pid)
+            self.proc.join()
+            case.finish(TIMEOUT, f"killed after {case.timeout:.0f} s ({_last_line(_read(self.console))})")
         else:
-            case.status = "error: finished without results.json"
-    if case.ok and case.reload_of is not None:
-        expected, got = case.reload_of.results.get("accuracy"), case.results.get("accuracy")
-        if got != expected:
-            case.status = f"error: accuracy {got} after reload, {expected} after training"
+            self.proc.join()
+            if os.path.isfile(self.status_file):
+                with open(self.status_file) as f:
+                    status = json.load(f)
+                case.finish(OK) if status["ok"] else case.finish(FAIL, status["error"])
+            else:
+                last = _last_line(_read(self.console))
+                case.finish(FAIL, f"process exited with code {self.proc.exitcode} ({last})")
+            _kill_group(self.proc.pid)  # loader workers left behind
+        case.seconds = time.time() - self.start
+        results_file = os.path.join(case.output_dir, RESULTS_FILENAME)
+        if case.ok:
+            if os.path.isfile(results_file):
+                with open(results_file) as f:
+                    case.results = json.load(f)
+            else:
+                case.finish(FAIL, f"finished without {RESULTS_FILENAME}")
+        if case.ok and case.reload_of is not None:
+            expected, got = case.reload_of.results.get("accuracy"), case.results.get("accuracy")
+            if got != expected:
+                case.finish(FAIL, f"accuracy {got} after reload, {expected} after training")
+        return True
 
 
-# ---- the check ----------------------------------------------------------------------------------------------------
+def _read(path: str) -> str:
+    if not os.path.isfile(path):
+        return ""
+    with open(path, errors="replace") as f:
+        return f.read()
+
+
+# ---- the cases ----------------------------------------------------------------------------------------------------
 def train_argv(
-    args: argparse.Namespace, trainer: str, precision: str, output_dir: str, flags: tuple[str, ...] = ()
+    args: argparse.Namespace, trainer: Trainer, precision: str, output_dir: str, flags: tuple[str, ...] = ()
 ) -> list[str]:
-    """``train.py`` arguments: one short epoch of ``trainer``'s ViT-B/16 config on the synthetic shapes."""
-    node, config = TRAINERS[trainer]
+    """``train.py`` arguments: one short epoch of ``trainer``'s config on the synthetic shapes."""
+    if args.backbone == "tiny-vit":
+        config = os.path.join(REPO, "configs", "trainers", trainer.name, "demo_cpu.yaml")
+    else:
+        config = vit_b16_config(trainer.name)
+    if not trainer.learns and "--eval-only" not in flags:
+        flags = (*flags, "--eval-only")
     argv = [
         "--root", args.root,
         "--seed", "1",
-        "--trainer", trainer,
+        "--trainer", trainer.name,
         "--dataset-config-file", os.path.join(REPO, DATASET_CONFIG),
-        "--config-file", os.path.join(REPO, config),
+        "--config-file", config,
         "--output-dir", output_dir,
         *flags,
-        f"TRAINER.{node}.PREC", precision,
+        f"TRAINER.{trainer.node}.PREC", precision,
         "MODEL.BACKBONE.PRETRAINED", "",  # random weights: nothing to download
         "OPTIM.MAX_EPOCH", "1",
         "DATASET.NUM_SHOTS", str(args.shots),
+        "DATASET.SYNTHETIC.NUM_CLASSES", str(args.classes),
+        "DATASET.SYNTHETIC.TRAIN_PER_CLASS", str(max(args.shots, 1)),
+        "DATASET.SYNTHETIC.VAL_PER_CLASS", "1",
         "DATASET.SYNTHETIC.TEST_PER_CLASS", str(args.test_per_class),
         "DATALOADER.NUM_WORKERS", str(args.workers),
         "TRAIN.CHECKPOINT_FREQ", "1",
         "USE_CUDA", str(args.device == "cuda"),
     ]  # fmt: skip
-    if args.backbone == "tiny-vit":
-        argv += ["MODEL.BACKBONE.NAME", "tiny-vit", "INPUT.SIZE", "(32, 32)", *TINY_OPTS[trainer]]
     return argv + list(args.opts)
 
 
+def load_seconds(path: str) -> dict[str, float]:
+    """CPU seconds per case name, as ``--record-seconds`` wrote them (empty when the file is missing)."""
+    if not os.path.isfile(path):
+        return {}
+    with open(path) as f:
+        data = json.load(f)
+    if not isinstance(data, dict) or not isinstance(data.get("seconds"), dict):
+        raise ValueError(f"{path}: expected {{'seconds': {{case: seconds}}}}; rewrite it with --record-seconds")
+    return {str(k): float(v) for k, v in data["seconds"].items()}
+
+
+def case_timeout(args: argparse.Namespace, name: str, cpu_seconds: dict[str, float]) -> float:
+    """``--timeout``, else ``--timeout-ratio`` x the case's CPU seconds (the largest listed when it has none)."""
+    if args.timeout is not None:
+        return args.timeout
+    base = cpu_seconds.get(name, max(cpu_seconds.values(), default=args.min_timeout))
+    return max(args.min_timeout, args.timeout_ratio * base)
+
+
+def selected(args: argparse.Namespace, name: str) -> bool:
+    if args.only and not any(fnmatch.fnmatchcase(name, p) for p in args.only):
+        return False
+    return not any(fnmatch.fnmatchcase(name, p) for p in args.skip)
+
+
+def build_cases(args: argparse.Namespace, trainers: list[Trainer]) -> tuple[list[Case], list[Case]]:
+    """The training cases (``<trainer>:<precision>``) and the others (tests, benchmarks) that ``args`` select."""
+    cpu_seconds = load_seconds(args.seconds_file)
+    runs = os.path.join(args.output, "runs")
+    train = []
+    for trainer in trainers:
+        for precision in args.precisions:
+            name = f"{trainer.name}:{precision}"
+            if not selected(args, name):
+                continue
+            folder = os.path.join(runs, f"{trainer.name}_{precision}")
+            argv = train_argv(args, trainer, precision, folder)
+            case = Case(name, "train", precision, argv, folder, case_timeout(args, name, cpu_seconds))
+            case.trainer = trainer
+            train.append(case)
+    others = []
+    if args.device == "cuda":
+        others.append(Case("tests", "tests"))
+        others += [Case(f"bench:official-{n}", "bench", " ".join(args.official_precisions)) for n in OFFICIAL_CLASSES]
+        # The step table of every host: only when named exactly (it does not fit the default time budget).
+        if "bench:step" in args.only:
+            others.append(Case("bench:step", "bench", "fp32"))
+    return train, [case for case in others if selected(args, case.name)]
+
+
+def reload_case(args: argparse.Namespace, source: Case, cpu_seconds: dict[str, float]) -> Case:
+    """``--eval-only`` of ``source``'s checkpoint; its accuracy must equal the training run's."""
+    trainer = source.trainer
+    folder = source.output_dir + "_reload"
+    flags = ("--eval-only", "--model-dir", source.output_dir, "--load-epoch", "1")
+    name = f"reload:{source.name}"
+    argv = train_argv(args, trainer, source.precision, folder, flags)
+    timeout = case_timeout(args, source.name, cpu_seconds)
+    return Case(name, "reload", source.precision, argv, folder, timeout, reload_of=source, trainer=trainer)
+
+
+# ---- tests and benchmarks (subprocesses) -------------------------------------------------------------------------
+def _subprocess(cmd: list[str], log: str, timeout: float, env: Optional[dict[str, str]] = None) -> Optional[int]:
+    """Run ``cmd`` from the repository root, output into ``log``; the exit code, ``None`` after a timeout."""
+    with open(log, "w") as f:
+        f.write(f"$ {' '.join(cmd)}\n")
+        f.flush()
+        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=REPO, env=env, start_new_session=True)
+        try:
+            return proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc.pid)
+            proc.wait()
+            return None
+
+
+def run_tests(args: argparse.Namespace, case: Case) -> None:
+    """The tests that only a GPU runs; a skip counts as a failure there."""
+    log = os.path.join(args.output, "tests.txt")
+    cmd = [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", *GPU_TESTS]
+    code = _subprocess(cmd, log, case.timeout)
+    last = _last_line(_read(log))
+    if code is None:
+        case.finish(TIMEOUT, f"killed after {case.timeout:.0f} s ({last})")
+    elif code != 0 or "skipped" in last:
+        case.finish(FAIL, last)
+    else:
+        case.finish(OK, last)
+
+
+def official_repo() -> Optional[str]:
+    """The official LAMM checkout: ``LAMM_OFFICIAL_REPO``, else the first of :data:`OFFICIAL_CANDIDATES`."""
+    given = os.environ.get("LAMM_OFFICIAL_REPO")
+    if given:
+        return given
+    for candidate in OFFICIAL_CANDIDATES:
+        path = os.path.normpath(os.path.join(REPO, candidate))
+        if os.path.isdir(path):
+            return path
+    return None
+
+
+def run_bench(args: argparse.Namespace, case: Case) -> None:
+    """``bench.py step`` or ``bench.py official`` on CUDA; the rows go to ``bench_<what>.json``."""
+    what = case.name.split(":", 1)[1]
+    log, json_file = (os.path.join(args.output, f"bench_{what}.{ext}") for ext in ("txt", "json"))
+    cmd = [sys.executable, os.path.join(REPO, "benchmarks", "bench.py")]
+    if what == "step":
+        cmd += ["step", "--device", "cuda", "--classes", "100", "--repeats", "5", "--methods", *BENCH_STEP_METHODS]
+    else:
+        repo = official_repo()
+        if repo is None:
+            case.finish(FAIL, "official LAMM checkout not found: set LAMM_OFFICIAL_REPO or copy it to shared/originals")
+            return
+        n = what.rsplit("-", 1)[1]
+        cmd += ["official", "--device", "cuda", "--official", repo, "--classes", n, "--steps", str(args.official_steps)]
+        cmd += ["--precisions", *args.official_precisions, "--official-precisions", *args.official_precisions]
+    cmd += ["--json", json_file]
+    code = _subprocess(cmd, log, case.timeout)
+    if code is None:
+        case.finish(TIMEOUT, f"killed after {case.timeout:.0f} s (see {os.path.basename(log)})")
+        return
+    if code != 0 or not os.path.isfile(json_file):
+        case.finish(FAIL, f"exit code {code}: {_last_line(_read(log))}")
+        return
+    with open(json_file) as f:
+        data = json.load(f)
+    failed = [row for row in data["rows"] if "failed" in row]
+    case.results = data
+    detail = "; ".join(bench_detail(data))
+    case.finish(FAIL if failed else OK, (f"{len(failed)} row(s) failed; " if failed else "") + detail)
+
+
+def bench_detail(data: dict[str, Any]) -> list[str]:
+    """Short summaries of a benchmark's rows: speed-ups against the official code, or ms per step."""
+    if data.get("summary"):
+        return [
+            f"{s['case']} {s['ours']}/{s['official']}: step {s['step speed-up']:.2f}x, "
+            f"memory {1 / s['memory ratio']:.2f} of theirs, eval {s['eval speed-up']:.2f}x"
+            for s in data["summary"]
+        ]
+    return [f"{r['method']} {r['ms/step']:.1f} ms" for r in data["rows"] if "ms/step" in r]
+
+
+# ---- the table ----------------------------------------------------------------------------------------------------
 def _fmt(value: Optional[float], digits: int = 1) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
@@ -182,160 +415,219 @@ def _fmt(value: Optional[float], digits: int = 1) -> str:
 def table(cases: list[Case]) -> str:
     rows = []
     for case in cases:
-        timings = case.results.get("timings", {})
-        status = case.status if len(case.status) <= 160 else case.status[:157] + "..."
-        rows.append(
-            [
-                case.trainer,
-                case.precision + (" (reload)" if case.reload else ""),
-                status,
-                _fmt(case.results.get("accuracy"), 2),
-                _fmt(timings.get("ms_per_step")),
-                _fmt(timings.get("peak_memory_mb"), 0),
-                _fmt(case.seconds),
-            ]
-        )
-    headers = ["trainer", "precision", "result", "accuracy (%)", "ms/step", "peak MB", "seconds"]
+        timings = case.results.get("timings", {}) if case.kind in ("train", "reload") else {}
+        detail = case.detail
+        if case.kind == "train" and case.ok:
+            peak, ms = timings.get("peak_memory_mb"), timings.get("ms_per_step")
+            detail = (f"{ms:.1f} ms/step" if ms else "evaluated only") + (f", peak {peak:.0f} MB" if peak else "")
+        detail = detail if len(detail) <= 400 else detail[:397] + "..."
+        accuracy = case.results.get("accuracy") if case.kind in ("train", "reload") else None
+        rows.append([case.name, case.precision, case.status, _fmt(case.seconds), _fmt(accuracy, 2), detail])
+    headers = ["case", "precision", "status", "seconds", "accuracy (%)", "detail"]
     return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
 
 
-def run_benchmark(args: argparse.Namespace) -> tuple[bool, str]:
-    """``bench.py step`` on CUDA; returns (ok, its table)."""
-    cmd = [sys.executable, os.path.join(REPO, "benchmarks", "bench.py"), "step", "--device", "cuda"]
-    cmd += ["--classes", *map(str, args.bench_classes), "--repeats", "5", "--methods", *BENCH_METHODS]
-    print(f"$ {' '.join(cmd)}", flush=True)
-    log = os.path.join(args.output, "bench.txt")
-    with open(log, "w") as f:
-        try:
-            proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, timeout=args.bench_timeout, cwd=REPO)
-            code: Optional[int] = proc.returncode
-        except subprocess.TimeoutExpired:
-            code = None
-    with open(log, errors="replace") as f:
-        lines = f.read().splitlines()
-    table_lines = [line for line in lines if line.startswith("|")]
-    device = next((line for line in lines if line.startswith("device:")), "")
-    if code is None:
-        return False, f"error: timed out after {args.bench_timeout:.0f} s (see {log})"
-    if code != 0 or not table_lines:
-        return False, f"error: exit code {code}: {_last_line(chr(10).join(lines))} (see {log})"
-    failed = "failed" in table_lines[0]  # bench.py adds a "failed" column when a case's process died
-    return not failed, "\n".join([device, *table_lines])
+def write_report(args: argparse.Namespace, cases: list[Case], start: float, header: str, final: bool) -> str:
+    """Write ``table.md``, ``summary.json`` and ``seconds.json``; returns the text of ``table.md``."""
+    counts = {s: sum(c.status == s for c in cases) for s in (OK, FAIL, TIMEOUT, SKIPPED)}
+    pending = sum(c.status == "not run" for c in cases)
+    summary = ", ".join(f"{n} {s}" for s, n in counts.items()) + (f", {pending} not run yet" if pending else "")
+    lines = [header, table(cases), f"{summary}; total {time.time() - start:.0f} s. Output: {args.output}"]
+    ratios = seconds_ratios(args, cases)
+    if ratios:
+        lines.append(
+            f"seconds / CPU seconds ({os.path.basename(args.seconds_file)}): median {ratios[len(ratios) // 2]:.1f}, "
+            f"max {ratios[-1]:.1f} over {len(ratios)} cases (timeouts: {args.timeout_ratio:g} x, at least "
+            f"{args.min_timeout:.0f} s)"
+        )
+    text = "\n\n".join(lines)
+    with open(os.path.join(args.output, "table.md"), "w") as f:
+        f.write(text + "\n")
+    rows = [
+        {k: getattr(c, k) for k in ("name", "kind", "precision", "status", "detail", "seconds", "timeout")}
+        | {"accuracy": c.results.get("accuracy") if c.kind in ("train", "reload") else None}
+        for c in cases
+    ]
+    with open(os.path.join(args.output, "summary.json"), "w") as f:
+        json.dump({"header": header, "final": final, "counts": counts, "cases": rows}, f, indent=1)
+    seconds = {c.name: round(c.seconds, 1) for c in cases if c.kind == "train" and c.ok and c.seconds is not None}
+    with open(os.path.join(args.output, "seconds.json"), "w") as f:
+        json.dump({"device": args.device, "backbone": args.backbone, "jobs": args.jobs, "seconds": seconds}, f,
+                  indent=1)  # fmt: skip
+    if final and args.record_seconds:  # merged into what the file holds: a subset run updates its cases
+        merged = {**load_seconds(args.seconds_file), **seconds}
+        with open(args.seconds_file, "w") as f:
+            json.dump({"measured": header, "seconds": dict(sorted(merged.items()))}, f, indent=1)
+            f.write("\n")
+    return text
 
 
+def seconds_ratios(args: argparse.Namespace, cases: list[Case]) -> list[float]:
+    """Sorted ratios of each finished training case's seconds to its CPU seconds (the timeouts' base)."""
+    cpu = load_seconds(args.seconds_file)
+    done = [c for c in cases if c.kind == "train" and c.ok and c.seconds and cpu.get(c.name)]
+    return sorted(c.seconds / cpu[c.name] for c in done)
+
+
+def archive(args: argparse.Namespace, path: str) -> None:
+    """Pack ``--output`` into ``path`` (``.tar.gz``), checkpoints left out."""
+    with tarfile.open(path, "w:gz") as tar:
+        tar.add(args.output, arcname="gpu_check", filter=lambda t: None if ARCHIVE_SKIP.search(t.name) else t)
+
+
+# ---- arguments ----------------------------------------------------------------------------------------------------
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
     parser.add_argument(
         "--backbone",
         choices=["vit-b16", "tiny-vit"],
-        default="vit-b16",
-        help="vit-b16: the configs' ViT-B/16; tiny-vit: the tiny random CLIP with 32 px images",
+        default=None,
+        help="vit-b16: each trainer's ViT-B/16 config; tiny-vit: its demo_cpu.yaml (tiny random CLIP, 32 px images); "
+        "default: vit-b16 on CUDA, tiny-vit on a CPU",
     )
-    parser.add_argument("--trainers", nargs="+", choices=list(TRAINERS), default=list(TRAINERS))
-    parser.add_argument("--precisions", nargs="+", choices=PRECISIONS, default=list(PRECISIONS))
-    parser.add_argument("--root", default=os.path.join(REPO, "data"), help="dataset root (synthetic set made here)")
+    parser.add_argument("--precisions", nargs="+", choices=PRECISIONS, default=None,
+                        help="default: all on CUDA, fp32 and bf16 on a CPU")  # fmt: skip
+    parser.add_argument("--only", nargs="+", default=[], metavar="PATTERN",
+                        help="run only the cases whose name matches one of these shell patterns "
+                        "('LAMM_MaPLe:*', '*:bf16', 'tests', 'bench:*', 'reload:*')")  # fmt: skip
+    parser.add_argument("--skip", nargs="+", default=[], metavar="PATTERN", help="leave out matching cases")
+    parser.add_argument("--list", action="store_true", help="print the selected case names and exit")
+    parser.add_argument("--smoke", action="store_true", help="one tiny case (LAMM_CoOp:fp32) and its reload")
+    parser.add_argument("--root", default=None, help="dataset root (synthetic set made here; default <output>/data)")
     parser.add_argument("--output", default=os.path.join(REPO, "output", "gpu_check"), help="output folder")
-    parser.add_argument("--shots", type=int, default=16, help="training images per class (16 at most)")
-    parser.add_argument("--test-per-class", type=int, default=8, help="test images per class")
+    parser.add_argument("--archive", default=None, metavar="FILE", help="pack the output folder into FILE (.tar.gz)")
+    parser.add_argument("--shots", type=int, default=4, help="training images per class")
+    parser.add_argument("--classes", type=int, default=10, help="classes of the synthetic set")
+    parser.add_argument("--test-per-class", type=int, default=4, help="test images per class")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="DATALOADER.NUM_WORKERS (default: 2 on CUDA, 0 on CPU)")  # fmt: skip
+    parser.add_argument("--jobs", type=int, default=None, help="training cases at once (default: 8 on CUDA, 1 on CPU)")
+    parser.add_argument("--timeout", type=float, default=None, help="seconds per case, instead of the ratio rule")
     parser.add_argument(
-        "--workers", type=int, default=None, help="DATALOADER.NUM_WORKERS (default: 4 on CUDA, 0 on CPU)"
+        "--timeout-ratio",
+        type=float,
+        default=8.0,
+        help="a case's timeout: this x its CPU seconds in --seconds-file (see the module docstring)",
     )
-    parser.add_argument("--timeout", type=float, default=120, help="seconds per case before it is killed")
-    parser.add_argument("--bench-classes", type=int, nargs="+", default=[100], help="class counts for bench.py")
-    parser.add_argument("--bench-timeout", type=float, default=180, help="seconds for the whole benchmark")
-    parser.add_argument("--no-bench", action="store_true", help="skip the step benchmark (always skipped on CPU)")
-    parser.add_argument("--no-tests", action="store_true", help="skip the GPU tests (always skipped on CPU)")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides for every run")
-    return parser.parse_args(argv)
+    parser.add_argument("--min-timeout", type=float, default=60.0, help="the shortest timeout of a case")
+    parser.add_argument("--tests-timeout", type=float, default=300.0, help="seconds for the GPU tests")
+    parser.add_argument("--bench-timeout", type=float, default=200.0, help="seconds for each benchmark")
+    parser.add_argument("--official-precisions", nargs="+", default=["fp16"], help="bench.py official: both sides")
+    parser.add_argument("--official-steps", type=int, default=5, help="bench.py official: timed steps per case")
+    parser.add_argument("--deadline", type=float, default=None,
+                        help="seconds by which the whole check ends: a running case is stopped then, none starts "
+                        f"with under {MIN_START:.0f} s left (default: 510 on CUDA, none on a CPU)")  # fmt: skip
+    parser.add_argument("--seconds-file", default=SECONDS_FILE, help="CPU seconds per case, the base of the timeouts")
+    parser.add_argument("--record-seconds", action="store_true",
+                        help="write the seconds of the finished training cases to --seconds-file")  # fmt: skip
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides for every training run")
+    args = parser.parse_args(argv)
+    cuda = args.device == "cuda"
+    args.backbone = args.backbone or ("vit-b16" if cuda else "tiny-vit")
+    args.precisions = args.precisions or (list(PRECISIONS) if cuda else ["fp32", "bf16"])
+    args.workers = (2 if cuda else 0) if args.workers is None else args.workers  # on a CPU, workers compete
+    args.jobs = (8 if cuda else 1) if args.jobs is None else args.jobs
+    args.deadline = (510.0 if cuda else float("inf")) if args.deadline is None else args.deadline
+    if args.smoke:
+        args.only = args.only or ["LAMM_CoOp:fp32", "reload:*"]
+        args.precisions = ["fp32"] if args.precisions == ["fp32", "bf16"] else args.precisions
+        args.classes, args.shots, args.test_per_class = min(args.classes, 4), min(args.shots, 2), 2
+    args.output = os.path.abspath(args.output)
+    args.root = os.path.abspath(args.root or os.path.join(args.output, "data"))
+    if args.opts and args.opts[0] == "--":
+        args.opts = args.opts[1:]
+    return args
 
 
-def run_gpu_tests(args) -> tuple[bool, str]:
-    """The tests that only a GPU runs (they skip elsewhere); on a GPU a skip counts as a failure."""
-    command = [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", *GPU_TESTS]
-    try:
-        proc = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=args.timeout)
-        output, ok = proc.stdout + proc.stderr, proc.returncode == 0
-    except subprocess.TimeoutExpired as error:
-        output, ok = f"timed out after {error.timeout:.0f} s", False
-    lines = [line for line in output.strip().splitlines() if line.strip()]
-    ok = ok and not any("skipped" in line.lower() for line in lines[-1:])
-    return ok, "\n".join(["```", *lines[-15:], "```"])
-
-
+# ---- the check ----------------------------------------------------------------------------------------------------
 def main(argv: Optional[list[str]] = None) -> int:
     start = time.time()
     args = parse_args(argv)
-    args.root, args.output = os.path.abspath(args.root), os.path.abspath(args.output)
-    if args.workers is None:
-        args.workers = 4 if args.device == "cuda" else 0  # on a CPU, loader workers compete with the model
-    if args.opts and args.opts[0] == "--":
-        args.opts = args.opts[1:]
+    header = f"# GPU check ({args.device}, backbone {args.backbone})"
+    train_cases, other_cases = build_cases(args, registry_trainers())
+    if args.list:
+        print("\n".join(c.name for c in train_cases + other_cases))
+        return 0
     if args.device == "cuda":
         import torch
 
         if not torch.cuda.is_available():
             print("No CUDA device: run on a machine with a GPU, or check the logic with --device cpu.")
             return 2
-        print(f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}", flush=True)
-    runs = os.path.join(args.output, "runs")
-    os.makedirs(runs, exist_ok=True)
-    tests_ok, tests_table = True, "(skipped: --device cpu)" if args.device == "cpu" else "(skipped: --no-tests)"
-    if args.device == "cuda" and not args.no_tests:
-        tests_ok, tests_table = run_gpu_tests(args)
-        print(tests_table, flush=True)
+        header += f"\n\ndevice: {torch.cuda.get_device_name()}, torch {torch.__version__}, {os.cpu_count()} CPUs"
+    cpu_seconds = load_seconds(args.seconds_file)
+    os.makedirs(os.path.join(args.output, "runs"), exist_ok=True)
+    cases: list[Case] = list(train_cases)
+    reload_wanted = selected(args, "reload:*")
+    print(header, flush=True)
+    print(f"{len(train_cases)} training cases, {args.jobs} at a time; then {[c.name for c in other_cases]}", flush=True)
 
-    cases = []
-    for trainer in args.trainers:
-        for precision in args.precisions:
-            folder = os.path.join(runs, f"{trainer}_{precision}")
-            cases.append(Case(trainer, precision, folder, train_argv(args, trainer, precision, folder)))
+    def left() -> float:
+        """Seconds until ``--deadline``; a case gets at most this long, and none starts with under 10 s left."""
+        return args.deadline - (time.time() - start)
 
-    # Cases fork from a server that imported train.py once (no CUDA there), each with its own CUDA context.
+    def timed(case: Case, run) -> None:
+        began = time.time()
+        run(args, case)
+        case.seconds = time.time() - began
+
+    # The GPU tests (tiny CLIP, not timed) run beside the training cases; the benchmarks run alone afterwards.
+    tests = [c for c in other_cases if c.kind == "tests"]
+    benches = [c for c in other_cases if c.kind == "bench"]
+    threads = []
+    for case in tests:
+        cases.append(case)
+        case.timeout = min(args.tests_timeout, left())
+        threads.append(threading.Thread(target=timed, args=(case, run_tests), daemon=True))
+        threads[-1].start()
+
+    # Training cases fork from a server that imported train.py once (no CUDA there), each with its own CUDA context.
     ctx = mp.get_context("forkserver")
     ctx.set_forkserver_preload(["train"])
-    sys.path.insert(0, REPO)
-    for i, case in enumerate(cases, 1):
-        print(f"[{i}/{len(cases) + 1}] {case.label} ...", end=" ", flush=True)
-        run_case(ctx, case, args.timeout)
-        print(f"{case.status} ({case.seconds:.1f} s)", flush=True)
+    queue, running, reload = list(train_cases), [], None
+    while queue or running:
+        # The first case runs alone: it writes the synthetic set and its few-shot split, which the others then read.
+        limit = args.jobs if any(c.seconds is not None for c in cases if c.kind == "train") else 1
+        while queue and len(running) < limit:
+            case = queue.pop(0)
+            if left() < MIN_START:
+                case.finish(SKIPPED, f"--deadline {args.deadline:.0f} s")
+                continue
+            case.timeout = min(case.timeout, left())
+            running.append(Running(ctx, case))
+        for item in [r for r in running if r.poll()]:
+            running.remove(item)
+            case = item.case
+            print(f"{case.name}: {case.status} ({case.seconds:.1f} s) {case.detail}", flush=True)
+            write_report(args, cases, start, header, final=False)
+            if reload is None and reload_wanted and case.kind == "train" and case.ok and case.results.get("accuracy"):
+                reload = reload_case(args, case, cpu_seconds)
+                cases.append(reload)
+                queue.insert(0, reload)
+        time.sleep(0.2)
+    if reload is None and reload_wanted:
+        cases.append(Case("reload:-", "reload", status=FAIL, detail="no finished training run to reload"))
+    for thread, case in zip(threads, tests):
+        thread.join()
+        print(f"{case.name}: {case.status} ({case.seconds:.1f} s) {case.detail}", flush=True)
 
-    # Reload the first finished run (precisions in the order given) with --eval-only.
-    source = next((c for c in cases if c.ok and c.results.get("accuracy") is not None), None)
-    if source is not None:
-        folder = source.output_dir + "_reload"
-        flags = ("--eval-only", "--model-dir", source.output_dir, "--load-epoch", "1")
-        argv = train_argv(args, source.trainer, source.precision, folder, flags)
-        reload = Case(source.trainer, source.precision, folder, argv, reload_of=source, reload=True)
-        print(f"[{len(cases) + 1}/{len(cases) + 1}] {reload.label} ...", end=" ", flush=True)
-        run_case(ctx, reload, args.timeout)
-        print(f"{reload.status} ({reload.seconds:.1f} s)", flush=True)
-    else:
-        reload = Case("-", "-", "", [], reload=True, status="error: no finished run to reload")
-    cases.append(reload)
+    for case in benches:
+        cases.append(case)
+        if left() < MIN_START:
+            case.finish(SKIPPED, f"--deadline {args.deadline:.0f} s")
+            continue
+        case.timeout = min(args.bench_timeout, left())
+        print(f"{case.name} ...", end=" ", flush=True)
+        timed(case, run_bench)
+        print(f"{case.status} ({case.seconds:.1f} s) {case.detail}", flush=True)
+        write_report(args, cases, start, header, final=False)
 
-    bench_ok, bench_table = True, "(skipped: --device cpu)" if args.device == "cpu" else "(skipped: --no-bench)"
-    if args.device == "cuda" and not args.no_bench:
-        bench_ok, bench_table = run_benchmark(args)
-
-    n_ok = sum(case.ok for case in cases)
-    summary = f"{n_ok} of {len(cases)} runs ok, GPU tests {'ok' if tests_ok else 'failed'}, "
-    summary += f"benchmark {'ok' if bench_ok else 'failed'}"
-    text = "\n\n".join(
-        [
-            f"# GPU check ({args.device}, backbone {args.backbone})",
-            table(cases),
-            f"## GPU tests ({' '.join(GPU_TESTS)})",
-            tests_table,
-            "## Step benchmark (benchmarks/bench.py step)",
-            bench_table,
-            f"{summary}; total {time.time() - start:.0f} s. Logs: {runs}/<case>/console.txt",
-        ]
-    )
-    with open(os.path.join(args.output, "table.md"), "w") as f:
-        f.write(text + "\n")
+    text = write_report(args, cases, start, header, final=True)
+    if args.archive:
+        archive(args, args.archive)
     print("\n" + text, flush=True)
-    return 0 if n_ok == len(cases) and bench_ok and tests_ok else 1
+    return 0 if all(case.ok for case in cases) else 1
 
 
 if __name__ == "__main__":

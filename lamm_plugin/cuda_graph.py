@@ -178,3 +178,91 @@ class GraphedStep:
         self._graph = None
         self._key_value = None
         self._out = None
+
+
+class GraphedForward:
+    """The evaluation forward of a :class:`~lamm_plugin.lamm.LAMM` model (image tower and logits of a batch),
+    captured per batch shape and replayed.
+
+    The class text features do not depend on the batch: they are taken eagerly from the model's cache
+    (:meth:`~lamm_plugin.lamm.LAMM.eval_text`, recomputed only after the learned tensors changed) and copied into
+    the graph's input buffer before each replay, so a graph stays valid across evaluations between epochs. The
+    captured region, :meth:`~lamm_plugin.lamm.LAMM.logits_with_text`, is the model's own evaluation code, and
+    reads no value on the host (tested on CPU under :func:`forbid_host_sync`).
+
+    A batch shape is captured the second time it is seen (the first batch runs eagerly and fills lazy state;
+    the last, smaller batch of an evaluation then runs eagerly too); at most ``max_graphs`` shapes are kept.
+    Image-conditioned methods (CoCoOp: text features per image) and models in training mode run eagerly (the
+    call returns ``None``).
+
+    Args:
+        model: The model.
+        autocast_dtype: ``torch.float16`` / ``torch.bfloat16`` to run under autocast (``amp``), ``None`` for none.
+        max_graphs: Most batch shapes kept captured at once.
+    """
+
+    def __init__(self, model: nn.Module, autocast_dtype: Optional[torch.dtype] = None, max_graphs: int = 2) -> None:
+        self.model = model
+        self.autocast_dtype = autocast_dtype
+        self.max_graphs = max_graphs
+        self.disabled = False
+        self.captures = 0
+        self._seen: set[tuple] = set()
+        self._graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+
+    def region(self, images: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        """What a capture records: the logits of ``images`` against ``text`` (under autocast for ``amp``)."""
+        autocast = contextlib.nullcontext()
+        if self.autocast_dtype is not None:
+            autocast = torch.autocast(images.device.type, dtype=self.autocast_dtype, cache_enabled=False)
+        with autocast:
+            return self.model.logits_with_text(images, text)
+
+    def __call__(self, images: torch.Tensor) -> Optional[torch.Tensor]:
+        """``[B, C]`` logits of ``images`` (valid until the next call with this shape), or ``None``: run eagerly."""
+        model = self.model
+        if self.disabled or images.device.type != "cuda" or model.training or model.method.image_conditioned:
+            return None
+        with torch.no_grad():
+            text = model.eval_text()
+            key = self._key(images, text)
+            if key not in self._graphs:
+                if key not in self._seen:
+                    self._seen.add(key)
+                    return None
+                try:
+                    self._capture(key, images, text)
+                except Exception as error:  # noqa: BLE001 - any capture failure falls back to eager evaluation
+                    self._graphs.clear()
+                    self.disabled = True
+                    logger.warning("CUDA graph capture of the evaluation failed (%s: %s); evaluation runs eagerly.",
+                                   type(error).__name__, error)  # fmt: skip
+                    return None
+            graph, static_images, static_text, logits = self._graphs[key]
+            static_images.copy_(images)
+            static_text.copy_(text)
+            graph.replay()
+            return logits
+
+    def _key(self, images: torch.Tensor, text: torch.Tensor) -> tuple:
+        """What a capture is valid for: shapes, dtypes and the memory of every tensor the graph reads."""
+        tensors = [*self.model.parameters(), *self.model.buffers()]
+        return (
+            tuple(images.shape), images.dtype, images.device, tuple(text.shape), text.dtype,
+            tuple(t.data_ptr() for t in tensors),
+        )  # fmt: skip
+
+    def _capture(self, key: tuple, images: torch.Tensor, text: torch.Tensor) -> None:
+        while len(self._graphs) >= self.max_graphs:
+            self._graphs.pop(next(iter(self._graphs)))
+        static_images, static_text = images.clone(), text.clone()
+        side = _side_stream(images.device)
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            self.region(static_images, static_text)  # warm-up off the capture stream (cuDNN/cuBLAS plans)
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            logits = self.region(static_images, static_text)
+        self._graphs[key] = (graph, static_images, static_text, logits)
+        self.captures += 1

@@ -18,14 +18,52 @@ from typing import Optional
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from open_clip.model import CLIP
-from open_clip.transformer import VisionTransformer
+from open_clip.transformer import ResidualAttentionBlock, VisionTransformer
 from torch import nn
 
 
 def _blocks_batch_first(transformer: nn.Module) -> bool:
     # open_clip >= 2.30 says so with an attribute (True for CLIP); older releases run blocks sequence-first.
     return getattr(transformer, "batch_first", False)
+
+
+def _own_attention(block: nn.Module) -> bool:
+    """Whether :func:`_text_block` may run ``block``: open_clip's plain residual block with packed q/k/v weights and
+    no attention dropout in training, without hooks of its own (anything else runs the block's own ``forward``, so
+    that hooks on a block see it run)."""
+    attn = getattr(block, "attn", None)
+    return (
+        type(block) is ResidualAttentionBlock
+        and not block._forward_hooks
+        and not block._forward_pre_hooks
+        and isinstance(attn, nn.MultiheadAttention)
+        and attn.batch_first
+        and attn._qkv_same_embed_dim
+        and attn.in_proj_bias is not None
+        and not attn.bias_k
+        and not (attn.dropout > 0 and attn.training)
+        and not hasattr(block, "ln_1_kv")
+    )
+
+
+def _text_block(block: nn.Module, x: torch.Tensor, mask: Optional[torch.Tensor], causal: bool) -> torch.Tensor:
+    """open_clip's ``ResidualAttentionBlock.forward`` on ``[N, L, width]`` with our own attention: one q/k/v
+    projection viewed per head (no packed-projection split and copy) and, for a causal mask, SDPA's ``is_causal``
+    instead of a mask tensor. The same operations as ``nn.MultiheadAttention`` (bit for bit on a CPU, tested)."""
+    attn = block.attn
+    n, length, width = x.shape
+    heads = attn.num_heads
+    qkv = F.linear(block.ln_1(x), attn.in_proj_weight, attn.in_proj_bias)  # [N, L, 3 * width]
+    q, k, v = qkv.view(n, length, 3, heads, width // heads).permute(2, 0, 3, 1, 4)  # 3 x [N, heads, L, head]
+    if causal:
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    else:
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=None if mask is None else mask.to(x.dtype))
+    out = attn.out_proj(out.transpose(1, 2).reshape(n, length, width))
+    x = x + block.ls_1(out)
+    return x + block.ls_2(block.mlp(block.ln_2(x)))
 
 
 def _pool(visual: VisionTransformer, x: torch.Tensor) -> torch.Tensor:
@@ -108,7 +146,8 @@ class TextEncoder(nn.Module):
         """
         length = self._length(prompts, eot, length)
         mask = self.attn_mask[:length, :length] if self.attn_mask is not None else None
-        x = self._run(prompts[:, :length], torch.arange(length, device=prompts.device), mask, deep_prompts, deep_start)
+        positions = torch.arange(length, device=prompts.device)
+        x = self._run(prompts[:, :length], positions, mask, deep_prompts, deep_start, causal=mask is not None)
         return self._project(x[torch.arange(x.shape[0], device=x.device), eot])
 
     def forward_pair(
@@ -172,8 +211,12 @@ class TextEncoder(nn.Module):
         mask: Optional[torch.Tensor],
         deep_prompts: Optional[Sequence[torch.Tensor]],
         deep_start: int,
+        causal: bool = False,
     ) -> torch.Tensor:
-        """Embeddings ``[N, L, width]`` -> final-LayerNorm outputs, with deep prompts replacing their slots."""
+        """Embeddings ``[N, L, width]`` -> final-LayerNorm outputs, with deep prompts replacing their slots.
+
+        ``causal``: ``mask`` is CLIP's causal mask (attention then runs without a mask tensor).
+        """
         dtype = self.dtype
         x = x.to(dtype) + self.positional_embedding[positions].to(dtype)
         deep_prompts = list(deep_prompts or [])
@@ -185,7 +228,9 @@ class TextEncoder(nn.Module):
                 ctx = deep_prompts[i - 1].to(dtype)
                 ctx = ctx.expand(x.shape[0], -1, -1) if ctx.dim() == 2 else ctx
                 x = torch.cat([x[:, :deep_start], ctx, x[:, deep_start + ctx.shape[1] :]], dim=1)
-            if batch_first:
+            if batch_first and _own_attention(block):
+                x = _text_block(block, x, mask, causal)
+            elif batch_first:
                 x = block(x, attn_mask=mask)
             else:
                 x = block(x.transpose(0, 1), attn_mask=mask).transpose(0, 1)
@@ -197,6 +242,23 @@ class TextEncoder(nn.Module):
         return x @ self.text_projection
 
 
+def _has_random_ops(module: nn.Module) -> bool:
+    """Whether ``module`` draws random numbers in training mode (dropout with ``p > 0``, attention dropout)."""
+    for m in module.modules():
+        if isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0:
+            return True
+        if isinstance(m, nn.MultiheadAttention) and m.dropout > 0:
+            return True
+        if type(m).__name__ in ("DropPath", "PatchDropout") and getattr(m, "prob", getattr(m, "drop_prob", 0)) > 0:
+            return True
+    return False
+
+
+def _run_block(block: nn.Module, x: torch.Tensor, batch_first: bool) -> torch.Tensor:
+    """One residual block on batch-first tokens ``[B, L, width]``."""
+    return block(x) if batch_first else block(x.transpose(0, 1)).transpose(0, 1)
+
+
 class ImageEncoder(nn.Module):
     """Image tower of an open_clip CLIP with optional shallow and deep visual prompt tokens.
 
@@ -204,14 +266,24 @@ class ImageEncoder(nn.Module):
     dropout and before ``ln_pre`` (where VPT and MaPLe put them); deep prompts replace those tokens at the
     input of deeper blocks. Prompt outputs are dropped before pooling.
 
+    Activation checkpointing (``checkpoint=True``): when gradients flow through the blocks (trainable visual
+    prompts), each block keeps only its input for the backward pass and recomputes its activations there
+    (``torch.utils.checkpoint``, non-reentrant). The recomputation runs the same operations on the same inputs,
+    so the gradients are those of the plain pass (tested bit for bit); it trades about one more forward pass
+    of the image tower for its activations (ViT-B/16, batch 32: most of a MaPLe step's memory). CLIP's blocks
+    draw no random numbers, so no RNG state is saved (reading it would not be allowed inside a CUDA graph
+    capture); a tower with dropout saves and restores it.
+
     Args:
         clip: The open_clip CLIP model (its image tower is shared, not copied).
+        checkpoint: Recompute the blocks' activations in the backward pass instead of keeping them.
     """
 
-    def __init__(self, clip: CLIP) -> None:
+    def __init__(self, clip: CLIP, checkpoint: bool = False) -> None:
         super().__init__()
         self.visual = clip.visual
         self.supports_prompts = isinstance(clip.visual, VisionTransformer)
+        self.checkpoint = checkpoint
 
     @property
     def width(self) -> int:
@@ -265,11 +337,18 @@ class ImageEncoder(nn.Module):
         x = visual.ln_pre(x)
 
         batch_first = _blocks_batch_first(visual.transformer)
+        checkpoint = self.checkpoint and torch.is_grad_enabled()
+        random_ops = checkpoint and visual.training and _has_random_ops(visual.transformer)
         for i, block in enumerate(visual.transformer.resblocks):
             if 0 < i <= len(deep_prompts):
                 ctx = deep_prompts[i - 1].to(x.dtype).expand(x.shape[0], -1, -1)
                 x = torch.cat([x[:, :-n], ctx], dim=1)
-            x = block(x) if batch_first else block(x.transpose(0, 1)).transpose(0, 1)
+            if checkpoint and x.requires_grad:
+                x = torch.utils.checkpoint.checkpoint(
+                    _run_block, block, x, batch_first, use_reentrant=False, preserve_rng_state=random_ops
+                )
+            else:
+                x = _run_block(block, x, batch_first)
 
         pooled = _pool(visual, x[:, :-n])
         if visual.proj is not None:

@@ -83,7 +83,7 @@ class LAMM(nn.Module):
         # Unregistered on purpose (see class docstring); _apply forwards device/dtype moves to them.
         object.__setattr__(self, "frozen", nn.ModuleList([clip.model]))
         object.__setattr__(self, "text", TextEncoder(clip.model, truncate=self.cfg.truncate_text))
-        object.__setattr__(self, "image", ImageEncoder(clip.model))
+        object.__setattr__(self, "image", ImageEncoder(clip.model, checkpoint=method.checkpoint_image()))
         self.register_buffer("logit_scale", clip.model.logit_scale.detach().exp().reshape(()), persistent=False)
         self.loss = HierarchicalLoss(self.cfg, shots)
         self.label_embedding: Optional[LabelEmbedding] = None
@@ -295,8 +295,20 @@ class LAMM(nn.Module):
             chunk = max(1, EVAL_PROMPTS_PER_PASS // len(self.eot))
             text = torch.cat([self.encode_text_per_image(part)[0] for part in image.split(chunk)])
         else:
-            depends_on = (*self.parameters(), *self.buffers())
-            text = self.text_plan.cached("eval_text", self._eval_text, depends_on)
+            text = self.eval_text()
+        return self._logits(image, normalize(text.float()))
+
+    def eval_text(self) -> torch.Tensor:
+        """``[C, E]`` unnormalised class text features for evaluation, computed once until a tensor they depend on
+        changes (the text plan's ``eval_text`` cache)."""
+        depends_on = (*self.parameters(), *self.buffers())
+        return self.text_plan.cached("eval_text", self._eval_text, depends_on)
+
+    def logits_with_text(self, images: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        """Evaluation logits ``[B, C]`` of ``images`` against unnormalised class text features ``text`` ``[C, E]``
+        (of :meth:`eval_text`): what :meth:`forward` computes in eval mode, less the text features, which do not
+        depend on the batch; :class:`~lamm_plugin.cuda_graph.GraphedForward` captures it."""
+        image = normalize(self.encode_image(images).float())
         return self._logits(image, normalize(text.float()))
 
     @property

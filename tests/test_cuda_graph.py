@@ -3,7 +3,8 @@
 On a CPU: the forward and backward pass of every method read no value on the host (a CUDA graph cannot), the
 length groups of the text encoder give the features of one full pass, and the trainer falls back to its eager
 step. On a GPU (``benchmarks/gpu_check.sh`` runs this file there): the replayed step equals the eager step,
-through optimiser updates, class-set changes, another batch shape and eager steps in between.
+through optimiser updates, class-set changes, another batch shape and eager steps in between; the captured
+evaluation forward equals the eager one, across a training step between evaluations (new text features).
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from lamm_plugin import (
     LAMMConfig,
     build_model,
 )
-from lamm_plugin.cuda_graph import GraphedStep, forbid_host_sync
+from lamm_plugin.cuda_graph import GraphedForward, GraphedStep, forbid_host_sync
+from lamm_plugin.methods import METHODS
 from lamm_plugin.text_plan import length_groups
 
 #: Every method case (tests/cases.py) with LAMM, and two LAMM settings: LAMM alone and a host without LAMM.
@@ -192,3 +194,74 @@ def test_replay_follows_class_sets_batch_shapes_and_eager_steps(tiny_clip):
         model.set_classnames(NAMES[:5])  # a new class set: new buffers, a new capture
     both(*_batch("cuda", classes=5))
     assert graphed.captures == 4
+
+
+# ---- the captured evaluation forward ------------------------------------------------------------------------------
+EVAL_CASES = [c for c in CASES if not METHODS[CASES[c][0]].image_conditioned]
+
+
+@pytest.mark.parametrize("case", EVAL_CASES)
+def test_evaluation_region_reads_nothing_on_the_host_and_equals_the_forward(case, tiny_clip):
+    """What GraphedForward captures: the model's own evaluation code, bit for bit, with host reads forbidden."""
+    model = _model(case, tiny_clip).eval()
+    images, _ = _batch()
+    with torch.no_grad():
+        expected = model(images).logits
+        text = model.eval_text()  # taken eagerly, outside the captured region
+        with forbid_host_sync():
+            logits = GraphedForward(model).region(images, text)
+    assert torch.equal(logits, expected)
+
+
+def test_evaluation_region_under_autocast_equals_the_autocast_forward(tiny_clip):
+    model = _model("maple", tiny_clip).eval()
+    images, _ = _batch()
+    with torch.no_grad():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            expected = model(images).logits
+        with forbid_host_sync():
+            logits = GraphedForward(model, torch.bfloat16).region(images, model.eval_text())
+    assert torch.equal(logits, expected)
+
+
+def test_graphed_forward_runs_eagerly_off_the_gpu_in_training_and_per_image(tiny_clip):
+    model = _model("coop", tiny_clip)
+    images, _ = _batch()
+    assert GraphedForward(model.eval())(images) is None  # CPU
+    assert GraphedForward(model.train())(images) is None
+    cocoop = _model("cocoop", tiny_clip).eval()
+    assert GraphedForward(cocoop)(images) is None
+
+
+@GPU
+@pytest.mark.parametrize("case", EVAL_CASES)
+def test_replayed_evaluation_equals_eager_evaluation(case, tiny_clip):
+    model = _model(case, tiny_clip).cuda()
+    optim = torch.optim.SGD(model.trainable_parameters(), lr=0.5) if model.trainable_parameters() else None
+    graphed = GraphedForward(model)
+    for epoch in range(2):
+        model.eval()
+        for n in (4, 4, 4, 3):  # the second batch of a shape is captured; the last, smaller one runs eagerly
+            images, _ = _batch("cuda", n=n)
+            images = images + epoch
+            with torch.no_grad():
+                expected = model(images).logits.clone()
+            got = graphed(images)
+            if got is not None:
+                torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+        if optim is not None:  # a training step between evaluations: new text features, the same graph
+            model.train()
+            _eager_step(model, optim, *_batch("cuda"))
+    assert graphed.captures == 1 and not graphed.disabled
+
+
+@GPU
+def test_replayed_evaluation_under_amp(tiny_clip):
+    model = _model("maple", tiny_clip).cuda().eval()
+    graphed = GraphedForward(model, torch.float16)
+    images, _ = _batch("cuda")
+    with torch.no_grad(), torch.autocast("cuda", dtype=torch.float16):
+        expected = model(images).logits.clone()
+    assert graphed(images) is None  # first sight of the shape: eager
+    torch.testing.assert_close(graphed(images), expected, rtol=1e-3, atol=1e-3)
+    assert graphed.captures == 1

@@ -199,3 +199,89 @@ def test_pair_pass_falls_back_when_deep_prompts_leave_the_prefix(tiny_clip64, cl
     deep = [torch.randn(4, 32, dtype=torch.float64)]  # slots 1..4 reach past a 3-position prefix
     paired = encoder.forward_pair(prompts, prompts, eot, shared=3, deep_prompts=deep)
     torch.testing.assert_close(paired[0], encoder(prompts, eot, deep), rtol=1e-12, atol=1e-12)
+
+
+# ---- activation checkpointing of the image blocks ----------------------------------------------------------------
+def _step_grads(model, images, labels):
+    """Loss terms and every trainable gradient of one forward+backward, and the bytes saved for the backward."""
+    saved = [0]
+
+    def pack(t):
+        saved[0] += t.numel() * t.element_size()
+        return t
+
+    for p in model.trainable_parameters():
+        p.grad = None
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = model(images, labels)
+    out.losses["total"].backward()
+    grads = {name: p.grad.clone() for name, p in model.named_parameters() if p.requires_grad}
+    return {k: v.detach() for k, v in out.losses.items()}, grads, saved[0]
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("case", ["maple", "vpt-deep", "promptsrc", "ivlp"])
+def test_checkpointed_image_blocks_give_the_plain_gradients_exactly(case, dtype, tiny_clip, classnames):
+    """Recomputing the image blocks in the backward pass changes no loss and no gradient by a single bit, and
+    keeps less for the backward pass."""
+    from cases import BY_ID
+
+    torch.manual_seed(0)
+    model = BY_ID[case].build(tiny_clip, classnames, shots=4).to(dtype).train()
+    images = torch.randn(4, 3, 32, 32, dtype=dtype, generator=torch.Generator().manual_seed(1))
+    labels = torch.tensor([0, 2, 4, 1])
+    model.image.checkpoint = False
+    losses, grads, saved = _step_grads(model, images, labels)
+    model.image.checkpoint = True
+    losses_ckpt, grads_ckpt, saved_ckpt = _step_grads(model, images, labels)
+    assert losses.keys() == losses_ckpt.keys() and grads.keys() == grads_ckpt.keys()
+    for name in losses:
+        assert torch.equal(losses[name], losses_ckpt[name]), name
+    for name in grads:
+        assert torch.equal(grads[name], grads_ckpt[name]), name
+    assert saved_ckpt < saved
+    model.eval()
+    with torch.no_grad():  # evaluation: nothing to recompute, the same logits
+        logits_ckpt = model(images).logits
+        model.image.checkpoint = False
+        assert torch.equal(model(images).logits, logits_ckpt)
+
+
+def test_checkpointing_follows_the_method_config(tiny_clip, classnames):
+    from lamm_plugin import MaPLeConfig, VPTConfig, build_model
+
+    maple = build_model("maple", tiny_clip, classnames, MaPLeConfig(prompt_depth=2))
+    assert maple.image.checkpoint is True  # on by default for MaPLe: it saves memory (docs/RUN.md)
+    off = build_model("maple", tiny_clip, classnames, MaPLeConfig(prompt_depth=2, checkpoint_image=False))
+    assert off.image.checkpoint is False
+    assert build_model("vpt", tiny_clip, classnames, VPTConfig()).image.checkpoint is False
+
+
+# ---- our own attention in the text blocks ------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+def test_own_text_attention_equals_the_blocks_own_forward_bit_for_bit(tiny_clip, classnames, dtype, monkeypatch):
+    """One q/k/v projection and SDPA's is_causal (forward) or the pair mask (forward_pair): the same numbers and
+    gradients as open_clip's block (nn.MultiheadAttention with a mask tensor)."""
+    import lamm_plugin.encoders as encoders
+
+    model = tiny_clip.model.to(dtype)
+    tokens = _tokens(tiny_clip, classnames)
+    encoder = TextEncoder(model)
+    assert all(encoders._own_attention(block) for block in model.transformer.resblocks)
+    eot = encoder.eot_index(tokens)
+    base = encoder.embed(tokens).detach()
+    reference = base.clone()
+    reference[:, 6:] += 0.1  # differs after the shared prefix of 6 positions
+    deep = [torch.randn(2, base.shape[-1], dtype=dtype) for _ in range(2)]
+    results = []
+    for own in (True, False):
+        if not own:
+            monkeypatch.setattr(encoders, "_own_attention", lambda block: False)
+        prompts = base.clone().requires_grad_(True)
+        deep_ = [d.clone().requires_grad_(True) for d in deep]
+        single = encoder(prompts, eot, deep_)
+        pair = encoder.forward_pair(prompts, reference, eot, shared=6, deep_prompts=deep_)
+        (single.square().sum() + sum(p.sum() for p in pair)).backward()
+        results.append([single, *pair, prompts.grad, *(d.grad for d in deep_)])
+    for ours, theirs in zip(*results):
+        assert torch.equal(ours, theirs)

@@ -1,71 +1,122 @@
-"""``benchmarks/gpu_check.sh`` in its CPU mode: every trainer x precision row, the reload row, isolated failures."""
+"""``benchmarks/gpu_check.sh``: its cases are the registry's, and its CPU mode runs, reports and isolates failures."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
 import sys
+import tarfile
 
 import pytest
 
 pytest.importorskip("dassl", reason="Dassl is not installed; it installs from its GitHub repository")
 
+from cases import HOSTS  # noqa: E402
+
+from lamm_plugin.layout import PRECISIONS, RESULTS_FILENAME  # noqa: E402
+
 pytestmark = pytest.mark.dassl
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(REPO, "benchmarks", "gpu_check.sh")
-TRAINERS = ("LAMM_CoOp", "LAMM_MaPLe", "LAMM_VPT")
-PRECISIONS = ("fp32", "bf16")  # CPU precisions that run as themselves
-# 4 classes, 2 shots, 4 test images per class.
-TINY = [
-    "--device", "cpu", "--backbone", "tiny-vit", "--workers", "0", "--shots", "2", "--test-per-class", "4",
-    "DATASET.SYNTHETIC.NUM_CLASSES", "4",
-    "DATASET.SYNTHETIC.TRAIN_PER_CLASS", "2",
-    "DATASET.SYNTHETIC.VAL_PER_CLASS", "1",
-]  # fmt: skip
+
+
+def _module():
+    spec = importlib.util.spec_from_file_location("gpu_check", os.path.join(REPO, "benchmarks", "gpu_check.py"))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
 
 
 def gpu_check(tmp_path, *args: str) -> tuple[subprocess.CompletedProcess, list[dict[str, str]]]:
-    """Run the script; returns the process and the rows of its main table (read from ``table.md``)."""
+    """Run the script; returns the process and the rows of its table (read from ``table.md``)."""
     output = tmp_path / "out"
-    cmd = ["bash", SCRIPT, "--root", str(tmp_path / "data"), "--output", str(output), *args]
+    cmd = ["bash", SCRIPT, "--output", str(output), *args]
     env = {**os.environ, "PYTHON": sys.executable}  # the interpreter running the tests, which has Dassl
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     text = (output / "table.md").read_text()
-    lines = [line for line in text.split("## ")[0].splitlines() if line.startswith("|")]
+    lines = [line for line in text.splitlines() if line.startswith("|")]
     headers = [cell.strip() for cell in lines[0].strip("|").split("|")]
     rows = [dict(zip(headers, (cell.strip() for cell in line.strip("|").split("|")))) for line in lines[2:]]
-    assert text.strip() in proc.stdout  # the table printed is the table written
+    assert text.strip() in proc.stdout  # the table printed last is the table written
     return proc, rows
 
 
-def test_cpu_mode_trains_every_trainer_and_precision_and_reloads(tmp_path):
-    proc, rows = gpu_check(tmp_path, "--precisions", *PRECISIONS, *TINY)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    trained = [row for row in rows if not row["precision"].endswith("(reload)")]
-    assert [(row["trainer"], row["precision"]) for row in trained] == [(t, p) for t in TRAINERS for p in PRECISIONS]
-    assert all(row["result"] == "ok" for row in rows), rows
-    for row in trained:
-        assert 0 <= float(row["accuracy (%)"]) <= 100 and float(row["ms/step"]) > 0 and row["peak MB"] == "-"
-    (reload,) = [row for row in rows if row["precision"].endswith("(reload)")]
-    assert reload == {**reload, "trainer": "LAMM_CoOp", "precision": "fp32 (reload)"}
-    assert reload["accuracy (%)"] == trained[0]["accuracy (%)"]
-    assert "(skipped: --device cpu)" in proc.stdout and "7 of 7 runs ok" in proc.stdout
+def test_the_cases_are_every_registered_trainer_in_every_precision_and_the_gpu_benchmarks():
+    """The list comes from the registry; it is checked here against the hosts written out by hand."""
+    env = {**os.environ, "PYTHON": sys.executable}
+    proc = subprocess.run(["bash", SCRIPT, "--list"], capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr
+    names = proc.stdout.split()
+    trainers = [h.lamm_trainer for h in HOSTS.values() if h.lamm_trainer] + [h.trainer for h in HOSTS.values()]
+    assert "IVLP" in trainers and "ZeroshotCLIP" in trainers and "LAMM_PromptSRC" in trainers
+    expected = {f"{t}:{p}" for t in trainers for p in PRECISIONS}
+    expected |= {"tests", "bench:official-100", "bench:official-1000"}
+    assert sorted(names) == sorted(expected)
+    # Every training case has its CPU seconds, the base of its timeout.
+    cpu = _module().load_seconds(os.path.join(REPO, "benchmarks", "gpu_check_seconds.json"))
+    assert set(cpu) == {n for n in names if ":" in n and not n.startswith("bench:")}
 
-    results = json.loads((tmp_path / "out/runs/LAMM_CoOp_fp32_reload/results.json").read_text())
-    assert results["checkpoint"]["epoch"] == 1 and results["timings"]["ms_per_step"] is None
-    assert results["timings"]["peak_memory_mb"] is None
+    sub = subprocess.run(["bash", SCRIPT, "--list", "--only", "LAMM_MaPLe:*", "bench:*", "--skip", "*:amp"],
+                         capture_output=True, text=True, timeout=120, env=env)  # fmt: skip
+    assert sub.stdout.split() == ["LAMM_MaPLe:fp32", "LAMM_MaPLe:fp16", "LAMM_MaPLe:bf16", "bench:official-100",
+                                  "bench:official-1000"]  # fmt: skip
+
+
+def test_timeouts_are_the_ratio_times_the_cpu_seconds():
+    gpu_check_module = _module()
+    args = gpu_check_module.parse_args(["--timeout-ratio", "8", "--min-timeout", "60"])
+    cpu = {"LAMM_CoOp:fp32": 12.0, "CoOp:fp32": 5.0}
+    assert gpu_check_module.case_timeout(args, "LAMM_CoOp:fp32", cpu) == 96.0
+    assert gpu_check_module.case_timeout(args, "CoOp:fp32", cpu) == 60.0  # at least --min-timeout
+    assert gpu_check_module.case_timeout(args, "VPT:fp32", cpu) == 96.0  # not measured: the largest
+    args = gpu_check_module.parse_args(["--timeout", "30"])
+    assert gpu_check_module.case_timeout(args, "LAMM_CoOp:fp32", cpu) == 30.0
+
+
+def test_cpu_smoke_trains_reloads_and_writes_everything_under_one_folder(tmp_path):
+    proc, rows = gpu_check(tmp_path, "--device", "cpu", "--smoke", "--archive", str(tmp_path / "check.tar.gz"))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert [(r["case"], r["precision"], r["status"]) for r in rows] == [
+        ("LAMM_CoOp:fp32", "fp32", "ok"),
+        ("reload:LAMM_CoOp:fp32", "fp32", "ok"),
+    ]
+    train, reload = rows
+    assert 0 <= float(train["accuracy (%)"]) <= 100 and reload["accuracy (%)"] == train["accuracy (%)"]
+    assert float(train["seconds"]) > 0 and train["detail"].endswith("ms/step")
+    out = tmp_path / "out"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["final"] and summary["counts"]["ok"] == 2 and summary["cases"][0]["timeout"] >= 60
+    assert set(json.loads((out / "seconds.json").read_text())["seconds"]) == {"LAMM_CoOp:fp32"}
+    assert (out / "data").is_dir()  # the synthetic set, under the output folder too
+    results = json.loads((out / "runs/LAMM_CoOp_fp32_reload" / RESULTS_FILENAME).read_text())
+    assert results["checkpoint"]["epoch"] == 1
+    with tarfile.open(tmp_path / "check.tar.gz") as tar:
+        names = tar.getnames()
+    assert "gpu_check/table.md" in names and "gpu_check/runs/LAMM_CoOp_fp32/console.txt" in names
+    assert not any(".pth.tar" in name for name in names)  # checkpoints left out
 
 
 def test_a_failing_case_is_reported_and_fails_the_command(tmp_path):
     # The tiny CLIP has 3 text blocks: a prompt depth of 9 raises while the model is built.
     proc, rows = gpu_check(
-        tmp_path, "--trainers", "LAMM_MaPLe", "LAMM_VPT", "--precisions", "fp32", *TINY,
-        "TRAINER.LAMM_MAPLE.PROMPT_DEPTH", "9",
+        tmp_path, "--device", "cpu", "--smoke", "--only", "LAMM_MaPLe:fp32", "LAMM_VPT:fp32", "reload:*",
+        "--", "TRAINER.LAMM_MAPLE.PROMPT_DEPTH", "9",
     )  # fmt: skip
     assert proc.returncode == 1
-    maple, vpt, reload = rows
-    assert maple["result"].startswith("error: ValueError: prompt_depth=9 exceeds") and maple["accuracy (%)"] == "-"
-    assert vpt["result"] == "ok" and reload["result"] == "ok" and reload["trainer"] == "LAMM_VPT"
+    by_case = {row["case"]: row for row in rows}
+    maple = by_case["LAMM_MaPLe:fp32"]
+    assert maple["status"] == "fail" and maple["detail"].startswith("ValueError: prompt_depth=9 exceeds")
+    assert maple["accuracy (%)"] == "-"
+    assert by_case["LAMM_VPT:fp32"]["status"] == "ok" and by_case["reload:LAMM_VPT:fp32"]["status"] == "ok"
     assert "Traceback" in (tmp_path / "out/runs/LAMM_MaPLe_fp32/console.txt").read_text()
+
+
+def test_past_the_deadline_cases_are_skipped_and_the_table_is_still_written(tmp_path):
+    proc, rows = gpu_check(tmp_path, "--device", "cpu", "--smoke", "--deadline", "0")
+    assert proc.returncode == 1
+    assert rows[0]["case"] == "LAMM_CoOp:fp32" and rows[0]["status"] == "skipped"
+    assert rows[-1] == {**rows[-1], "case": "reload:-", "status": "fail"}

@@ -6,7 +6,8 @@ add to Dassl's ``TrainerX``, one concern per module:
 
 * here, building and the training step: precision from ``TRAINER.<NODE>.PREC`` (``fp32``, ``fp16``, ``bf16`` or
   ``amp``; a GradScaler under ``fp16`` and ``amp``); on a GPU, each step's forward and backward replayed from a
-  CUDA graph (``TRAINER.<NODE>.CUDA_GRAPH``, :mod:`lamm_plugin.cuda_graph`), the optimiser step eager; every loss
+  CUDA graph (``TRAINER.<NODE>.CUDA_GRAPH``, :mod:`lamm_plugin.cuda_graph`), the optimiser step eager, and so is
+  each evaluation batch's forward; every loss
   term of the hierarchical loss in the ``PRINT_FREQ`` lines and in TensorBoard;
 * :mod:`.resume`: checkpoints of learned tensors, class names and configs, every epoch, and exact resume;
 * :mod:`.decoded`: the training loader reading each training image decoded once (``LAMM_CACHE.DECODED_IMAGES``);
@@ -40,7 +41,7 @@ from dassl.optim import build_optimizer
 from lamm_plugin import build_model, load_clip
 from lamm_plugin.backbone import autocast_dtype, pretrained_from_config
 from lamm_plugin.config import LAMMConfig
-from lamm_plugin.cuda_graph import GraphedStep
+from lamm_plugin.cuda_graph import GraphedForward, GraphedStep
 from lamm_plugin.dassl import compat, decoded
 from lamm_plugin.dassl.config import (
     CUDA_GRAPH_KEY,
@@ -208,9 +209,10 @@ class PromptTrainer(ProgressMixin, CheckpointMixin, ResultsMixin, CachedEvaluati
         self.scaler = None
         if params and self.precision in ("fp16", "amp") and not self.fp16_learned:
             self.scaler = torch.amp.GradScaler(self.device.type)
-        self.graphed = None
-        if params and self.device.type == "cuda" and cfg.TRAINER[self.NODE].get(CUDA_GRAPH_KEY, True):
-            self.graphed = GraphedStep(self.model, self._autocast_dtype(), self.scaler)
+        self.graphed, self.graphed_eval = None, None
+        if self.device.type == "cuda" and cfg.TRAINER[self.NODE].get(CUDA_GRAPH_KEY, True):
+            self.graphed = GraphedStep(self.model, self._autocast_dtype(), self.scaler) if params else None
+            self.graphed_eval = GraphedForward(self.model, self._autocast_dtype())
 
     def configure_trainable(self) -> None:
         """Hook between loading ``MODEL.INIT_WEIGHTS`` and building the optimiser: freeze what this run must not
@@ -354,7 +356,8 @@ class PromptTrainer(ProgressMixin, CheckpointMixin, ResultsMixin, CachedEvaluati
         )
 
     def model_inference(self, input: torch.Tensor) -> torch.Tensor:
-        """Logits ``[B, C]`` of a batch of preprocessed images ``[B, 3, H, W]`` (what the test loader gives)."""
+        """Logits ``[B, C]`` of a batch of preprocessed images ``[B, 3, H, W]`` (what the test loader gives):
+        replayed from a CUDA graph on a GPU (:class:`GraphedForward`), else eager."""
         if not isinstance(input, torch.Tensor):
             raise TypeError(
                 f"model_inference takes a batch of preprocessed images (a [B, 3, H, W] tensor), not a "
@@ -362,6 +365,9 @@ class PromptTrainer(ProgressMixin, CheckpointMixin, ResultsMixin, CachedEvaluati
                 "lamm_plugin.Predictor.from_run(OUTPUT_DIR).predict(images), or python -m lamm_plugin.predict "
                 "OUTPUT_DIR IMAGE... (docs/RUN.md, Predict)."
             )
+        logits = self.graphed_eval(input) if self.graphed_eval is not None else None
+        if logits is not None:
+            return logits.float().clone()  # the graph's output buffer is overwritten by the next replay
         with self._autocast():
             return self.model(input).logits.float()
 

@@ -162,6 +162,12 @@ class PromptMethod(nn.Module):
         """Prompt tokens for the image tower (nothing by default)."""
         return VisualPrompt()
 
+    def checkpoint_image(self) -> bool:
+        """Whether the image tower recomputes its blocks' activations in the backward pass (``checkpoint_image``
+        of the method's config; see :class:`~lamm_plugin.encoders.ImageEncoder`). Exact; saves memory only where
+        gradients flow through the image tower (visual prompts)."""
+        return bool(getattr(self.cfg, "checkpoint_image", False))
+
     def text_is_trainable(self) -> bool:
         """Whether the text prompts depend on a trainable tensor of the method (decides caching)."""
         return False

@@ -34,12 +34,15 @@ class MaPLeConfig:
         prompt_depth: Number of layers with prompts (J); 1 is shallow MaPLe.
         clone_deep_proj: Start every deep projection from copies of one randomly initialised layer, as the
             original MaPLe code does; ``False`` initialises each independently.
+        checkpoint_image: Recompute the image blocks' activations in the backward pass instead of keeping them
+            (exact: the same gradients; less memory, about one more image-tower forward per step).
     """
 
     n_ctx: int = 2
     ctx_init: str = "a photo of a"
     prompt_depth: int = 9
     clone_deep_proj: bool = False
+    checkpoint_image: bool = True
 
     def __post_init__(self) -> None:
         if self.prompt_depth < 1:
