@@ -17,8 +17,8 @@ What it runs, each piece a *case* with a name that ``--only`` / ``--skip`` match
   the step replayed from a CUDA graph equals the eager step); on a GPU a skip is a failure;
 - ``bench:official-<N>``: ``bench.py official`` against the official LAMM code at N = 100 and 1000 classes (its
   checkout: ``LAMM_OFFICIAL_REPO``, else ``shared/originals/LAMM`` in the repository, else
-  ``../shared/originals/LAMM`` beside it); ``bench:step`` (``bench.py step``, 100 classes) only when ``--only``
-  names it.
+  ``../shared/originals/LAMM`` beside it); ``bench:step`` (``bench.py step``, 100 classes) and ``bench:run``
+  (``bench.py run``: whole runs per phase) only when ``--only`` names them.
 
 Every case runs in its own process with a hard timeout, so one that raises, dies or hangs gives a ``fail`` or
 ``timeout`` row and the others go on. The timeout of a case is ``--timeout-ratio`` times its CPU seconds in
@@ -310,6 +310,9 @@ def build_cases(args: argparse.Namespace, trainers: list[Trainer]) -> tuple[list
         # The step table of every host: only when named exactly (it does not fit the default time budget).
         if "bench:step" in args.only:
             others.append(Case("bench:step", "bench", "fp32"))
+        # Whole train.py runs per phase (bench.py run, ViT-B/16, 10 classes, 16 shots): only when named, as above.
+        if "bench:run" in args.only:
+            others.append(Case("bench:run", "bench", "fp16"))
     return train, [case for case in others if selected(args, case.name)]
 
 
@@ -372,6 +375,14 @@ def run_bench(args: argparse.Namespace, case: Case) -> None:
     cmd = [sys.executable, os.path.join(REPO, "benchmarks", "bench.py")]
     if what == "step":
         cmd += ["step", "--device", "cuda", "--classes", "100", "--repeats", "5", "--methods", *BENCH_STEP_METHODS]
+    elif what == "run":  # its phase table is the text log; no rows to summarise
+        cmd += ["run", "--backbone", "ViT-B/16", "--run-config", "configs/trainers/LAMM_CoOp/vit_b16_ep50_ctxv1.yaml"]
+        cmd += ["--run-precision", "fp16", "--run-classes", "10", "--per-class", "40", "--shots", "16"]
+        cmd += ["--run-workers", "8"]
+        code = _subprocess(cmd, log, case.timeout)
+        status = TIMEOUT if code is None else OK if code == 0 else FAIL
+        case.finish(status, f"exit code {code}: {_last_line(_read(log))} (table in {os.path.basename(log)})")
+        return
     else:
         repo = official_repo()
         if repo is None:
