@@ -10,7 +10,7 @@ from __future__ import annotations
 import glob
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Optional
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -99,3 +99,25 @@ def results(out: str) -> dict:
 
     with open(os.path.join(out, RESULTS_FILENAME)) as f:
         return json.load(f)
+
+
+def killed_after_first_epoch(monkeypatch, run: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+    """``run(*args, **kwargs)`` dying (``KeyboardInterrupt``, as Ctrl-C) right after its first epoch's checkpoint.
+
+    ``monkeypatch.undo()`` follows, as after any simulated crash: it undoes every patch of the test so far.
+    """
+    import pytest
+
+    from lamm_plugin.dassl import PromptTrainer
+
+    after_epoch = PromptTrainer.after_epoch
+
+    def crash_after_first_epoch(self) -> None:
+        after_epoch(self)
+        if self.epoch == 0:
+            raise KeyboardInterrupt("simulated crash")
+
+    monkeypatch.setattr(PromptTrainer, "after_epoch", crash_after_first_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        run(*args, **kwargs)
+    monkeypatch.undo()

@@ -14,7 +14,7 @@ import pytest
 pytest.importorskip("dassl", reason="Dassl is not installed; it installs from its GitHub repository")
 
 import torch  # noqa: E402
-from runs import read_logs, results, run_train, tiny_opts, train_args  # noqa: E402
+from runs import killed_after_first_epoch, read_logs, results, run_train, tiny_opts, train_args  # noqa: E402
 
 import train  # noqa: E402
 from lamm_plugin.config import LAMMConfig  # noqa: E402
@@ -47,17 +47,7 @@ def test_train_crash_resume_eval(trainer, data_root, tmp_path, monkeypatch):
     opts = ("TRAIN.CHECKPOINT_FREQ", "1")
 
     # Epoch 1 is the constant warm-up (lr 1e-5); then the run dies.
-    after_epoch = PromptTrainer.after_epoch
-
-    def crash_after_first_epoch(self):
-        after_epoch(self)
-        if self.epoch == 0:
-            raise KeyboardInterrupt("simulated crash")
-
-    monkeypatch.setattr(PromptTrainer, "after_epoch", crash_after_first_epoch)
-    with pytest.raises(KeyboardInterrupt):
-        run(trainer, data_root, out, opts=opts)
-    monkeypatch.undo()
+    killed_after_first_epoch(monkeypatch, run, trainer, data_root, out, opts=opts)
     first = torch.load(os.path.join(out, "prompt_learner", "model.pth.tar-1"), weights_only=True)
     assert first["epoch"] == 1 and first["method"] == trainer.split("_")[1].lower()
     assert not os.path.exists(os.path.join(out, "results.json"))

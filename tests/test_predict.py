@@ -19,6 +19,7 @@ import sys
 import pytest
 import torch
 from PIL import Image
+from runs import REPO, train_args
 from trainer_eval import accuracy, train_recorded
 
 from lamm_plugin.layout import PREDICTIONS_FORMAT
@@ -33,7 +34,6 @@ from lamm_plugin.predict import (
     resolve_device,
 )
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TEST_BATCH = 5  # 6 test images per half split into batches 5 + 1: the predictor must batch as the trainer does
 # 6 classes (3 base + 3 new), 2 shots, 2 test images per class.
 SMALL = [
@@ -214,17 +214,7 @@ def test_transform_settings_from_a_config():
 # ---- against the trainer (Dassl) ----------------------------------------------------------------------------------
 def _train(data_root: str, out: str, *extra: str, trainer: str = "LAMM_CoOp", opts: tuple[str, ...] = ()):
     """``train.py`` in process on the synthetic set; returns the :class:`Evaluation` of its final test."""
-    return train_recorded([
-        "--root", data_root,
-        "--seed", "1",
-        "--trainer", trainer,
-        "--dataset-config-file", os.path.join(REPO, "configs/datasets/synthetic_shapes.yaml"),
-        "--config-file", os.path.join(REPO, f"configs/trainers/{trainer}/demo_cpu.yaml"),
-        "--output-dir", out,
-        *extra,
-        *SMALL,
-        *opts,
-    ])  # fmt: skip
+    return train_recorded(train_args(trainer, data_root, out, *extra, small=SMALL, opts=opts))
 
 
 @pytest.fixture(scope="module")

@@ -169,9 +169,8 @@ def test_promptsrc_with_lamm_learns(tiny_clip):
 @pytest.mark.dassl
 def test_dassl_gpa_survives_a_crash_exactly(tmp_path, monkeypatch):
     pytest.importorskip("dassl", reason="Dassl is not installed")
+    from runs import killed_after_first_epoch
     from test_dassl_train import run
-
-    from lamm_plugin.dassl import PromptTrainer
 
     data_root = str(tmp_path / "data")
     opts = ("TRAIN.CHECKPOINT_FREQ", "1")
@@ -187,17 +186,7 @@ def test_dassl_gpa_survives_a_crash_exactly(tmp_path, monkeypatch):
     w = gaussian_weights(2, 2.0, 1.0)
     torch.testing.assert_close(first["gpa"]["aggregate"]["method.ctx"], w[0] * first["state_dict"]["method.ctx"])
 
-    after_epoch = PromptTrainer.after_epoch
-
-    def crash_after_first_epoch(self):
-        after_epoch(self)
-        if self.epoch == 0:
-            raise KeyboardInterrupt("simulated crash")
-
-    monkeypatch.setattr(PromptTrainer, "after_epoch", crash_after_first_epoch)
-    with pytest.raises(KeyboardInterrupt):
-        run("LAMM_PromptSRC", data_root, str(tmp_path / "crash"), opts=opts)
-    monkeypatch.undo()
+    killed_after_first_epoch(monkeypatch, run, "LAMM_PromptSRC", data_root, str(tmp_path / "crash"), opts=opts)
     run("LAMM_PromptSRC", data_root, str(tmp_path / "crash"), opts=opts)
     again = torch.load(os.path.join(tmp_path, "crash", "prompt_learner", "model.pth.tar-2"), weights_only=True)
     _assert_same(again["state_dict"], final["state_dict"])

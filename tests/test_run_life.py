@@ -13,7 +13,7 @@ import pytest
 pytest.importorskip("dassl", reason="Dassl is not installed; it installs from its GitHub repository")
 
 import torch  # noqa: E402
-from runs import read_logs, results, run_train, tiny_opts  # noqa: E402
+from runs import killed_after_first_epoch, read_logs, results, run_train, tiny_opts  # noqa: E402
 
 import train  # noqa: E402
 from lamm_plugin.dassl import PromptTrainer  # noqa: E402
@@ -141,17 +141,7 @@ def test_a_huge_learning_rate_stops_the_run_in_every_precision(precision, data_r
 
 # ---- a resume or a finished folder answers only for the experiment asked -----------------------------------------
 def interrupted(data_root: str, out: str, monkeypatch) -> None:
-    after_epoch = PromptTrainer.after_epoch
-
-    def crash_after_first_epoch(self):
-        after_epoch(self)
-        if self.epoch == 0:
-            raise KeyboardInterrupt("simulated crash")
-
-    monkeypatch.setattr(PromptTrainer, "after_epoch", crash_after_first_epoch)
-    with pytest.raises(KeyboardInterrupt):
-        run(data_root, out)
-    monkeypatch.undo()
+    killed_after_first_epoch(monkeypatch, run, data_root, out)
 
 
 def test_resume_with_a_config_that_changes_results_is_refused(data_root, tmp_path, monkeypatch):
