@@ -335,8 +335,8 @@ def accuracy_plot(results: Sequence[Mapping[str, Any]], title: str = "") -> Accu
         for j, name in enumerate(group):
             offsets[name] = (j - (len(group) - 1) / 2) * COINCIDE_OFFSET
         notes.append(
-            f"{' and '.join(group)} coincide (within {COINCIDE_POINTS:g} accuracy points at every stage; drawn side by "
-            "side)"
+            f"{' and '.join(group)} coincide (within {COINCIDE_POINTS:g} accuracy "
+            f"point{'' if COINCIDE_POINTS == 1 else 's'} at every stage; drawn side by side)"
         )
     series = []
     for i, (label, values) in enumerate(curves.items()):

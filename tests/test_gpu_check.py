@@ -31,26 +31,35 @@ def _module():
     return module
 
 
+def table_rows(output, stdout: str) -> list[dict[str, str]]:
+    """The rows of the table in ``output/table.md``, checked to be the table printed last."""
+    text = (output / "table.md").read_text()
+    lines = [line for line in text.splitlines() if line.startswith("|")]
+    headers = [cell.strip() for cell in lines[0].strip("|").split("|")]
+    assert text.strip() in stdout  # the table printed last is the table written
+    return [dict(zip(headers, (cell.strip() for cell in line.strip("|").split("|")))) for line in lines[2:]]
+
+
 def gpu_check(tmp_path, *args: str) -> tuple[subprocess.CompletedProcess, list[dict[str, str]]]:
     """Run the script; returns the process and the rows of its table (read from ``table.md``)."""
     output = tmp_path / "out"
     cmd = ["bash", SCRIPT, "--output", str(output), *args]
     env = {**os.environ, "PYTHON": sys.executable}  # the interpreter running the tests, which has Dassl
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
-    text = (output / "table.md").read_text()
-    lines = [line for line in text.splitlines() if line.startswith("|")]
-    headers = [cell.strip() for cell in lines[0].strip("|").split("|")]
-    rows = [dict(zip(headers, (cell.strip() for cell in line.strip("|").split("|")))) for line in lines[2:]]
-    assert text.strip() in proc.stdout  # the table printed last is the table written
-    return proc, rows
+    return proc, table_rows(output, proc.stdout)
 
 
-def test_the_cases_are_every_registered_trainer_in_every_precision_and_the_gpu_benchmarks():
+def gpu_check_here(capsys, *args: str) -> tuple[int, str]:
+    """``gpu_check.py``'s ``main`` in this process (no case is started here); its exit code and stdout."""
+    code = _module().main(list(args))
+    return code, capsys.readouterr().out
+
+
+def test_the_cases_are_every_registered_trainer_in_every_precision_and_the_gpu_benchmarks(capsys):
     """The list comes from the registry; it is checked here against the hosts written out by hand."""
-    env = {**os.environ, "PYTHON": sys.executable}
-    proc = subprocess.run(["bash", SCRIPT, "--list"], capture_output=True, text=True, timeout=120, env=env)
-    assert proc.returncode == 0, proc.stderr
-    names = proc.stdout.split()
+    code, out = gpu_check_here(capsys, "--list")
+    assert code == 0
+    names = out.split()
     trainers = [h.lamm_trainer for h in HOSTS.values() if h.lamm_trainer] + [h.trainer for h in HOSTS.values()]
     assert "IVLP" in trainers and "ZeroshotCLIP" in trainers and "LAMM_PromptSRC" in trainers
     expected = {f"{t}:{p}" for t in trainers for p in PRECISIONS}
@@ -60,9 +69,8 @@ def test_the_cases_are_every_registered_trainer_in_every_precision_and_the_gpu_b
     cpu = _module().load_seconds(os.path.join(REPO, "benchmarks", "gpu_check_seconds.json"))
     assert set(cpu) == {n for n in names if ":" in n and not n.startswith("bench:")}
 
-    sub = subprocess.run(["bash", SCRIPT, "--list", "--only", "LAMM_MaPLe:*", "bench:*", "--skip", "*:amp"],
-                         capture_output=True, text=True, timeout=120, env=env)  # fmt: skip
-    assert sub.stdout.split() == ["LAMM_MaPLe:fp32", "LAMM_MaPLe:fp16", "LAMM_MaPLe:bf16", "bench:official-100",
+    code, out = gpu_check_here(capsys, "--list", "--only", "LAMM_MaPLe:*", "bench:*", "--skip", "*:amp")
+    assert out.split() == ["LAMM_MaPLe:fp32", "LAMM_MaPLe:fp16", "LAMM_MaPLe:bf16", "bench:official-100",
                                   "bench:official-1000"]  # fmt: skip
 
 
@@ -115,8 +123,11 @@ def test_a_failing_case_is_reported_and_fails_the_command(tmp_path):
     assert "Traceback" in (tmp_path / "out/runs/LAMM_MaPLe_fp32/console.txt").read_text()
 
 
-def test_past_the_deadline_cases_are_skipped_and_the_table_is_still_written(tmp_path):
-    proc, rows = gpu_check(tmp_path, "--device", "cpu", "--smoke", "--deadline", "0")
-    assert proc.returncode == 1
+def test_past_the_deadline_cases_are_skipped_and_the_table_is_still_written(tmp_path, capsys):
+    code, out = gpu_check_here(
+        capsys, "--output", str(tmp_path / "out"), "--device", "cpu", "--smoke", "--deadline", "0"
+    )
+    rows = table_rows(tmp_path / "out", out)
+    assert code == 1
     assert rows[0]["case"] == "LAMM_CoOp:fp32" and rows[0]["status"] == "skipped"
     assert rows[-1] == {**rows[-1], "case": "reload:-", "status": "fail"}
