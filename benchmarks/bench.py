@@ -510,7 +510,8 @@ def _write_json(path: Optional[str], rows: list[dict], summary: Optional[list[di
             json.dump({"rows": rows, "summary": summary or []}, f, indent=1, default=str)
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of every table."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("table", choices=["text", "step", "official", "loader", "evalcache", "run", "sweep"])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -530,11 +531,10 @@ def main() -> None:
     parser.add_argument("--eval-batch", type=int, default=100, help="official table: test batch")
     parser.add_argument("--config", default="configs/trainers/LAMM_CoOp/vit_b16_ep50_ctxv1.yaml", help="loader table")
     parser.add_argument("--images", type=int, default=512, help="loader table: JPEGs per epoch; evalcache: test set")
-    parser.add_argument("--backbone", default="ViT-B/16", help="evalcache table: random weights of this backbone")
+    parser.add_argument("--backbone", default="ViT-B/32", help="evalcache, run and sweep: random weights of this CLIP")
     parser.add_argument("--precision", default="fp32", help="evalcache table: CLIP's precision")
     parser.add_argument("--workers", type=int, nargs="+", default=None, help="loader table (default: the config's)")
     parser.add_argument("--run-config", default="configs/trainers/LAMM_CoOp/vit_b32_ep50_ctxv1.yaml", help="run/sweep")
-    parser.add_argument("--backbone", default="ViT-B/32", help="run/sweep: random weights of this CLIP")
     parser.add_argument(
         "--run-precision", default="fp32" if not torch.cuda.is_available() else "fp16", help="run/sweep"
     )
@@ -549,7 +549,11 @@ def main() -> None:
     parser.add_argument("--run-workers", type=int, default=2, help="run/sweep: DATALOADER.NUM_WORKERS")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS), help="run/sweep")
     parser.add_argument("--json", default=None, help="step, text and official tables: also write the rows here")
-    args = parser.parse_args()
+    return parser
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    args = build_parser().parse_args(argv)
     if args.table in ("run", "sweep"):
         runs_table(args)
         return

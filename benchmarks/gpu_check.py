@@ -368,29 +368,38 @@ def official_repo() -> Optional[str]:
     return None
 
 
+def bench_arguments(args: argparse.Namespace, what: str, official: str) -> list[str]:
+    """``bench.py``'s arguments for benchmark case ``bench:<what>`` (``step``, ``run`` or ``official-<N>``)."""
+    if what == "step":
+        return ["step", "--device", "cuda", "--classes", "100", "--repeats", "5", "--methods", *BENCH_STEP_METHODS]
+    if what == "run":
+        return [
+            "run", "--backbone", "ViT-B/16", "--run-config", "configs/trainers/LAMM_CoOp/vit_b16_ep50_ctxv1.yaml",
+            "--run-precision", "fp16", "--run-classes", "10", "--per-class", "40", "--shots", "16",
+            "--run-workers", "8",
+        ]  # fmt: skip
+    n = what.rsplit("-", 1)[1]
+    return [
+        "official", "--device", "cuda", "--official", official, "--classes", n, "--steps", str(args.official_steps),
+        "--precisions", *args.official_precisions, "--official-precisions", *args.official_precisions,
+    ]  # fmt: skip
+
+
 def run_bench(args: argparse.Namespace, case: Case) -> None:
-    """``bench.py step`` or ``bench.py official`` on CUDA; the rows go to ``bench_<what>.json``."""
+    """``bench.py step``, ``run`` or ``official`` on CUDA; the rows go to ``bench_<what>.json``."""
     what = case.name.split(":", 1)[1]
     log, json_file = (os.path.join(args.output, f"bench_{what}.{ext}") for ext in ("txt", "json"))
     cmd = [sys.executable, os.path.join(REPO, "benchmarks", "bench.py")]
-    if what == "step":
-        cmd += ["step", "--device", "cuda", "--classes", "100", "--repeats", "5", "--methods", *BENCH_STEP_METHODS]
-    elif what == "run":  # its phase table is the text log; no rows to summarise
-        cmd += ["run", "--backbone", "ViT-B/16", "--run-config", "configs/trainers/LAMM_CoOp/vit_b16_ep50_ctxv1.yaml"]
-        cmd += ["--run-precision", "fp16", "--run-classes", "10", "--per-class", "40", "--shots", "16"]
-        cmd += ["--run-workers", "8"]
+    repo = official_repo() if what.startswith("official") else ""
+    if repo is None:
+        case.finish(FAIL, "official LAMM checkout not found: set LAMM_OFFICIAL_REPO or copy it to shared/originals")
+        return
+    cmd += bench_arguments(args, what, repo)
+    if what == "run":  # its phase table is the text log; no rows to summarise
         code = _subprocess(cmd, log, case.timeout)
         status = TIMEOUT if code is None else OK if code == 0 else FAIL
         case.finish(status, f"exit code {code}: {_last_line(_read(log))} (table in {os.path.basename(log)})")
         return
-    else:
-        repo = official_repo()
-        if repo is None:
-            case.finish(FAIL, "official LAMM checkout not found: set LAMM_OFFICIAL_REPO or copy it to shared/originals")
-            return
-        n = what.rsplit("-", 1)[1]
-        cmd += ["official", "--device", "cuda", "--official", repo, "--classes", n, "--steps", str(args.official_steps)]
-        cmd += ["--precisions", *args.official_precisions, "--official-precisions", *args.official_precisions]
     cmd += ["--json", json_file]
     code = _subprocess(cmd, log, case.timeout)
     if code is None:
