@@ -40,3 +40,21 @@ def test_every_documented_benchmark_command_parses():
     for where, args in commands:
         parsed = parser.parse_args(args)  # SystemExit (argparse's error) names the bad option
         assert parsed.table == args[0], (where, args)
+
+
+def test_the_gpu_checks_benchmark_commands_parse():
+    """``gpu_check.py``'s benchmark cases call ``bench.py`` with arguments it has (found only on a GPU otherwise)."""
+    import importlib.util
+
+    sys.path.insert(0, os.path.dirname(BENCH))
+    import bench
+
+    spec = importlib.util.spec_from_file_location("gpu_check", os.path.join(REPO, "benchmarks", "gpu_check.py"))
+    gpu_check = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = gpu_check  # dataclasses look their module up there
+    spec.loader.exec_module(gpu_check)
+    args = gpu_check.parse_args([])
+    parser = bench.build_parser()
+    for what in ("step", "run", "official-100", "official-1000"):
+        argv = gpu_check.bench_arguments(args, what, "/path/to/LAMM")
+        assert parser.parse_args(argv).table == what.split("-")[0]
