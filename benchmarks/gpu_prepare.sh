@@ -4,7 +4,7 @@
 # $GPU_PYTHON, default 3.12) and a copy of the official LAMM checkout for bench.py official (shared/originals).
 # Run it from a machine with pip access; the GPU machine then installs the wheels (docs/RUN.md, "GPU check").
 #
-#   bash benchmarks/gpu_prepare.sh ../shared        # SHARED: holds originals/LAMM/ and wheels/dassl-*.whl
+#   bash benchmarks/gpu_prepare.sh FOLDER           # FOLDER holds originals/LAMM/ and wheels/dassl-*.whl
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SOURCE="${1:?usage: gpu_prepare.sh SHARED (the folder with originals/LAMM and wheels/dassl-*.whl)}"
