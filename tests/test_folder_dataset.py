@@ -193,8 +193,7 @@ def test_predictions_of_a_folder_run_equal_its_evaluation(run, request):
     predictor = Predictor.from_run(ev.out, device="cpu")
     assert predictor.classnames == ev.trainer.dm.dataset.classnames and predictor.batch_size == TEST_BATCH
     assert len(ev.batches()) == 2  # 5 + 3
-    logits = torch.cat([predictor.logits(torch.stack([predictor.preprocess(p) for p in b])) for b in ev.batches()])
-    assert torch.equal(logits, ev.logits)
+    assert torch.equal(ev.logits_of(predictor), ev.logits)
     predictions = predictor.predict(ev.paths, topk=4)
     assert [p.label for p in predictions] == ev.predictions
     assert accuracy(predictions, ev.labels) == ev.accuracy == read_results(ev.out)["accuracy"]

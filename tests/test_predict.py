@@ -239,15 +239,16 @@ def test_run_predictions_equal_the_trainers_evaluation(dassl_runs):
     predictor = Predictor.from_run(dassl_runs["run"], device="cpu")
     assert predictor.batch_size == TEST_BATCH and predictor.classnames == base.trainer.dm.dataset.classnames
     assert predictor.info["method"] == "coop" and predictor.info["lamm"] and predictor.info["epoch"] == 2
-    batches = [base.paths[i : i + TEST_BATCH] for i in range(0, len(base.paths), TEST_BATCH)]
-    logits = torch.cat([predictor.logits(torch.stack([predictor.preprocess(p) for p in b])) for b in batches])
+    assert base.batch_size == TEST_BATCH
+    logits = base.logits_of(predictor)
     assert torch.equal(logits, base.logits)  # to the bit: same model, transform, batches
     predictions = predictor.predict(base.paths, topk=3)
     assert [p.label for p in predictions] == base.predictions
     assert accuracy(predictions, base.labels) == base.accuracy
     # The trained model is not the untrained one: the run changed the logits.
     untrained = Predictor.zero_shot("tiny-vit", predictor.classnames, template="a photo of a {}.", seed=1)
-    assert not torch.equal(untrained.logits(torch.stack([predictor.preprocess(p) for p in batches[0]])), logits[:5])
+    first = torch.stack([predictor.preprocess(p) for p in base.batches()[0]])
+    assert not torch.equal(untrained.logits(first), logits[:TEST_BATCH])
     # The trainer's model_inference takes tensors only, and says where to go with an image.
     with pytest.raises(TypeError, match=r"not a PngImageFile.*Predictor.from_run\(OUTPUT_DIR\)"):
         base.trainer.model_inference(Image.open(base.paths[0]))
@@ -313,9 +314,7 @@ def test_new_class_names_equal_base_to_new_evaluation(dassl_runs):
     names = new.trainer.dm.dataset.classnames
     assert not set(names) & set(base.trainer.dm.dataset.classnames)
     predictor = Predictor.from_run(dassl_runs["run"], classes=names, device="cpu")
-    batches = [new.paths[i : i + TEST_BATCH] for i in range(0, len(new.paths), TEST_BATCH)]
-    logits = torch.cat([predictor.logits(torch.stack([predictor.preprocess(p) for p in b])) for b in batches])
-    assert torch.equal(logits, new.logits)
+    assert torch.equal(new.logits_of(predictor), new.logits)
     predictions = predictor.predict(new.paths)
     assert [p.label for p in predictions] == new.predictions and accuracy(predictions, new.labels) == new.accuracy
 
@@ -341,9 +340,7 @@ def test_zero_shot_equals_the_zeroshot_trainer(dassl_runs, precision):
     predictor = Predictor.zero_shot(
         "tiny-vit", classnames, dataset="SyntheticShapes", seed=1, batch_size=TEST_BATCH, precision=precision
     )
-    batches = [zero.paths[i : i + TEST_BATCH] for i in range(0, len(zero.paths), TEST_BATCH)]
-    logits = torch.cat([predictor.logits(torch.stack([predictor.preprocess(p) for p in b])) for b in batches])
-    assert torch.equal(logits, zero.logits)
+    assert torch.equal(zero.logits_of(predictor), zero.logits)
     predictions = predictor.predict(zero.paths)
     assert [p.label for p in predictions] == zero.predictions and accuracy(predictions, zero.labels) == zero.accuracy
 

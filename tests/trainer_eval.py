@@ -44,6 +44,11 @@ class Evaluation:
         n = self.batch_size
         return [self.paths[i : i + n] for i in range(0, len(self.paths), n)]
 
+    def logits_of(self, predictor) -> torch.Tensor:
+        """``predictor``'s logits of the test images, batched as the trainer batched them (CPU matmuls round by the
+        batch they are in: only the same batches give the same bits)."""
+        return torch.cat([predictor.logits(torch.stack([predictor.preprocess(p) for p in b])) for b in self.batches()])
+
 
 def train_recorded(args: Sequence[str]) -> Evaluation:
     """``train.py`` with these arguments, in process; returns the :class:`Evaluation` of its final test."""
