@@ -70,6 +70,13 @@ class Source:
         return f"{self.repo}: {self.path}" + (f":{self.line}" if self.line else "")
 
 
+def _in_scope(
+    datasets: Optional[tuple[str, ...]], shot_counts: Optional[tuple[int, ...]], dataset: str, shots: int
+) -> bool:
+    """Whether ``dataset`` at ``shots`` is among those a rule or override names (``None``: every one)."""
+    return (shot_counts is None or shots in shot_counts) and (datasets is None or dataset in datasets)
+
+
 @dataclass(frozen=True)
 class Rule:
     """The config file (``configs/trainers/<trainer>/<config>.yaml``) for the shot counts and datasets it names
@@ -81,7 +88,7 @@ class Rule:
     datasets: Optional[tuple[str, ...]] = None
 
     def matches(self, dataset: str, shots: int) -> bool:
-        return (self.shots is None or shots in self.shots) and (self.datasets is None or dataset in self.datasets)
+        return _in_scope(self.datasets, self.shots, dataset, shots)
 
 
 @dataclass(frozen=True)
@@ -95,7 +102,7 @@ class Override:
     shots: Optional[tuple[int, ...]] = None
 
     def matches(self, dataset: str, shots: int) -> bool:
-        return (self.shots is None or shots in self.shots) and (self.datasets is None or dataset in self.datasets)
+        return _in_scope(self.datasets, self.shots, dataset, shots)
 
 
 @dataclass(frozen=True)
