@@ -270,12 +270,10 @@ def _eval_only_jobs(
                  f"{choice.config}")
             for sub in EVAL_ONLY_SUBSETS[proto.kind]
         ]  # fmt: skip
-        job_env = {key: env.get(key, DEFAULTS.get(key, "")) for key in ("DATA",)}
-        job = Job(f"{proto.name} {plan.name}: zeroshot {ds} {choice.trainer}/{choice.config}", steps)
-        job.env = {**job_env, "TRAINER": choice.trainer, "CFG": choice.config, "OUTPUT": out,
-                   PROTOCOL_ENV: proto.name, PROTOCOL_METHOD_ENV: plan.name}  # fmt: skip
-        job.choice = choice
-        jobs.append(job)
+        job_env = {"DATA": env.get("DATA", DEFAULTS["DATA"]), "TRAINER": choice.trainer, "CFG": choice.config,
+                   "OUTPUT": out, PROTOCOL_ENV: proto.name, PROTOCOL_METHOD_ENV: plan.name}  # fmt: skip
+        name = f"{proto.name} {plan.name}: zeroshot {ds} {choice.trainer}/{choice.config}"
+        jobs.append(Job(name, steps, job_env, choice))
     return jobs
 
 
