@@ -815,6 +815,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyError as e:
         parser.error(str(e.args[0]))
     print(f"{proto.name} ({proto.kind}): {proto.description}.\nsource: {proto.source}")
+    if proto.targets:
+        print(f"targets: {' '.join(proto.targets)}" + _tested(proto))
     for plan in proto.methods:
         print(f"\n{plan.name} ({plan.trainer})" + (f": {plan.note}" if plan.note else ""))
         for ds in proto.datasets:

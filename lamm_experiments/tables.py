@@ -403,8 +403,16 @@ def build_xd(runs: list[Run], reference: dict) -> list[Table]:
             row.append(average_cell([cells.get((method, "test", t), {}) for t in group]))
             table.rows.append((_method_label(method), row))
         table.notes.append(f"Average: over the {len(group)} targets")
+        tested = sorted({(m.partition("@")[2], _model_from(m)) for m in methods if _model_from(m)})
+        table.notes += [f"protocol {p} trains nothing: its source run is {src}'s few-shot run" for p, src in tested]
         tables.append(table)
     return tables
+
+
+def _model_from(method: str) -> str:
+    """The protocol whose model ``method``'s protocol tests (``Protocol.model_from``), or ``""``."""
+    proto = protocols.PROTOCOLS.get(method.partition("@")[2])
+    return proto.model_from if proto is not None else ""
 
 
 def _zeroshot_parser(subs: dict[str, str], inner):

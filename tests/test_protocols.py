@@ -354,6 +354,9 @@ def test_every_table_from_a_fake_sweep_has_each_published_number_beside_its_twin
     row = dict(dg.rows)["LAMM (protocol lamm-official-dg)"]
     filled = [col for col, cell in zip(dg.columns, row) if cell.mean is not None]
     assert sorted(filled) == ["imagenet_sketch", "imagenetv2"]
+    assert (
+        "protocol lamm-official-dg trains nothing: its source run is lamm-official-fewshot's few-shot run" in dg.notes
+    )
     # the continual comparison: LAMM alone beside CoOp, MaPLe, CoOp+LAMM and MaPLe+LAMM, each with its setting
     table = next(t for t in tables if t.key == "continual_cifar100_shots16_10stages")
     assert sorted(label for label, _ in table.rows) == sorted(
