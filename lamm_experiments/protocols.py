@@ -223,8 +223,8 @@ _LAMM_SET2 = Source(LAMM, "scripts/lamm/base2new_train_set2_lamm_all.sh", 6)
 _LAMM_SET_SHOTS = Source(LAMM, "scripts/lamm/base2new_train_set1_lamm_all.sh", 24)  # --shots ${SHOTS}, SHOTS=16
 _LAMM_DG = "scripts/lamm/base_test_cross_imagenet_lamm.sh"
 _B2N_COCOOP = Source(COOP, "scripts/cocoop/base2new_train.sh", 13)
-# The comment line "Use the below configuration for: StanfordCars, ..." above the commented-out GPA_MEAN 45 / STD 5
-_GPA_FEW = Source(PROMPTSRC, "configs/trainers/PromptSRC/vit_b16_c2_ep50_batch4_4+4ctx_few_shot.yaml", 45)
+# The comment "Use the below configuration for: StanfordCars, ..." and the commented-out GPA_MEAN 45 / GPA_STD 5
+_GPA_FEW = Source(PROMPTSRC, "configs/trainers/PromptSRC/vit_b16_c2_ep50_batch4_4+4ctx_few_shot.yaml", "45-47")
 _GPA_OTHER_FIVE = ("stanford_cars", "oxford_flowers", "fgvc_aircraft", "dtd", "eurosat")
 #: CoCoOp's cross-dataset and domain-generalisation targets of an ImageNet source (the last four: the variants).
 XD_TARGETS = (
