@@ -233,7 +233,7 @@ XD_TARGETS = (
 )  # fmt: skip
 _KGCOOP_XD = "KgCoOp/scripts/xd_train.sh"
 _PROMPTSRC_XD = (
-    Source(PROMPTSRC, "scripts/promptsrc/reproduce_xd.sh", "11,13"),  # CFG ..._ep20_..., SHOTS=16
+    Source(PROMPTSRC, "scripts/promptsrc/reproduce_xd.sh", "11,13"),  # CFG ..._ep20_..., LOADEP=20
     Source(PROMPTSRC, "scripts/promptsrc/xd_test.sh", 29),  # --load-epoch 20
 )
 
