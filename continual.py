@@ -48,6 +48,7 @@ from lamm_experiments import continual as report
 from lamm_experiments.tabular import markdown_table
 from lamm_plugin import continual
 from lamm_plugin.dassl import compat
+from lamm_plugin.dassl.report import protocol_record as report_protocol_record
 from lamm_plugin.dassl.results import cfg_to_dict, write_json
 from lamm_plugin.layout import CONTINUAL_FORMAT, RESULTS_FILENAME, find_checkpoint
 
@@ -396,7 +397,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         "shots": int(cfg.DATASET.NUM_SHOTS),
         "seed": int(cfg.SEED),
         "backbone": cfg.MODEL.BACKBONE.NAME,
-        "protocol": {k: v for k, v in protocol.items()},
+        "protocol": {**protocol, **named_protocol()},
         "accuracy": metrics["last_accuracy"],
         "continual": section,
         "timings": {"total_seconds_last_process": time.time() - start},
@@ -411,6 +412,14 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     write_json(results, final)
     print(f"Results written to {final}")
     return results
+
+
+def named_protocol() -> dict[str, Optional[str]]:
+    """``name`` and ``method`` of the benchmark protocol of this run (lamm_experiments/protocols.py): the sweep's
+    (``sweep.sh continual --protocol``), else ``lamm-continual`` (the stage protocol every continual.py run follows)
+    with no method (a run started by hand is labelled by its trainer and config)."""
+    record = report_protocol_record() or {"name": "lamm-continual", "method": None}
+    return {"name": record["name"], "method": record["method"] or None}
 
 
 def stage_report(section: dict[str, Any]) -> str:

@@ -13,7 +13,9 @@ trains 200 epochs; PromptSRC's few-shot runs take other GPA settings on five of 
 ``scripts/lamm/sweep.sh BENCH --protocol NAME`` builds its jobs from a protocol (``--dry-run`` shows the config,
 overrides and sources of every job), each run's ``results.json`` records the protocol (``"protocol": {"name",
 "method"}``; ``null`` for a run started by hand) and ``scripts/make_tables.py`` keeps runs of different protocols
-in different rows. ``python -m lamm_experiments.protocols`` prints the table of protocols (docs/RUN.md holds it).
+in different rows. A protocol's ``published`` names the file of ``lamm_experiments/reference/`` whose numbers its
+runs reproduce: the tables put a published number only beside the run of that protocol (same method, backbone and
+shots). ``python -m lamm_experiments.protocols`` prints the table of protocols (docs/RUN.md holds it).
 
 Only the standard library.
 """
@@ -24,7 +26,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Union
 
 from lamm_experiments.tabular import markdown_table
 
@@ -64,7 +66,7 @@ class Source:
 
     repo: str
     path: str
-    line: Optional[int] = None
+    line: Union[int, str, None] = None  # a line, or lines such as "11,13"
 
     def __str__(self) -> str:
         return f"{self.repo}: {self.path}" + (f":{self.line}" if self.line else "")
@@ -111,7 +113,9 @@ class MethodPlan:
     one that matches applies).
 
     ``eval_only``: the method trains nothing (zero-shot CLIP): one evaluation per dataset (and per class subset of
-    a base-to-new table), with no seeds and no shot counts (``scripts/zsclip/zeroshot.sh``).
+    a base-to-new table, per source and target of a cross-dataset one), with no seeds and no shot counts
+    (``scripts/zsclip/zeroshot.sh``). ``env``: ``NAME VALUE`` pairs for the job script's environment that are no
+    config key (``SHARED`` of ``scripts/lamm/continual.sh``).
     """
 
     name: str
@@ -120,6 +124,7 @@ class MethodPlan:
     overrides: tuple[Override, ...] = ()
     note: str = ""
     eval_only: bool = False
+    env: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -127,6 +132,11 @@ class Protocol:
     """A named protocol: a table kind, its datasets, shot counts and seeds, and a plan per method.
 
     ``sets`` (two-set continual protocol only): the class subsets trained separately, each its own run.
+    ``targets`` (cross-dataset only): the datasets the source model is tested on. ``model_from`` (cross-dataset
+    only): the few-shot protocol whose run on the source is the model tested (none is trained for this protocol),
+    ``load_epoch`` the epoch of it that is loaded.
+    ``published``: the file of ``lamm_experiments/reference/`` whose numbers this protocol's runs reproduce (on
+    ``backbone``); a published number stands only beside the run of its method in its protocol, at its shots.
     """
 
     name: str
@@ -138,7 +148,11 @@ class Protocol:
     shots: tuple[int, ...] = (16,)
     seeds: tuple[int, ...] = (1, 2, 3)
     sets: tuple[str, ...] = ()
-    runnable: bool = True
+    backbone: str = "ViT-B/16"
+    published: str = ""
+    targets: tuple[str, ...] = ()
+    model_from: str = ""
+    load_epoch: Optional[int] = None
 
     def method(self, name: str) -> MethodPlan:
         for plan in self.methods:
@@ -152,7 +166,8 @@ class Protocol:
 
 @dataclass(frozen=True)
 class Choice:
-    """What one job of a protocol runs: trainer, config name, overrides (``KEY VALUE`` pairs) and their sources."""
+    """What one job of a protocol runs: trainer, config name, overrides (``KEY VALUE`` pairs), their sources and the
+    job script's environment (``MethodPlan.env``)."""
 
     protocol: str
     method: str
@@ -160,6 +175,7 @@ class Choice:
     config: str
     overrides: tuple[tuple[str, str], ...]
     sources: tuple[Source, ...]
+    env: tuple[tuple[str, str], ...] = ()
 
     def opts(self) -> list[str]:
         """The overrides as ``KEY VALUE`` words for ``train.py``."""
@@ -205,15 +221,28 @@ _LAMM_SHOTS_DEFAULT = Source(LAMM, "train.py", 219)  # --shots defaults to 1; th
 _LAMM_SET1 = Source(LAMM, "scripts/lamm/base2new_train_set1_lamm_all.sh", 6)
 _LAMM_SET2 = Source(LAMM, "scripts/lamm/base2new_train_set2_lamm_all.sh", 6)
 _LAMM_SET_SHOTS = Source(LAMM, "scripts/lamm/base2new_train_set1_lamm_all.sh", 24)  # --shots ${SHOTS}, SHOTS=16
+_LAMM_DG = "scripts/lamm/base_test_cross_imagenet_lamm.sh"
 _B2N_COCOOP = Source(COOP, "scripts/cocoop/base2new_train.sh", 13)
-_GPA_FEW = Source(PROMPTSRC, "configs/trainers/PromptSRC/vit_b16_c2_ep50_batch4_4+4ctx_few_shot.yaml", 43)
+# The comment "Use the below configuration for: StanfordCars, ..." and the commented-out GPA_MEAN 45 / GPA_STD 5
+_GPA_FEW = Source(PROMPTSRC, "configs/trainers/PromptSRC/vit_b16_c2_ep50_batch4_4+4ctx_few_shot.yaml", "45-47")
 _GPA_OTHER_FIVE = ("stanford_cars", "oxford_flowers", "fgvc_aircraft", "dtd", "eurosat")
+#: CoCoOp's cross-dataset and domain-generalisation targets of an ImageNet source (the last four: the variants).
+XD_TARGETS = (
+    "caltech101", "dtd", "eurosat", "fgvc_aircraft", "food101", "oxford_flowers", "oxford_pets", "stanford_cars",
+    "sun397", "ucf101", "imagenetv2", "imagenet_sketch", "imagenet_a", "imagenet_r",
+)  # fmt: skip
+_KGCOOP_XD = "KgCoOp/scripts/xd_train.sh"
+_PROMPTSRC_XD = (
+    Source(PROMPTSRC, "scripts/promptsrc/reproduce_xd.sh", "11,13"),  # CFG ..._ep20_..., LOADEP=20
+    Source(PROMPTSRC, "scripts/promptsrc/xd_test.sh", 29),  # --load-epoch 20
+)
 
 
-def _backbone_fewshot(prefix: str, label: str, shots: tuple[int, ...]) -> Protocol:
-    def ours(config: str) -> Source:
-        return Source(OURS, f"configs/trainers/LAMM_CoOp/{config}.yaml")
+def _ours(trainer: str, config: str) -> Source:
+    return Source(OURS, f"configs/trainers/{trainer}/{config}.yaml")
 
+
+def _backbone_fewshot(prefix: str, label: str, shots: tuple[int, ...], backbone: str) -> Protocol:
     return Protocol(
         name=f"coop-fewshot-{prefix}",
         kind="fewshot",
@@ -221,42 +250,153 @@ def _backbone_fewshot(prefix: str, label: str, shots: tuple[int, ...]) -> Protoc
         "every shot count) on the same backbone (ours: the LAMM paper ran ViT-B/16 only)",
         source=Source(COOP, _COOP_MD, 13),
         shots=shots,
+        backbone=backbone,
         methods=(
             MethodPlan("CoOp", "CoOp", _coop_schedule(prefix, shots)),
-            MethodPlan("LAMM", "LAMM_CoOp", _every(f"{prefix}_ep50_ctxv1_frozen", ours(f"{prefix}_ep50_ctxv1_frozen"))),
-            MethodPlan("CoOp+LAMM", "LAMM_CoOp", _every(f"{prefix}_ep50_ctxv1", ours(f"{prefix}_ep50_ctxv1"))),
+            MethodPlan(
+                "LAMM",
+                "LAMM_CoOp",
+                _every(f"{prefix}_ep50_ctxv1_frozen", _ours("LAMM_CoOp", f"{prefix}_ep50_ctxv1_frozen")),
+            ),
+            MethodPlan(
+                "CoOp+LAMM", "LAMM_CoOp", _every(f"{prefix}_ep50_ctxv1", _ours("LAMM_CoOp", f"{prefix}_ep50_ctxv1"))
+            ),
             _zeroshot(prefix),
         ),
+    )
+
+
+def _coop_variant(suffix: str, label: str, line: int, overrides: tuple[tuple[str, str], ...]) -> Protocol:
+    """One more curve of CoOp's few-shot figure (RN50): the class token in the middle and/or class-specific context
+    (``scripts/coop/main.sh`` passes them as ``TRAINER.COOP.CLASS_TOKEN_POSITION`` and ``TRAINER.COOP.CSC``)."""
+    main = Source(COOP, "scripts/coop/main.sh", "28,29")
+    return Protocol(
+        name=f"coop-fewshot-rn50-{suffix}",
+        kind="fewshot",
+        description=f"CoOp's few-shot protocol on RN50 with {label} (one curve of CoOp's few-shot figure)",
+        source=Source(COOP, _COOP_MD, line),
+        shots=FEW_SHOTS,
+        backbone="RN50",
+        methods=(
+            MethodPlan(
+                "CoOp",
+                "CoOp",
+                _coop_schedule("rn50"),
+                tuple(Override(key, value, Source(COOP, _COOP_MD, line)) for key, value in overrides),
+                note=f"{label}; {main}",
+            ),
+        ),
+    )
+
+
+def _lamm_official(
+    name: str, trainer: str, config: str, source: Source, shots: str, shots_source: Source
+) -> MethodPlan:
+    """A LAMM method with the official preset and the official scripts' ``--shots`` (parameter-alignment weight)."""
+    return MethodPlan(name, trainer, _every(config, source), (Override("TRAINER.LAMM.SHOTS", shots, shots_source),))
+
+
+_LAMM_OFFICIAL_ALONE = _lamm_official(
+    "LAMM", "LAMM_CoOp", "vit_b16_ep50_ctxv1_frozen_official", _LAMM_FEW, "1", _LAMM_SHOTS_DEFAULT
+)
+_KGCOOP_4SHOT = tuple(
+    MethodPlan(
+        name,
+        trainer,
+        _every("vit_b16_ep100_ctxv1", Source(KGCOOP, _KGCOOP_XD, 9)),
+        (Override(f"TRAINER.{trainer.upper()}.KG_WEIGHT", "8.0", Source(KGCOOP, _KGCOOP_XD, 8)),),
+    )
+    for name, trainer in (("KgCoOp", "KgCoOp"), ("KgCoOp+LAMM", "LAMM_KgCoOp"))
+)
+_RANDOM_INIT = Override("TRAINER.LAMM.RANDOM_INIT", "True", Source(LAMM, "train.py", 222))
+
+_COOP_FEW = (
+    Protocol(
+        name="coop-fewshot",
+        kind="fewshot",
+        description="CoOp's few-shot protocol (ViT-B/16, 16 random-init context vectors): 50 epochs at 1 shot, "
+        "100 at 2 and 4, 200 at 8 and 16; ImageNet 50 at every shot count",
+        source=Source(COOP, _COOP_MD, 13),
+        shots=FEW_SHOTS,
+        methods=(MethodPlan("CoOp", "CoOp", _coop_schedule("vit_b16")), _zeroshot("vit_b16")),
+    ),
+    _backbone_fewshot("rn50", "RN50 (CoOp's main results)", FEW_SHOTS, "RN50"),
+    # CoOp's repository has no 100-epoch RN101 or ViT-B/32 config: those backbones ran at 16 shots only.
+    _backbone_fewshot("rn101", "RN101 (16 shots)", (16,), "RN101"),
+    _backbone_fewshot("vit_b32", "ViT-B/32 (16 shots)", (16,), "ViT-B/32"),
+)
+_DG_TARGETS = ("imagenetv2", "imagenet_sketch", "imagenet_a", "imagenet_r")
+
+
+def _coop_dg(fewshot: Protocol) -> Protocol:
+    """CoOp's robustness to distribution shift on one backbone: the 16-shot ImageNet model of its few-shot
+    protocol, epoch 50 (``scripts/coop/eval.sh``), and zero-shot CLIP, tested on the four ImageNet variants."""
+    return Protocol(
+        name=fewshot.name.replace("fewshot", "dg"),
+        kind="xd",
+        description=f"CoOp's domain generalisation on {fewshot.backbone}: the 16-shot ImageNet model of "
+        f"{fewshot.name} (M=16, end), its epoch 50, and zero-shot CLIP, tested on the four ImageNet variants",
+        source=Source(COOP, "scripts/coop/eval.sh", "23,24"),
+        datasets=_IMAGENET,
+        backbone=fewshot.backbone,
+        targets=_DG_TARGETS,
+        model_from=fewshot.name,
+        load_epoch=50,
+        methods=(fewshot.method("CoOp"), fewshot.method("ZeroshotCLIP")),
     )
 
 
 PROTOCOLS: dict[str, Protocol] = {
     p.name: p
     for p in (
-        Protocol(
-            name="coop-fewshot",
-            kind="fewshot",
-            description="CoOp's few-shot protocol (ViT-B/16, 16 random-init context vectors): 50 epochs at 1 shot, "
-            "100 at 2 and 4, 200 at 8 and 16; ImageNet 50 at every shot count",
-            source=Source(COOP, _COOP_MD, 13),
-            shots=FEW_SHOTS,
-            methods=(MethodPlan("CoOp", "CoOp", _coop_schedule("vit_b16")), _zeroshot("vit_b16")),
+        *_COOP_FEW[:2],
+        _coop_variant("mid", "the class token in the middle", 24, (("TRAINER.COOP.CLASS_TOKEN_POSITION", "middle"),)),
+        _coop_variant("csc", "class-specific context", 31, (("TRAINER.COOP.CSC", "True"),)),
+        _coop_variant(
+            "csc-mid",
+            "class-specific context and the class token in the middle",
+            38,
+            (("TRAINER.COOP.CLASS_TOKEN_POSITION", "middle"), ("TRAINER.COOP.CSC", "True")),
         ),
-        _backbone_fewshot("rn50", "RN50 (CoOp's main results)", FEW_SHOTS),
-        # CoOp's repository has no 100-epoch RN101 or ViT-B/32 config: those backbones ran at 16 shots only.
-        _backbone_fewshot("rn101", "RN101 (16 shots)", (16,)),
-        _backbone_fewshot("vit_b32", "ViT-B/32 (16 shots)", (16,)),
+        *_COOP_FEW[2:],
+        *(_coop_dg(p) for p in _COOP_FEW),
         Protocol(
             name="lamm-fewshot",
             kind="fewshot",
-            description="LAMM's few-shot figure: LAMM alone, CoOp+LAMM (50 epochs) and MaPLe+LAMM (5 epochs) with the "
-            "same config at every shot count, our LAMM defaults; the CoOp baseline on CoOp's schedule, MaPLe 5 epochs",
+            description="Ours, not the figure's protocol: LAMM alone, CoOp+LAMM (50 epochs) and MaPLe+LAMM (5 epochs) "
+            "with our LAMM defaults (parameter-alignment weight 1/K, every class-name token learnable, fp32 learned "
+            "tensors); the baselines and the published figure are those of lamm-official-fewshot",
             source=_LAMM_FEW,
             shots=FEW_SHOTS,
             methods=(
                 MethodPlan("LAMM", "LAMM_CoOp", _every("vit_b16_ep50_ctxv1_frozen", _LAMM_FEW)),
                 MethodPlan("CoOp+LAMM", "LAMM_CoOp", _every("vit_b16_ep50_ctxv1", _COOP_LAMM_FEW)),
                 MethodPlan("MaPLe+LAMM", "LAMM_MaPLe", _every("vit_b16_c2_ep5_batch4_2ctx", _MAPLE_LAMM_FEW)),
+            ),
+        ),
+        Protocol(
+            name="lamm-official-fewshot",
+            kind="fewshot",
+            description="LAMM's few-shot figure, the run that reproduces it: LAMM's few-shot scripts as the official "
+            "code ran them (the official preset with the parameter-alignment weight 1/1: the scripts leave --shots "
+            "at its default 1), beside the figure's baselines (CoOp on CoOp's schedule, MaPLe 5 epochs, zero-shot "
+            "CLIP)",
+            source=_LAMM_FEW,
+            shots=FEW_SHOTS,
+            published="lamm_fewshot_figure.csv",
+            methods=(
+                _LAMM_OFFICIAL_ALONE,
+                _lamm_official(
+                    "CoOp+LAMM", "LAMM_CoOp", "vit_b16_ep50_ctxv1_official", _COOP_LAMM_FEW, "1", _LAMM_SHOTS_DEFAULT
+                ),
+                _lamm_official(
+                    "MaPLe+LAMM",
+                    "LAMM_MaPLe",
+                    "vit_b16_c2_ep5_batch4_2ctx_official",
+                    _MAPLE_LAMM_FEW,
+                    "1",
+                    _LAMM_SHOTS_DEFAULT,
+                ),
                 MethodPlan(
                     "CoOp",
                     "CoOp",
@@ -268,32 +408,31 @@ PROTOCOLS: dict[str, Protocol] = {
             ),
         ),
         Protocol(
-            name="lamm-official-fewshot",
+            name="lamm-official-random-init",
             kind="fewshot",
-            description="LAMM's few-shot scripts as the official code ran them: the official preset with the "
-            "parameter-alignment weight 1/1 (the scripts leave --shots at its default 1)",
-            source=_LAMM_FEW,
+            description="LAMM's label-initialisation ablation: lamm-official-fewshot with the label embeddings drawn "
+            "from N(0, 0.02^2) instead of the class names' token embeddings (the official --random-init)",
+            source=Source(LAMM, "train.py", 222),
             shots=FEW_SHOTS,
-            methods=(
-                MethodPlan(
-                    "LAMM",
-                    "LAMM_CoOp",
-                    _every("vit_b16_ep50_ctxv1_frozen_official", _LAMM_FEW),
-                    (Override("TRAINER.LAMM.SHOTS", "1", _LAMM_SHOTS_DEFAULT),),
-                ),
-                MethodPlan(
-                    "CoOp+LAMM",
-                    "LAMM_CoOp",
-                    _every("vit_b16_ep50_ctxv1_official", _COOP_LAMM_FEW),
-                    (Override("TRAINER.LAMM.SHOTS", "1", _LAMM_SHOTS_DEFAULT),),
-                ),
-                MethodPlan(
-                    "MaPLe+LAMM",
-                    "LAMM_MaPLe",
-                    _every("vit_b16_c2_ep5_batch4_2ctx_official", _MAPLE_LAMM_FEW),
-                    (Override("TRAINER.LAMM.SHOTS", "1", _LAMM_SHOTS_DEFAULT),),
-                ),
-            ),
+            methods=tuple(
+                MethodPlan(name, trainer, _every(config, source), (*plan_shots, _RANDOM_INIT))
+                for name, trainer, config, source, plan_shots in (
+                    (
+                        "LAMM",
+                        "LAMM_CoOp",
+                        "vit_b16_ep50_ctxv1_frozen_official",
+                        _LAMM_FEW,
+                        (Override("TRAINER.LAMM.SHOTS", "1", _LAMM_SHOTS_DEFAULT),),
+                    ),
+                    (
+                        "CoOp+LAMM",
+                        "LAMM_CoOp",
+                        "vit_b16_ep50_ctxv1_official",
+                        _COOP_LAMM_FEW,
+                        (Override("TRAINER.LAMM.SHOTS", "1", _LAMM_SHOTS_DEFAULT),),
+                    ),
+                )
+            ),  # fmt: skip
         ),
         Protocol(
             name="promptsrc-fewshot",
@@ -318,12 +457,23 @@ PROTOCOLS: dict[str, Protocol] = {
             ),
         ),
         Protocol(
+            name="kgcoop-fewshot",
+            kind="fewshot",
+            description="KgCoOp's 4-shot table: 4 shots of all classes of each of the eleven datasets, 100 epochs, "
+            "weight 8.0 (KgCoOp's xd_train.sh); KgCoOp+LAMM with the same config",
+            source=Source(KGCOOP, _KGCOOP_XD, 15),
+            shots=(4,),
+            methods=(*_KGCOOP_4SHOT, _zeroshot("vit_b16", note="the table's zero-shot CLIP row")),
+        ),
+        Protocol(
             name="cocoop-base2new",
             kind="base2new",
             description="CoCoOp's base-to-new protocol (16 shots of the base half, tested on base and new), each "
-            "method with its own repository's base-to-new config; a LAMM method with its host's config (ours), "
-            "CoOp+LAMM and LAMM alone with the LAMM repository's 50-epoch config",
+            "method with its own repository's base-to-new config; the LAMM rows are ours (the LAMM repository has "
+            "no base-to-new test: its set-1 script trains the base half and never tests the new one), LAMM alone "
+            "and CoOp+LAMM with the LAMM repository's 50-epoch config",
             source=_B2N_COCOOP,
+            published="published_base2new.csv",
             methods=(
                 MethodPlan(
                     "CoOp",
@@ -368,20 +518,28 @@ PROTOCOLS: dict[str, Protocol] = {
                         "vit_b16_c2_ep20_batch4_4+4ctx", Source(PROMPTSRC, "scripts/promptsrc/base2new_train.sh", 10)
                     ),
                 ),
-                MethodPlan("LAMM", "LAMM_CoOp", _every("vit_b16_ep50_ctxv1_frozen", _LAMM_SET1)),
-                MethodPlan("CoOp+LAMM", "LAMM_CoOp", _every("vit_b16_ep50_ctxv1", _LAMM_SET1)),
+                MethodPlan(
+                    "LAMM",
+                    "LAMM_CoOp",
+                    _every("vit_b16_ep50_ctxv1_frozen", _ours("LAMM_CoOp", "vit_b16_ep50_ctxv1_frozen")),
+                ),
+                MethodPlan(
+                    "CoOp+LAMM", "LAMM_CoOp", _every("vit_b16_ep50_ctxv1", _ours("LAMM_CoOp", "vit_b16_ep50_ctxv1"))
+                ),
                 MethodPlan(
                     "LAMM (official)",
                     "LAMM_CoOp",
                     _every("vit_b16_ep50_ctxv1_frozen_official", _LAMM_SET1),
                     (Override("TRAINER.LAMM.SHOTS", "16", _LAMM_SET_SHOTS),),
-                    note="the official base-to-new scripts pass --shots 16: parameter-alignment weight 1/16",
+                    note="the official set-1 script's training (--shots 16: parameter-alignment weight 1/16), tested "
+                    "on the new half as well (ours)",
                 ),
                 MethodPlan(
                     "CoOp+LAMM (official)",
                     "LAMM_CoOp",
                     _every("vit_b16_ep50_ctxv1_official", _LAMM_SET1),
                     (Override("TRAINER.LAMM.SHOTS", "16", _LAMM_SET_SHOTS),),
+                    note="as LAMM (official)",
                 ),
                 MethodPlan(
                     "MaPLe+LAMM",
@@ -409,9 +567,10 @@ PROTOCOLS: dict[str, Protocol] = {
             kind="xd",
             description="CoCoOp's cross-dataset and domain-generalisation protocol: all classes of ImageNet, 16 shots, "
             "tested on the ten other datasets and the four ImageNet variants; each method with its repository's "
-            "cross-dataset config",
+            "cross-dataset config, the LAMM rows with ours",
             source=Source(COOP, "scripts/cocoop/xd_train.sh", 13),
             datasets=("imagenet",),
+            targets=XD_TARGETS,
             methods=(
                 MethodPlan(
                     "CoOp", "CoOp", _every("vit_b16_ep50_ctxv1", Source(COOP, "scripts/cocoop/xd_train.sh", 14))
@@ -432,21 +591,18 @@ PROTOCOLS: dict[str, Protocol] = {
                 MethodPlan(
                     "PromptSRC",
                     "PromptSRC",
-                    _every(
-                        "vit_b16_c2_ep20_batch4_4+4ctx_cross_datasets",
-                        Source(PROMPTSRC, "scripts/promptsrc/xd_train.sh", 11),
-                    ),
-                    note="the script names vit_b16_c2_ep5_batch4_4+4ctx_cross_datasets, a file the repository does not "
-                    "have; its only cross-dataset config is the 20-epoch one",
+                    _every("vit_b16_c2_ep20_batch4_4+4ctx_cross_datasets", _PROMPTSRC_XD[0]),
+                    note="xd_train.sh names vit_b16_c2_ep5_batch4_4+4ctx_cross_datasets, a file the repository does "
+                    f"not have; the 20-epoch config is the one its test loads ({_PROMPTSRC_XD[1]}: --load-epoch 20)",
                 ),
                 MethodPlan(
                     "LAMM",
                     "LAMM_CoOp",
-                    _every(
-                        "vit_b16_ep50_ctxv1_frozen", Source(LAMM, "scripts/lamm/base_test_cross_imagenet_lamm.sh", 23)
-                    ),
+                    _every("vit_b16_ep50_ctxv1_frozen", _ours("LAMM_CoOp", "vit_b16_ep50_ctxv1_frozen")),
                 ),
-                MethodPlan("CoOp+LAMM", "LAMM_CoOp", _every("vit_b16_ep50_ctxv1", _COOP_LAMM_FEW)),
+                MethodPlan(
+                    "CoOp+LAMM", "LAMM_CoOp", _every("vit_b16_ep50_ctxv1", _ours("LAMM_CoOp", "vit_b16_ep50_ctxv1"))
+                ),
                 MethodPlan(
                     "MaPLe+LAMM",
                     "LAMM_MaPLe",
@@ -458,29 +614,73 @@ PROTOCOLS: dict[str, Protocol] = {
                 MethodPlan(
                     "PromptSRC+LAMM",
                     "LAMM_PromptSRC",
-                    _every(
-                        "vit_b16_c2_ep20_batch4_4+4ctx_cross_datasets",
-                        Source(PROMPTSRC, "scripts/promptsrc/xd_train.sh", 11),
-                    ),
+                    _every("vit_b16_c2_ep20_batch4_4+4ctx_cross_datasets", _PROMPTSRC_XD[0]),
                 ),
+                _zeroshot("vit_b16", note="the source and every target evaluated once"),
             ),
+        ),
+        Protocol(
+            name="lamm-official-dg",
+            kind="xd",
+            description="LAMM's domain generalisation as the official code ran it: the 16-shot ImageNet model of "
+            "lamm-official-fewshot (LAMM alone), its epoch 50, tested on ImageNet-V2 and ImageNet-Sketch (the "
+            "script's imagenet-sketch names no config; imagenet_sketch is meant); nothing is trained",
+            source=Source(LAMM, _LAMM_DG, 23),
+            datasets=("imagenet",),
+            targets=("imagenet_sketch", "imagenetv2"),
+            model_from="lamm-official-fewshot",
+            load_epoch=50,
+            methods=(_LAMM_OFFICIAL_ALONE,),
+        ),
+        Protocol(
+            name="kgcoop-xd",
+            kind="xd",
+            description="KgCoOp's cross-dataset and domain-generalisation runs: its 4-shot ImageNet model "
+            "(kgcoop-fewshot, the model KgCoOp's xd_train.sh trains) tested on CoCoOp's 14 targets (the repository "
+            "has no test script); nothing is trained",
+            source=Source(KGCOOP, _KGCOOP_XD, 17),
+            datasets=("imagenet",),
+            shots=(4,),
+            targets=XD_TARGETS,
+            model_from="kgcoop-fewshot",
+            methods=_KGCOOP_4SHOT,
         ),
         Protocol(
             name="lamm-official-incremental",
             kind="continual",
-            description='The official repository\'s "incremental training": LAMM alone (official preset, --shots 16) '
-            "trained on the base half and, separately, on the new half of each dataset; each half is tested on "
-            "itself, with no combined evaluation",
+            description='The official repository\'s "incremental training": each method (the official repository '
+            "runs LAMM alone; the others for the comparison, with the configs LAMM's scripts give them) trained on "
+            "the base half and, separately, on the new half of each dataset; each half is tested on itself, with no "
+            "combined evaluation",
             source=_LAMM_SET1,
             sets=("base", "new"),
             methods=(
-                MethodPlan(
+                _lamm_official(
                     "LAMM (official)",
                     "LAMM_CoOp",
-                    (Rule("vit_b16_ep50_ctxv1_frozen_official", _LAMM_SET1),),
-                    (Override("TRAINER.LAMM.SHOTS", "16", _LAMM_SET_SHOTS),),
-                    note=f"set 2: {_LAMM_SET2}",
+                    "vit_b16_ep50_ctxv1_frozen_official",
+                    _LAMM_SET1,
+                    "16",
+                    _LAMM_SET_SHOTS,
                 ),
+                _lamm_official(
+                    "CoOp+LAMM (official)",
+                    "LAMM_CoOp",
+                    "vit_b16_ep50_ctxv1_official",
+                    _COOP_LAMM_FEW,
+                    "16",
+                    _LAMM_SET_SHOTS,
+                ),
+                _lamm_official(
+                    "MaPLe+LAMM (official)",
+                    "LAMM_MaPLe",
+                    "vit_b16_c2_ep5_batch4_2ctx_official",
+                    _MAPLE_LAMM_FEW,
+                    "16",
+                    _LAMM_SET_SHOTS,
+                ),
+                MethodPlan("CoOp", "CoOp", _every("vit_b16_ep50_ctxv1", _COOP_LAMM_FEW)),
+                MethodPlan("MaPLe", "MaPLe", _every("vit_b16_c2_ep5_batch4_2ctx", _MAPLE_LAMM_FEW)),
             ),
         ),
         Protocol(
@@ -488,13 +688,35 @@ PROTOCOLS: dict[str, Protocol] = {
             kind="continual",
             description="Ours (the paper's continual protocol is not published): class-incremental stages, each "
             "stage trained from the last with earlier labels frozen and one evaluation over every class seen "
-            "(scripts/lamm/continual.sh, configs/continual/)",
+            "(scripts/lamm/continual.sh, configs/continual/); CoOp and MaPLe train their shared prompts in every "
+            "stage (they have nothing else to learn), the LAMM methods freeze theirs after stage 1",
             source=Source(OURS, "scripts/lamm/continual.sh"),
             datasets=("cifar100", "imagenet_r"),
-            runnable=False,
             methods=(
                 MethodPlan(
-                    "LAMM", "LAMM_CoOp", (Rule("vit_b16_ep50_ctxv1_frozen", Source(OURS, "scripts/lamm/continual.sh")),)
+                    "LAMM",
+                    "LAMM_CoOp",
+                    _every("vit_b16_ep50_ctxv1_frozen", _ours("LAMM_CoOp", "vit_b16_ep50_ctxv1_frozen")),
+                ),
+                MethodPlan(
+                    "CoOp+LAMM", "LAMM_CoOp", _every("vit_b16_ep50_ctxv1", _ours("LAMM_CoOp", "vit_b16_ep50_ctxv1"))
+                ),
+                MethodPlan(
+                    "MaPLe+LAMM",
+                    "LAMM_MaPLe",
+                    _every("vit_b16_c2_ep5_batch4_2ctx", _ours("LAMM_MaPLe", "vit_b16_c2_ep5_batch4_2ctx")),
+                ),
+                MethodPlan(
+                    "CoOp",
+                    "CoOp",
+                    _every("vit_b16_ep50_ctxv1", _ours("CoOp", "vit_b16_ep50_ctxv1")),
+                    env=(("SHARED", "train"),),
+                ),
+                MethodPlan(
+                    "MaPLe",
+                    "MaPLe",
+                    _every("vit_b16_c2_ep5_batch4_2ctx", _ours("MaPLe", "vit_b16_c2_ep5_batch4_2ctx")),
+                    env=(("SHARED", "train"),),
                 ),
             ),
         ),
@@ -533,7 +755,17 @@ def resolve(protocol: str, method: str, dataset: str, shots: int) -> Choice:
         config=rule.config,
         overrides=tuple((o.key, o.value) for o in overrides),
         sources=(rule.source, *(o.source for o in overrides)),
+        env=plan.env,
     )
+
+
+def _tested(proto: Protocol) -> str:
+    """What a cross-dataset protocol tests, for the table: its targets and, without training, whose model."""
+    if not proto.targets:
+        return ""
+    model = f"the model of `{proto.model_from}`" if proto.model_from else "trained on " + ", ".join(proto.datasets)
+    epoch = f" at epoch {proto.load_epoch}" if proto.load_epoch else ""
+    return f" ({model}{epoch}, tested on {len(proto.targets)} targets)"
 
 
 def protocols_markdown() -> str:
@@ -559,7 +791,7 @@ def protocols_markdown() -> str:
             rows.append(
                 [
                     f"`{proto.name}`",
-                    proto.kind + ("" if proto.runnable else " (sweep.sh continual)"),
+                    proto.kind + _tested(proto),
                     plan.name,
                     plan.trainer,
                     "; ".join(configs) + ("; " + "; ".join(overrides) if overrides else ""),
@@ -583,6 +815,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyError as e:
         parser.error(str(e.args[0]))
     print(f"{proto.name} ({proto.kind}): {proto.description}.\nsource: {proto.source}")
+    if proto.targets:
+        print(f"targets: {' '.join(proto.targets)}" + _tested(proto))
     for plan in proto.methods:
         print(f"\n{plan.name} ({plan.trainer})" + (f": {plan.note}" if plan.note else ""))
         for ds in proto.datasets:

@@ -32,7 +32,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Optional
 
 from lamm_experiments import jobproc, protocols
@@ -59,7 +59,7 @@ LOCK_FILENAME = "sweep.lock"
 FAILED_FILENAME = "sweep_failed.json"
 CONSOLE_FILENAME = "console.txt"
 BENCHMARKS = ("fewshot", "base2new", "xd")
-#: The tables a protocol sweep can fill: the benchmarks, and the two-set continual protocol (``continual``).
+#: The tables a protocol sweep can fill: the benchmarks, and the continual protocols (``continual``).
 PROTOCOL_BENCHMARKS = (*BENCHMARKS, "continual")
 #: Read by the trainers into ``results.json`` (``"protocol": {"name", "method"}``); unset for a run started by hand.
 PROTOCOL_ENV = "LAMM_PROTOCOL"
@@ -182,13 +182,17 @@ def build_protocol_jobs(
     datasets, shot counts and seeds, each with the config and overrides the protocol gives.
 
     The runs go under ``OUTPUT/<protocol>/`` (the folders of ``build_jobs`` below it), so runs of two protocols
-    never share a folder. ``SEEDS``, ``DATASETS`` and ``SHOTS_LIST`` from ``environ`` narrow the protocol's own
-    (a value outside the protocol is refused); ``opts`` come after the protocol's overrides.
+    never share a folder; a cross-dataset protocol that tests another protocol's model (``model_from``) starts its
+    job with that protocol's run (skipped when it is finished). ``SEEDS``, ``DATASETS``, ``SHOTS_LIST`` and
+    ``XD_TARGETS`` from ``environ`` narrow the protocol's own (a value outside the protocol is refused); ``opts``
+    come after the protocol's overrides.
     """
     proto = protocols.get_protocol(protocol)
-    if bench != proto.kind or not proto.runnable:
-        how = f"run it with 'sweep.sh {proto.kind} --protocol {protocol}'" if proto.runnable else "see its source"
-        raise ValueError(f"protocol {protocol!r} belongs to the {proto.kind} table ({how}), not to {bench}")
+    if bench != proto.kind:
+        raise ValueError(
+            f"protocol {protocol!r} belongs to the {proto.kind} table (run it with 'sweep.sh {proto.kind} --protocol "
+            f"{protocol}'), not to {bench}"
+        )
     env = dict(os.environ if environ is None else environ)
 
     def narrowed(key: str, allowed: Sequence[Any]) -> list[str]:
@@ -205,29 +209,40 @@ def build_protocol_jobs(
     seeds = narrowed("SEEDS", proto.seeds)
     datasets = narrowed("DATASETS", proto.datasets)
     shots_list = narrowed("SHOTS_LIST" if bench == "fewshot" else "SHOTS", proto.shots)
+    targets = narrowed("XD_TARGETS", proto.targets) if proto.targets else []
     out = os.path.join(env.get("OUTPUT", DEFAULTS["OUTPUT"]), proto.name)
     jobs = []
     for plan in plans:
         if plan.eval_only:
-            jobs.extend(_eval_only_jobs(proto, plan, datasets, shots_list, out, env, opts))
+            jobs.extend(_eval_only_jobs(proto, plan, [*datasets, *targets], shots_list, out, env, opts))
             continue
         for seed in seeds:
             for k in shots_list:
                 for ds in datasets:
                     choice = protocols.resolve(proto.name, plan.name, ds, int(k))
                     job_env = {**env, "TRAINER": choice.trainer, "CFG": choice.config, "OUTPUT": out, "SHOTS": k,
-                               "SHOTS_LIST": k, "SEEDS": seed, "DATASETS": ds, "SOURCE": ds}  # fmt: skip
+                               "SHOTS_LIST": k, "SEEDS": seed, "DATASETS": ds, "SOURCE": ds,
+                               "XD_TARGETS": " ".join(targets), **dict(choice.env)}  # fmt: skip
                     extra = [*choice.opts(), *opts]
-                    if bench == "continual":
-                        tail = f"{ds}/shots_{k}/{choice.trainer}/{choice.config}/seed{seed}"
+                    tail = f"{ds}/shots_{k}/{choice.trainer}/{choice.config}"
+                    if proto.model_from:
+                        built = [_tested_model_job(proto, plan.name, ds, k, seed, targets, out, env, opts)]
+                    elif bench == "continual" and proto.sets:
                         steps = [
                             Step(
                                 ["bash", os.path.join(SCRIPTS, "twoset_train.sh"), ds, part, seed, *extra],
-                                f"{out}/twoset/{part}/{tail}",
+                                f"{out}/twoset/{part}/{tail}/seed{seed}",
                             )
                             for part in proto.sets
                         ]
                         built = [Job(f"twoset {ds} {choice.trainer}/{choice.config} seed={seed}", steps)]
+                    elif bench == "continual":
+                        shared = job_env.get("SHARED") or "freeze"
+                        step = Step(
+                            ["bash", os.path.join(SCRIPTS, "continual.sh"), ds, seed, *extra],
+                            f"{out}/continual/{tail}/shared_{shared}/seed{seed}",
+                        )
+                        built = [Job(f"continual {ds} {choice.trainer}/{choice.config} seed={seed}", [step])]
                     else:
                         built = build_jobs(bench, extra, job_env)
                     for job in built:
@@ -236,14 +251,54 @@ def build_protocol_jobs(
                             key: job_env.get(key, DEFAULTS.get(key, ""))
                             for key in ("TRAINER", "CFG", "OUTPUT", "DATA", "SHOTS")
                         }
-                        job.env = {**base, PROTOCOL_ENV: proto.name, PROTOCOL_METHOD_ENV: plan.name}
-                        job.choice = choice
+                        job.env = {**base, **dict(choice.env), PROTOCOL_ENV: proto.name,
+                                   PROTOCOL_METHOD_ENV: plan.name}  # fmt: skip
+                        # a tested model's job names the protocol's own source before the model's
+                        job.choice = (
+                            replace(choice, sources=(proto.source, *choice.sources)) if proto.model_from else choice
+                        )
                         jobs.append(job)
     return jobs
 
 
-#: The class subsets an evaluation-only method is tested on, per table (folders ``zeroshot/<subset>/...``).
-EVAL_ONLY_SUBSETS = {"fewshot": ("all",), "base2new": ("base", "new")}
+def _tested_model_job(
+    proto: protocols.Protocol,
+    method: str,
+    source: str,
+    shots: str,
+    seed: str,
+    targets: Sequence[str],
+    out: str,
+    env: dict[str, str],
+    opts: Sequence[str],
+) -> Job:
+    """A job of a protocol that tests another protocol's model (``model_from``): that protocol's few-shot run on
+    the source (its own folder, protocol and overrides; skipped when finished), then ``xd_test.sh`` on every target
+    with that run as ``MODEL_DIR`` at the protocol's ``load_epoch``."""
+    src = protocols.resolve(proto.model_from, method, source, int(shots))
+    src_out = os.path.join(os.path.dirname(out), proto.model_from)
+    model_dir = f"{src_out}/fewshot/{source}/shots_{shots}/{src.trainer}/{src.config}/seed{seed}"
+    train_env = [f"OUTPUT={src_out}", f"{PROTOCOL_ENV}={proto.model_from}", f"{PROTOCOL_METHOD_ENV}={method}"]
+    steps = [Step(["env", *train_env, "bash", os.path.join(SCRIPTS, "fewshot.sh"), source, shots, seed,
+                   *src.opts(), *opts], model_dir)]  # fmt: skip
+    tail = f"shots_{shots}/{src.trainer}/{src.config}/seed{seed}"
+    for target in targets:
+        argv = ["bash", os.path.join(SCRIPTS, "xd_test.sh"), target, seed, *src.opts(), *opts]
+        steps.append(Step(argv, f"{out}/xd/test/{target}/{tail}"))
+    job_env = {"TRAINER": src.trainer, "CFG": src.config, "OUTPUT": out, "DATA": env.get("DATA", DEFAULTS["DATA"]),
+               "SHOTS": shots, "SOURCE": source, "MODEL_DIR": model_dir,
+               "LOADEP": str(proto.load_epoch or "")}  # fmt: skip
+    return Job(f"xd {proto.model_from} model {source} -> {len(targets)} targets {src.trainer}/{src.config} "
+               f"seed={seed}", steps, job_env)  # fmt: skip
+
+
+#: The class subsets an evaluation-only method is tested on, per table (folders ``zeroshot/<part>/...``): the
+#: folder part and ``DATASET.SUBSAMPLE_CLASSES``; a cross-dataset table's source and targets are all classes.
+EVAL_ONLY_SUBSETS = {
+    "fewshot": (("all", "all"),),
+    "base2new": (("base", "base"), ("new", "new")),
+    "xd": (("xd_source", "all"), ("xd_target", "all")),
+}
 
 
 def _eval_only_jobs(
@@ -257,18 +312,22 @@ def _eval_only_jobs(
 ) -> list[Job]:
     """The jobs of a method that trains nothing (zero-shot CLIP): one per dataset, whatever the seeds and shot
     counts, each evaluating the table's class subsets with ``scripts/zsclip/zeroshot.sh`` (``SUB`` names the
-    subset)."""
+    subset, ``PART`` the folder; a cross-dataset table evaluates its source once and each target once)."""
     if proto.kind not in EVAL_ONLY_SUBSETS:
         raise ValueError(f"protocol {proto.name!r}: an evaluation-only method has no {proto.kind} jobs")
     script = os.path.join(os.path.dirname(SCRIPTS), "zsclip", "zeroshot.sh")
     jobs = []
     for ds in datasets:
-        choice = protocols.resolve(proto.name, plan.name, ds, int(shots_list[0]))
+        parts = EVAL_ONLY_SUBSETS[proto.kind]
+        if proto.kind == "xd":
+            parts = parts[:1] if ds in proto.datasets else parts[1:]
+        choice = protocols.resolve(proto.name, plan.name, proto.datasets[0] if proto.targets else ds,
+                                   int(shots_list[0]))  # fmt: skip
         extra = [*choice.opts(), *opts]
         steps = [
-            Step(["env", f"SUB={sub}", "bash", script, ds, *extra], f"{out}/zeroshot/{sub}/{ds}/{choice.trainer}/"
-                 f"{choice.config}")
-            for sub in EVAL_ONLY_SUBSETS[proto.kind]
+            Step(["env", f"SUB={sub}", f"PART={part}", "bash", script, ds, *extra],
+                 f"{out}/zeroshot/{part}/{ds}/{choice.trainer}/{choice.config}")
+            for part, sub in parts
         ]  # fmt: skip
         job_env = {"DATA": env.get("DATA", DEFAULTS["DATA"]), "TRAINER": choice.trainer, "CFG": choice.config,
                    "OUTPUT": out, PROTOCOL_ENV: proto.name, PROTOCOL_METHOD_ENV: plan.name}  # fmt: skip
@@ -285,6 +344,8 @@ def describe(job: Job) -> list[str]:
     lines = [f"    protocol {c.protocol}, method {c.method}: {c.trainer}/{c.config}"]
     if c.overrides:
         lines.append(f"    overrides: {' '.join(c.opts())}")
+    if c.env:
+        lines.append(f"    environment: {' '.join(f'{k}={v}' for k, v in c.env)}")
     lines.append(f"    source: {'; '.join(dict.fromkeys(str(s) for s in c.sources))}")
     return lines
 

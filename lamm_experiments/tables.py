@@ -2,8 +2,9 @@
 
 ``scripts/make_tables.py OUTPUT`` reads every ``results.json`` under ``OUTPUT`` (the folders written by
 ``scripts/lamm/*.sh``), averages each cell over seeds (mean ± population std, seed count shown), puts the published
-numbers (``lamm_experiments/reference/``) beside ours with the difference, and writes markdown, LaTeX (booktabs) and
-CSV, plus the few-shot curves as PNG and PDF (matplotlib, imported only for the figure).
+numbers (``lamm_experiments/reference/``) beside the runs that reproduce them (:func:`published`) with the
+difference, and writes markdown, LaTeX (booktabs) and CSV, plus the few-shot curves as PNG and PDF (matplotlib,
+imported only for the figure).
 
 A missing run is shown as ``missing``; an average over datasets is shown only when every dataset is there
 (otherwise ``incomplete (k/N)``), never silently averaged over what exists.
@@ -26,7 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
-from lamm_experiments import figures
+from lamm_experiments import figures, protocols
 from lamm_experiments.results import ResultsFileError, accuracy_of, continual_section, read_results
 from lamm_experiments.tabular import markdown_table
 from lamm_plugin.layout import RESULTS_FILENAME
@@ -206,11 +207,19 @@ def load_runs(
 
 
 def _protocol_of(results: dict, path: str) -> Optional[tuple[str, str]]:
-    """``(protocol, method)`` recorded in a ``results.json`` (lamm_experiments.protocols); None outside one."""
+    """``(protocol, method)`` recorded in a ``results.json`` (lamm_experiments.protocols); None outside one.
+
+    A continual run's ``protocol`` also holds its stages (``continual.py``); its ``method`` is null when the run
+    was started outside a named protocol.
+    """
     record = results.get("protocol")
     if record is None:
         return None
-    if not isinstance(record, dict) or not record.get("name") or not record.get("method"):
+    if not isinstance(record, dict) or not (record.get("name") or "continual" in results):
+        raise ResultsFileError(path, f'\'protocol\' should be null or {{"name", "method"}}, not {record!r}')
+    if "continual" in results and not record.get("method"):
+        return None
+    if not record.get("method"):
         raise ResultsFileError(path, f'\'protocol\' should be null or {{"name", "method"}}, not {record!r}')
     return str(record["name"]), str(record["method"])
 
@@ -302,7 +311,6 @@ def _seed_note(runs: Sequence[Run]) -> str:
 
 def build_fewshot(runs: list[Run], reference: dict) -> list[Table]:
     """Per method: datasets x shots, plus the average over the datasets; the figure's numbers beside ours."""
-    fig = reference.get("fewshot", {})
     datasets = _order(r.dataset for r in runs)
     trained = sorted({r.shots for r in runs if r.shots > 0})
     cells = _by(runs, "method", "dataset", "shots")
@@ -318,25 +326,23 @@ def build_fewshot(runs: list[Run], reference: dict) -> list[Table]:
             row = []
             for k in shots:
                 cell = seed_cell(cells.get((method, ds, k), {}))
-                cell.paper = fig.get((PAPER_DATASET.get(ds, ds), name, k))
+                cell.paper = published(reference, "fewshot", method, PAPER_DATASET.get(ds, ds), k)
                 row.append(cell)
             table.rows.append((ds, row))
         avg = []
         for k in shots:
             cell = average_cell([cells.get((method, ds, k), {}) for ds in datasets])
             if sorted(datasets) == sorted(ELEVEN):
-                cell.paper = fig.get(("Average", name, k))
+                cell.paper = published(reference, "fewshot", method, "Average", k)
             avg.append(cell)
         table.rows.append((f"Average ({len(datasets)} datasets)", avg))
-        if any(c.paper is not None for _, row in table.rows for c in row):
-            table.notes.append("paper: the official LAMM results figure (lamm_experiments/reference/README.md)")
+        table.notes.append(_twin_note("fewshot", method, reference))
         tables.append(table)
     return tables
 
 
 def build_base2new(runs: list[Run], reference: dict) -> list[Table]:
     """Per method: base, new and H per dataset and averaged; H from the averaged base and new accuracies."""
-    published = reference.get("base2new", {})
     datasets = _order(r.dataset for r in runs)
     cells = _by(runs, "method", "split", "dataset")
     tables = []
@@ -351,13 +357,19 @@ def build_base2new(runs: list[Run], reference: dict) -> list[Table]:
         base = average_cell([cells.get((method, "train_base", ds), {}) for ds in datasets])
         new = average_cell([cells.get((method, "test_new", ds), {}) for ds in datasets])
         row = [base, new, _h_cell(base, new)]
-        if sorted(datasets) == sorted(ELEVEN) and paper_name(method) in published:
-            for cell, value in zip(row, published[paper_name(method)]):
+        paper = published(reference, "base2new", method, "Average", _shots_of(runs, method))
+        if sorted(datasets) == sorted(ELEVEN) and paper is not None:
+            for cell, value in zip(row, paper):
                 cell.paper = value
-            table.notes.append("paper: the method's published README (lamm_experiments/reference/README.md)")
+        table.notes.append(_twin_note("base2new", method, reference))
         table.rows.append((f"Average ({len(datasets)} datasets)", row))
         tables.append(table)
     return tables
+
+
+def _shots_of(runs: Sequence[Run], method: str) -> int:
+    """The shot count of ``method``'s runs (0 for zero-shot CLIP)."""
+    return max((r.shots for r in runs if r.method == method), default=0)
 
 
 def _h_cell(base: Cell, new: Cell) -> Cell:
@@ -391,8 +403,16 @@ def build_xd(runs: list[Run], reference: dict) -> list[Table]:
             row.append(average_cell([cells.get((method, "test", t), {}) for t in group]))
             table.rows.append((_method_label(method), row))
         table.notes.append(f"Average: over the {len(group)} targets")
+        tested = sorted({(m.partition("@")[2], _model_from(m)) for m in methods if _model_from(m)})
+        table.notes += [f"protocol {p} trains nothing: its source run is {src}'s few-shot run" for p, src in tested]
         tables.append(table)
     return tables
+
+
+def _model_from(method: str) -> str:
+    """The protocol whose model ``method``'s protocol tests (``Protocol.model_from``), or ``""``."""
+    proto = protocols.PROTOCOLS.get(method.partition("@")[2])
+    return proto.model_from if proto is not None else ""
 
 
 def _zeroshot_parser(subs: dict[str, str], inner):
@@ -413,7 +433,11 @@ register_table_kind(
     _zeroshot_parser({"base": "train_base", "new": "test_new"}, _tail_parser("base2new", ("train_base", "test_new"))),
     build_base2new,
 )
-register_table_kind("xd", _tail_parser("xd", ("train", "test")), build_xd)
+register_table_kind(
+    "xd",
+    _zeroshot_parser({"xd_source": "train", "xd_target": "test"}, _tail_parser("xd", ("train", "test"))),
+    build_xd,
+)
 
 
 def build_twoset(runs: list[Run], reference: dict) -> list[Table]:
@@ -431,6 +455,14 @@ def build_twoset(runs: list[Run], reference: dict) -> list[Table]:
             table.rows.append((ds, [seed_cell(cells.get((method, part, ds), {})) for part in ("base", "new")]))
         avg = [average_cell([cells.get((method, part, ds), {}) for ds in datasets]) for part in ("base", "new")]
         table.rows.append((f"Average ({len(datasets)} datasets)", avg))
+        tables.append(table)
+    methods = sorted({r.method for r in runs})
+    if len(methods) > 1:  # the methods side by side: each set's average over the datasets
+        table = Table("twoset", f"Two-set continual protocol (%), average over {len(datasets)} datasets", "method",
+                      ["set 1 (base)", "set 2 (new)"], notes=[_seed_note(runs)])  # fmt: skip
+        for method in methods:
+            row = [average_cell([cells.get((method, part, ds), {}) for ds in datasets]) for part in ("base", "new")]
+            table.rows.append((_method_label(method), row))
         tables.append(table)
     return tables
 
@@ -483,21 +515,32 @@ def build_continual(runs: list[Run], reference: dict) -> list[Table]:
             if value is not None:
                 by_column.setdefault(header, {})[run.seed] = float(value)
     tables = []
-    for (dataset, shots, stages, shared), methods in sorted(groups.items()):
+    settings: dict[tuple, set[str]] = {}
+    for dataset, shots, stages, shared in groups:
+        settings.setdefault((dataset, shots, stages), set()).add(shared)
+    for (dataset, shots, stages), shared_set in sorted(settings.items()):
+        # one table per dataset, shots and stages: the methods side by side, each with its shared setting
+        one = next(iter(shared_set)) if len(shared_set) == 1 else None
+        title = f"Class-incremental continual learning (%), {dataset}, {stages} stages, {shots} shots"
+        if one is not None:
+            title += f", shared tensors {_SHARED_LABEL[one]}"
         table = Table(
-            f"continual_{dataset}_shots{shots}_{stages}stages_{shared}",
-            f"Class-incremental continual learning (%), {dataset}, {stages} stages, {shots} shots, shared tensors "
-            f"{'frozen after stage 1' if shared == 'freeze' else 'trained in every stage'}",
+            f"continual_{dataset}_shots{shots}_{stages}stages" + (f"_{one}" if one else ""),
+            title,
             "method",
             [header for header, _ in CONTINUAL_COLUMNS],
-            notes=[_seed_note([r for r in runs if r.dataset == dataset and r.split == shared])],
+            notes=[_seed_note([r for r in runs if r.dataset == dataset])],
         )
-        for method in sorted(methods):
-            table.rows.append(
-                (_method_label(method), [seed_cell(methods[method].get(h, {})) for h, _ in CONTINUAL_COLUMNS])
-            )
+        for shared in sorted(shared_set):
+            methods = groups[(dataset, shots, stages, shared)]
+            for method in sorted(methods):
+                label = _method_label(method) + ("" if one else f", shared tensors {_SHARED_LABEL[shared]}")
+                table.rows.append((label, [seed_cell(methods[method].get(h, {})) for h, _ in CONTINUAL_COLUMNS]))
         tables.append(table)
     return tables
+
+
+_SHARED_LABEL = {"freeze": "frozen after stage 1", "train": "trained in every stage"}
 
 
 register_table_kind("continual", _parse_continual, build_continual)
@@ -508,15 +551,51 @@ register_table_kind("continual", _parse_continual, build_continual)
 
 
 def load_reference(folder: str = REFERENCE_DIR) -> dict:
-    """``{"fewshot": {(dataset, method, shots): accuracy}, "base2new": {method: (base, new, H)}}``."""
+    """The published numbers, each keyed by the run that reproduces it: ``{"fewshot": {(method, backbone,
+    protocol, shots, dataset): accuracy}, "base2new": {(method, backbone, protocol, shots, "Average"): (base, new,
+    H)}}``; ``protocol`` is the protocol whose ``published`` names the file (:mod:`lamm_experiments.protocols`)."""
     ref: dict = {"fewshot": {}, "base2new": {}}
-    with open(os.path.join(folder, "lamm_fewshot_figure.csv")) as f:
+    figure, b2n = _twin("lamm_fewshot_figure.csv"), _twin("published_base2new.csv")
+    with open(os.path.join(folder, figure.published)) as f:
         for row in csv.DictReader(f):
-            ref["fewshot"][(row["dataset"], row["method"], int(row["shots"]))] = float(row["accuracy"])
-    with open(os.path.join(folder, "published_base2new.csv")) as f:
+            key = (row["method"], figure.backbone, figure.name, int(row["shots"]), row["dataset"])
+            ref["fewshot"][key] = float(row["accuracy"])
+    with open(os.path.join(folder, b2n.published)) as f:
         for row in csv.DictReader(f):
-            ref["base2new"][row["method"]] = (float(row["base"]), float(row["new"]), float(row["H"]))
+            shots = 0 if b2n.method(row["method"]).eval_only else b2n.shots[0]
+            key = (row["method"], b2n.backbone, b2n.name, shots, "Average")
+            ref["base2new"][key] = (float(row["base"]), float(row["new"]), float(row["H"]))
     return ref
+
+
+def published(reference: dict, kind: str, method: str, dataset: str, shots: int):
+    """The published number of ``method`` (a run's ``<method>@<protocol>``) on ``dataset`` (the paper's name, or
+    ``Average``) at ``shots``, or None: only a run of the protocol that reproduces the number has one (same method,
+    backbone, protocol and shots); a run outside a protocol never has one."""
+    name, _, protocol = method.partition("@")
+    if protocol not in protocols.PROTOCOLS:
+        return None
+    return reference.get(kind, {}).get((name, protocols.PROTOCOLS[protocol].backbone, protocol, shots, dataset))
+
+
+def _twin_note(kind: str, method: str, reference: dict) -> str:
+    """What a table's published column is, or why there is none: the number and its twin protocol, a protocol
+    that reproduces no published number, or a run outside any protocol."""
+    name, protocol = paper_name(method), method.partition("@")[2]
+    twins = sorted({key[2] for key in reference.get(kind, {}) if key[0] == name})
+    if not protocol:
+        return "a run outside a protocol: no published number beside it" + (
+            f" (the published {name} numbers stand beside protocol {', '.join(twins)})" if twins else ""
+        )
+    if protocol in twins:
+        source = protocols.PROTOCOLS[protocol].published
+        return f"paper: lamm_experiments/reference/{source}, reproduced by protocol {protocol}"
+    if twins:
+        return (
+            f"no published number: protocol {protocol} does not reproduce one (the published {name} numbers stand "
+            f"beside protocol {', '.join(twins)})"
+        )
+    return f"protocol {protocol}: no published number of {name} is stored"
 
 
 def build_tables(runs: list[Run], reference: Optional[dict] = None, kinds: Optional[Sequence[str]] = None):
@@ -635,9 +714,10 @@ class Panel:
 
 def fewshot_panels(runs: list[Run], reference: Optional[dict] = None) -> list[Panel]:
     """The few-shot figure's panels: one per dataset, plus the average over datasets when there are several (one
-    dataset's average is the dataset itself); the paper's curves where the panel is one of the paper's (its
-    average only over the paper's 11 datasets); a y-axis from 0 to a bit above the highest value drawn."""
-    fig_ref = (load_reference() if reference is None else reference).get("fewshot", {})
+    dataset's average is the dataset itself); the paper's curve of a method where the panel is one of the paper's
+    (its average only over the paper's 11 datasets) and the runs are of the protocol that reproduces it; a y-axis
+    from 0 to a bit above the highest value drawn."""
+    ref = load_reference() if reference is None else reference
     runs = [r for r in runs if r.kind == "fewshot"]
     if not runs:
         return []
@@ -655,10 +735,12 @@ def fewshot_panels(runs: list[Run], reference: Optional[dict] = None) -> list[Pa
             paper_panel = None
         ticks = set(shots)
         curves = []
-        for name in names if paper_panel is not None else ():
-            pts = sorted((k, v) for (d, m, k), v in fig_ref.items() if d == paper_panel and m == name and k > 0)
+        for method in methods if paper_panel is not None else ():
+            pts = [(k, published(ref, "fewshot", method, paper_panel, k)) for k in protocols.FEW_SHOTS]
+            pts = [(k, v) for k, v in pts if v is not None]
             if pts:
                 ticks |= {k for k, _ in pts}
+                name = paper_name(method)
                 curves.append(Curve(f"{name} (paper)", "paper", colors[name], *map(list, zip(*pts))))
         for method in methods:
             xs, ys, es = [], [], []
@@ -750,26 +832,22 @@ def readme_section(runs: list[Run], reference: Optional[dict] = None, root_label
     by_few = _by(few, "method", "dataset", "shots")
     by_b2n = _by(b2n, "method", "split", "dataset")
 
+    figure = _twin("lamm_fewshot_figure.csv")
+    b2n_twin = _twin("published_base2new.csv")
+
     def ours_few(name: str, shots: int) -> str:
-        methods = sorted({r.method for r in few if paper_name(r.method) == name and r.shots == shots})
-        if not methods:
+        method = f"{name}@{figure.name}"
+        if not any(r.method == method and r.shots == shots for r in few):
             return "not run yet"
-        return "; ".join(
-            _ours(average_cell([by_few.get((m, d, shots), {}) for d in ELEVEN]), 2, "±") + _protocol_suffix(m)
-            for m in methods
-        )
+        return _ours(average_cell([by_few.get((method, d, shots), {}) for d in ELEVEN]), 2, "±")
 
     def ours_b2n(name: str) -> str:
-        methods = sorted({r.method for r in b2n if paper_name(r.method) == name})
-        if not methods:
+        method = f"{name}@{b2n_twin.name}"
+        if not any(r.method == method for r in b2n):
             return "not run yet"
-        out = []
-        for m in methods:
-            base = average_cell([by_b2n.get((m, "train_base", d), {}) for d in ELEVEN])
-            new = average_cell([by_b2n.get((m, "test_new", d), {}) for d in ELEVEN])
-            h = _h_cell(base, new)
-            out.append(" / ".join(_ours(c, 2, "±") for c in (base, new, h)) + _protocol_suffix(m))
-        return "; ".join(out)
+        base = average_cell([by_b2n.get((method, "train_base", d), {}) for d in ELEVEN])
+        new = average_cell([by_b2n.get((method, "test_new", d), {}) for d in ELEVEN])
+        return " / ".join(_ours(c, 2, "±") for c in (base, new, _h_cell(base, new)))
 
     lines = [
         README_BEGIN,
@@ -777,7 +855,8 @@ def readme_section(runs: list[Run], reference: Optional[dict] = None, root_label
         "Published numbers come from `lamm_experiments/reference/` (the few-shot values are read off the results",
         "figure of the official LAMM repository, gaojingsheng/LAMM, `docs/main_results.png`, about ±0.1 where a marker",
         "is visible; base-to-new from each method's published README). Ours: mean ± std over seeds (seed count in",
-        "brackets) of the runs under `" + root_label + "/`, all tables and the few-shot figure by",
+        "brackets) of the runs of the protocol that reproduces them (`" + figure.name + "`, `" + b2n_twin.name + "`;",
+        "docs/RUN.md, Protocols) under `" + root_label + "/`; every other run is in the tables of",
         "`python scripts/make_tables.py " + root_label + " --out tables --readme README.md` (see docs/RUN.md).",
         "",
     ]
@@ -785,23 +864,27 @@ def readme_section(runs: list[Run], reference: Optional[dict] = None, root_label
     for name in PAPER_METHODS:
         shots = 0 if name == "ZeroshotCLIP" else 16
         label = f"{name} (0 shots)" if shots == 0 else ("LAMM alone" if name == "LAMM" else name)
-        paper = ref["fewshot"].get(("Average", name, shots), float("nan"))
+        paper = published(ref, "fewshot", f"{name}@{figure.name}", "Average", shots)
         few_rows.append([label, f"{paper:.1f}", ours_few(name, shots)])
-    lines.append(
-        markdown_table(["method (ViT-B/16, 16 shots, 11-dataset average)", "official figure", "ours"], few_rows)
-    )
-    b2n_rows = [
-        [name, f"{base:.2f} / {new:.2f} / {h:.2f}", ours_b2n(name)] for name, (base, new, h) in ref["base2new"].items()
-    ]
+    header = [f"method ({figure.backbone}, 16 shots, 11-dataset average)", "official figure",
+              f"ours (protocol {figure.name})"]  # fmt: skip
+    lines.append(markdown_table(header, few_rows))
+    b2n_rows = []
+    for plan in b2n_twin.methods:
+        shots = 0 if plan.eval_only else b2n_twin.shots[0]
+        paper = published(ref, "base2new", f"{plan.name}@{b2n_twin.name}", "Average", shots)
+        if paper is not None:
+            b2n_rows.append([plan.name, " / ".join(f"{v:.2f}" for v in paper), ours_b2n(plan.name)])
     b2n_rows += [[name, "not published", ours_b2n(name)] for name in ("CoOp+LAMM", "MaPLe+LAMM")]
-    header = ["method (base-to-new, 16 shots, 11-dataset average)", "published base / new / H", "ours base / new / H"]
+    header = [f"method (base-to-new, {b2n_twin.backbone}, 16 shots, 11-dataset average)", "published base / new / H",
+              f"ours base / new / H (protocol {b2n_twin.name})"]  # fmt: skip
     lines += ["", markdown_table(header, b2n_rows), "", README_END]
     return "\n".join(lines)
 
 
-def _protocol_suffix(method: str) -> str:
-    """`` (protocol NAME)`` for a protocol's runs, so that the README names how each number was produced."""
-    return f" (protocol {method.partition('@')[2]})" if "@" in method else ""
+def _twin(published_file: str) -> protocols.Protocol:
+    """The protocol whose runs reproduce the numbers of ``published_file`` (``lamm_experiments/reference/``)."""
+    return next(p for p in protocols.PROTOCOLS.values() if p.published == published_file)
 
 
 def replace_readme_section(text: str, section: str) -> str:

@@ -34,6 +34,10 @@ class LAMMConfig:
             on is trainable (exact).
         text_groups: Most groups of class prompts the text encoder runs separately, each on its own longest
             prompt (exact; with ImageNet's names this halves the text work). 1 runs every prompt on the longest.
+        random_init: Start the label rows a run trains from N(0, 0.02^2) instead of the class names' token
+            embeddings, and align the parameters to that random start (the official ``--random-init``, the
+            label-initialisation ablation). Applied when training starts: an evaluation, and the classes a
+            checkpoint does not cover, keep the class names' embeddings.
     """
 
     enabled: bool = True
@@ -48,6 +52,7 @@ class LAMMConfig:
     truncate_text: bool = True
     cache_reference: bool = True
     text_groups: int = 4
+    random_init: bool = False
 
     def __post_init__(self) -> None:
         if self.label_tokens not in LABEL_TOKENS:

@@ -167,6 +167,20 @@ class LabelEmbedding(nn.Module):
         self.frozen_names |= set(names)
         self._rebuild(rows)
 
+    def randomize(self, std: float = 0.02) -> None:
+        """Draw the rows of the trainable (not frozen) classes, and their initial values, from N(0, std^2) with
+        torch's global generator (the official ``--random-init``: ``nn.init.normal_(std=0.02)``, the alignment
+        anchored to that start)."""
+        rows, offsets = self.rows().detach().clone(), self._offsets()
+        for i, name in enumerate(self.classnames):
+            if name in self.frozen_names:
+                continue
+            part = slice(offsets[i], offsets[i] + self.counts[i])
+            drawn = torch.randn(self.counts[i], self.width, device=rows.device) * std
+            rows[part] = drawn.to(rows.dtype)
+            self.init[part] = drawn.to(self.init.dtype)
+        self._rebuild(rows)
+
     # ---- splicing ----------------------------------------------------------------------------------------------
     def splice_index(
         self, classnames: Sequence[str], name_start: torch.Tensor, name_len: torch.Tensor, length: int

@@ -165,6 +165,14 @@ class LAMM(nn.Module):
             )
         self._update_splice_index()
 
+    def randomize_labels(self) -> None:
+        """Start the trainable label rows from N(0, 0.02^2) (``LAMMConfig.random_init``; see
+        :meth:`LabelEmbedding.randomize`)."""
+        if self.label_embedding is None:
+            raise RuntimeError("randomize_labels needs LAMM enabled (label embeddings).")
+        self.label_embedding.randomize()
+        self._update_splice_index()
+
     def _update_splice_index(self) -> None:
         device = self.logit_scale.device
         if self.label_embedding is None:

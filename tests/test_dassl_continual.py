@@ -132,9 +132,16 @@ def test_trained_context_forgets_and_it_is_reported(data_root, tmp_path):
     assert results["accuracy"] == metrics["last_accuracy"] == section["seen_accuracy"][-1]
 
 
-def test_zero_shot_baseline_has_nothing_to_train(data_root, tmp_path):
+def test_zero_shot_baseline_has_nothing_to_train(data_root, tmp_path, monkeypatch):
+    from lamm_experiments import tables
+
+    monkeypatch.delenv("LAMM_PROTOCOL", raising=False)  # a run started by hand, outside a sweep's protocol
     out = str(tmp_path / "zs")
     results = run(data_root, out, "freeze", trainer="ZeroshotCLIP")
+    # its stages, and the name of the protocol they follow with no method: the tables label it trainer/config
+    assert results["protocol"] == {"stages": 4, "order_seed": 1993, "shared": "freeze", "name": "lamm-continual",
+                                   "method": None}  # fmt: skip
+    assert tables._protocol_of(results, out) is None
     section = results["continual"]
     assert section["trained_shared"] == [[]] * 4
     assert not os.path.exists(os.path.join(out, "stage1", "prompt_learner"))

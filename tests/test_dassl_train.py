@@ -131,6 +131,33 @@ def test_base_to_new_maps_labels_by_name(data_root, tmp_path):
         torch.testing.assert_close(full_l[name], new_l[name], rtol=1e-5, atol=1e-5)
 
 
+def test_random_init_key_starts_training_at_random_and_spares_evaluation(data_root, tmp_path):
+    """``TRAINER.LAMM.RANDOM_INIT True`` (the official ``--random-init``): the trained classes' labels and their
+    alignment anchor start from N(0, 0.02^2); an evaluation builds the names' embeddings, so the classes the
+    checkpoint does not cover (new classes) keep them."""
+    out = str(tmp_path / "base")
+    key = ("TRAINER.LAMM.RANDOM_INIT", "True", "OPTIM.MAX_EPOCH", "1", "DATASET.SUBSAMPLE_CLASSES")
+    trained = run("LAMM_CoOp", data_root, out, opts=(*key, "base"))
+    plain = run(
+        "LAMM_CoOp", data_root, str(tmp_path / "plain"), "--eval-only", opts=("DATASET.SUBSAMPLE_CLASSES", "base")
+    )
+    assert trained.lamm_cfg.random_init and "RANDOM_INIT" in read_logs(out)
+    emb, names = trained.model.label_embedding, plain.model.label_embedding
+    assert not torch.allclose(emb.init, names.init)  # the anchor is the random start, not the names
+    assert 0.01 < emb.init.std().item() < 0.04
+    full = run("LAMM_CoOp", data_root, str(tmp_path / "all"), "--eval-only", "--model-dir", out, "--load-epoch", "1",
+               opts=(*key, "all"))  # fmt: skip
+    untrained = run(
+        "LAMM_CoOp", data_root, str(tmp_path / "untrained"), "--eval-only", opts=(*key[:2], *key[-1:], "all")
+    )
+    rows, names_rows = full.model.label_embedding.rows(), untrained.model.label_embedding.rows()
+    new = [i for i, n in enumerate(full.model.label_embedding.classnames) if n in ("green triangle", "yellow star")]
+    spans = [range(sum(full.model.label_embedding.counts[:i]), sum(full.model.label_embedding.counts[: i + 1]))
+             for i in new]  # fmt: skip
+    picked = [j for span in spans for j in span]
+    assert picked and torch.equal(rows[picked], names_rows[picked])
+
+
 def test_continual_two_stages_do_not_interfere(data_root, tmp_path):
     # LAMM alone (context frozen): stage 1 learns the base labels, stage 2 the new ones; the combined model
     # (stage 1 through MODEL.INIT_WEIGHTS, stage 2 through --model-dir) scores each half exactly as its stage did.

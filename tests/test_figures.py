@@ -9,7 +9,8 @@ from lamm_experiments import figures
 from lamm_experiments.continual import accuracy_plot
 from lamm_experiments.tables import Run, fewshot_panels
 
-REFERENCE = {"fewshot": {("OxfordPets", "CoOp", 1): 85.0, ("OxfordPets", "CoOp", 16): 91.0}, "base2new": {}}
+TWIN = ("CoOp", "ViT-B/16", "lamm-official-fewshot")  # the run that reproduces the LAMM figure's CoOp points
+REFERENCE = {"fewshot": {(*TWIN, 1, "OxfordPets"): 85.0, (*TWIN, 16, "OxfordPets"): 91.0}, "base2new": {}}
 
 
 def test_accuracy_limits_start_at_chance_or_zero_and_leave_room_above():
@@ -48,12 +49,17 @@ def test_fewshot_one_dataset_has_no_average_panel_and_an_axis_from_zero():
 
 
 def test_fewshot_several_datasets_add_the_average_and_the_paper_curves():
-    panels = fewshot_panels(_runs(["oxford_pets", "synthetic_shapes"]), REFERENCE)
+    methods = ("CoOp@lamm-official-fewshot", "LAMM_CoOp/demo_cpu")
+    panels = fewshot_panels(_runs(["oxford_pets", "synthetic_shapes"], methods), REFERENCE)
     assert [p.title for p in panels] == ["oxford_pets", "synthetic_shapes", "Average (2 datasets)"]
     pets = panels[0]
     assert [c.label for c in pets.curves] == ["CoOp (paper)", "CoOp (ours)", "CoOp+LAMM (ours)"]
     assert pets.ticks == [1, 2, 4, 16] and pets.ylim == (0.0, pytest.approx(100.0))
     assert all(c.kind != "paper" for c in panels[2].curves)  # the paper's average is over its 11 datasets only
+    # CoOp of another protocol (its own, or a hand run) reproduces no point of the figure: no paper curve
+    for other in ("CoOp@coop-fewshot", "CoOp/demo_cpu"):
+        pets = fewshot_panels(_runs(["oxford_pets", "synthetic_shapes"], (other,)), REFERENCE)[0]
+        assert [c.kind for c in pets.curves] == ["ours"]
 
 
 def _continual(trainer, shared, seen, dataset="SyntheticShapes", stages=((0, 1, 2),) * 4):

@@ -278,6 +278,26 @@ def test_add_classes_leaves_old_rows_untouched(tiny_clip, classnames):
     assert not torch.equal(rows[len(old_rows) :], model.label_embedding.init[len(old_rows) :])
 
 
+def test_random_init_draws_trainable_rows_and_anchors_them(tiny_clip, classnames):
+    """``random_init`` (the official ``--random-init``): the trainable label rows and their alignment anchor start
+    from the same N(0, 0.02^2) draw; frozen rows (earlier classes) keep theirs; the seed decides the draw."""
+    model = _build("coop", tiny_clip, classnames, random_init=True)
+    clip_rows = model.label_embedding.rows().detach().clone()
+    assert torch.equal(clip_rows, model.label_embedding.init)  # built from the names: randomised when training
+    model.label_embedding.freeze(classnames[:1])
+    torch.manual_seed(3)
+    model.randomize_labels()
+    rows, init = model.label_embedding.rows().detach(), model.label_embedding.init
+    first = model.label_embedding.counts[0]
+    assert torch.equal(rows[:first], clip_rows[:first])  # the frozen class is untouched
+    assert torch.equal(rows[first:], init[first:]) and not torch.equal(rows[first:], clip_rows[first:])
+    assert 0.01 < rows[first:].std().item() < 0.04
+    torch.manual_seed(3)
+    again = torch.randn(rows[first:].shape) * 0.02
+    torch.testing.assert_close(rows[first:], again.to(rows), rtol=0, atol=0)
+    assert model(*_batch()).losses["param_alignment"].item() == 0.0  # anchored to the random start
+
+
 @pytest.mark.parametrize(
     ("rule", "counts"), [("all", [1, 2, 4, 1, 2]), ("first_k", [1, 2, 2, 1, 2]), ("min_len", [1] * 5)]
 )

@@ -188,7 +188,8 @@ def test_protocol_runs_record_it_and_tables_keep_protocols_apart(fake_env, tmp_p
 
 
 def test_two_set_protocol_trains_each_half_separately(fake_env, tmp_path):
-    out = sweep(fake_env, "continual", "--protocol", "lamm-official-incremental", DATASETS="dtd eurosat")
+    out = sweep(fake_env, "continual", "--protocol", "lamm-official-incremental", "--methods", "LAMM (official)",
+                DATASETS="dtd eurosat")  # fmt: skip
     assert out.returncode == 0, out.stdout + out.stderr
     root = tmp_path / "output" / "lamm-official-incremental" / "twoset"
     for part in ("base", "new"):
@@ -214,17 +215,23 @@ def test_trainer_records_the_protocol_from_the_sweep(monkeypatch):
     assert protocol_record() == {"name": "coop-fewshot", "method": "CoOp"}
 
 
-def test_readme_names_the_protocol_of_each_number():
+def test_readme_shows_only_the_runs_that_reproduce_the_published_numbers():
+    """The README's figure rows hold the runs of lamm-official-fewshot only: a hand run of CoOp at 16 shots, or
+    CoOp's own protocol on ViT-B/16 or RN50, is no reproduction of the LAMM figure's CoOp point."""
     runs = [
         T.Run("fewshot", "", ds, 16, method, 1, accuracy, "", protocol)
         for ds in T.ELEVEN
         for method, accuracy, protocol in (
             ("CoOp/vit_b16_ep50", 60.0, None),
             ("CoOp@coop-fewshot", 50.0, "coop-fewshot"),
+            ("CoOp@coop-fewshot-rn50", 40.0, "coop-fewshot-rn50"),
         )
     ]
     row = next(line for line in T.readme_section(runs).splitlines() if line.startswith("| CoOp |"))
-    assert row.endswith("| 60.00 ± 0.00 (1); 50.00 ± 0.00 (1) (protocol coop-fewshot) |")
+    assert row == "| CoOp | 78.5 | not run yet |"
+    runs.append(T.Run("fewshot", "", "dtd", 16, "CoOp@lamm-official-fewshot", 1, 70.0, "", "lamm-official-fewshot"))
+    row = next(line for line in T.readme_section(runs).splitlines() if line.startswith("| CoOp |"))
+    assert row == "| CoOp | 78.5 | incomplete (1/11) |"
 
 
 def test_zero_shot_is_one_evaluation_per_dataset_and_subset():
@@ -239,14 +246,21 @@ def test_zero_shot_is_one_evaluation_per_dataset_and_subset():
     (few,) = S.build_protocol_jobs("fewshot", "coop-fewshot-rn50", ["ZeroshotCLIP"], environ={"DATASETS": "dtd"})
     assert [s.out_dir.split("/zeroshot/")[1] for s in few.steps] == ["all/dtd/ZeroshotCLIP/rn50"]
     with pytest.raises(ValueError, match="evaluation-only"):
-        S._eval_only_jobs(P.get_protocol("cocoop-xd"), P._zeroshot("vit_b16"), ["imagenet"], ["16"], "/o", {}, [])
+        S._eval_only_jobs(P.get_protocol("lamm-continual"), P._zeroshot("vit_b16"), ["cifar100"], ["16"], "/o", {}, [])
+    # cross-dataset: the source and each target once, all classes
+    xd = S.build_protocol_jobs("xd", "cocoop-xd", ["ZeroshotCLIP"], environ={"OUTPUT": "/o"})
+    assert [j.steps[0].out_dir.split("/zeroshot/")[1] for j in xd] == [
+        f"{part}/{ds}/ZeroshotCLIP/vit_b16" for part, ds in [("xd_source", "imagenet")] + [("xd_target", t)
+                                                                                          for t in P.XD_TARGETS]
+    ]  # fmt: skip
+    assert all(j.steps[0].argv[:3] == ["env", "SUB=all", j.steps[0].argv[2]] for j in xd)
 
 
 def test_every_published_zero_shot_row_has_a_protocol_twin(fake_env, tmp_path):
     out = sweep(fake_env, "base2new", "--protocol", "cocoop-base2new", "--methods", "ZeroshotCLIP",
                 DATASETS="dtd eurosat")  # fmt: skip
     assert out.returncode == 0, out.stdout + out.stderr
-    out = sweep(fake_env, "fewshot", "--protocol", "lamm-fewshot", "--methods", "ZeroshotCLIP", DATASETS="dtd")
+    out = sweep(fake_env, "fewshot", "--protocol", "lamm-official-fewshot", "--methods", "ZeroshotCLIP", DATASETS="dtd")
     assert out.returncode == 0, out.stdout + out.stderr
     calls = (tmp_path / "calls.txt").read_text().split()
     assert len(calls) == 5 and all("/zeroshot/" in c for c in calls)
@@ -256,7 +270,192 @@ def test_every_published_zero_shot_row_has_a_protocol_twin(fake_env, tmp_path):
     assert result["protocol"] == {"name": "cocoop-base2new", "method": "ZeroshotCLIP"}
     runs = T.load_runs(str(tmp_path / "output"))
     assert sorted((r.kind, r.dataset, r.shots, r.protocol) for r in runs if r.kind == "fewshot") == [
-        ("fewshot", "dtd", 0, "lamm-fewshot")
+        ("fewshot", "dtd", 0, "lamm-official-fewshot")
     ]
     titles = [t.title for t in T.build_tables(runs, kinds=["base2new"])]
     assert any("ZeroshotCLIP" in t and "cocoop-base2new" in t for t in titles), titles
+
+
+def fake_sweep(root: str) -> int:
+    """Every job of every protocol (seed 1), its results written where the sweep's scripts write them, as
+    tests/fixtures/fake_train.py writes them (the protocol from the job's environment; a continual run's
+    ``continual`` section); no script runs. Returns the number of runs written."""
+    written = 0
+    for proto in P.PROTOCOLS.values():
+        for job in S.build_protocol_jobs(proto.kind, proto.name, environ={"OUTPUT": root, "SEEDS": "1"}):
+            for step in job.steps:
+                env = dict(job.env)
+                if step.argv[0] == "env":  # a step run with its own environment (the tested model's training)
+                    env.update(w.split("=", 1) for w in step.argv[1:] if "=" in w and not w.startswith("/"))
+                record = {"name": env[S.PROTOCOL_ENV], "method": env[S.PROTOCOL_METHOD_ENV]}
+                results = {"accuracy": 40.0 + len(step.out_dir) % 50, "protocol": record}
+                if any(word.endswith("continual.sh") for word in step.argv):
+                    metrics = {"average_incremental_accuracy": 60.0, "last_accuracy": 50.0, "average_forgetting": 3.0}
+                    results.update(accuracy=50.0, continual={"num_stages": 10, "metrics": metrics})
+                    results["protocol"] = {"stages": 10, "shared": env.get("SHARED", "freeze"), **record}
+                os.makedirs(step.out_dir, exist_ok=True)
+                with open(os.path.join(step.out_dir, "results.json"), "w") as f:
+                    json.dump(results, f)
+                written += 1
+    return written
+
+
+def test_every_table_from_a_fake_sweep_has_each_published_number_beside_its_twin_only(tmp_path):
+    """All protocols swept (results written where their jobs write them), every table built: a published number
+    stands only in the table of the protocol that reproduces it (same method, backbone, protocol and shots), at
+    its dataset, and every published number stands there once; every protocol's method has its table rows."""
+    assert fake_sweep(str(tmp_path)) > 1000
+    runs = T.load_runs(str(tmp_path))
+    tables = T.build_tables(runs)
+    reference = T.load_reference()
+    twins = {p.published: p for p in P.PROTOCOLS.values() if p.published}
+    assert set(twins) == {"lamm_fewshot_figure.csv", "published_base2new.csv"}
+    placed = []
+    for table in tables:
+        for label, cells in table.rows:
+            for column, cell in zip(table.columns, cells):
+                if cell.paper is not None:
+                    placed.append((table, label, column, cell.paper))
+    figure, b2n = twins["lamm_fewshot_figure.csv"], twins["published_base2new.csv"]
+    seen = set()
+    for table, label, column, value in placed:
+        kind = table.key.split("_")[0]
+        assert kind in ("fewshot", "base2new"), table.title
+        twin = figure if kind == "fewshot" else b2n
+        method = table.title.rpartition(", ")[2]
+        assert method.endswith(f" (protocol {twin.name})"), (table.title, label, column)
+        name = method[: -len(f" (protocol {twin.name})")]
+        dataset = "Average" if label.startswith("Average") else T.PAPER_DATASET[label]
+        if kind == "fewshot":
+            shots = 0 if column == "0 shots" else int(column.split()[0])
+            assert value == reference["fewshot"][(name, twin.backbone, twin.name, shots, dataset)]
+            seen.add((name, shots, dataset))
+        else:
+            shots = 0 if name == "ZeroshotCLIP" else 16
+            triple = reference["base2new"][(name, twin.backbone, twin.name, shots, "Average")]
+            assert value == triple[["base", "new", "H"].index(column)]
+            seen.add((name, column))
+    assert len(seen) == len(placed) == len(reference["fewshot"]) + 3 * len(reference["base2new"])
+    # every protocol and method has its rows: named in a table's title (per-method tables) or row labels
+    text = "\n".join(T.to_markdown(t) for t in tables)
+    for proto in P.PROTOCOLS.values():
+        for plan in proto.methods:
+            assert f"{plan.name} (protocol {proto.name})" in text, (proto.name, plan.name)
+    keys = {t.key for t in tables}
+    assert {
+        "xd",
+        "dg",
+        "twoset",
+        "continual_cifar100_shots16_10stages",
+        "continual_imagenet_r_shots16_10stages",
+    } <= keys
+    # LAMM's domain generalisation: the two ImageNet variants of the official run, beside the others' four
+    dg = next(t for t in tables if t.key == "dg")
+    row = dict(dg.rows)["LAMM (protocol lamm-official-dg)"]
+    filled = [col for col, cell in zip(dg.columns, row) if cell.mean is not None]
+    assert sorted(filled) == ["imagenet_sketch", "imagenetv2"]
+    assert (
+        "protocol lamm-official-dg trains nothing: its source run is lamm-official-fewshot's few-shot run" in dg.notes
+    )
+    # the continual comparison: LAMM alone beside CoOp, MaPLe, CoOp+LAMM and MaPLe+LAMM, each with its setting
+    table = next(t for t in tables if t.key == "continual_cifar100_shots16_10stages")
+    assert sorted(label for label, _ in table.rows) == sorted(
+        f"{m} (protocol lamm-continual), shared tensors {s}"
+        for m, s in (("CoOp", "trained in every stage"), ("MaPLe", "trained in every stage"),
+                     ("LAMM", "frozen after stage 1"), ("CoOp+LAMM", "frozen after stage 1"),
+                     ("MaPLe+LAMM", "frozen after stage 1"))
+    )  # fmt: skip
+    twoset = next(t for t in tables if t.key == "twoset")
+    assert len(twoset.rows) == len(P.get_protocol("lamm-official-incremental").methods) == 5
+
+
+def test_continual_and_tested_model_protocols_run_through_the_scripts(fake_env, tmp_path):
+    """``sweep.sh continual --protocol lamm-continual`` (and the two-set protocol) dry-run and run; a hand-run
+    continual sweep records the stage protocol's name; LAMM's domain generalisation tests the official few-shot
+    run's ImageNet model at epoch 50 (training it first when it is missing)."""
+    dry = sweep(fake_env, "continual", "--protocol", "lamm-continual", "--dry-run", DATASETS="cifar100")
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    assert "5 jobs, 5 to run" in dry.stdout and dry.stdout.count("continual.sh cifar100 1") == 5
+    assert dry.stdout.count("environment: SHARED=train") == 2  # CoOp and MaPLe: nothing but shared prompts
+    dry = sweep(fake_env, "continual", "--protocol", "lamm-official-incremental", "--dry-run", DATASETS="dtd")
+    assert dry.returncode == 0 and "5 jobs, 5 to run" in dry.stdout, dry.stdout + dry.stderr
+    out = sweep(fake_env, "continual", "--protocol", "lamm-continual", "--methods", "LAMM,CoOp", DATASETS="cifar100")
+    assert out.returncode == 0, out.stdout + out.stderr
+    out = sweep(fake_env, "continual", TRAINER="MaPLe", CFG="vit_b16_c2_ep5_batch4_2ctx", DATASETS="cifar100")
+    assert out.returncode == 0, out.stdout + out.stderr
+    root = tmp_path / "output"
+    coop = root / "lamm-continual/continual/cifar100/shots_16/CoOp/vit_b16_ep50_ctxv1/shared_train/seed1"
+    assert json.loads((coop / "results.json").read_text())["protocol"]["method"] == "CoOp"
+    hand = root / "continual/cifar100/shots_16/MaPLe/vit_b16_c2_ep5_batch4_2ctx/shared_freeze/seed1/results.json"
+    assert json.loads(hand.read_text())["protocol"] == {"shared": "freeze", "name": "lamm-continual", "method": None}
+    (table,) = T.build_tables(T.load_runs(str(root)), kinds=["continual"])
+    assert [label for label, _ in table.rows] == [
+        "LAMM (protocol lamm-continual), shared tensors frozen after stage 1",
+        "MaPLe (MaPLe/vit_b16_c2_ep5_batch4_2ctx), shared tensors frozen after stage 1",
+        "CoOp (protocol lamm-continual), shared tensors trained in every stage",
+    ]
+    out = sweep(fake_env, "xd", "--protocol", "lamm-official-dg")
+    assert out.returncode == 0, out.stdout + out.stderr
+    model = root / "lamm-official-fewshot/fewshot/imagenet/shots_16/LAMM_CoOp/vit_b16_ep50_ctxv1_frozen_official/seed1"
+    assert json.loads((model / "results.json").read_text())["protocol"] == {
+        "name": "lamm-official-fewshot",
+        "method": "LAMM",
+    }
+    for target in ("imagenetv2", "imagenet_sketch"):
+        run = root / "lamm-official-dg/xd/test" / target / "shots_16/LAMM_CoOp/vit_b16_ep50_ctxv1_frozen_official/seed1"
+        result = json.loads((run / "results.json").read_text())
+        assert (result["model_dir"], result["load_epoch"]) == (str(model), "50")
+        assert result["opts"][-2:] == ["TRAINER.LAMM.SHOTS", "1"]
+    again = sweep(fake_env, "fewshot", "--protocol", "lamm-official-fewshot", "--methods", "LAMM", DATASETS="imagenet",
+                  SHOTS_LIST="16")  # fmt: skip
+    assert "0 done, 1 skipped" in again.stdout  # the few-shot protocol's own run, not a second copy
+
+
+@pytest.mark.dassl
+def test_every_override_is_a_key_of_its_config():
+    """Each protocol's overrides merge into its trainer's config (a mistyped key, a value of the wrong type, or a
+    key of another trainer's node fails here, not on a GPU hours later)."""
+    pytest.importorskip("dassl", reason="Dassl is not installed")
+    from dassl.config import get_cfg_default
+
+    from lamm_plugin.dassl.config import add_baseline_config, add_lamm_config
+
+    merged = set()
+    for _, choice, _, _ in all_choices():
+        if not choice.overrides or (choice.trainer, choice.config, choice.overrides) in merged:
+            continue
+        cfg = add_baseline_config(add_lamm_config(get_cfg_default()))
+        cfg.merge_from_file(os.path.join(REPO, "configs", "trainers", choice.trainer, f"{choice.config}.yaml"))
+        cfg.merge_from_list(choice.opts())
+        for key, value in choice.overrides:
+            node = cfg
+            for part in key.split("."):
+                node = node[part]
+            assert str(node) == value, (choice, key)
+        merged.add((choice.trainer, choice.config, choice.overrides))
+    assert len(merged) >= 10
+
+
+def test_coop_curves_kgcoop_4_shots_and_the_official_domain_generalisation():
+    for name, position, csc in (("mid", "middle", None), ("csc", None, "True"), ("csc-mid", "middle", "True")):
+        c = P.resolve(f"coop-fewshot-rn50-{name}", "CoOp", "dtd", 2)
+        assert c.config == "rn50_ep100"  # CoOp's schedule, as its end-token curve
+        opts = dict(c.overrides)
+        assert (opts.get("TRAINER.COOP.CLASS_TOKEN_POSITION"), opts.get("TRAINER.COOP.CSC")) == (position, csc)
+    kg = P.resolve("kgcoop-fewshot", "KgCoOp", "imagenet", 4)
+    assert (kg.config, kg.overrides, epochs("KgCoOp", kg.config)) == (
+        "vit_b16_ep100_ctxv1",
+        (("TRAINER.KGCOOP.KG_WEIGHT", "8.0"),),
+        100,
+    )
+    with pytest.raises(ValueError, match="at 4 shots"):
+        P.resolve("kgcoop-fewshot", "KgCoOp", "imagenet", 16)
+    dg = P.get_protocol("lamm-official-dg")
+    assert (dg.model_from, dg.load_epoch, dg.targets) == (
+        "lamm-official-fewshot",
+        50,
+        ("imagenet_sketch", "imagenetv2"),
+    )
+    assert P.get_protocol("kgcoop-xd").model_from == "kgcoop-fewshot"
+    dg_choice, model = (P.resolve(p, "LAMM", "imagenet", 16) for p in ("lamm-official-dg", "lamm-official-fewshot"))
+    assert (dg_choice.trainer, dg_choice.config, dg_choice.overrides) == (model.trainer, model.config, model.overrides)

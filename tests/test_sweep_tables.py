@@ -129,9 +129,13 @@ def test_sweep_to_tables_with_stand_in_trainer(fake_env, tmp_path):
     # the overrides reached every job (the stand-in records its KEY VALUE arguments)
     results = [load(r.path) for r in T.load_runs(fake_env["OUTPUT"])]
     assert len(results) == 2 * 2 * (2 * 2 + 2 * 2 + 1 + 2) and all("OPTIM.MAX_EPOCH" in r["opts"] for r in results)
-    # paper numbers beside ours: dtd at 1 shot of CoOp+LAMM is 52.8 in the official figure
+    # runs outside a protocol reproduce no published number: none beside them, and the table says where they stand
     md = read(tmp_path / "tables" / "fewshot_CoOp+LAMM_LAMM_CoOp_vit_b16_ep50_ctxv1.md")
-    assert "| 1 shot paper | Δ |" in md and "| 52.8 |" in md
+    assert "paper" not in md.split("\n\n")[1] and "52.8" not in md
+    assert (
+        "a run outside a protocol: no published number beside it (the published CoOp+LAMM numbers stand beside "
+        "protocol lamm-official-fewshot)" in md
+    )
     assert "\\toprule" in read(tmp_path / "tables" / "xd.tex")
     # rerunning the sweep runs nothing
     again = sweep(fake_env, "fewshot", TRAINER="CoOp", CFG="vit_b16_ep50", DATASETS="dtd", SHOTS_LIST="1 2")
@@ -205,23 +209,26 @@ def test_submitit_local_executor(fake_env, monkeypatch, capsys):
     assert "0 done, 2 skipped" in capsys.readouterr().out and len(calls(fake_env)) == 2
 
 
-def write(root, rel: str, accuracy: float) -> None:
+def write(root, rel: str, accuracy: float, protocol: str = "", method: str = "") -> None:
     os.makedirs(os.path.join(root, rel), exist_ok=True)
+    record = {"name": protocol, "method": method} if protocol else None
     with open(os.path.join(root, rel, "results.json"), "w") as f:
-        json.dump({"accuracy": accuracy}, f)
+        json.dump({"accuracy": accuracy, "protocol": record}, f)
 
 
 def test_missing_runs_are_shown_and_paper_numbers_compared(tmp_path):
+    few_run = ("lamm-official-fewshot", "CoOp+LAMM")  # the run that reproduces the LAMM figure
+    b2n_run = ("cocoop-base2new", "MaPLe")
     for i, ds in enumerate(T.ELEVEN):
         for seed in (1, 2, 3):
-            write(tmp_path, f"fewshot/{ds}/shots_16/LAMM_CoOp/vit_b16_ep50_ctxv1/seed{seed}", 80.0 + i + seed)
+            write(tmp_path, f"fewshot/{ds}/shots_16/LAMM_CoOp/vit_b16_ep50_ctxv1/seed{seed}", 80.0 + i + seed, *few_run)
             if ds != "dtd":  # one dataset missing at 1 shot
-                write(tmp_path, f"fewshot/{ds}/shots_1/LAMM_CoOp/vit_b16_ep50_ctxv1/seed{seed}", 60.0)
-            write(tmp_path, f"base2new/train_base/{ds}/shots_16/MaPLe/c/seed{seed}", 90.0 if i % 2 else 70.0)
-            write(tmp_path, f"base2new/test_new/{ds}/shots_16/MaPLe/c/seed{seed}", 50.0 if i % 2 else 80.0)
-    write(tmp_path, "fewshot/dtd/shots_1/LAMM_CoOp/vit_b16_ep50_ctxv1/seed1", 55.0)  # only one seed there
+                write(tmp_path, f"fewshot/{ds}/shots_1/LAMM_CoOp/vit_b16_ep50_ctxv1/seed{seed}", 60.0, *few_run)
+            write(tmp_path, f"base2new/train_base/{ds}/shots_16/MaPLe/c/seed{seed}", 90.0 if i % 2 else 70.0, *b2n_run)
+            write(tmp_path, f"base2new/test_new/{ds}/shots_16/MaPLe/c/seed{seed}", 50.0 if i % 2 else 80.0, *b2n_run)
+    write(tmp_path, "fewshot/dtd/shots_1/LAMM_CoOp/vit_b16_ep50_ctxv1/seed1", 55.0, *few_run)  # only one seed there
     tables = {t.key: t for t in T.build_tables(T.load_runs(str(tmp_path)))}
-    few = tables["fewshot_CoOp+LAMM_LAMM_CoOp_vit_b16_ep50_ctxv1"]
+    few = tables["fewshot_CoOp+LAMM_CoOp+LAMM@lamm-official-fewshot"]
     rows = dict(few.rows)
     assert rows["dtd"][0].n == 1 and rows["dtd"][0].mean == 55.0 and rows["caltech101"][0].n == 3
     avg = rows["Average (11 datasets)"]
@@ -239,14 +246,14 @@ def test_missing_runs_are_shown_and_paper_numbers_compared(tmp_path):
     assert rows["eurosat"][1].mean is None and rows["eurosat"][1].note == "missing"
     assert rows["Average (11 datasets)"][1].mean is None and "incomplete (10/11)" in T.to_markdown(few)
     # base-to-new: H from the averaged base and new (not the average of the per-dataset H), paper beside
-    b2n = dict(tables["base2new_MaPLe_MaPLe_c"].rows)["Average (11 datasets)"]
+    b2n = dict(tables["base2new_MaPLe_MaPLe@cocoop-base2new"].rows)["Average (11 datasets)"]
     base, new = (
         statistics.fmean(90.0 if i % 2 else 70.0 for i in range(11)),
         statistics.fmean(50.0 if i % 2 else 80.0 for i in range(11)),
     )
     assert b2n[2].mean == pytest.approx(2 * base * new / (base + new))
     assert [c.paper for c in b2n] == [82.28, 75.14, 78.55]
-    latex = T.to_latex(tables["base2new_MaPLe_MaPLe_c"])
+    latex = T.to_latex(tables["base2new_MaPLe_MaPLe@cocoop-base2new"])
     assert latex.count("\\midrule") == 2 and "H paper" in latex and "\\bottomrule" in latex
 
 
@@ -258,7 +265,8 @@ def test_readme_results_section_is_generated(tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text(read(os.path.join(REPO, "README.md")))
     for i, ds in enumerate(T.ELEVEN):
-        write(tmp_path / "output", f"fewshot/{ds}/shots_16/CoOp/vit_b16_ep50/seed1", 70.0 + i)
+        write(tmp_path / "output", f"fewshot/{ds}/shots_16/CoOp/vit_b16_ep50/seed1", 70.0 + i, "lamm-official-fewshot",
+              "CoOp")  # fmt: skip
     assert make_tables("output", "--readme", str(readme), "--check", cwd=str(tmp_path)).returncode == 1
     assert make_tables("output", "--readme", str(readme), cwd=str(tmp_path)).returncode == 0
     assert "| CoOp | 78.5 | 75.00 ± 0.00 (1) |" in readme.read_text()

@@ -380,6 +380,10 @@ class PromptTrainer(ProgressMixin, CheckpointMixin, ResultsMixin, CachedEvaluati
         super().after_epoch()
 
     def before_train(self) -> None:
+        if self.lamm_cfg.enabled and self.lamm_cfg.random_init:
+            # before resuming: a resumed run loads its trained rows over these
+            self.model.randomize_labels()
+            print(f"Label embeddings of the trained classes drawn from N(0, 0.02^2) (TRAINER.{LAMM_NODE}.RANDOM_INIT)")
         super().before_train()  # resumes (resume_model_if_exist) when the output folder has a checkpoint
         self._time_train = (self.time_start, self.time_start)
 

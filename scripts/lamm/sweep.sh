@@ -5,7 +5,7 @@
 #
 # Usage: scripts/lamm/sweep.sh fewshot|base2new|xd [KEY VALUE ...] [--dry-run] [--gpus 0,1,...] [--workers N]
 #                             [--engine submitit [--cluster slurm|local] [--partition P]]
-#        scripts/lamm/sweep.sh continual
+#        scripts/lamm/sweep.sh continual   (TRAINER, CFG: one method; its runs record the stage protocol lamm-continual)
 #        scripts/lamm/sweep.sh fewshot|base2new|xd|continual --protocol NAME [--methods A,B] [--dry-run]
 #   --protocol: the jobs of a named protocol (python -m lamm_experiments.protocols lists them), each with the config
 #   and overrides of its original (TRAINER and CFG come from the protocol); runs go under ${OUTPUT}/NAME/.
