@@ -52,6 +52,7 @@ from lamm_plugin.dassl.config import (
     lamm_config_from_cfg,
     lamm_node,
     method_config_from_cfg,
+    require_trainer_nodes,
 )
 from lamm_plugin.dassl.evaluation import CachedEvaluationMixin
 from lamm_plugin.dassl.progress import ProgressMixin
@@ -122,6 +123,8 @@ class PromptTrainer(ProgressMixin, CheckpointMixin, ResultsMixin, CachedEvaluati
         self.phase_seconds = {"data": 0.0, "loader_wait": 0.0, "steps": 0.0, "evaluation": 0.0}
         self.first_step_at: Optional[float] = None
         self._phase_mark: Optional[float] = None
+        # Before Dassl's constructor reads them: the nodes a host's clean_cfg removed come back with the user's values.
+        require_trainer_nodes(cfg, (self.NODE, LAMM_NODE) if self.USE_LAMM else (self.NODE,))
         super().__init__(cfg)
         self.evaluator = RecordingEvaluator(self.evaluator)
 
@@ -165,12 +168,8 @@ class PromptTrainer(ProgressMixin, CheckpointMixin, ResultsMixin, CachedEvaluati
 
     def lamm_config(self) -> Any:
         """:class:`~lamm_plugin.config.LAMMConfig` from ``TRAINER.LAMM`` (disabled for the baselines)."""
-        if LAMM_NODE in self.cfg.TRAINER:
-            lamm_cfg = lamm_config_from_cfg(self.cfg)
-        else:
-            # Dassl's clean_cfg(cfg, trainer), which some hosts call, drops every TRAINER node but the trainer's own.
-            print(f"Note: the config has no TRAINER.{LAMM_NODE} node (removed by clean_cfg?); using LAMM's defaults")
-            lamm_cfg = LAMMConfig()
+        # A LAMM trainer has the node (require_trainer_nodes); a baseline disables LAMM, whatever the node holds.
+        lamm_cfg = lamm_config_from_cfg(self.cfg) if LAMM_NODE in self.cfg.TRAINER else LAMMConfig()
         if not self.USE_LAMM or self.METHOD == "zeroshot":
             lamm_cfg = dataclasses.replace(lamm_cfg, enabled=False)
         return lamm_cfg
