@@ -202,7 +202,7 @@ class PromptTrainer(ProgressMixin, CheckpointMixin, ResultsMixin, CachedEvaluati
                 param.data = param.data.half()
             print(f"Learned tensors in fp16 without a GradScaler (TRAINER.{self.NODE}.{FP16_LEARNED_KEY})")
         print(f"# trainable params: {sum(p.numel() for p in params):,}")
-        self.optim = build_optimizer(params, cfg.OPTIM) if params else None
+        self.optim = self._build_optimizer(params) if params else None
         self.sched = compat.build_lr_scheduler(self.optim, cfg.OPTIM) if params else None
         self.register_model(self.MODEL_NAME, self.model, self.optim, self.sched)
         self.scaler = None
@@ -212,6 +212,33 @@ class PromptTrainer(ProgressMixin, CheckpointMixin, ResultsMixin, CachedEvaluati
         if self.device.type == "cuda" and cfg.TRAINER[self.NODE].get(CUDA_GRAPH_KEY, True):
             self.graphed = GraphedStep(self.model, self._autocast_dtype(), self.scaler) if params else None
             self.graphed_eval = GraphedForward(self.model, self._autocast_dtype())
+
+    def _build_optimizer(self, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
+        """Dassl's optimiser over exactly ``params``.
+
+        ``OPTIM.STAGED_LR`` (which DePT sets for its own layers) keeps Dassl's meaning: the tensors of the model's
+        children named in ``OPTIM.NEW_LAYERS`` at ``OPTIM.LR``, the others at ``LR * BASE_LR_MULT``. Dassl builds
+        those groups from the whole model only (frozen CLIP included), so they are built here from ``params``.
+        """
+        optim_cfg = self.cfg.OPTIM
+        if not optim_cfg.get("STAGED_LR", False):
+            return build_optimizer(params, optim_cfg)
+        names = optim_cfg.NEW_LAYERS
+        names = [names] if isinstance(names, str) else list(names or ())
+        new = {id(p) for name, child in self.model.named_children() if name in names for p in child.parameters()}
+        base_lr = optim_cfg.LR * optim_cfg.BASE_LR_MULT
+        groups = [
+            {"params": [p for p in params if id(p) not in new], "lr": base_lr},
+            {"params": [p for p in params if id(p) in new]},
+        ]
+        print(
+            f"OPTIM.STAGED_LR: {len(groups[0]['params'])} learned tensors at lr {base_lr:g} (OPTIM.BASE_LR_MULT), "
+            f"{len(groups[1]['params'])} of OPTIM.NEW_LAYERS {names} at lr {optim_cfg.LR:g}"
+        )
+        unstaged = optim_cfg.clone()
+        unstaged.defrost()
+        unstaged.STAGED_LR = False
+        return build_optimizer(None, unstaged, param_groups=[group for group in groups if group["params"]])
 
     def configure_trainable(self) -> None:
         """Hook between loading ``MODEL.INIT_WEIGHTS`` and building the optimiser: freeze what this run must not
