@@ -2,9 +2,10 @@
 
 * The real hosts (CoOp, MaPLe, PromptSRC, KgCoOp and the official LAMM code, from ``../shared/originals``): a
   copy of each host's own ``train.py`` with its ``datasets/``, ``trainers/``, ``clip/`` and ``configs/``, the
-  README's line added where the README says, trains and evaluates every ``LAMM_<Host>`` trainer that the host
-  ships ``<Host>`` of, on the generated shapes in the host's DTD layout read by the host's own dataset class; then
-  ``--eval-only`` gives the same accuracy.
+  README's line added where the README says, trains ``LAMM_<Method>`` of each method the repository introduced (so
+  every LAMM trainer runs in the host of its method), with a LAMM key set on the command line, on the generated
+  shapes in the host's DTD layout read by the host's own dataset class; then ``--eval-only`` gives the same
+  accuracy. One process per host runs all of its trainers (``tests/runs.py``).
 * The config flows of hosts that call Dassl's ``clean_cfg`` (DePT before merging its yaml files, Dassl's
   ``tools/train.py`` after) or add other nodes (PromptKD), reproduced step by step, train with the user's settings.
 * A minimal host (its own ``CoOp`` trainer, ``OxfordPets`` dataset, ``extend_cfg`` and yaml files): the host's own
