@@ -16,6 +16,9 @@ Two outputs:
       the repository's Dassl dataset ``SyntheticShapes`` reads like any CoOp dataset.
     * :func:`write_class_folders` (``python -m lamm_experiments.synthetic DIR``): an ImageFolder tree
       ``DIR/<split>/<Class_Name>/*.png``, the layout the ``Folder`` dataset reads (a dataset of one's own images).
+    * ``python -m lamm_experiments.synthetic DIR --layout dtd`` (or ``oxford_pets``): the shapes in the on-disk
+      layout of a CoOp-family repository's dataset (:data:`HOST_LAYOUTS`), which that repository's own dataset class
+      reads with ``--root DIR``, to try the drop-in without downloading a dataset.
 
 Generating images needs numpy and PIL (tensors also torch), imported by the functions that use them: importing this
 module needs the standard library only (no Dassl, no yacs).
@@ -50,6 +53,7 @@ __all__ = [
     "read_metadata",
     "render_image",
     "write_class_folders",
+    "write_host_layout",
     "write_image_folder",
 ]
 
@@ -514,14 +518,68 @@ def write_class_folders(
     return written
 
 
+class HostLayout(NamedTuple):
+    """Where a CoOp-family repository's dataset class reads its dataset under ``DATASET.ROOT``."""
+
+    folder: str  # the class's ``dataset_dir``
+    split_filename: str  # its split file, read by ``OxfordPets.read_split`` (image paths relative to ``images/``)
+    dataset: str  # the class's name (``DATASET.NAME``)
+    config: str  # the repository's dataset config
+
+
+#: The datasets of CoOp, MaPLe, PromptSRC, KgCoOp and LAMM that read ``<folder>/images`` and ``<folder>/<split file>``
+#: when the split file exists (the layout :func:`write_image_folder` writes).
+HOST_LAYOUTS: dict[str, HostLayout] = {
+    "dtd": HostLayout("dtd", "split_zhou_DescribableTextures.json", "DescribableTextures", "dtd.yaml"),
+    "oxford_pets": HostLayout("oxford_pets", "split_zhou_OxfordPets.json", "OxfordPets", "oxford_pets.yaml"),
+}
+
+
+def write_host_layout(
+    root: Union[str, os.PathLike],
+    layout: str,
+    num_per_split: Optional[dict[str, int]] = None,
+    num_classes: Optional[int] = None,
+    image_size: int = 32,
+    seed: int = 0,
+) -> Path:
+    """Write the shapes where a CoOp-family repository's dataset ``layout`` (a key of :data:`HOST_LAYOUTS`) reads
+    them with ``DATASET.ROOT`` ``root``: ``root/<folder>/images/<class>/*.png`` and its ``split_zhou_*.json``.
+
+    Returns:
+        The dataset's folder (``root/<folder>``).
+    """
+    if layout not in HOST_LAYOUTS:
+        raise ValueError(f"layout must be one of {sorted(HOST_LAYOUTS)}, got {layout!r}")
+    host = HOST_LAYOUTS[layout]
+    counts = {"train": 8, "val": 2, "test": 4, **(num_per_split or {})}
+    folder = Path(root) / host.folder
+    write_image_folder(
+        folder, counts["train"], counts["val"], counts["test"], num_classes, image_size, seed, host.split_filename
+    )
+    return folder
+
+
 def main(argv: Optional[list[str]] = None) -> int:
-    """``python -m lamm_experiments.synthetic DIR``: write an example ImageFolder tree of the shapes into DIR."""
+    """``python -m lamm_experiments.synthetic DIR``: write an example ImageFolder tree of the shapes into DIR, or with
+    ``--layout dtd`` the shapes as a CoOp-family repository's DTD dataset under ``--root DIR``."""
     import argparse
 
     parser = argparse.ArgumentParser(
         prog="python -m lamm_experiments.synthetic", description=main.__doc__.split(": ", 1)[1]
     )
-    parser.add_argument("dir", help="folder of the tree (DIR/train/<class>/*.png, DIR/val/..., DIR/test/...)")
+    parser.add_argument(
+        "dir",
+        help="folder of the tree (DIR/train/<class>/*.png, DIR/val/..., DIR/test/...); with --layout, the dataset "
+        "root (DATASET.ROOT, --root) under which the layout's folder is written",
+    )
+    parser.add_argument(
+        "--layout",
+        choices=("folders", *HOST_LAYOUTS),
+        default="folders",
+        help="folders: the ImageFolder tree (default); dtd, oxford_pets: that dataset's folder and split_zhou_*.json "
+        "as CoOp, MaPLe, PromptSRC, KgCoOp and LAMM read them",
+    )
     parser.add_argument("--classes", type=int, default=None, help=f"number of classes (default {len(SHAPE_CLASSES)})")
     parser.add_argument("--train", type=int, default=8, help="training images per class")
     parser.add_argument("--val", type=int, default=2, help="validation images per class (0: no val folder)")
@@ -530,8 +588,18 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="data seed")
     args = parser.parse_args(argv)
     counts = {"train": args.train, "val": args.val, "test": args.test}
-    written = write_class_folders(args.dir, counts, args.classes, args.size, args.seed)
-    print(f"Wrote {len(written)} images of {len(classnames(args.classes))} classes to {args.dir}")
+    n_classes = len(get_classes(args.classes))
+    if args.layout == "folders":
+        written = write_class_folders(args.dir, counts, args.classes, args.size, args.seed)
+        print(f"Wrote {len(written)} images of {n_classes} classes to {args.dir}")
+        return 0
+    host = HOST_LAYOUTS[args.layout]
+    folder = write_host_layout(args.dir, args.layout, counts, args.classes, args.size, args.seed)
+    print(
+        f"Wrote {sum(counts.values()) * n_classes} images of {n_classes} classes and {host.split_filename} to "
+        f"{folder}: in a CoOp-family repository, --root {args.dir} --dataset-config-file "
+        f"configs/datasets/{host.config} ({host.dataset})"
+    )
     return 0
 
 

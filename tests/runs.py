@@ -3,6 +3,9 @@
 One home for the command line of a tiny run (:func:`train_args`), its config overrides (:func:`tiny_opts`), the
 in-process run (:func:`run_train`) and what a run folder is read for (:func:`read_logs`, :func:`results`). A test
 file states only what it changes (epochs, learning rate, batch sizes).
+
+``python tests/runs.py SCRIPT RUNS.json`` runs another repository's ``train.py`` once per argument list of
+``RUNS.json``, in one process (:func:`run_script`), so that several runs pay for the imports once.
 """
 
 from __future__ import annotations
@@ -10,6 +13,8 @@ from __future__ import annotations
 import glob
 import json
 import os
+import runpy
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any, Optional
 
@@ -121,3 +126,27 @@ def killed_after_first_epoch(monkeypatch, run: Callable[..., Any], *args: Any, *
     with pytest.raises(KeyboardInterrupt):
         run(*args, **kwargs)
     monkeypatch.undo()
+
+
+def run_script(script: str, runs: Sequence[Sequence[str]]) -> None:
+    """Run ``script`` once per argument list, in this process, as ``python script ARGS`` runs it: its folder first on
+    ``sys.path``, ``sys.argv`` set, executed as ``__main__``. The stdout that Dassl's ``setup_logger`` replaces (with
+    a copy to the run's ``log.txt``) is put back after each run, and the replacement kept alive: Dassl's ``Logger``
+    closes the stdout it wraps when it is collected. A failing run stops the rest."""
+    script = os.path.abspath(script)
+    sys.path[0] = os.path.dirname(script)
+    loggers = []
+    for argv in runs:
+        sys.argv = [script, *argv]
+        stdout = sys.stdout
+        try:
+            runpy.run_path(script, run_name="__main__")
+        finally:
+            sys.stdout.flush()
+            loggers.append(sys.stdout)
+            sys.stdout = stdout
+
+
+if __name__ == "__main__":
+    with open(sys.argv[2]) as f:
+        run_script(sys.argv[1], json.load(f))

@@ -154,6 +154,40 @@ def test_host_extend_cfg_then_merge(tmp_path):
     assert cfg.DATASET.SUBSAMPLE_CLASSES == "new" and cfg.OPTIM.MAX_EPOCH == 3
 
 
+def test_lamm_nodes_survive_clean_cfg_before_and_after_the_merges():
+    from dassl.config import clean_cfg
+
+    # Cleaned before the merges (DePT): the nodes are back for the yaml files and the command line.
+    cfg = get_cfg_default()
+    clean_cfg(cfg, "COOP")
+    assert not {"LAMM", "LAMM_MAPLE"} & set(cfg.TRAINER)
+    cfg.merge_from_list(["TRAINER.LAMM.LOGIT_WEIGHT", "0.5", "TRAINER.LAMM_MAPLE.N_CTX", "3"])
+    assert (cfg.TRAINER.LAMM.LOGIT_WEIGHT, cfg.TRAINER.LAMM_MAPLE.N_CTX) == (0.5, 3)
+
+    # Cleaned after the merges (Dassl's tools/train.py), then frozen: the named trainer's nodes are back, with the
+    # merged values, frozen with the config, and shown by print(cfg); dump() shows no bookkeeping.
+    cfg = get_cfg_default()
+    cfg.merge_from_list(["TRAINER.LAMM.LOGIT_WEIGHT", "0.5", "TRAINER.NAME", "LAMM_MaPLe"])
+    copy = cfg.clone()
+    clean_cfg(cfg, "LAMM_MaPLe")
+    assert set(cfg.TRAINER) == {"NAME", "LAMM_MAPLE"}
+    cfg.freeze()
+    assert set(cfg.TRAINER) == {"NAME", "LAMM_MAPLE", "LAMM"} and cfg.TRAINER.LAMM.LOGIT_WEIGHT == 0.5
+    assert cfg.TRAINER.LAMM.is_frozen() and "LOGIT_WEIGHT: 0.5" in str(cfg) and "KEPT" not in cfg.dump()
+    # A clone keeps its own nodes: cleaned and frozen later, it gets back its own values, not the original's.
+    copy.merge_from_list(["TRAINER.LAMM.LOGIT_WEIGHT", "0.25"])
+    clean_cfg(copy, "LAMM_MaPLe")
+    copy.freeze()
+    assert (copy.TRAINER.LAMM.LOGIT_WEIGHT, cfg.TRAINER.LAMM.LOGIT_WEIGHT) == (0.25, 0.5)
+
+    # A host's own trainer: clean_cfg keeps what it meant to keep (the LAMM nodes stay out of print(cfg)).
+    cfg = get_cfg_default()
+    cfg.TRAINER.NAME = "MaPLe"
+    clean_cfg(cfg, "MaPLe")
+    cfg.freeze()
+    assert set(cfg.TRAINER) <= {"NAME", "MAPLE"}
+
+
 @pytest.mark.parametrize(
     "bad, good, in_file",
     [

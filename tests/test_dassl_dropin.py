@@ -1,29 +1,65 @@
 """The drop-in recipe: one import line in a CoOp-style host repository's ``train.py``.
 
-A minimal host (its own ``CoOp`` trainer, ``OxfordPets`` dataset, ``extend_cfg`` and yaml files) is written to a
-temporary folder; the plugin is importable as if pip-installed, without this repository's ``trainers`` and
-``datasets`` packages. ``--trainer LAMM_CoOp`` then trains, evaluates and reloads with the host's data and yaml,
-and the host's own ``CoOp`` keeps working.
+* The real hosts (CoOp, MaPLe, PromptSRC, KgCoOp and the official LAMM code, from ``../shared/originals``): a
+  copy of each host's own ``train.py`` with its ``datasets/``, ``trainers/``, ``clip/`` and ``configs/``, the
+  README's line added where the README says, trains ``LAMM_<Method>`` of each method the repository introduced (so
+  every LAMM trainer runs in the host of its method), with a LAMM key set on the command line, on the generated
+  shapes in the host's DTD layout read by the host's own dataset class; then ``--eval-only`` gives the same
+  accuracy. One process per host runs all of its trainers (``tests/runs.py``).
+* The config flows of hosts that call Dassl's ``clean_cfg`` (DePT before merging its yaml files, Dassl's
+  ``tools/train.py`` after) or add other nodes (PromptKD), reproduced step by step, train with the user's settings.
+* A minimal host (its own ``CoOp`` trainer, ``OxfordPets`` dataset, ``extend_cfg`` and yaml files): the host's own
+  ``CoOp`` keeps working beside ``LAMM_CoOp``, and a run reloads on the new half of the classes.
+
+The plugin is importable in the hosts as if pip-installed, without this repository's ``trainers`` and ``datasets``
+packages.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
 pytest.importorskip("dassl", reason="Dassl is not installed; it installs from its GitHub repository")
 
+from dassl.config import clean_cfg, get_cfg_default  # noqa: E402
+from dassl.engine import build_trainer  # noqa: E402
+from runs import demo_config, results, tiny_opts, train_args  # noqa: E402
+from yacs.config import CfgNode  # noqa: E402
+
+import train  # noqa: E402
 from lamm_experiments import synthetic  # noqa: E402
+from lamm_plugin.dassl import LAMM_TRAINERS, ConfigKeyError  # noqa: E402
 
 pytestmark = pytest.mark.dassl
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DROP_IN_LINE = "import lamm_plugin.dassl  # noqa: F401"
+
+
+def readme_drop_in_line() -> str:
+    """The one line that README's drop-in section tells a user to add to a host's ``train.py``."""
+    section = Path(REPO, "README.md").read_text().split("## Drop-in use", 1)[1].split("\n## ", 1)[0]
+    (line,) = [line for line in section.splitlines() if line.startswith("import lamm_plugin")]
+    return line
+
+
+@pytest.fixture(scope="module")
+def plugin_site(tmp_path_factory) -> dict[str, str]:
+    """The environment of a host process: the plugin importable as a pip install provides it, without this
+    repository's ``trainers/`` and ``datasets/`` (the hosts have their own)."""
+    site = tmp_path_factory.mktemp("site-packages")
+    (site / "lamm_plugin").symlink_to(os.path.join(REPO, "lamm_plugin"))
+    return {**os.environ, "PYTHONPATH": str(site)}
+
 
 HOST_TRAIN = f"""
 import argparse
@@ -179,7 +215,7 @@ TRAINER:
 
 
 @pytest.fixture(scope="module")
-def host(tmp_path_factory):
+def host(tmp_path_factory, plugin_site):
     base = tmp_path_factory.mktemp("host")
     repo = base / "CoOp"
     files = {
@@ -195,20 +231,8 @@ def host(tmp_path_factory):
         (repo / name).parent.mkdir(parents=True, exist_ok=True)
         (repo / name).write_text(textwrap.dedent(text).lstrip())
     data = base / "data"
-    synthetic.write_image_folder(
-        data / "oxford_pets",
-        num_train=4,
-        num_val=2,
-        num_test=4,
-        num_classes=4,
-        split_filename="split_zhou_OxfordPets.json",
-    )
-    # The plugin as a pip install provides it: importable, without this repository's trainers/ and datasets/.
-    site = base / "site-packages"
-    site.mkdir()
-    (site / "lamm_plugin").symlink_to(os.path.join(REPO, "lamm_plugin"))
-    env = {**os.environ, "PYTHONPATH": str(site)}
-    return repo, data, env
+    synthetic.write_host_layout(data, "oxford_pets", {"train": 4, "val": 2, "test": 4}, num_classes=4)
+    return repo, data, plugin_site
 
 
 def host_command(host, trainer, output_dir, *extra):
@@ -231,6 +255,7 @@ def finish(process: subprocess.Popen) -> str:
     return out
 
 
+@pytest.mark.e2e
 def test_drop_in_recipe(host, tmp_path):
     repo, _, env = host
     assert DROP_IN_LINE in (repo / "train.py").read_text()
@@ -262,18 +287,188 @@ def test_drop_in_recipe(host, tmp_path):
     assert new["classnames"] == trained["classnames"][2:]
 
 
-def test_drop_in_line_gives_every_lamm_trainer(host, tmp_path):
-    """The same one line gives LAMM_CoCoOp and LAMM_KgCoOp (their nodes too) in the host repository."""
-    _, _, env = host
-    start = {"cwd": host[0], "env": env, "stdout": subprocess.PIPE, "stderr": subprocess.STDOUT, "text": True}
-    runs = {}
-    for trainer in ("LAMM_CoCoOp", "LAMM_KgCoOp"):
-        opts = ("OPTIM.MAX_EPOCH", "1", f"TRAINER.{trainer.upper()}.PREC", "fp32")
-        runs[trainer] = subprocess.Popen(host_command(host, trainer, tmp_path / trainer) + list(opts), **start)
-    for trainer, process in runs.items():
-        out = finish(process)
-        method = trainer.split("_")[1].lower()
-        assert f"Building {method} (with LAMM)" in out and "logit_alignment" in out
-        assert ("kg_alignment" in out) is (trainer == "LAMM_KgCoOp")
-        result = json.loads((tmp_path / trainer / "results.json").read_text())
-        assert result["method"] == method and result["dataset"] == "OxfordPets"
+# ---- the real hosts --------------------------------------------------------------------------------------------------
+#: Host -> the variable naming its checkout (.ci/run: ../shared/originals/<repo>) and the LAMM trainers of the methods
+#: that the repository introduced (the ones it copied from another host run in that host): each LAMM trainer runs in
+#: the repository of its method, and every host runs at least one.
+REAL_HOSTS = {
+    "CoOp": ("COOP_ORIGINAL_REPO", ("LAMM_CoOp", "LAMM_CoCoOp")),
+    "MaPLe": ("MAPLE_ORIGINAL_REPO", ("LAMM_MaPLe", "LAMM_IVLP", "LAMM_VPT")),
+    "PromptSRC": ("PROMPTSRC_ORIGINAL_REPO", ("LAMM_PromptSRC",)),
+    "KgCoOp": ("KGCOOP_ORIGINAL_REPO", ("LAMM_KgCoOp",)),
+    "LAMM": ("LAMM_OFFICIAL_REPO", ("LAMM_CoOp", "LAMM_MaPLe")),
+}
+
+
+def test_every_lamm_trainer_runs_in_a_real_host():
+    covered = {trainer for _, trainers in REAL_HOSTS.values() for trainer in trainers}
+    assert set(LAMM_TRAINERS) <= covered, f"add {set(LAMM_TRAINERS) - covered} to its method's host in REAL_HOSTS"
+
+
+#: What a host's train.py brings along: its packages, and its top-level modules (LAMM's trainers import helpers.py).
+HOST_FOLDERS = ("datasets", "trainers", "clip", "configs")
+#: A user's LAMM setting that must reach every run (the default is 0.05).
+USER_SETTING = ("TRAINER.LAMM.LOGIT_WEIGHT", "0.5")
+
+
+def host_trainers(repo: Path) -> set[str]:
+    """The LAMM trainers of the trainers that ``repo``'s train.py imports and registers (those it can run)."""
+    names = set()
+    for module in re.findall(r"^import trainers\.(\w+)", (repo / "train.py").read_text(), re.M):
+        source = (repo / "trainers" / f"{module}.py").read_text()
+        names |= set(re.findall(r"@TRAINER_REGISTRY\.register\(\)\s*\nclass (\w+)", source))
+    return {f"LAMM_{name}" for name in names} & set(LAMM_TRAINERS)
+
+
+def copy_host(original: Path, target: Path, line: str) -> Path:
+    """A copy of a host's train.py (with ``line`` after its last trainer import), its folders and top modules."""
+    target.mkdir()
+    for name in HOST_FOLDERS:
+        shutil.copytree(original / name, target / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for module in original.glob("*.py"):
+        shutil.copy(module, target / module.name)
+    lines = (target / "train.py").read_text().splitlines(keepends=True)
+    last = max(i for i, text in enumerate(lines) if text.startswith("import trainers."))
+    lines.insert(last + 1, line + "\n")
+    (target / "train.py").write_text("".join(lines))
+    return target
+
+
+@pytest.fixture(scope="module")
+def dtd_root(tmp_path_factory) -> Path:
+    """The generated shapes in the hosts' DTD layout (4 classes; 4 train, 2 val, 4 test images each)."""
+    root = tmp_path_factory.mktemp("data")
+    synthetic.write_host_layout(root, "dtd", {"train": 4, "val": 2, "test": 4}, num_classes=4)
+    return root
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("name", REAL_HOSTS)
+def test_drop_in_inside_the_real_hosts_train_py(name, dtd_root, plugin_site, tmp_path):
+    variable, trainers = REAL_HOSTS[name]
+    original = Path(os.environ.get(variable, ""))
+    if not (os.environ.get(variable) and (original / "train.py").is_file()):
+        pytest.skip(f"set {variable} to a checkout of the original code to run its train.py")
+    repo = copy_host(original, tmp_path / name, readme_drop_in_line())
+    assert set(trainers) <= host_trainers(repo)
+
+    def args(trainer: str, out: Path, *extra: str) -> list[str]:
+        return [
+            "--root", str(dtd_root), "--seed", "1", "--trainer", trainer,
+            "--dataset-config-file", "configs/datasets/dtd.yaml", "--config-file", demo_config(trainer),
+            "--output-dir", str(out), *extra,
+            "DATASET.NUM_SHOTS", "2", "OPTIM.MAX_EPOCH", "2", *USER_SETTING,
+        ]  # fmt: skip
+
+    runs = []
+    for trainer in trainers:
+        out = tmp_path / "output" / trainer
+        runs += [args(trainer, out), args(trainer, out.with_name(trainer + "-eval"), "--eval-only", "--model-dir",
+                                          str(out), "--load-epoch", "2")]  # fmt: skip
+    (tmp_path / "runs.json").write_text(json.dumps(runs))
+    command = [
+        sys.executable,
+        os.path.join(REPO, "tests", "runs.py"),
+        str(repo / "train.py"),
+        str(tmp_path / "runs.json"),
+    ]
+    done = subprocess.run(command, cwd=repo, env=plugin_site, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-6000:]
+
+    for trainer in trainers:
+        trained = json.loads((tmp_path / "output" / trainer / "results.json").read_text())
+        evaluated = json.loads((tmp_path / "output" / (trainer + "-eval") / "results.json").read_text())
+        assert (trained["trainer"], trained["dataset"], trained["epoch"]) == (trainer, "DescribableTextures", 2)
+        assert trained["config"]["TRAINER"]["LAMM"]["LOGIT_WEIGHT"] == 0.5, trainer
+        assert trained["classnames"] == synthetic.classnames(4) and trained["num_samples"] == 16
+        assert evaluated["checkpoint"]["epoch"] == 2, trainer
+        assert evaluated["accuracy"] == trained["accuracy"] and evaluated["per_class"] == trained["per_class"], trainer
+
+
+# ---- the config flows of DePT, Dassl's tools/train.py and PromptKD ------------------------------------------------
+def dept_nodes(cfg) -> None:
+    """What DePT's extend_cfg adds (Koorye/DePT, train.py): staged learning rates for its own layers, its linear
+    probe and FiLM nodes, the modules to update, and the CoOp, CoCoOp and MaPLe nodes (CoOp's with KgCoOp's W)."""
+    cfg.OPTIM.LR_EXP = 6.5
+    cfg.OPTIM.STAGED_LR = True
+    cfg.OPTIM.NEW_LAYERS = ["linear_probe", "film"]
+    cfg.OPTIM.BASE_LR_MULT = 1.0
+    cfg.TRAIN.CHECKPOINT_FREQ = -1
+    cfg.DATASET.SUBSAMPLE_CLASSES = "all"
+    cfg.TRAINER.NAMES_TO_UPDATE = ["prompt_learner", "linear_probe", "film"]
+    cfg.TRAINER.LINEAR_PROBE = CfgNode({"TYPE": "linear", "WEIGHT": 0.7, "TEST_TIME_FUSION": True})
+    cfg.TRAINER.FILM = CfgNode({"LINEAR_PROBE": True})
+    coop = {"N_CTX": 16, "CSC": False, "CTX_INIT": "", "PREC": "fp16", "CLASS_TOKEN_POSITION": "end"}
+    cfg.TRAINER.COOP = CfgNode({**coop, "ALPHA": 1.0, "W": 2.0})
+    cfg.TRAINER.COCOOP = CfgNode({"N_CTX": 4, "CTX_INIT": "a photo of a", "PREC": "fp16"})
+    cfg.TRAINER.MAPLE = CfgNode({"N_CTX": 2, "CTX_INIT": "a photo of a", "PREC": "fp16", "PROMPT_DEPTH": 9})
+
+
+def promptkd_nodes(cfg) -> None:
+    """What PromptKD's extend_cfg adds (zhengli97/PromptKD, train.py) beyond CoOp's: a plain string key in TRAINER
+    beside the nodes, its own node, TEST.NO_TEST."""
+    cfg.TRAINER.COOP = CfgNode(
+        {"N_CTX": 16, "CSC": False, "CTX_INIT": "", "PREC": "fp16", "CLASS_TOKEN_POSITION": "end"}
+    )
+    cfg.TRAINER.MODAL = "base2novel"
+    cfg.TRAINER.PROMPTKD = CfgNode({"N_CTX_VISION": 4, "N_CTX_TEXT": 4, "KD_WEIGHT": 1.0, "TEACHER_NAME": "ViT/L-14"})
+    cfg.DATASET.SUBSAMPLE_CLASSES = "all"
+    cfg.TEST.NO_TEST = False
+
+
+def host_setup_cfg(host: str, args):
+    """The host's setup_cfg, step by step: DePT calls ``clean_cfg(cfg, "COOP")`` before its extend_cfg and the merges,
+    Dassl's tools/train.py ``clean_cfg(cfg, args.trainer)`` after them (its extend_cfg adds nothing), PromptKD none.
+    This repository's dataset nodes (the generated shapes) are added as a host adds its own."""
+    cfg = get_cfg_default()
+    if host == "DePT":
+        clean_cfg(cfg, "COOP")
+    {"DePT": dept_nodes, "PromptKD": promptkd_nodes, "Dassl": lambda cfg: None}[host](cfg)
+    train.extend_cfg(cfg)
+    cfg.merge_from_file(args.dataset_config_file)
+    cfg.merge_from_file(args.config_file)
+    train.reset_cfg(cfg, args)
+    cfg.merge_from_list(args.opts)
+    if host == "Dassl":
+        clean_cfg(cfg, args.trainer)
+    cfg.freeze()
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def shapes_root(tmp_path_factory) -> str:
+    return str(tmp_path_factory.mktemp("shapes"))
+
+
+@pytest.mark.parametrize("host", ["DePT", "Dassl", "PromptKD"])
+def test_host_config_flows_train_with_the_users_settings(host, shapes_root, tmp_path):
+    # A LAMM key in the yaml file and in the command line, a method key in the command line.
+    config = tmp_path / "lamm_coop.yaml"
+    config.write_text(Path(demo_config("LAMM_CoOp")).read_text() + "  LAMM:\n    TEMPERATURE: 3.0\n")
+    opts = ("TRAINER.LAMM.LOGIT_WEIGHT", "0.5", "TRAINER.LAMM_COOP.N_CTX", "3")
+    if host == "DePT":  # its staged learning rates, with the learned tensors of LAMM_CoOp in the base group
+        opts += ("OPTIM.BASE_LR_MULT", "0.5")
+    out = str(tmp_path / "out")
+    args = train.parse_args(
+        train_args("LAMM_CoOp", shapes_root, out, config=str(config), small=tiny_opts(epochs=1), opts=opts)
+    )
+    cfg = host_setup_cfg(host, args)
+    assert "LOGIT_WEIGHT: 0.5" in str(cfg) and "TEMPERATURE: 3.0" in str(cfg)  # what the host prints
+    trainer = build_trainer(cfg)
+    if host == "DePT":
+        assert trainer.sched.successor.base_lrs == [cfg.OPTIM.LR * 0.5]
+        assert trainer.optim.param_groups[0]["params"] == trainer.model.trainable_parameters()
+    trainer.train()
+    assert (trainer.lamm_cfg.logit_weight, trainer.lamm_cfg.temperature, trainer.method_config().n_ctx) == (0.5, 3.0, 3)
+    saved = results(out)["config"]["TRAINER"]
+    assert (saved["LAMM"]["LOGIT_WEIGHT"], saved["LAMM"]["TEMPERATURE"], saved["LAMM_COOP"]["N_CTX"]) == (0.5, 3.0, 3)
+    assert results(out)["accuracy"] is not None
+
+
+def test_a_config_that_kept_no_lamm_nodes_is_refused():
+    # A plain copy of the defaults (the nodes, but no kept references), cleaned as Dassl's tools/train.py does.
+    cfg = CfgNode(get_cfg_default())
+    cfg.TRAINER.NAME = "LAMM_CoOp"
+    clean_cfg(cfg, "LAMM_CoOp")
+    with pytest.raises(ConfigKeyError, match=r"TRAINER\.LAMM not in the config of LAMM_CoOp: .* import lamm_plugin"):
+        build_trainer(cfg)

@@ -50,7 +50,16 @@ BLOCKS: dict[tuple[str, str], tuple[str, str]] = {
     ("README.md", "--output-dir output/oxford_pets/LAMM_CoOp/16shots/seed1"): (SKIP, REAL_DATA),
     ("README.md", 'clip = load_clip("tiny-vit")'): (RUN, "the Dassl-free core on the tiny CLIP"),
     ("README.md", "import lamm_plugin.dassl"): (RUN_DASSL, "the drop-in import line"),
-    ("README.md", "--config-file /path/to/lamm-plugin/"): (SKIP, HOST_REPO),
+    ("README.md", "output/oxford_pets/LAMM_CoOp/seed1"): (SKIP, HOST_REPO),
+    ("README.md", "python -m lamm_experiments.synthetic $DATA --layout dtd"): (
+        RUN,
+        "the generated shapes in the hosts' DTD layout",
+    ),
+    ("README.md", "output/dtd/LAMM_CoOp/seed1"): (
+        SKIP,
+        HOST_REPO + "; tests/test_dassl_dropin.py trains on this layout with the demo configs inside copies of the "
+        "hosts' own train.py",
+    ),
     ("README.md", "python -m lamm_experiments.interpret output/demo"): (
         RUN_DASSL,
         "inspects the main job's checkpoint",

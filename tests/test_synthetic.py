@@ -133,6 +133,24 @@ def test_write_image_folder(tmp_path):
     assert read_metadata(tmp_path / "shapes")["seed"] == 7
 
 
+@pytest.mark.parametrize("layout", sorted(synthetic.HOST_LAYOUTS))
+def test_host_layout_command_writes_what_coop_datasets_read(layout, tmp_path, capsys):
+    """``--layout dtd``: the tree under ``--root DIR`` where CoOp's dataset class reads it (``<folder>/images`` and
+    its ``split_zhou_*.json`` of ``[path under images/, label, class name]``); the hosts' own classes read it in
+    tests/test_dassl_dropin.py."""
+    host = synthetic.HOST_LAYOUTS[layout]
+    argv = [str(tmp_path), "--layout", layout, "--classes", "3", "--train", "2", "--val", "1", "--test", "1"]
+    assert synthetic.main(argv) == 0
+    split = json.loads((tmp_path / host.folder / host.split_filename).read_text())
+    assert [len(split[s]) for s in ("train", "val", "test")] == [6, 3, 3]
+    assert split["val"][1] == ["blue_square/val_0000.png", 1, "blue square"]
+    assert all((tmp_path / host.folder / "images" / path).is_file() for s in split.values() for path, _, _ in s)
+    out = capsys.readouterr().out
+    assert f"--root {tmp_path} --dataset-config-file configs/datasets/{host.config}" in out and "12 images" in out
+    with pytest.raises(ValueError, match="layout must be one of"):
+        synthetic.write_host_layout(tmp_path, "imagenet")
+
+
 def test_write_image_folder_reuses_or_regenerates(tmp_path):
     root = tmp_path / "shapes"
     split_path = write_image_folder(root, num_train=2, num_val=1, num_test=1, num_classes=2)

@@ -29,6 +29,15 @@ refuses unknown keys, so :func:`install` adds the nodes to Dassl's default confi
 :mod:`lamm_plugin.dassl` is imported. It also makes a mistyped key fail with an error that names the key and
 its closest matches (:class:`ConfigKeyError`), and a yaml file that does not parse fail with an error that names
 the file, the line and the problem (:class:`ConfigFileError`).
+
+Some hosts call Dassl's ``clean_cfg(cfg, trainer)``, which pops every ``TRAINER`` node but ``NAME`` and the named
+trainer's: DePT before merging its yaml files (``clean_cfg(cfg, "COOP")``), Dassl's ``tools/train.py`` after
+(``clean_cfg(cfg, args.trainer)`` keeps ``TRAINER.LAMM_COOP`` of ``LAMM_CoOp`` but drops ``TRAINER.LAMM``). The
+root of every config made from Dassl's defaults (:class:`SuggestingCfgNode`) therefore keeps a reference to each
+``TRAINER.LAMM*`` node object; the yaml files and the command line change these objects in place, so the
+references see every value the user set. A node a host popped is put back before the next merge, when the config
+is frozen (the named trainer's nodes), and when a LAMM trainer starts (:func:`require_trainer_nodes`), which
+refuses to start, naming the node, where none was kept.
 """
 
 from __future__ import annotations
@@ -70,6 +79,8 @@ __all__ = [
     "dataclass_to_node",
     "install",
     "lamm_config_from_cfg",
+    "require_trainer_nodes",
+    "lamm_nodes_of",
     "lamm_node",
     "method_config_from_cfg",
     "node_to_dataclass",
@@ -113,6 +124,8 @@ DECODED_IMAGES_KEY = "DECODED_IMAGES"
 #: ``LAMM_CACHE`` key: bound of the kept pixels in MB (16 shots of ImageNet at its typical ~400x350 take ~6.7 GB).
 DECODED_MAX_MB_KEY = "DECODED_MAX_MB"
 SUBSAMPLE_CHOICES = ("all", "base", "new")
+#: Attribute of a root config (not a key) holding its ``TRAINER.LAMM*`` node objects (:class:`SuggestingCfgNode`).
+_KEPT_NODES = "LAMM_KEPT_NODES"
 
 
 def _key(field_name: str) -> str:
@@ -169,6 +182,32 @@ def _trainer_nodes(nodes: dict[str, str], cfg: CfgNode) -> None:
     for name, method in nodes.items():
         runtime = {PRECISION_KEY: DEFAULT_PRECISION, CUDA_GRAPH_KEY: True, FP16_LEARNED_KEY: False}
         _add_missing(cfg.TRAINER, name, dataclass_to_node(METHODS[method].config_class, runtime))
+
+
+def lamm_nodes_of(trainer: str) -> tuple[str, ...]:
+    """The ``TRAINER`` nodes of this package that trainer ``trainer`` reads: ``("LAMM_COOP", "LAMM")`` for
+    ``LAMM_CoOp``; none for another trainer (a host's own ``CoOp``)."""
+    node = str(trainer).upper()
+    return (node, LAMM_NODE) if node in LAMM_NODES else ()
+
+
+def require_trainer_nodes(cfg: CfgNode, nodes: tuple[str, ...]) -> None:
+    """Make sure ``cfg.TRAINER`` holds ``nodes``: put back those a host removed (Dassl's ``clean_cfg``) from the
+    node objects the config kept, with every value the user set.
+
+    Raises:
+        ConfigKeyError: A node is missing and no copy of it was kept (a config not made from Dassl's defaults after
+            ``import lamm_plugin.dassl``); the message names the node and the remedy.
+    """
+    if isinstance(cfg, SuggestingCfgNode):
+        cfg.restore_lamm_nodes(nodes)
+    missing = [f"TRAINER.{node}" for node in nodes if node not in cfg.TRAINER]
+    if missing:
+        raise ConfigKeyError(
+            f"{', '.join(missing)} not in the config of {cfg.TRAINER.get('NAME', 'this trainer')}: the config was "
+            "made before `import lamm_plugin.dassl` ran (or is a copy that kept none of its nodes), so the LAMM "
+            "settings are unknown; import lamm_plugin.dassl before the host calls get_cfg_default()"
+        )
 
 
 def cache_node() -> CfgNode:
@@ -300,12 +339,45 @@ def _suggest(bad_key: str, root: CfgNode) -> ConfigKeyError:
 
 
 class SuggestingCfgNode(CfgNode):
-    """A ``CfgNode`` whose merges report an unknown key with its closest matches.
+    """The root of a config made from Dassl's defaults: merges report an unknown key with its closest matches, and
+    the ``TRAINER.LAMM*`` nodes survive Dassl's ``clean_cfg``.
 
     yacs says only ``Non-existent config key: X``; this adds the similar existing keys. Behaviour is otherwise
     unchanged (same class hierarchy, same merge code). Only the root has this class, and the nodes it creates
     while merging are plain ``CfgNode`` objects, because yacs compares node types exactly.
+
+    The root keeps a reference to each ``TRAINER.LAMM*`` node object (:meth:`keep_lamm_nodes`, outside its keys:
+    ``print(cfg)`` and ``dump()`` do not show it; ``clone()`` copies it along, still the same objects as the
+    clone's nodes, and ``freeze()`` freezes it). :meth:`restore_lamm_nodes` puts back those a host popped: all of
+    them before each merge (DePT cleans before merging its yaml files), the named trainer's when the config is
+    frozen (Dassl's ``tools/train.py`` cleans after the merges, then freezes).
     """
+
+    def keep_lamm_nodes(self) -> None:
+        """Keep a reference to each ``TRAINER.LAMM*`` node object of this config."""
+        kept = CfgNode()
+        for name in (*LAMM_NODES, LAMM_NODE):
+            if name in self.TRAINER:
+                kept[name] = self.TRAINER[name]  # item assignment: the same object, not a copy
+        self.__dict__[_KEPT_NODES] = kept
+
+    def restore_lamm_nodes(self, names: Optional[tuple[str, ...]] = None) -> list[str]:
+        """Put back into ``TRAINER`` the kept nodes (all of them, or ``names``) that are missing; returns their names.
+
+        Dassl's ``clean_cfg`` pops nodes whether or not the config is frozen, so they are put back either way (as
+        the same objects, frozen where the config is).
+        """
+        kept = self.__dict__.get(_KEPT_NODES, {})
+        restored = [name for name in (kept if names is None else names) if name in kept and name not in self.TRAINER]
+        for name in restored:
+            dict.__setitem__(self.TRAINER, name, kept[name])
+        if restored:
+            logger.debug("Put back TRAINER.%s, removed by the host", ", TRAINER.".join(restored))
+        return restored
+
+    def freeze(self) -> None:
+        self.restore_lamm_nodes(lamm_nodes_of(self.TRAINER.get("NAME", "")))
+        super().freeze()
 
     @classmethod
     def load_cfg(cls, cfg_file_obj_or_str: Any) -> CfgNode:
@@ -316,6 +388,7 @@ class SuggestingCfgNode(CfgNode):
         return CfgNode._decode_cfg_value(value)
 
     def _merge(self, merge, *args: Any) -> None:
+        self.restore_lamm_nodes()
         try:
             merge(*args)
         except (KeyError, AssertionError) as err:
@@ -373,5 +446,7 @@ def install(cfg: Optional[CfgNode] = None) -> CfgNode:
         # Only the root's merge methods run on a merge (the nested nodes are merged from there), so swapping the
         # root's class is enough; clones keep the class.
         object.__setattr__(cfg, "__class__", SuggestingCfgNode)
+    if isinstance(cfg, SuggestingCfgNode):
+        cfg.keep_lamm_nodes()
     logger.debug("Added the LAMM config nodes to %s", type(cfg).__name__)
     return cfg

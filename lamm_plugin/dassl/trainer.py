@@ -52,6 +52,7 @@ from lamm_plugin.dassl.config import (
     lamm_config_from_cfg,
     lamm_node,
     method_config_from_cfg,
+    require_trainer_nodes,
 )
 from lamm_plugin.dassl.evaluation import CachedEvaluationMixin
 from lamm_plugin.dassl.progress import ProgressMixin
@@ -122,6 +123,8 @@ class PromptTrainer(ProgressMixin, CheckpointMixin, ResultsMixin, CachedEvaluati
         self.phase_seconds = {"data": 0.0, "loader_wait": 0.0, "steps": 0.0, "evaluation": 0.0}
         self.first_step_at: Optional[float] = None
         self._phase_mark: Optional[float] = None
+        # Before Dassl's constructor reads them: the nodes a host's clean_cfg removed come back with the user's values.
+        require_trainer_nodes(cfg, (self.NODE, LAMM_NODE) if self.USE_LAMM else (self.NODE,))
         super().__init__(cfg)
         self.evaluator = RecordingEvaluator(self.evaluator)
 
@@ -165,12 +168,8 @@ class PromptTrainer(ProgressMixin, CheckpointMixin, ResultsMixin, CachedEvaluati
 
     def lamm_config(self) -> Any:
         """:class:`~lamm_plugin.config.LAMMConfig` from ``TRAINER.LAMM`` (disabled for the baselines)."""
-        if LAMM_NODE in self.cfg.TRAINER:
-            lamm_cfg = lamm_config_from_cfg(self.cfg)
-        else:
-            # Dassl's clean_cfg(cfg, trainer), which some hosts call, drops every TRAINER node but the trainer's own.
-            print(f"Note: the config has no TRAINER.{LAMM_NODE} node (removed by clean_cfg?); using LAMM's defaults")
-            lamm_cfg = LAMMConfig()
+        # A LAMM trainer has the node (require_trainer_nodes); a baseline disables LAMM, whatever the node holds.
+        lamm_cfg = lamm_config_from_cfg(self.cfg) if LAMM_NODE in self.cfg.TRAINER else LAMMConfig()
         if not self.USE_LAMM or self.METHOD == "zeroshot":
             lamm_cfg = dataclasses.replace(lamm_cfg, enabled=False)
         return lamm_cfg
@@ -203,7 +202,7 @@ class PromptTrainer(ProgressMixin, CheckpointMixin, ResultsMixin, CachedEvaluati
                 param.data = param.data.half()
             print(f"Learned tensors in fp16 without a GradScaler (TRAINER.{self.NODE}.{FP16_LEARNED_KEY})")
         print(f"# trainable params: {sum(p.numel() for p in params):,}")
-        self.optim = build_optimizer(params, cfg.OPTIM) if params else None
+        self.optim = self._build_optimizer(params) if params else None
         self.sched = compat.build_lr_scheduler(self.optim, cfg.OPTIM) if params else None
         self.register_model(self.MODEL_NAME, self.model, self.optim, self.sched)
         self.scaler = None
@@ -213,6 +212,33 @@ class PromptTrainer(ProgressMixin, CheckpointMixin, ResultsMixin, CachedEvaluati
         if self.device.type == "cuda" and cfg.TRAINER[self.NODE].get(CUDA_GRAPH_KEY, True):
             self.graphed = GraphedStep(self.model, self._autocast_dtype(), self.scaler) if params else None
             self.graphed_eval = GraphedForward(self.model, self._autocast_dtype())
+
+    def _build_optimizer(self, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
+        """Dassl's optimiser over exactly ``params``.
+
+        ``OPTIM.STAGED_LR`` (which DePT sets for its own layers) keeps Dassl's meaning: the tensors of the model's
+        children named in ``OPTIM.NEW_LAYERS`` at ``OPTIM.LR``, the others at ``LR * BASE_LR_MULT``. Dassl builds
+        those groups from the whole model only (frozen CLIP included), so they are built here from ``params``.
+        """
+        optim_cfg = self.cfg.OPTIM
+        if not optim_cfg.get("STAGED_LR", False):
+            return build_optimizer(params, optim_cfg)
+        names = optim_cfg.NEW_LAYERS
+        names = [names] if isinstance(names, str) else list(names or ())
+        new = {id(p) for name, child in self.model.named_children() if name in names for p in child.parameters()}
+        base_lr = optim_cfg.LR * optim_cfg.BASE_LR_MULT
+        groups = [
+            {"params": [p for p in params if id(p) not in new], "lr": base_lr},
+            {"params": [p for p in params if id(p) in new]},
+        ]
+        print(
+            f"OPTIM.STAGED_LR: {len(groups[0]['params'])} learned tensors at lr {base_lr:g} (OPTIM.BASE_LR_MULT), "
+            f"{len(groups[1]['params'])} of OPTIM.NEW_LAYERS {names} at lr {optim_cfg.LR:g}"
+        )
+        unstaged = optim_cfg.clone()
+        unstaged.defrost()
+        unstaged.STAGED_LR = False
+        return build_optimizer(None, unstaged, param_groups=[group for group in groups if group["params"]])
 
     def configure_trainable(self) -> None:
         """Hook between loading ``MODEL.INIT_WEIGHTS`` and building the optimiser: freeze what this run must not
