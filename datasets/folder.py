@@ -43,6 +43,7 @@ from typing import Any, Optional
 
 from yacs.config import CfgNode
 
+from lamm_plugin.files import open_text
 from lamm_plugin.tokens import clean_classname
 
 from .base import (
@@ -204,7 +205,7 @@ def _read_list(path: str, dataset_dir: str, names: dict[str, tuple[str, str]]) -
     base = os.path.dirname(path)
     pairs: Pairs = []
     missing: list[str] = []
-    with open(path, newline="", encoding="utf-8") as f:
+    with open_text(path, "image list") as f:
         for lineno, line in enumerate(f, 1):
             text = line.strip()
             if not text or text.startswith("#"):

@@ -12,6 +12,7 @@ Only the standard library.
 
 from __future__ import annotations
 
+import io
 import os
 import os.path as osp
 from collections.abc import Callable
@@ -19,7 +20,7 @@ from typing import IO
 
 from lamm_plugin.errors import MissingFileError, UserError
 
-__all__ = ["read_text", "write_atomic", "write_text"]
+__all__ = ["WriteError", "check_output", "open_text", "read_text", "save_figure", "write_atomic", "write_text"]
 
 
 def write_atomic(path: str, write: Callable[[IO[bytes]], object]) -> None:
@@ -47,13 +48,48 @@ def write_atomic(path: str, write: Callable[[IO[bytes]], object]) -> None:
         os.close(fd)
 
 
-def write_text(path: str, text: str) -> str:
-    """Write ``text`` (UTF-8, line ends as given) to ``path`` whole or not at all (:func:`write_atomic`); returns
-    ``path``. A ``path`` that is a folder is refused before anything is written."""
+def save_figure(fig: object, path: str, **kwargs: object) -> str:
+    """Save a matplotlib figure to ``path`` whole or not at all (the format from the ending); returns ``path``."""
+    kind = osp.splitext(path)[1].lstrip(".").lower() or "png"
+    write_atomic(path, lambda f: fig.savefig(f, format=kind, **kwargs))
+    return path
+
+
+class WriteError(UserError, OSError):
+    """A file could not be written (a full disk, no permission); nothing was written (an older file is as it was)."""
+
+
+def check_output(path: str, option: str = "--output") -> None:
+    """Refuse, before any work, an output file that cannot be written: a folder, or a place whose folder cannot be
+    made or written to. ``option`` names where the path was given."""
     if osp.isdir(path):
-        raise UserError(f"{path} is a folder: give a file name to write to.")
+        raise UserError(f"{option} {path} is a folder: give a file name in it.")
+    folder = osp.dirname(osp.abspath(path))
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as err:
+        raise UserError(f"{option} {path}: cannot create its folder {folder} ({err.strerror}).") from None
+    if not os.access(folder, os.W_OK):
+        raise UserError(f"{option} {path}: the folder {folder} is not writable; give another place.")
+
+
+def write_text(path: str, text: str, option: str = "") -> str:
+    """Write ``text`` (UTF-8, line ends as given) to ``path`` whole or not at all (:func:`write_atomic`); returns
+    ``path``.
+
+    Raises:
+        UserError: ``path`` is a folder (nothing is written).
+        WriteError: The write failed (a full disk); a file that was at ``path`` is as it was.
+    """
+    check_output(path, option or "output file")
     data = text.encode("utf-8")
-    write_atomic(path, lambda f: f.write(data))
+    try:
+        write_atomic(path, lambda f: f.write(data))
+    except OSError as err:
+        raise WriteError(
+            f"Could not write {path}: {err.strerror or err}. Nothing was written (a file that was there is as it "
+            "was): free space, or give another place."
+        ) from err
     return path
 
 
@@ -79,6 +115,12 @@ def read_text(path: str, what: str = "") -> str:
             f"{path}{kind} is not UTF-8 text (byte {err.start}: {err.reason}): save it as UTF-8 text, or give the "
             "right file."
         ) from None
+
+
+def open_text(path: str, what: str = "") -> io.StringIO:
+    """:func:`read_text` as a file object (``with open_text(path) as f: for line in f: ...``), so every reader of a
+    text file we are given reads it the same way."""
+    return io.StringIO(read_text(path, what))
 
 
 def missing_file_message(path: str, what: str = "") -> str:

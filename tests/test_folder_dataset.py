@@ -249,7 +249,7 @@ def test_other_class_lists_for_a_folder_run(tree_eval, tmp_path, capsys):
         return capsys.readouterr().err
 
     capsys.readouterr()
-    assert "predict: error: No class names in the list ' , ': give names separated by commas" in fails(
+    assert "Error: No class names in the list ' , ': give names separated by commas" in fails(
         "--classes", " , "
     )
     empty = tmp_path / "classes.txt"

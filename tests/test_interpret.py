@@ -212,7 +212,7 @@ def test_command_csv_markdown_table_and_figures(trained, untrained_shapes, untra
 
     # No shared class (pets vs shapes): the table is written, the figure is refused with a clear error.
     torch.save(untrained, b)
-    assert main([str(a), "--compare", str(b), "--seed", "0", "--figure", str(tmp_path / "e.png")]) == 2
+    assert main([str(a), "--compare", str(b), "--seed", "0", "--figure", str(tmp_path / "e.png")]) == 1
     assert "No label rows to plot" in capsys.readouterr().err and not (tmp_path / "e.png").exists()
 
 
@@ -233,10 +233,10 @@ def test_comparison_side_by_side(trained, clip0, tmp_path):
 
 
 def test_command_errors(tmp_path, capsys):
-    assert main([str(tmp_path / "missing")]) == 2
+    assert main([str(tmp_path / "missing")]) == 1
     assert "No checkpoint file or run folder" in capsys.readouterr().err
     (tmp_path / "empty_run" / "prompt_learner").mkdir(parents=True)
-    assert main([str(tmp_path / "empty_run")]) == 2
+    assert main([str(tmp_path / "empty_run")]) == 1
     assert "No checkpoint in" in capsys.readouterr().err
 
 
