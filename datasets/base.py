@@ -320,7 +320,7 @@ def read_split(path: str, image_dir: str) -> tuple[Split, Split, Split]:
         DatasetNotPreparedError: Images listed in the file do not exist.
     """
     try:
-        with open_text(path) as f:
+        with open_text(path, "split file") as f:
             split = json.load(f)
     except json.JSONDecodeError as e:
         raise DatasetFormatError(f"{path} is not valid JSON ({e}); delete it and prepare the dataset again") from e

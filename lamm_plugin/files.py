@@ -51,8 +51,7 @@ def write_atomic(path: str, write: Callable[[IO[bytes]], object]) -> None:
 def save_figure(fig: object, path: str, **kwargs: object) -> str:
     """Save a matplotlib figure to ``path`` whole or not at all (the format from the ending); returns ``path``."""
     kind = osp.splitext(path)[1].lstrip(".").lower() or "png"
-    write_atomic(path, lambda f: fig.savefig(f, format=kind, **kwargs))
-    return path
+    return _write_whole(path, lambda f: fig.savefig(f, format=kind, **kwargs), "figure")
 
 
 class WriteError(UserError, OSError):
@@ -81,10 +80,15 @@ def write_text(path: str, text: str, option: str = "") -> str:
         UserError: ``path`` is a folder (nothing is written).
         WriteError: The write failed (a full disk); a file that was at ``path`` is as it was.
     """
-    check_output(path, option or "output file")
     data = text.encode("utf-8")
+    return _write_whole(path, lambda f: f.write(data), option)
+
+
+def _write_whole(path: str, write: Callable[[IO[bytes]], object], option: str) -> str:
+    """:func:`write_atomic` after :func:`check_output`; a failed write becomes a :class:`WriteError`."""
+    check_output(path, option or "output file")
     try:
-        write_atomic(path, lambda f: f.write(data))
+        write_atomic(path, write)
     except OSError as err:
         raise WriteError(
             f"Could not write {path}: {err.strerror or err}. Nothing was written (a file that was there is as it "

@@ -216,6 +216,27 @@ def test_command_csv_markdown_table_and_figures(trained, untrained_shapes, untra
     assert "No label rows to plot" in capsys.readouterr().err and not (tmp_path / "e.png").exists()
 
 
+def test_a_failed_write_leaves_the_existing_table_and_figure_as_they_were(trained, tmp_path, capsys, monkeypatch):
+    import errno
+
+    a = tmp_path / "trained.pt"
+    torch.save(trained, a)
+    table, figure = tmp_path / "table.md", tmp_path / "drift.png"
+    for path in (table, figure):
+        path.write_text("kept\n")
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", full)  # the disk fills up while the files are written
+    assert main([str(a), "--seed", "0", "--output", str(table)]) == 1
+    assert f"Could not write {table}: No space left on device" in capsys.readouterr().err
+    assert main([str(a), "--seed", "0", "--figure", str(figure)]) == 1
+    assert "Traceback" not in capsys.readouterr().err
+    assert table.read_text() == "kept\n" and figure.read_text() == "kept\n"
+    assert sorted(os.listdir(tmp_path)) == ["drift.png", "table.md", "trained.pt"]
+
+
 def test_comparison_side_by_side(trained, clip0, tmp_path):
     vocab = Vocabulary.from_clip(clip0)
     later = dict(trained)

@@ -714,3 +714,68 @@ def test_a_sweep_lock_whose_pid_now_runs_another_program_is_taken_over(tmp_path)
     finally:
         other.kill()
         other.wait()
+
+
+# ------------------------------------------------------------------------------------------------ invisible characters
+
+
+def _classnames(path):
+    from datasets.base import read_classnames
+
+    return dict(read_classnames(str(path)))
+
+
+def _split(path):
+    from datasets.base import read_split
+
+    return [[(d.impath, d.label, d.classname) for d in s] for s in read_split(str(path), str(path.parent / "images"))]
+
+
+def _config(path):
+    cfg = get_cfg_default()
+    cfg.merge_from_file(str(path))
+    return (cfg.OPTIM.MAX_EPOCH, cfg.DATASET.NAME)
+
+
+def _predict_classes(path):
+    from lamm_plugin.predict import parse_classes
+
+    return parse_classes(str(path))
+
+
+# Each reader with a file's text; the text is written plain, with a UTF-8 byte-order mark, and with CRLF line ends.
+READERS = {
+    "class names (ImageNet's classnames.txt)": (_classnames, "n01 Blue_square\nn02 green triangle\n"),
+    "split file": (_split, None),  # the generated dataset's own split file
+    "config yaml": (_config, "OPTIM:\n  MAX_EPOCH: 3\nDATASET:\n  NAME: OxfordPets\n"),
+    "predict --classes file": (_predict_classes, "# classes\nblue square\ngreen triangle\n"),
+    "continual --class-order file": (lambda p: continual.parse_class_order(str(p)), "yellow star\n3\n1 0\n"),
+    "continual --protocol file": (lambda p: continual.read_protocol(str(p)), "stages: 2\nshared: freeze\n"),
+}
+
+
+@pytest.mark.parametrize("reader", sorted(READERS))
+def test_a_byte_order_mark_or_crlf_line_ends_read_the_same(reader, data_root, tmp_path):
+    read_file, text = READERS[reader]
+    if text is None:
+        shutil.copytree(Path(data_root) / "synthetic_shapes" / "images", tmp_path / "images")
+        text = (Path(data_root) / "synthetic_shapes" / "split_zhou_SyntheticShapes.json").read_text()
+    results = []
+    for name, data in (
+        ("plain", text.encode()),
+        ("bom", b"\xef\xbb\xbf" + text.encode()),
+        ("crlf", b"\xef\xbb\xbf" + text.replace("\n", "\r\n").encode()),
+    ):
+        path = tmp_path / f"{name}.txt"
+        path.write_bytes(data)
+        results.append(read_file(path))
+    assert results[0] and results[1] == results[0] and results[2] == results[0]
+
+
+def test_a_split_file_of_random_bytes_is_named(tmp_path):
+    from datasets.base import read_split
+
+    path = tmp_path / "split.json"
+    path.write_bytes(bytes(range(256)) * 4)
+    with pytest.raises(ValueError, match=rf"{path} \(split file\) is not UTF-8 text"):
+        read_split(str(path), str(tmp_path))
