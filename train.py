@@ -57,6 +57,7 @@ import trainers  # noqa: F401  (registers this repository's baselines)
 from lamm_plugin.dassl import compat
 from lamm_plugin.dassl.console import is_notice
 from lamm_plugin.errors import MissingFileError, UserError, run_main
+from lamm_plugin.files import read_text, write_atomic
 from lamm_plugin.layout import CONFIG_YAML_FILENAME, last_checkpoint
 from lamm_plugin.run_lock import RunLock
 
@@ -475,10 +476,8 @@ def write_config_yaml(cfg) -> str:
     """Write the full config to ``<output>/config.yaml`` (atomically); returns the path."""
     folder = os.path.dirname(cfg.OUTPUT_DIR) if cfg.OUTPUT_DIR.endswith((".txt", ".log")) else cfg.OUTPUT_DIR
     path = os.path.join(folder or ".", CONFIG_YAML_FILENAME)
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(cfg.dump())
-    os.replace(tmp, path)
+    text = cfg.dump()
+    write_atomic(path, lambda f: f.write(text.encode("utf-8")))
     return path
 
 
@@ -495,8 +494,7 @@ def resolve_seed(cfg):
     path = os.path.join(cfg.OUTPUT_DIR, SEED_FILENAME)
     seed = None
     if os.path.isfile(path):
-        with open(path) as f:
-            text = f.read().strip()
+        text = read_text(path).strip()
         if not text.isdigit():
             raise RunFolderError(
                 f"{path} should hold the seed drawn for this run folder (a number), found {text[:40]!r}: write the "
@@ -506,10 +504,7 @@ def resolve_seed(cfg):
         print(f"No --seed given: using seed {seed}, drawn for this run folder earlier ({path})")
     else:
         seed = secrets.randbelow(2**31)
-        tmp = f"{path}.tmp{os.getpid()}"
-        with open(tmp, "w") as f:
-            f.write(f"{seed}\n")
-        os.replace(tmp, path)
+        write_atomic(path, lambda f: f.write(f"{seed}\n".encode()))
         print(f"No --seed given: drew seed {seed} (stored in {path}; reruns of this folder use it; --seed sets one)")
     cfg = cfg.clone()
     cfg.defrost()

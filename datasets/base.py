@@ -48,7 +48,7 @@ from dassl.data.datasets import DATASET_REGISTRY, DatasetBase, Datum
 from yacs.config import CfgNode
 
 from lamm_plugin.errors import MissingFileError, UserError
-from lamm_plugin.files import open_text
+from lamm_plugin.files import open_text, write_atomic
 
 from .safe_pickle import DATUM_GLOBALS, restricted_load
 
@@ -354,10 +354,8 @@ def write_split(train: Split, val: Split, test: Split, path: str, image_dir: str
         return [[os.path.relpath(d.impath, image_dir), d.label, d.classname] for d in items]
 
     split = {"train": entries(train), "val": entries(val), "test": entries(test)}
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(split, f, indent=4, separators=(",", ": "))
-    os.replace(tmp, path)
+    text = json.dumps(split, indent=4, separators=(",", ": "))
+    write_atomic(path, lambda f: f.write(text.encode()))
     print(f"Saved split to {path}")
 
 
@@ -629,10 +627,7 @@ class FewShotDataset(_DatasetMixin, DatasetBase):
             data["val"] = val
         print(f"Saving preprocessed few-shot data to {path}")
         os.makedirs(self.split_fewshot_dir, exist_ok=True)
-        tmp = f"{path}.tmp{os.getpid()}"
-        with open(tmp, "wb") as f:
-            pickle.dump(data, f, protocol=pickle.HIGHEST_PROTOCOL)
-        os.replace(tmp, path)
+        write_atomic(path, lambda f: pickle.dump(data, f, protocol=pickle.HIGHEST_PROTOCOL))
         return train, val
 
     def resolve_cached(self, path: str, key: str, cached: Split, full: Split) -> Split:

@@ -43,7 +43,7 @@ from typing import Any, Optional
 
 from yacs.config import CfgNode
 
-from lamm_plugin.files import open_text
+from lamm_plugin.files import open_text, write_atomic
 from lamm_plugin.tokens import clean_classname
 
 from .base import (
@@ -455,10 +455,7 @@ class Folder(FewShotDataset):
         except (OSError, ValueError):
             pass
         os.makedirs(self.split_fewshot_dir, exist_ok=True)
-        tmp = f"{path}.tmp{os.getpid()}"
-        with open(tmp, "w") as f:
-            json.dump(record, f, indent=1)
-        os.replace(tmp, path)
+        write_atomic(path, lambda f: f.write(json.dumps(record, indent=1).encode()))
         print(f"Saved the drawn split to {path}")
 
     def decode_command(self) -> str:

@@ -44,7 +44,7 @@ from lamm_plugin import build_model, load_clip
 from lamm_plugin.backbone import autocast_dtype, pretrained_from_config
 from lamm_plugin.config import LAMMConfig
 from lamm_plugin.cuda_graph import GraphedForward, GraphedStep
-from lamm_plugin.dassl import compat, decoded
+from lamm_plugin.dassl import compat, console, decoded
 from lamm_plugin.dassl.config import (
     CUDA_GRAPH_KEY,
     FP16_LEARNED_KEY,
@@ -115,6 +115,7 @@ class PromptTrainer(ProgressMixin, CheckpointMixin, ResultsMixin, CachedEvaluati
     TRAINING_KEYS = TRAINING_KEYS
 
     def __init__(self, cfg) -> None:
+        console.line_buffered_log()  # a host's Dassl Logger: log.txt gets each line as it is printed
         self._time_init = time.time()
         self._time_train: Optional[tuple[float, float]] = None
         self._train_seconds_before = 0.0  # training time of earlier processes of this run (resume)
