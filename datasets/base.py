@@ -567,8 +567,13 @@ class FewShotDataset(_DatasetMixin, DatasetBase):
             )
         # Every image of every split opens (header only: cheap), so an image that cannot stops the run now, named,
         # and not after training.
-        headers = (train if num_shots < 1 else []) + (val or []) + test
-        self.check_images(headers, "in the training, validation or test set", header_only=True)
+        splits = {
+            "in the training set": train if num_shots < 1 else [],
+            "in the validation set": [] if val is test else val or [],  # no validation set: the test set serves
+            "in the test set": test,
+        }
+        for where, items in splits.items():
+            self.check_images(items, where, header_only=True)
         super().__init__(train_x=train, val=val, test=test)
 
     def check_images(

@@ -34,8 +34,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple, Optional, Union
 
-from lamm_plugin.files import write_atomic
-
 if TYPE_CHECKING:
     import numpy as np
     import torch
@@ -373,7 +371,10 @@ def read_metadata(root: Union[str, os.PathLike]) -> Optional[dict]:
 
 
 def _write_json_atomic(obj: dict, path: Path) -> None:
-    write_atomic(str(path), lambda f: f.write(json.dumps(obj, indent=1).encode()))
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=1)
+    os.replace(tmp, path)
 
 
 def write_image_folder(

@@ -364,7 +364,9 @@ def test_no_val_share_means_no_validation_set(root, tmp_path):
 
 
 def test_a_mistyped_key_names_the_right_one():
-    with pytest.raises(ConfigKeyError, match=r"DATASET\.FOLDER\.TRIAN\. Did you mean: DATASET\.FOLDER\.TRAIN\b"):
+    with pytest.raises(
+        ConfigKeyError, match=r"DATASET\.FOLDER\.TRIAN \(on the command line\)\. Did you mean: DATASET\.FOLDER\.TRAIN\b"
+    ):
         make_cfg("/tmp", "DATASET.FOLDER.TRIAN", "x")
 
 
@@ -509,8 +511,8 @@ def test_a_sweep_of_ones_own_dataset_runs_and_is_tabled(tmp_path):
 
 
 def test_a_test_image_that_does_not_decode_stops_the_run_with_its_path(root, tmp_path):
-    """Only the few-shot subset is decoded up front; an evaluation that meets a broken image names it and the
-    command that checks this dataset (not a benchmark's prepare command)."""
+    """A test image that does not open stops the run before training, named with the command that checks this
+    dataset (not a benchmark's prepare command)."""
     folder = copy_tree(root, tmp_path)
     broken = os.path.join(folder, "test", FOLDERS[2], "0000.png")
     with open(broken, "wb") as f:
