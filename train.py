@@ -440,6 +440,21 @@ def image_failure(err: BaseException, cfg, trainer: Any) -> Optional[Exception]:
     return None
 
 
+def dassl_refusal(err: BaseException) -> Optional[UserError]:
+    """A :class:`UserError` when ``err`` is Dassl refusing a config value (``OPTIM.NAME foo``: Dassl's own
+    ``ValueError`` or ``KeyError``, raised in Dassl's code), else None."""
+    if not isinstance(err, (ValueError, KeyError)) or isinstance(err, UserError):
+        return None
+    tb = err.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    where = tb.tb_frame.f_code.co_filename if tb is not None else ""
+    if f"{os.sep}dassl{os.sep}" not in where or f"{os.sep}lamm_plugin{os.sep}" in where:
+        return None
+    text = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
+    return UserError(f"{text} (Dassl refused a config value: set it in the config file or as a KEY VALUE override)")
+
+
 def device_text(cfg, device: torch.device) -> str:
     """The device a run really uses, with the reason when it is not the one ``USE_CUDA`` asks for."""
     if device.type == "cuda":
@@ -555,7 +570,7 @@ def main(args: argparse.Namespace) -> Any:
         except RunStopped as stop:
             raise RunStopped(stop.signum, f"{stop} {kept_and_resume(cfg.OUTPUT_DIR)}") from None
         except Exception as err:
-            clear = write_failure(err, cfg.OUTPUT_DIR) or image_failure(err, cfg, trainer)
+            clear = write_failure(err, cfg.OUTPUT_DIR) or image_failure(err, cfg, trainer) or dassl_refusal(err)
             if clear is None:
                 raise
             raise clear from err

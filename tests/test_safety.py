@@ -488,6 +488,14 @@ MISTAKES = {
         lambda r, t: [TRAIN_PY, *args_for(r, t / "o", opts=("DATASET.NUM_SHOTS", "abc"))],
         "DATASET.NUM_SHOTS abc (on the command line): DATASET.NUM_SHOTS takes an integer",
     ),
+    "a value Dassl refuses": (
+        lambda r, t: [TRAIN_PY, *args_for(r, t / "o", opts=("OPTIM.NAME", "adamm"))],
+        "optim must be one of ['adam', 'amsgrad', 'sgd', 'rmsprop', 'radam', 'adamw'], but got adamm (Dassl refused",
+    ),
+    "a value our dataclass refuses": (
+        lambda r, t: [TRAIN_PY, *args_for(r, t / "o", opts=("TRAINER.LAMM.TEXT_GROUPS", "0"))],
+        "TRAINER.LAMM: text_groups must be at least 1, got 0.",
+    ),
     "odd overrides": (lambda r, t: [TRAIN_PY, *args_for(r, t / "o", opts=("OPTIM.LR",))], "come in pairs"),
     "missing epoch": (
         lambda r, t: [
