@@ -50,6 +50,8 @@ from lamm_plugin import continual
 from lamm_plugin.dassl import compat
 from lamm_plugin.dassl.report import protocol_record as report_protocol_record
 from lamm_plugin.dassl.results import cfg_to_dict, write_json
+from lamm_plugin.errors import MissingFileError, UserError, run_main
+from lamm_plugin.files import read_text, write_text
 from lamm_plugin.layout import CONTINUAL_FORMAT, RESULTS_FILENAME, find_checkpoint
 
 EVAL_FILENAME = "continual_eval.json"
@@ -58,16 +60,23 @@ PROTOCOL_KEYS = {"stages", "classes_per_stage", "order_seed", "class_order", "sh
 
 def read_protocol(path: str) -> dict[str, Any]:
     """A protocol file: a YAML mapping with keys among :data:`PROTOCOL_KEYS`."""
-    with open(path) as f:
-        protocol = yaml.safe_load(f) or {}
-    unknown = set(protocol) - PROTOCOL_KEYS
+    try:
+        protocol = yaml.safe_load(read_text(path, "protocol")) or {}
+    except yaml.YAMLError as err:
+        raise UserError(f"{path}: invalid YAML ({err})".replace("\n", " ")) from None
+    unknown = set(protocol) - PROTOCOL_KEYS if isinstance(protocol, dict) else set()
     if not isinstance(protocol, dict) or unknown:
-        raise ValueError(f"{path}: unknown protocol keys {sorted(unknown)}; known: {sorted(PROTOCOL_KEYS)}.")
+        raise UserError(f"{path}: unknown protocol keys {sorted(unknown)}; known: {sorted(PROTOCOL_KEYS)}.")
     return protocol
 
 
 def protocol_from_args(args: argparse.Namespace) -> dict[str, Any]:
     """Protocol file values, overridden by the command line."""
+    if args.stages is not None and args.classes_per_stage is not None:
+        raise UserError(
+            f"Give --stages or --classes-per-stage, not both (got --stages {args.stages} and --classes-per-stage "
+            f"{args.classes_per_stage}): the one decides the other."
+        )
     protocol = read_protocol(args.protocol) if args.protocol else {}
     for key in PROTOCOL_KEYS - {"test_fraction"}:
         value = getattr(args, key)
@@ -78,10 +87,10 @@ def protocol_from_args(args: argparse.Namespace) -> dict[str, Any]:
         drop = "classes_per_stage" if args.stages is not None else "stages"
         protocol.pop(drop)
     if "stages" not in protocol and "classes_per_stage" not in protocol:
-        raise ValueError("Say how to split the classes: --stages T or --classes-per-stage N (or --protocol FILE).")
+        raise UserError("Say how to split the classes: --stages T or --classes-per-stage N (or --protocol FILE).")
     protocol.setdefault("shared", "freeze")
     if protocol["shared"] not in continual.SHARED_CHOICES:
-        raise ValueError(f"--shared must be one of {continual.SHARED_CHOICES}, got {protocol['shared']!r}.")
+        raise UserError(f"--shared must be one of {continual.SHARED_CHOICES}, got {protocol['shared']!r}.")
     if protocol.get("class_order") is not None:
         protocol["class_order"] = parse_class_order(protocol["class_order"])
     return protocol
@@ -105,10 +114,9 @@ def parse_class_order(value: Any) -> list[Any]:
     else:
         text = str(value)
         if osp.isfile(text):
-            with open(text) as f:
-                text = f.read()
+            text = read_text(text, "class order")
         elif "," not in text and "\n" not in text and _LOOKS_LIKE_FILE.search(text.strip()):
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"--class-order: file not found: {text} (give the file's path, or the labels or class names "
                 "comma-separated)"
             )
@@ -142,17 +150,17 @@ def class_order_labels(order: Sequence[Any], lab2cname: dict[int, str]) -> list[
     for entry in order:
         if isinstance(entry, int):
             if entry not in lab2cname:
-                raise ValueError(f"--class-order: label {entry} is out of range (labels 0 to {len(lab2cname) - 1}).")
+                raise UserError(f"--class-order: label {entry} is out of range (labels 0 to {len(lab2cname) - 1}).")
             labels.append(entry)
             continue
         found = by_name.get(entry) or loose.get(_loose(entry))
         if not found:
             close = difflib.get_close_matches(entry, list(by_name), n=3, cutoff=0.6)
             hint = f" Did you mean: {', '.join(repr(c) for c in close)}?" if close else ""
-            raise ValueError(f"--class-order: unknown class {entry!r}.{hint} The dataset's classes are labels 0 to "
+            raise UserError(f"--class-order: unknown class {entry!r}.{hint} The dataset's classes are labels 0 to "
                              f"{len(lab2cname) - 1} named as in its split file.")  # fmt: skip
         if len(found) > 1:
-            raise ValueError(
+            raise UserError(
                 f"--class-order: the class name {entry!r} names several classes (labels {found}); give labels instead."
             )
         labels.append(found[0])
@@ -164,7 +172,7 @@ def class_order_labels(order: Sequence[Any], lab2cname: dict[int, str]) -> list[
             shown = ", ".join(f"{lab2cname[y]!r} ({y})" for y in ys[:10])
             return shown + (f" and {len(ys) - 10} more" if len(ys) > 10 else "") if ys else "none"
 
-        raise ValueError(
+        raise UserError(
             f"--class-order must list each of the {len(lab2cname)} classes once: repeated: {names(repeated)}; "
             f"missing: {names(missing)}."
         )
@@ -191,7 +199,7 @@ def held_out_split(full: DatasetBase, fraction: float, seed: int, shots: int) ->
     of each class's images (drawn from ``seed``) as the test set, as the continual-learning literature splits
     ImageNet-R (80/20); the rest is the training set, ``shots`` images per class of it when ``shots > 0``."""
     if not 0 < fraction < 1:
-        raise ValueError(f"The held-out test fraction must lie between 0 and 1, got {fraction}.")
+        raise UserError(f"The held-out test fraction must lie between 0 and 1, got {fraction}.")
     by_class: dict[int, list] = {}
     for item in full.train_x:
         by_class.setdefault(item.label, []).append(item)
@@ -202,7 +210,7 @@ def held_out_split(full: DatasetBase, fraction: float, seed: int, shots: int) ->
         rng.shuffle(items)
         n_test = max(1, round(fraction * len(items)))
         if len(items) - n_test < 1:
-            raise ValueError(f"Class {full.lab2cname[label]!r} has {len(items)} image(s): too few to hold some out.")
+            raise UserError(f"Class {full.lab2cname[label]!r} has {len(items)} image(s): too few to hold some out.")
         test += items[:n_test]
         train_x += items[n_test:]
     if shots > 0:
@@ -335,7 +343,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     cfg = train.setup_cfg(args)
     compat.check_trainer_name(cfg.TRAINER.NAME)
     if not cfg.OUTPUT_DIR:
-        raise ValueError("Give --output-dir: every stage and the results are written under it.")
+        raise UserError("Give --output-dir: every stage and the results are written under it.")
     final = osp.join(cfg.OUTPUT_DIR, RESULTS_FILENAME)
     if osp.isfile(final):
         with open(final) as f:
@@ -368,7 +376,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
             with open(path) as f:
                 record = json.load(f)
             if record.get("new_classes") != [full.lab2cname[y] for y in stages[k]]:
-                raise ValueError(
+                raise UserError(
                     f"{path} was written for other classes than this protocol's stage {k + 1}: use another "
                     "--output-dir, or delete that folder's stages."
                 )
@@ -407,8 +415,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     with train.log_to(cfg.OUTPUT_DIR):
         print(stage_report(section))
         print(table)
-    with open(osp.join(cfg.OUTPUT_DIR, "table.md"), "w") as f:
-        f.write(stage_report(section) + "\n\n" + table + "\n")
+    write_text(osp.join(cfg.OUTPUT_DIR, "table.md"), stage_report(section) + "\n\n" + table + "\n")
     write_json(results, final)
     print(f"Results written to {final}")
     return results
@@ -467,11 +474,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    args = build_parser().parse_args(argv)
+    args = train.parse_anywhere(build_parser(), argv)
     if args.eval_only or args.model_dir or args.resume:
-        raise SystemExit("continual.py trains every stage itself: --eval-only, --model-dir and --resume do not apply.")
+        raise UserError("continual.py trains every stage itself: --eval-only, --model-dir and --resume do not apply.")
     return args
 
 
+def cli(argv: Optional[Sequence[str]] = None) -> int:
+    """``python continual.py``: :func:`main` under the one error handler; returns the exit status."""
+    return run_main(lambda: main(parse_args(argv)) and 0, argv)
+
+
 if __name__ == "__main__":
-    main(parse_args())
+    train.exit_now(cli())

@@ -31,6 +31,7 @@ import atexit
 import concurrent.futures
 import contextlib
 import datetime
+import difflib
 import errno
 import functools
 import importlib
@@ -53,11 +54,12 @@ from dassl.utils import collect_env_info, set_random_seed
 
 import lamm_plugin.dassl  # noqa: F401  (adds the LAMM config nodes and registers the LAMM_* trainers)
 import trainers  # noqa: F401  (registers this repository's baselines)
-from lamm_plugin.dassl import NonFiniteError, compat
+from lamm_plugin.dassl import compat
 from lamm_plugin.dassl.console import is_notice
-from lamm_plugin.dassl.run_config import RunConfigMismatchError
+from lamm_plugin.errors import MissingFileError, UserError, run_main
+from lamm_plugin.files import read_text, write_atomic
 from lamm_plugin.layout import CONFIG_YAML_FILENAME, last_checkpoint
-from lamm_plugin.run_lock import RunLock, RunLockedError
+from lamm_plugin.run_lock import RunLock
 
 REPO_ROOT = os.path.dirname(os.path.abspath(__file__))
 SEED_FILENAME = "seed.txt"
@@ -129,14 +131,25 @@ def extend_cfg(cfg) -> None:
             getattr(module, add)(cfg)
 
 
+def config_file(path: str, option: str) -> str:
+    """``path`` when it is a file; else a :class:`MissingFileError` that says where it was looked for and where a
+    file of that name exists (relative to the repository, when the command runs from another folder)."""
+    if os.path.isfile(path):
+        return path
+    where = f"{path}" if os.path.isabs(path) else f"{path} (relative to the current folder {os.getcwd()})"
+    there = os.path.join(REPO_ROOT, path)
+    hint = f": it exists as {there}, give that path" if not os.path.isabs(path) and os.path.isfile(there) else ""
+    raise MissingFileError(f"{option}: no file {where}{hint}.")
+
+
 def setup_cfg(args: argparse.Namespace):
     """Defaults (with the LAMM and baseline nodes) <- dataset yaml <- method yaml <- arguments <- opts."""
     cfg = get_cfg_default()
     extend_cfg(cfg)
     if args.dataset_config_file:
-        cfg.merge_from_file(args.dataset_config_file)
+        cfg.merge_from_file(config_file(args.dataset_config_file, "--dataset-config-file"))
     if args.config_file:
-        cfg.merge_from_file(args.config_file)
+        cfg.merge_from_file(config_file(args.config_file, "--config-file"))
     reset_cfg(cfg, args)
     cfg.merge_from_list(args.opts)
     cfg.freeze()
@@ -173,7 +186,9 @@ class Tee:
         self.path = path
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         restarted = os.path.isfile(path) and os.path.getsize(path) > 0
-        self.file = open(path, "a", encoding="utf-8")  # noqa: SIM115  (closed by log_to)
+        # Line-buffered: every line printed is in the file when it is printed, so a run killed by SIGKILL (which no
+        # handler sees) leaves a log with every line before the kill.
+        self.file = open(path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115  (closed by log_to)
         self._quiet = 0
         self._pending = ""  # the unfinished console line while quiet (a notice is known once its line is)
         if restarted:
@@ -302,11 +317,11 @@ def stop_on_signals(signals: Sequence[int] = STOP_SIGNALS) -> Iterator[None]:
             signal.signal(s, handler)
 
 
-class RunFolderError(ValueError):
+class RunFolderError(UserError):
     """The output folder cannot hold this run (it is a file, or its ``seed.txt`` is damaged)."""
 
 
-class WriteFailedError(OSError):
+class WriteFailedError(UserError, OSError):
     """A file of the run could not be written (full disk, quota, file size limit); the message names it."""
 
 
@@ -397,7 +412,8 @@ def _is_image_decode_error(err: BaseException) -> bool:
     """Whether ``err`` came from decoding an image (PIL, directly or in a DataLoader worker)."""
     for e in _chain(err):
         text = "".join(traceback.format_exception(type(e), e, e.__traceback__))
-        if isinstance(e, (OSError, SyntaxError, ValueError)) and ("PIL" + os.sep in text or "read_image" in text):
+        refused = isinstance(e, (OSError, SyntaxError, ValueError)) or type(e).__name__ == "DecompressionBombError"
+        if refused and ("PIL" + os.sep in text or "read_image" in text):
             return True
     return False
 
@@ -422,6 +438,21 @@ def image_failure(err: BaseException, cfg, trainer: Any) -> Optional[Exception]:
             command = dataset.decode_command() if hasattr(dataset, "decode_command") else None
             return BadImageError(bad_images_message(bad, cfg.DATASET.NAME, cfg.DATASET.ROOT, where[split], command))
     return None
+
+
+def dassl_refusal(err: BaseException) -> Optional[UserError]:
+    """A :class:`UserError` when ``err`` is Dassl refusing a config value (``OPTIM.NAME foo``: Dassl's own
+    ``ValueError`` or ``KeyError``, raised in Dassl's code), else None."""
+    if not isinstance(err, (ValueError, KeyError)) or isinstance(err, UserError):
+        return None
+    tb = err.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    where = tb.tb_frame.f_code.co_filename if tb is not None else ""
+    if f"{os.sep}dassl{os.sep}" not in where or f"{os.sep}lamm_plugin{os.sep}" in where:
+        return None
+    text = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
+    return UserError(f"{text} (Dassl refused a config value: set it in the config file or as a KEY VALUE override)")
 
 
 def device_text(cfg, device: torch.device) -> str:
@@ -460,10 +491,8 @@ def write_config_yaml(cfg) -> str:
     """Write the full config to ``<output>/config.yaml`` (atomically); returns the path."""
     folder = os.path.dirname(cfg.OUTPUT_DIR) if cfg.OUTPUT_DIR.endswith((".txt", ".log")) else cfg.OUTPUT_DIR
     path = os.path.join(folder or ".", CONFIG_YAML_FILENAME)
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(cfg.dump())
-    os.replace(tmp, path)
+    text = cfg.dump()
+    write_atomic(path, lambda f: f.write(text.encode("utf-8")))
     return path
 
 
@@ -480,8 +509,7 @@ def resolve_seed(cfg):
     path = os.path.join(cfg.OUTPUT_DIR, SEED_FILENAME)
     seed = None
     if os.path.isfile(path):
-        with open(path) as f:
-            text = f.read().strip()
+        text = read_text(path).strip()
         if not text.isdigit():
             raise RunFolderError(
                 f"{path} should hold the seed drawn for this run folder (a number), found {text[:40]!r}: write the "
@@ -491,10 +519,7 @@ def resolve_seed(cfg):
         print(f"No --seed given: using seed {seed}, drawn for this run folder earlier ({path})")
     else:
         seed = secrets.randbelow(2**31)
-        tmp = f"{path}.tmp{os.getpid()}"
-        with open(tmp, "w") as f:
-            f.write(f"{seed}\n")
-        os.replace(tmp, path)
+        write_atomic(path, lambda f: f.write(f"{seed}\n".encode()))
         print(f"No --seed given: drew seed {seed} (stored in {path}; reruns of this folder use it; --seed sets one)")
     cfg = cfg.clone()
     cfg.defrost()
@@ -545,7 +570,7 @@ def main(args: argparse.Namespace) -> Any:
         except RunStopped as stop:
             raise RunStopped(stop.signum, f"{stop} {kept_and_resume(cfg.OUTPUT_DIR)}") from None
         except Exception as err:
-            clear = write_failure(err, cfg.OUTPUT_DIR) or image_failure(err, cfg, trainer)
+            clear = write_failure(err, cfg.OUTPUT_DIR) or image_failure(err, cfg, trainer) or dassl_refusal(err)
             if clear is None:
                 raise
             raise clear from err
@@ -583,46 +608,72 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    return build_parser().parse_args(argv)
+    return parse_anywhere(build_parser(), argv)
 
 
-def clear_errors() -> tuple[type[BaseException], ...]:
-    """Errors whose message says what happened and what to do: the command line prints them without a traceback
-    (which is in ``log.txt`` when the run had started)."""
-    from datasets.base import DatasetFormatError, DatasetNotPreparedError
-    from datasets.safe_pickle import PickleLoadError
+#: A config key as the ``KEY VALUE`` overrides write it (``DATASET.NUM_SHOTS``).
+_CONFIG_KEY = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)+$")
 
-    return (
-        RunLockedError,
-        RunFolderError,
-        WriteFailedError,
-        DatasetFormatError,
-        DatasetNotPreparedError,
-        PickleLoadError,
-        compat.CheckpointFormatError,
-        RunConfigMismatchError,
-        NonFiniteError,
-    )
+
+def parse_anywhere(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    """``parser``'s arguments, with its options also taken from among the ``KEY VALUE`` overrides (``opts``).
+
+    argparse hands everything after the first override to ``opts``; an option written there (``... DATASET.NUM_SHOTS
+    16 --seed 7``) is taken as an option, and a word with ``--`` that is no option of the command is refused by name.
+    """
+    args = parser.parse_args(argv)
+    opts, moved = list(args.opts or []), []
+    actions = parser._option_string_actions
+    i = 0
+    while i < len(opts):
+        word = opts[i]
+        if not word.startswith("--"):
+            i += 1
+            continue
+        name = word.split("=", 1)[0]
+        action = actions.get(name)
+        if action is None:
+            close = difflib.get_close_matches(name, [o for o in actions if o.startswith("--")], n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise UserError(
+                f"Unknown option {name}{hint} among the KEY VALUE overrides: give options before the overrides, "
+                f"or see --help for the options of {parser.prog}."
+            )
+        end = i + 1
+        if "=" not in word and action.nargs != 0:
+            if action.nargs is None or isinstance(action.nargs, int):
+                end += action.nargs or 1
+            else:  # "+" or "*": the values up to the next option or config key
+                while end < len(opts) and not opts[end].startswith("--") and not _CONFIG_KEY.match(opts[end]):
+                    end += 1
+        moved += opts[i:end]
+        del opts[i:end]
+    if moved:
+        args = parser.parse_args(moved, namespace=args)
+        args.opts = opts
+    return args
 
 
 def cli(argv: Optional[Sequence[str]] = None) -> int:
     """``python train.py``: run :func:`main`; returns the exit status.
 
     A stopped run ends by its signal again (so the shell and job schedulers see it: 143 for SIGTERM), after its
-    message; an error of :func:`clear_errors` prints its message alone and exits with 1.
+    message; a :class:`~lamm_plugin.errors.UserError` prints its message alone and exits with 1
+    (:func:`~lamm_plugin.errors.run_main`; the traceback is in ``log.txt`` when the run had started).
     """
-    try:
+
+    def run() -> int:
         main(parse_args(argv))
+        return 0
+
+    try:
+        return run_main(run, argv)
     except RunStopped as stop:
         print(f"\n{stop}", file=sys.stderr, flush=True)
         sys.stdout.flush()
         signal.signal(stop.signum, signal.SIG_DFL)
         os.kill(os.getpid(), stop.signum)
         return 128 + stop.signum
-    except clear_errors() as err:
-        print(f"Error: {err}", file=sys.stderr, flush=True)
-        return 1
-    return 0
 
 
 import_datasets()

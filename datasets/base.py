@@ -47,6 +47,9 @@ from typing import Any, Optional
 from dassl.data.datasets import DATASET_REGISTRY, DatasetBase, Datum
 from yacs.config import CfgNode
 
+from lamm_plugin.errors import MissingFileError, UserError
+from lamm_plugin.files import open_text, write_atomic
+
 from .safe_pickle import DATUM_GLOBALS, restricted_load
 
 __all__ = [
@@ -83,11 +86,11 @@ FEWSHOT_DIRNAME = "split_fewshot"
 Split = list[Datum]
 
 
-class DatasetNotPreparedError(FileNotFoundError):
+class DatasetNotPreparedError(MissingFileError):
     """A folder or file that a dataset needs does not exist."""
 
 
-class DatasetFormatError(ValueError):
+class DatasetFormatError(UserError):
     """A dataset file exists but does not have the expected format."""
 
 
@@ -132,6 +135,18 @@ def _decoded(path: str) -> tuple[Any, Optional[str]]:
         return None, f"{type(e).__name__}: {e}"
 
 
+def _opened(path: str) -> tuple[None, Optional[str]]:
+    """``(None, None)`` when the image's header opens as Dassl's ``read_image`` opens it (a known format, not a
+    decompression bomb), else ``(None, "<error type>: <message>")``. Reads the header only: cheap for any split."""
+    from PIL import Image
+
+    try:
+        with Image.open(path):
+            return None, None
+    except Exception as e:  # UnidentifiedImageError, DecompressionBombError, OSError, ...
+        return None, f"{type(e).__name__}: {e}"
+
+
 def decode_image(path: str) -> Optional[str]:
     """None if the image decodes completely as Dassl's ``read_image`` reads it, else ``"<error type>: <message>"``."""
     return _decoded(path)[1]
@@ -142,6 +157,7 @@ def find_bad_images(
     limit: Optional[int] = None,
     workers: int = 0,
     keep: Optional[Callable[[str, Any], object]] = None,
+    header_only: bool = False,
 ) -> list[tuple[str, str]]:
     """``(path, error)`` of the images of ``paths`` that do not decode, in order, at most ``limit`` of them.
 
@@ -151,6 +167,8 @@ def find_bad_images(
         workers: Decoding threads (PIL releases the GIL while it decodes); 0 = one per CPU, at most 8.
         keep: Called with ``(path, decoded RGB image)`` for every image that decodes, in order (the decoded-image
             cache keeps them); without it the decoded pixels are dropped.
+        header_only: Only open each image (its header: format and size, which finds unknown formats and
+            decompression bombs) instead of decoding every pixel.
     """
     workers = workers or min(8, os.cpu_count() or 1)
     bad: list[tuple[str, str]] = []
@@ -158,7 +176,7 @@ def find_bad_images(
     with ThreadPoolExecutor(workers) as pool:
         for start in range(0, len(paths), chunk):
             part = paths[start : start + chunk]
-            for path, (image, error) in zip(part, pool.map(_decoded, part)):
+            for path, (image, error) in zip(part, pool.map(_opened if header_only else _decoded, part)):
                 if error is not None:
                     bad.append((path, error))
                 elif keep is not None:
@@ -302,7 +320,7 @@ def read_split(path: str, image_dir: str) -> tuple[Split, Split, Split]:
         DatasetNotPreparedError: Images listed in the file do not exist.
     """
     try:
-        with open(path) as f:
+        with open_text(path, "split file") as f:
             split = json.load(f)
     except json.JSONDecodeError as e:
         raise DatasetFormatError(f"{path} is not valid JSON ({e}); delete it and prepare the dataset again") from e
@@ -336,10 +354,8 @@ def write_split(train: Split, val: Split, test: Split, path: str, image_dir: str
         return [[os.path.relpath(d.impath, image_dir), d.label, d.classname] for d in items]
 
     split = {"train": entries(train), "val": entries(val), "test": entries(test)}
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(split, f, indent=4, separators=(",", ": "))
-    os.replace(tmp, path)
+    text = json.dumps(split, indent=4, separators=(",", ": "))
+    write_atomic(path, lambda f: f.write(text.encode()))
     print(f"Saved split to {path}")
 
 
@@ -427,7 +443,7 @@ def subsample_classes(*splits: Split, subsample: str = "all") -> list[Split]:
         subsample: ``all``, ``base`` or ``new``.
     """
     if subsample not in SUBSAMPLE_CHOICES:
-        raise ValueError(f"DATASET.SUBSAMPLE_CLASSES must be one of {SUBSAMPLE_CHOICES}, got {subsample!r}")
+        raise UserError(f"DATASET.SUBSAMPLE_CLASSES must be one of {SUBSAMPLE_CHOICES}, got {subsample!r}")
     if subsample == "all":
         return list(splits)
     labels = sorted({d.label for d in splits[0]})
@@ -439,7 +455,7 @@ def subsample_classes(*splits: Split, subsample: str = "all") -> list[Split]:
 def read_classnames(path: str) -> OrderedDict[str, str]:
     """Read ``<folder> <class name with spaces>`` lines (ImageNet's ``classnames.txt``) into an ordered dict."""
     classnames: OrderedDict[str, str] = OrderedDict()
-    with open(path) as f:
+    with open_text(path) as f:
         for lineno, line in enumerate(f, 1):
             line = line.strip()
             if not line:
@@ -549,10 +565,22 @@ class FewShotDataset(_DatasetMixin, DatasetBase):
             self.check_images(
                 train + (val if self.has_val else []), "in the sampled few-shot subset", self.decoded, train
             )
+        # Every image of every split opens (header only: cheap), so an image that cannot stops the run now, named,
+        # and not after training.
+        splits = {
+            "in the training set": train if num_shots < 1 else [],
+            "in the validation set": [] if val is test else val or [],  # no validation set: the test set serves
+            "in the test set": test,
+        }
+        for where, items in splits.items():
+            self.check_images(items, where, header_only=True)
         super().__init__(train_x=train, val=val, test=test)
 
-    def check_images(self, items: Split, where: str, store: Any = None, kept: Sequence[Datum] = ()) -> None:
-        """Decode every image of ``items``; raise :class:`BadImageError` naming those that fail.
+    def check_images(
+        self, items: Split, where: str, store: Any = None, kept: Sequence[Datum] = (), header_only: bool = False
+    ) -> None:
+        """Decode every image of ``items`` (``header_only``: open it); raise :class:`BadImageError` naming those
+        that fail.
 
         Args:
             items: The images to check.
@@ -562,7 +590,7 @@ class FewShotDataset(_DatasetMixin, DatasetBase):
         """
         wanted = {d.impath for d in kept}
         keep = (lambda path, image: path in wanted and store.put(path, image)) if store is not None else None
-        bad = find_bad_images(list(dict.fromkeys(d.impath for d in items)), keep=keep)
+        bad = find_bad_images(list(dict.fromkeys(d.impath for d in items)), keep=keep, header_only=header_only)
         if bad:
             raise BadImageError(bad_images_message(bad, type(self).__name__, self.root, where, self.decode_command()))
 
@@ -604,10 +632,7 @@ class FewShotDataset(_DatasetMixin, DatasetBase):
             data["val"] = val
         print(f"Saving preprocessed few-shot data to {path}")
         os.makedirs(self.split_fewshot_dir, exist_ok=True)
-        tmp = f"{path}.tmp{os.getpid()}"
-        with open(tmp, "wb") as f:
-            pickle.dump(data, f, protocol=pickle.HIGHEST_PROTOCOL)
-        os.replace(tmp, path)
+        write_atomic(path, lambda f: pickle.dump(data, f, protocol=pickle.HIGHEST_PROTOCOL))
         return train, val
 
     def resolve_cached(self, path: str, key: str, cached: Split, full: Split) -> Split:

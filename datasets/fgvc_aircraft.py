@@ -5,6 +5,8 @@ There is no split file: the dataset's own ``images_variant_{train,val,test}.txt`
 
 import os
 
+from lamm_plugin.files import open_text
+
 from .base import DatasetFormatError, FewShotDataset, Split, make_datum, register_dataset
 
 
@@ -19,7 +21,7 @@ class FGVCAircraft(FewShotDataset):
 
     def read_data(self) -> tuple[Split, Split, Split]:
         self.image_dir = self.require(os.path.join(self.dataset_dir, "images"), "image folder")
-        with open(self.require(os.path.join(self.dataset_dir, "variants.txt"), "class list")) as f:
+        with open_text(self.require(os.path.join(self.dataset_dir, "variants.txt"), "class list")) as f:
             classnames = [line.strip() for line in f if line.strip()]
         cname2lab = {c: i for i, c in enumerate(classnames)}
         return tuple(self.read_list(cname2lab, f"images_variant_{s}.txt") for s in ("train", "val", "test"))
@@ -28,7 +30,7 @@ class FGVCAircraft(FewShotDataset):
         """Parse lines ``<image id> <variant name with spaces>``."""
         path = self.require(os.path.join(self.dataset_dir, filename), "split list")
         items = []
-        with open(path) as f:
+        with open_text(path) as f:
             for lineno, line in enumerate(f, 1):
                 if not line.strip():
                     continue

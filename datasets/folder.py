@@ -43,6 +43,7 @@ from typing import Any, Optional
 
 from yacs.config import CfgNode
 
+from lamm_plugin.files import open_text, write_atomic
 from lamm_plugin.tokens import clean_classname
 
 from .base import (
@@ -204,7 +205,7 @@ def _read_list(path: str, dataset_dir: str, names: dict[str, tuple[str, str]]) -
     base = os.path.dirname(path)
     pairs: Pairs = []
     missing: list[str] = []
-    with open(path, newline="", encoding="utf-8") as f:
+    with open_text(path, "image list") as f:
         for lineno, line in enumerate(f, 1):
             text = line.strip()
             if not text or text.startswith("#"):
@@ -454,10 +455,7 @@ class Folder(FewShotDataset):
         except (OSError, ValueError):
             pass
         os.makedirs(self.split_fewshot_dir, exist_ok=True)
-        tmp = f"{path}.tmp{os.getpid()}"
-        with open(tmp, "w") as f:
-            json.dump(record, f, indent=1)
-        os.replace(tmp, path)
+        write_atomic(path, lambda f: f.write(json.dumps(record, indent=1).encode()))
         print(f"Saved the drawn split to {path}")
 
     def decode_command(self) -> str:

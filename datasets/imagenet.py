@@ -9,6 +9,8 @@ under the current dataset folder (:func:`~datasets.base.rebase_impaths`), so a c
 import os
 import pickle
 
+from lamm_plugin.files import write_atomic
+
 from .base import (
     FewShotDataset,
     Split,
@@ -41,10 +43,8 @@ class ImageFolderDataset(FewShotDataset):
             return rebase_impaths(data["train"], self.dataset_dir), None, rebase_impaths(data["test"], self.dataset_dir)
         classnames = self.read_classnames()
         train, test = (self.read_folder(classnames, d) for d in (self.train_subdir, self.test_subdir))
-        tmp = f"{cache}.tmp{os.getpid()}"
-        with open(tmp, "wb") as f:
-            pickle.dump({"train": train, "test": test}, f, protocol=pickle.HIGHEST_PROTOCOL)
-        os.replace(tmp, cache)
+        data = {"train": train, "test": test}
+        write_atomic(cache, lambda f: pickle.dump(data, f, protocol=pickle.HIGHEST_PROTOCOL))
         return train, None, test
 
     def read_classnames(self) -> dict[str, str]:

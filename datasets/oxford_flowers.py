@@ -4,6 +4,8 @@ import json
 import os
 from collections import defaultdict
 
+from lamm_plugin.files import open_text
+
 from .base import Split, SplitFileDataset, register_dataset, split_per_class
 
 
@@ -23,7 +25,7 @@ class OxfordFlowers(SplitFileDataset):
 
         label_file = self.require_for_split(os.path.join(self.dataset_dir, "imagelabels.mat"), "label file")
         names_file = self.require_for_split(os.path.join(self.dataset_dir, "cat_to_name.json"), "class-name file")
-        with open(names_file) as f:
+        with open_text(names_file) as f:
             lab2cname = json.load(f)
         # Classes in order of first appearance (the order of CoOp's random calls); labels in the file are 1-based.
         tracker: dict[int, list[str]] = defaultdict(list)

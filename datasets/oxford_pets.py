@@ -2,6 +2,8 @@
 
 import os
 
+from lamm_plugin.files import open_text
+
 from .base import Split, SplitFileDataset, make_datum, register_dataset, split_trainval
 
 
@@ -24,7 +26,7 @@ class OxfordPets(SplitFileDataset):
         """Parse ``annotations/<filename>``: lines ``<image> <class id> <species> <breed id>``."""
         path = self.require_for_split(os.path.join(self.dataset_dir, "annotations", filename), "annotation file")
         items = []
-        with open(path) as f:
+        with open_text(path) as f:
             for line in f:
                 if not line.strip():
                     continue

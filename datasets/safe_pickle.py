@@ -23,6 +23,8 @@ import pickle
 from collections.abc import Mapping
 from typing import Any, Callable, Union
 
+from lamm_plugin.errors import UserError
+
 __all__ = [
     "BUILTIN_GLOBALS",
     "DATUM_GLOBALS",
@@ -35,7 +37,7 @@ __all__ = [
 Resolver = Callable[[], Any]
 
 
-class PickleLoadError(pickle.UnpicklingError):
+class PickleLoadError(UserError, pickle.UnpicklingError):
     """A pickle from a data folder could not be read; the message names the file and what to do."""
 
 

@@ -2,6 +2,8 @@
 
 import os
 
+from lamm_plugin.files import open_text
+
 from .base import DatasetFormatError, Split, SplitFileDataset, make_datum, register_dataset, split_trainval
 
 
@@ -19,7 +21,7 @@ class SUN397(SplitFileDataset):
 
     def make_split(self) -> tuple[Split, Split, Split]:
         path = self.require_for_split(os.path.join(self.dataset_dir, "ClassName.txt"), "class list")
-        with open(path) as f:
+        with open_text(path) as f:
             classes = [line.strip()[1:] for line in f if line.strip()]  # drop the leading "/"
         cname2lab = {c: i for i, c in enumerate(classes)}
         train, val = split_trainval(self.read_list(cname2lab, "Training_01.txt"))
@@ -29,7 +31,7 @@ class SUN397(SplitFileDataset):
         """Parse lines ``/<letter>/<scene>/.../<image>.jpg``."""
         path = self.require_for_split(os.path.join(self.dataset_dir, filename), "partition file")
         items = []
-        with open(path) as f:
+        with open_text(path) as f:
             for lineno, line in enumerate(f, 1):
                 if not line.strip():
                     continue

@@ -2,6 +2,8 @@
 
 import os
 
+from lamm_plugin.files import open_text
+
 from .base import (
     DatasetFormatError,
     Split,
@@ -27,7 +29,7 @@ class UCF101(SplitFileDataset):
     def make_split(self) -> tuple[Split, Split, Split]:
         path = self.require_for_split(os.path.join(self.dataset_dir, "ucfTrainTestlist", "classInd.txt"), "class list")
         cname2lab = {}
-        with open(path) as f:
+        with open_text(path) as f:
             for line in f:
                 if line.strip():
                     label, action = line.split()
@@ -39,7 +41,7 @@ class UCF101(SplitFileDataset):
         """Parse lines ``<Action>/<video>.avi [<label>]``; the image is the video's ``.jpg`` middle frame."""
         path = self.require_for_split(os.path.join(self.dataset_dir, "ucfTrainTestlist", filename), "split list")
         items = []
-        with open(path) as f:
+        with open_text(path) as f:
             for lineno, line in enumerate(f, 1):
                 if not line.strip():
                     continue

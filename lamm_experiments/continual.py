@@ -30,6 +30,7 @@ from typing import Any, Optional
 
 from lamm_experiments import figures
 from lamm_experiments.tabular import markdown_table
+from lamm_plugin.files import save_figure
 from lamm_plugin.layout import CONTINUAL_FORMAT
 
 __all__ = [
@@ -379,6 +380,6 @@ def plot_accuracy(results: Sequence[Mapping[str, Any]], path: str, title: str = 
         bottom = 0.05 * len(spec.notes)
         fig.text(0.01, 0.01, "\n".join(spec.notes), fontsize=7, va="bottom", wrap=True)
     fig.tight_layout(rect=(0, bottom, 1, 1))
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
     plt.close(fig)
     return path

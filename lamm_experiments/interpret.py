@@ -50,6 +50,8 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Optional
 
 from lamm_experiments.tabular import markdown_table
+from lamm_plugin.errors import MissingFileError, UserError, run_main
+from lamm_plugin.files import check_output, save_figure, write_text
 from lamm_plugin.layout import (
     BEST_FILE,
     CHECKPOINT_FORMAT,
@@ -203,7 +205,7 @@ def nearest_tokens(
         ``(ids, scores)``, each ``[R, k]``.
     """
     if metric not in ("cosine", "l2"):
-        raise ValueError(f"metric must be 'cosine' or 'l2', not {metric!r}.")
+        raise UserError(f"metric must be 'cosine' or 'l2', not {metric!r}.")
     cosine, l2 = nearest_both(vectors, vocabulary, k, chunk)
     return cosine if metric == "cosine" else l2
 
@@ -214,15 +216,15 @@ def _checkpoint_file(path: str, epoch: Optional[int] = None) -> str:
     if osp.isfile(path):
         return path
     if not osp.isdir(path):
-        raise FileNotFoundError(f"No checkpoint file or run folder at {path!r}.")
+        raise MissingFileError(f"No checkpoint file or run folder at {path!r}.")
     folder = osp.join(path, MODEL_FOLDER) if osp.isdir(osp.join(path, MODEL_FOLDER)) else path
     found = find_checkpoint(folder, epoch)
     if found is not None:
         return found
     if epoch is not None:
         epochs = checkpoint_epochs(folder)
-        raise FileNotFoundError(f"No {epoch_file(epoch)} in {folder} (epochs there: {epochs or 'none'}).")
-    raise FileNotFoundError(
+        raise MissingFileError(f"No {epoch_file(epoch)} in {folder} (epochs there: {epochs or 'none'}).")
+    raise MissingFileError(
         f"No checkpoint in {folder}: expected {BEST_FILE} or model.pth.tar-<epoch> (a Dassl run folder holds them "
         f"under {MODEL_FOLDER}/), or pass the checkpoint file itself."
     )
@@ -243,7 +245,7 @@ def load_checkpoint(path: str, epoch: Optional[int] = None) -> dict[str, Any]:
     state = read_checkpoint(file)  # the one message for a damaged or foreign file (CheckpointFormatError)
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         keys = sorted(state)[:8] if isinstance(state, dict) else type(state).__name__
-        raise ValueError(f"{file} is not a {CHECKPOINT_FORMAT} checkpoint (found: {keys}).")
+        raise UserError(f"{file} is not a {CHECKPOINT_FORMAT} checkpoint (found: {keys}).")
     return {**state, "path": file}
 
 
@@ -295,7 +297,7 @@ def vocabulary_for(
             if name in TINY_MODELS
             else "pass the weights it was trained with (--pretrained TAG_OR_FILE)"
         )
-        raise ValueError(
+        raise UserError(
             f"The checkpoint was trained on CLIP weights {theirs}, but {name!r} as loaded has weights "
             f"{vocabulary.fingerprint} (a weights fingerprint): {hint}."
         )
@@ -457,7 +459,7 @@ def _original_ids(init: torch.Tensor, vocabulary: Vocabulary, what: str) -> list
         dist = (init[missing] - vocab[nearest]).norm(dim=-1)  # exact, not through the expansion
         worst = float(dist.max())
         if worst > INIT_TOLERANCE * max(vocab.norm(dim=-1).mean().item(), 1.0):
-            raise ValueError(
+            raise UserError(
                 f"The initial {what} are not token embeddings of this vocabulary (largest distance {worst:.3g}): "
                 "the checkpoint was trained with another CLIP; pass its backbone and weights (--backbone, "
                 "--pretrained)."
@@ -515,7 +517,7 @@ def interpret(state: dict[str, Any], vocabulary: Vocabulary, k: int = 5, most: i
     import open_clip
 
     if k < 1:
-        raise ValueError(f"k must be at least 1, got {k}.")
+        raise UserError(f"k must be at least 1, got {k}.")
     sd = state["state_dict"]
     classes: list[ClassReport] = []
     if "label_embedding.rows" in sd:
@@ -733,14 +735,14 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     try:
         from tabulate import tabulate
     except ImportError as err:
-        raise ImportError("--format table needs tabulate: pip install tabulate (or use markdown or csv)") from err
+        raise UserError("--format table needs tabulate: pip install tabulate (or use markdown or csv)") from err
     header, rows = terminal_columns(header, rows)
     return tabulate(rows, headers=header, tablefmt="simple", disable_numparse=True)
 
 
 def _render(fmt: str, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     if fmt not in FORMATS:
-        raise ValueError(f"Unknown format {fmt!r}; use one of {FORMATS}.")
+        raise UserError(f"Unknown format {fmt!r}; use one of {FORMATS}.")
     return {"table": _table, "markdown": markdown_table, "csv": _csv}[fmt](header, rows)
 
 
@@ -809,7 +811,7 @@ def plot_drift(report: Interpretation | Comparison, path: str, title: Optional[s
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError as err:
-        raise ImportError("The figure needs matplotlib: pip install matplotlib") from err
+        raise UserError("The figure needs matplotlib: pip install matplotlib") from err
 
     labels = drift_labels(report)
     if isinstance(report, Comparison):
@@ -824,7 +826,7 @@ def plot_drift(report: Interpretation | Comparison, path: str, title: Optional[s
         default = f"Label drift per class: {labels[0]}"
     names = [printable(n) for n in names]
     if not names:
-        raise ValueError("No label rows to plot (a checkpoint trained without LAMM, or no shared classes).")
+        raise UserError("No label rows to plot (a checkpoint trained without LAMM, or no shared classes).")
     n, groups = len(names), len(series)
     labelled = n <= MAX_LABELLED
     fig, ax = plt.subplots(figsize=(min(max(6.0, 0.35 * n * groups + 2), 16) if labelled else 12, 4.5))
@@ -844,8 +846,7 @@ def plot_drift(report: Interpretation | Comparison, path: str, title: Optional[s
     if groups > 1:  # one series is named by the title
         ax.legend(fontsize=8)
     fig.tight_layout()
-    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
     plt.close(fig)
     return path
 
@@ -919,25 +920,27 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.topk < 1:
         parser.error("--topk must be at least 1")
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    try:
-        report: Interpretation | Comparison = _load(args.checkpoint, args, args.epoch)
-        if args.compare:
-            report = compare(report, _load(args.compare, args, args.compare_epoch))
-            text = format_comparison(report, args.format)
-        else:
-            text = format_report(report, args.format)
-        if args.output:
-            os.makedirs(osp.dirname(osp.abspath(args.output)), exist_ok=True)
-            with open(args.output, "w", encoding="utf-8") as f:
-                f.write(text)
-            print(f"Wrote {args.output}", file=sys.stderr)
-        else:
-            sys.stdout.write(text)
-        if args.figure:
-            print(f"Wrote {plot_drift(report, args.figure)}", file=sys.stderr)
-    except (FileNotFoundError, ValueError, ImportError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    return run_main(lambda: _main(args), argv)
+
+
+def _main(args: argparse.Namespace) -> int:
+    """The command's work: outputs are checked before it and written whole (:func:`~lamm_plugin.files.write_text`)."""
+    for path, option in ((args.output, "--output"), (args.figure, "--figure")):
+        if path:
+            check_output(path, option)
+    report: Interpretation | Comparison = _load(args.checkpoint, args, args.epoch)
+    if args.compare:
+        report = compare(report, _load(args.compare, args, args.compare_epoch))
+        text = format_comparison(report, args.format)
+    else:
+        text = format_report(report, args.format)
+    if args.output:
+        write_text(args.output, text, option="--output")
+        print(f"Wrote {args.output}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    if args.figure:
+        print(f"Wrote {plot_drift(report, args.figure)}", file=sys.stderr)
     return 0
 
 

@@ -15,13 +15,15 @@ import math
 import os
 from typing import Any, Optional
 
+from lamm_plugin.errors import UserError
+
 __all__ = ["ResultsFileError", "accuracy_of", "continual_section", "read_results", "usable"]
 
 #: What to do with a results file that cannot be used (the run's folder keeps its checkpoints).
 REMEDY = "delete the file and rerun its job (it resumes from its checkpoints), or remove the run's folder"
 
 
-class ResultsFileError(ValueError):
+class ResultsFileError(UserError):
     """A ``results.json`` that cannot be used; ``path`` and ``reason`` are kept for listings.
 
     Args:

@@ -36,10 +36,12 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Optional
 
 from lamm_experiments import jobproc, protocols
-from lamm_experiments.jobproc import group_alive, process_alive
+from lamm_experiments.jobproc import group_alive
 from lamm_experiments.results import usable
+from lamm_plugin.errors import UserError, run_main
+from lamm_plugin.files import write_text
 from lamm_plugin.layout import RESULTS_FILENAME
-from lamm_plugin.run_lock import FolderLock, RunLock
+from lamm_plugin.run_lock import FolderLock, RunLock, owner_alive
 
 __all__ = [
     "Job",
@@ -136,6 +138,7 @@ def build_jobs(bench: str, opts: Sequence[str] = (), environ: Optional[dict[str,
     if len(opts) % 2:
         raise ValueError(f"Config overrides come in KEY VALUE pairs; got an odd number: {' '.join(opts)}")
     env = dict(os.environ if environ is None else environ)
+    check_environment(bench, env)
     get = {key: env.get(key, default) for key, default in DEFAULTS.items()}
     trainer, cfg, out, shots = get["TRAINER"], get["CFG"], get["OUTPUT"], get["SHOTS"]
     job_env = {key: get[key] for key in ("TRAINER", "CFG", "OUTPUT", "DATA", "SHOTS", "SOURCE")}
@@ -169,6 +172,43 @@ def build_jobs(bench: str, opts: Sequence[str] = (), environ: Optional[dict[str,
                 )
             jobs.append(Job(f"xd {source} -> {len(steps) - 1} targets {tail} seed={seed}", steps, job_env))
     return jobs
+
+
+def dataset_config(name: str, env: dict[str, str]) -> Optional[str]:
+    """The dataset yaml the job scripts use for ``name`` (``DATASET_CONFIGS`` folders first, as
+    ``scripts/lamm/common.sh``), or None when there is none."""
+    folders = [d for d in env.get("DATASET_CONFIGS", "").split(":") if d] + [os.path.join(REPO, "configs", "datasets")]
+    return next((p for p in (os.path.join(d, f"{name}.yaml") for d in folders) if os.path.isfile(p)), None)
+
+
+def check_environment(bench: str, env: dict[str, str], configs: bool = False) -> None:
+    """What the jobs of a sweep would find wrong first: numbers that are no numbers (checked before any job), and
+    with ``configs`` (``--dry-run``; a real sweep records each such job as failed and goes on) dataset and method
+    configs that do not exist.
+
+    Raises:
+        UserError: Naming the variable or file and what to do.
+    """
+    numbers = ["SEEDS", "SHOTS"] + (["SHOTS_LIST"] if bench == "fewshot" else [])
+    for key in numbers:
+        bad = [w for w in _words(env, key) if not w.lstrip("-").isdigit()]
+        if bad:
+            raise UserError(f"{key}={env.get(key, DEFAULTS[key])!r}: {' '.join(bad)} is not a whole number.")
+    if not configs:
+        return
+    datasets = _words(env, "XD_TARGETS") + [env.get("SOURCE", DEFAULTS["SOURCE"])] if bench == "xd" else []
+    missing = [ds for ds in dict.fromkeys(datasets or _words(env, "DATASETS")) if dataset_config(ds, env) is None]
+    if missing:
+        where = f"DATASET_CONFIGS={env['DATASET_CONFIGS']} or " if env.get("DATASET_CONFIGS") else ""
+        raise UserError(
+            f"No dataset config {', '.join(f'{ds}.yaml' for ds in missing)} in {where}{REPO}/configs/datasets/: name "
+            "a dataset of configs/datasets/, or put NAME.yaml (e.g. a copy of configs/datasets/folder.yaml) in a "
+            "folder named by DATASET_CONFIGS."
+        )
+    trainer, cfg = env.get("TRAINER", DEFAULTS["TRAINER"]), env.get("CFG", DEFAULTS["CFG"])
+    config = os.path.join(REPO, "configs", "trainers", trainer, f"{cfg}.yaml")
+    if not os.path.isfile(config):
+        raise UserError(f"TRAINER={trainer} CFG={cfg}: no config {config}; name a config of configs/trainers/.")
 
 
 def build_protocol_jobs(
@@ -381,7 +421,7 @@ class JobLock(FolderLock):
             return super().stale()  # being written right now (young), or damaged (old)
         if owner.get("host") != socket.gethostname():
             return False
-        return not process_alive(_int(owner.get("pid"))) and not group_alive(_int(owner.get("job_pgid")))
+        return not owner_alive(owner) and not group_alive(_int(owner.get("job_pgid")))
 
     def set_job(self, pgid: int) -> None:
         """Record the process group of the job started under this lock (the file is replaced atomically)."""
@@ -401,9 +441,9 @@ class JobLock(FolderLock):
         text = self.describe_owner()
         pgid = _int(owner.get("job_pgid"))
         here = owner.get("host") == socket.gethostname()
-        if here and not process_alive(_int(owner.get("pid"))) and group_alive(pgid):
+        if here and not owner_alive(owner) and group_alive(pgid):
             return f"{text}: that sweep is gone, its job (process group {pgid}) is still running and being stopped"
-        return text
+        return f"{text}; lock file {self.path}: if that process is gone (its machine is down), delete the file"
 
 
 def _run_in_progress(folder: str) -> Optional[str]:
@@ -413,7 +453,7 @@ def _run_in_progress(folder: str) -> Optional[str]:
     owner = run.owner()
     if owner is None:
         return None
-    if owner.get("host") == socket.gethostname() and not process_alive(_int(owner.get("pid"))):
+    if owner.get("host") == socket.gethostname() and not owner_alive(owner):
         return None
     return f"train.py ({run.describe_owner()}; lock file {run.path})"
 
@@ -483,8 +523,7 @@ def run_job(job: Job, since: Optional[float] = None) -> dict[str, Any]:
                 os.remove(os.path.join(job.folder, FAILED_FILENAME))
             return {"name": job.name, "status": "done", "seconds": seconds}
         record = {"name": job.name, "status": "failed", "seconds": seconds, **failure, "time": time.time()}
-        with open(os.path.join(job.folder, FAILED_FILENAME), "w") as f:
-            json.dump(record, f, indent=2)
+        write_text(os.path.join(job.folder, FAILED_FILENAME), json.dumps(record, indent=2))
         return record
     finally:
         lock.release()
@@ -640,6 +679,11 @@ def _submitit(args: argparse.Namespace, jobs: Sequence[Job], since: float) -> li
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    """``scripts/lamm/sweep.sh``: the sweep under the one error handler; returns the exit status."""
+    return run_main(lambda: _main(argv), argv)
+
+
+def _main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(
         prog="scripts/lamm/sweep.sh",
@@ -679,6 +723,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             raise ValueError("continual sweeps without --protocol run through scripts/lamm/sweep.sh continual")
         else:
             jobs = build_jobs(args.bench, args.opts)
+    except UserError:
+        raise
     except (KeyError, ValueError) as e:
         parser.error(str(e.args[0]) if isinstance(e, KeyError) else str(e))
     output = os.environ.get("OUTPUT", DEFAULTS["OUTPUT"])
@@ -687,6 +733,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     since = time.time() if args._since is None else args._since
 
     if args.dry_run or os.environ.get("DRY_RUN") == "1":
+        for env in dict.fromkeys(json.dumps(job.env, sort_keys=True) for job in jobs if job.choice is None):
+            check_environment(args.bench, {**os.environ, **json.loads(env)}, configs=True)
         for i, job in enumerate(jobs, 1):
             state = "finished" if job.finished() else "to run"
             print(f"[{i}/{len(jobs)}] {job.name} ({state})")
@@ -717,8 +765,7 @@ def _run(args: argparse.Namespace, argv: Sequence[str], jobs: Sequence[Job], sin
         if args._parent is not None and os.getppid() != args._parent:
             raise SweepStopped(signal.SIGTERM)
         outcomes = run_worker(jobs, since, args._worker)
-        with open(args._outcomes, "w") as f:
-            json.dump(outcomes, f)
+        write_text(args._outcomes, json.dumps(outcomes))
         return 0
 
     start = time.time()

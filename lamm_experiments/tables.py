@@ -30,6 +30,7 @@ from typing import Callable, Optional
 from lamm_experiments import figures, protocols
 from lamm_experiments.results import ResultsFileError, accuracy_of, continual_section, read_results
 from lamm_experiments.tabular import markdown_table
+from lamm_plugin.files import save_figure
 from lamm_plugin.layout import RESULTS_FILENAME
 
 __all__ = [
@@ -810,7 +811,7 @@ def fewshot_figure(runs: list[Run], path_stem: str, reference: Optional[dict] = 
     fig.tight_layout(rect=(0, 0.04 * math.ceil(len(labels) / 4) + 0.02, 1, 1))
     paths = []
     for ext in ("png", "pdf"):
-        fig.savefig(f"{path_stem}.{ext}", dpi=150)
+        save_figure(fig, f"{path_stem}.{ext}", dpi=150)
         paths.append(f"{path_stem}.{ext}")
     plt.close(fig)
     return paths

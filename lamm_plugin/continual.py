@@ -24,6 +24,7 @@ from typing import Optional
 
 import torch
 
+from lamm_plugin.errors import UserError
 from lamm_plugin.tokens import clean_classname
 
 logger = logging.getLogger(__name__)
@@ -41,7 +42,7 @@ def class_order(num_classes: int, seed: Optional[int] = None, order: Optional[Se
         if sorted(order) != list(range(num_classes)):
             missing = sorted(set(range(num_classes)) - set(order))
             repeated = sorted(c for c in set(order) if order.count(c) > 1)
-            raise ValueError(
+            raise UserError(
                 f"The class order must list each of the {num_classes} labels once (missing: {missing[:10]}, "
                 f"repeated: {repeated[:10]}, out of range: {sorted(c for c in order if not 0 <= c < num_classes)})."
             )
@@ -67,21 +68,21 @@ def split_stages(
     """
     n = len(order)
     if (num_stages is None) == (classes_per_stage is None):
-        raise ValueError("Give exactly one of num_stages and classes_per_stage.")
+        raise UserError("Give exactly one of num_stages and classes_per_stage.")
     if classes_per_stage is not None:
         if classes_per_stage < 1:
-            raise ValueError(f"classes_per_stage must be at least 1, got {classes_per_stage}.")
+            raise UserError(f"classes_per_stage must be at least 1, got {classes_per_stage}.")
         num_stages = math.ceil(n / classes_per_stage)
         sizes = [classes_per_stage] * (n // classes_per_stage) + (
             [n % classes_per_stage] if n % classes_per_stage else []
         )
     else:
         if not 2 <= num_stages <= n:
-            raise ValueError(f"num_stages must lie between 2 and the number of classes ({n}), got {num_stages}.")
+            raise UserError(f"num_stages must lie between 2 and the number of classes ({n}), got {num_stages}.")
         q, r = divmod(n, num_stages)
         sizes = [q + (1 if i < r else 0) for i in range(num_stages)]
     if len(sizes) < 2:
-        raise ValueError(f"{n} classes in stages of {classes_per_stage} give a single stage; use smaller stages.")
+        raise UserError(f"{n} classes in stages of {classes_per_stage} give a single stage; use smaller stages.")
     stages, start = [], 0
     for size in sizes:
         stages.append(list(order[start : start + size]))
@@ -118,7 +119,7 @@ def prepare_stage(model: torch.nn.Module, classnames: Sequence[str], stage: int,
         Names of the shared tensors trainable in this stage (a warning is logged when ``stage > 0``).
     """
     if shared not in SHARED_CHOICES:
-        raise ValueError(f"shared must be one of {SHARED_CHOICES}, got {shared!r}.")
+        raise UserError(f"shared must be one of {SHARED_CHOICES}, got {shared!r}.")
     emb = model.label_embedding
     if emb is not None:
         current = {clean_classname(c) for c in classnames}

@@ -33,8 +33,8 @@ import json
 import logging
 import os
 import os.path as osp
+import pickle
 import platform
-import tempfile
 import warnings
 import weakref
 from collections.abc import Sequence
@@ -43,6 +43,7 @@ from typing import Any, Callable, Optional
 import torch
 from torch import nn
 
+from lamm_plugin.files import write_atomic
 from lamm_plugin.layout import FEATURE_CACHE_FORMAT
 
 __all__ = [
@@ -171,8 +172,10 @@ class FeatureCache:
         try:
             entry = torch.load(path, map_location="cpu", weights_only=True)
             problem = self._problem(entry, key, shape)
+        except pickle.UnpicklingError:  # weights_only refused what it holds; torch's advice to lift that is no advice
+            problem = "it holds objects other than tensors, which a feature cache file never holds (not loaded)"
         except Exception as err:  # a truncated or foreign file fails inside torch.load in many ways
-            problem = f"it cannot be read ({type(err).__name__}: {err})"
+            problem = f"it cannot be read ({type(err).__name__}: {(str(err).strip().splitlines() or [''])[0]})"
         if problem is not None:
             warnings.warn(
                 f"Feature cache file {path} is not used: {problem}; computing the features again.", stacklevel=2
@@ -215,18 +218,9 @@ class FeatureCache:
             "sha256": hashlib.sha256(_tensor_bytes(features)).hexdigest(),
             "features": features,
         }
-        tmp = None
         try:
-            os.makedirs(osp.dirname(path), exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=osp.dirname(path), prefix="." + osp.basename(path) + ".", suffix=".tmp")
-            with os.fdopen(fd, "wb") as f:
-                torch.save(entry, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
+            write_atomic(path, lambda f: torch.save(entry, f))  # created as the umask says: a group can share it
         except OSError as err:
-            if tmp is not None and osp.exists(tmp):
-                os.unlink(tmp)
             if not self._unwritable_warned:
                 warnings.warn(
                     f"The feature cache {self.root} cannot be written ({err}); features are computed as usual. Set "

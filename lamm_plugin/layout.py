@@ -26,6 +26,8 @@ import pickle
 import re
 from typing import Any, Optional
 
+from lamm_plugin.errors import UserError
+
 __all__ = [
     "BEST_FILE",
     "CACHE_DIR_ENV",
@@ -127,7 +129,7 @@ def find_checkpoint(folder: str, epoch: Optional[int] = None, best: bool = True)
     return osp.join(folder, name) if name else None
 
 
-class CheckpointFormatError(RuntimeError, ValueError):
+class CheckpointFormatError(UserError, RuntimeError):
     """A checkpoint file that cannot be read safely (it needs pickle) or is damaged; the message says what to do."""
 
 

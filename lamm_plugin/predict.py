@@ -44,6 +44,8 @@ from PIL import Image
 
 from lamm_plugin.backbone import OPENAI_MODELS, TINY_MODELS, autocast_dtype, load_clip, pretrained_from_config
 from lamm_plugin.config import LAMMConfig, from_dict
+from lamm_plugin.errors import MissingFileError, UserError, run_main
+from lamm_plugin.files import check_output, read_text, write_text
 from lamm_plugin.lamm import LAMM, build_model
 from lamm_plugin.layout import (
     BEST_FILE,
@@ -52,7 +54,6 @@ from lamm_plugin.layout import (
     MODEL_FOLDER,
     PREDICTIONS_FORMAT,
     RESULTS_FILENAME,
-    CheckpointFormatError,
     checkpoint_epochs,
     epoch_file,
     find_checkpoint,
@@ -100,7 +101,7 @@ DASSL_INPUT_DEFAULTS: dict[str, Any] = {
 ImageInput = Union[str, "os.PathLike[str]", Image.Image, torch.Tensor]
 
 
-class UnreadableImageError(ValueError):
+class UnreadableImageError(UserError):
     """An image file that cannot be decoded (the message names it)."""
 
 
@@ -137,7 +138,7 @@ class EvalTransform:
             "nearest": T.InterpolationMode.NEAREST,
         }
         if self.interpolation not in modes:
-            raise ValueError(f"Unknown INPUT.INTERPOLATION {self.interpolation!r}; use one of {sorted(modes)}.")
+            raise UserError(f"Unknown INPUT.INTERPOLATION {self.interpolation!r}; use one of {sorted(modes)}.")
         size = tuple(int(s) for s in self.size)
         object.__setattr__(self, "size", size)
         object.__setattr__(self, "mean", tuple(float(m) for m in self.mean))
@@ -159,7 +160,7 @@ class EvalTransform:
         """
         node = {**DASSL_INPUT_DEFAULTS, **config.get("INPUT", {})}
         if node["NO_TRANSFORM"]:
-            raise ValueError("The run's config sets INPUT.NO_TRANSFORM: its images were not transformed for CLIP.")
+            raise UserError("The run's config sets INPUT.NO_TRANSFORM: its images were not transformed for CLIP.")
         return cls(
             size=tuple(node["SIZE"]),
             interpolation=node["INTERPOLATION"],
@@ -195,7 +196,7 @@ def read_image(path: str) -> Image.Image:
         UnreadableImageError: The file does not decode as an image.
     """
     if not osp.isfile(path):
-        raise FileNotFoundError(f"No image file at {path}.")
+        raise MissingFileError(f"No image file at {path}.")
     try:
         with Image.open(path) as image:
             return image.convert("RGB")  # reads every pixel: a truncated file fails here
@@ -271,17 +272,17 @@ def resolve_device(device: Optional[Union[str, torch.device]] = None) -> torch.d
     try:
         resolved = torch.device(device)
     except (RuntimeError, TypeError) as err:
-        raise ValueError(f"Unknown device {device!r}: use cpu, cuda, cuda:N or mps.") from err
+        raise UserError(f"Unknown device {device!r}: use cpu, cuda, cuda:N or mps.") from err
     if resolved.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if count == 0:
-            raise ValueError(f"Device {device!r}: this machine has no CUDA GPU that torch can use; use --device cpu.")
+            raise UserError(f"Device {device!r}: this machine has no CUDA GPU that torch can use; use --device cpu.")
         if resolved.index is not None and resolved.index >= count:
-            raise ValueError(f"Device {device!r}: this machine has {count} CUDA GPU(s) (cuda:0 to cuda:{count - 1}).")
+            raise UserError(f"Device {device!r}: this machine has {count} CUDA GPU(s) (cuda:0 to cuda:{count - 1}).")
     elif resolved.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
-        raise ValueError(f"Device {device!r}: MPS is not available here; use --device cpu.")
+        raise UserError(f"Device {device!r}: MPS is not available here; use --device cpu.")
     elif resolved.type not in ("cpu", "cuda", "mps"):
-        raise ValueError(f"Device {device!r}: not supported for prediction; use cpu, cuda, cuda:N or mps.")
+        raise UserError(f"Device {device!r}: not supported for prediction; use cpu, cuda, cuda:N or mps.")
     return resolved
 
 
@@ -309,7 +310,7 @@ def collect_images(paths: Iterable[Union[str, os.PathLike]]) -> tuple[list[str],
                     file = osp.join(root, name)
                     (images if name.lower().endswith(IMAGE_EXTENSIONS) else skipped).append(file)
         else:
-            raise FileNotFoundError(f"No image file or folder at {path}.")
+            raise MissingFileError(f"No image file or folder at {path}.")
     return images, skipped
 
 
@@ -322,8 +323,8 @@ def parse_classes(value: Union[str, Sequence[str]]) -> list[str]:
     """
     if isinstance(value, str):
         if osp.isfile(value):
-            with open(value, encoding="utf-8") as f:
-                names = [line.strip() for line in f if line.strip() and not line.lstrip().startswith("#")]
+            lines = read_text(value, "class names").splitlines()
+            names = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
             where = f"file {value}"
         else:
             names = [name.strip() for name in value.split(",") if name.strip()]
@@ -331,7 +332,7 @@ def parse_classes(value: Union[str, Sequence[str]]) -> list[str]:
     else:
         names, where = [str(name).strip() for name in value], "classes given"
     if not names:
-        raise ValueError(f"No class names in the {where}: give names separated by commas, or a file of one per line.")
+        raise UserError(f"No class names in the {where}: give names separated by commas, or a file of one per line.")
     return names
 
 
@@ -352,7 +353,7 @@ def read_run_config(folder: str) -> Optional[dict[str, Any]]:
             with open(path, encoding="utf-8") as f:
                 config = pick(json.load(f))
         except (OSError, ValueError, AttributeError) as err:
-            raise ValueError(f"{path} should hold the run's config but cannot be read ({err}).") from err
+            raise UserError(f"{path} should hold the run's config but cannot be read ({err}).") from err
         if isinstance(config, dict):
             return config
     return None
@@ -370,10 +371,10 @@ def find_run_checkpoint(run: str, epoch: Optional[int] = None) -> str:
     if found is not None:
         return found
     if epoch is not None:
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"No {epoch_file(epoch)} in {folder} (epochs kept there: {checkpoint_epochs(folder) or 'none'})."
         )
-    raise FileNotFoundError(
+    raise MissingFileError(
         f"The run folder {run} holds no checkpoint: expected {MODEL_FOLDER}/{BEST_FILE} or "
         f"{MODEL_FOLDER}/model.pth.tar-<epoch>. A run writes one at the end of each epoch: train it (at least one "
         "epoch), or give a checkpoint file."
@@ -420,7 +421,7 @@ def check_classes(classes: Sequence[str], trained: Sequence[str]) -> None:
     given, have = Counter(map(clean_classname, classes)), Counter(map(clean_classname, trained))
     repeated = [f"{name!r} {count} times" for name, count in given.items() if count > max(have[name], 1)]
     if repeated:
-        raise ValueError(
+        raise UserError(
             f"Class names given more than once: {', '.join(repeated)} (a name repeats only as often as the run has "
             "classes of that name; another copy would be a class that nothing tells apart). Give each class once."
         )
@@ -467,7 +468,7 @@ class Predictor:
         info: Optional[dict[str, Any]] = None,
     ) -> None:
         if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
+            raise UserError(f"batch_size must be at least 1, got {batch_size}.")
         self.model = model.eval()
         self.transform = transform
         self.precision = precision
@@ -490,7 +491,7 @@ class Predictor:
         """
         run = os.fspath(run)
         if not osp.isdir(run):
-            raise FileNotFoundError(f"No run folder at {run}.")
+            raise MissingFileError(f"No run folder at {run}.")
         return cls.from_checkpoint(find_run_checkpoint(run, epoch), **options)
 
     @classmethod
@@ -535,13 +536,13 @@ class Predictor:
         state = read_checkpoint(path)
         if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
             keys = sorted(state)[:8] if isinstance(state, dict) else type(state).__name__
-            raise ValueError(f"{path} is not a {CHECKPOINT_FORMAT} checkpoint of lamm_plugin (found: {keys}).")
+            raise UserError(f"{path} is not a {CHECKPOINT_FORMAT} checkpoint of lamm_plugin (found: {keys}).")
         if config is None and osp.basename(osp.dirname(osp.abspath(path))) == MODEL_FOLDER:
             config = read_run_config(_run_folder_of(path))
         config = config or {}
         method, backbone = state["method"], state["backbone"]
         if method not in METHODS:
-            raise ValueError(f"{path} holds a model of method {method!r}, which is not registered: {sorted(METHODS)}.")
+            raise UserError(f"{path} holds a model of method {method!r}, which is not registered: {sorted(METHODS)}.")
         lamm_cfg = from_dict(LAMMConfig, state["lamm_config"])
         node = _trainer_node(config, method, lamm_cfg.enabled)
         backbone_node = config.get("MODEL", {}).get("BACKBONE", {})
@@ -561,7 +562,7 @@ class Predictor:
         try:
             model = build_model(method, clip, classnames, state["method_config"], lamm_cfg).to(device)
         except (ValueError, KeyError, RuntimeError) as err:
-            raise ValueError(f"Cannot build the model of {path} for these classes: {err}") from err
+            raise UserError(f"Cannot build the model of {path} for these classes: {err}") from err
         try:
             model.load_checkpoint_state(state, allow_other_weights=allow_other_weights)
         except ValueError as err:
@@ -571,7 +572,7 @@ class Predictor:
                     f" For prediction: {_weights_hint(backbone, pretrained)}, or pass allow_other_weights=True "
                     "(--allow-other-weights) to load it anyway."
                 )
-            raise ValueError(f"Cannot load {path}: {text}") from err
+            raise UserError(f"Cannot load {path}: {text}") from err
         if precision == "fp16" and node.get("FP16_LEARNED"):  # the trainer evaluated fp16 learned tensors
             for param in model.trainable_parameters():
                 param.data = param.data.half()
@@ -647,7 +648,7 @@ class Predictor:
     def _check_tensor(self, tensor: torch.Tensor) -> torch.Tensor:
         expected = (3, *self.transform.size)
         if tuple(tensor.shape) != expected or not tensor.is_floating_point():
-            raise ValueError(
+            raise UserError(
                 f"A tensor input is taken as a preprocessed image ([3, H, W] float, as predictor.preprocess returns) "
                 f"of shape {list(expected)}; got {list(tensor.shape)} {tensor.dtype}. Give a PIL image or a path to "
                 "have it transformed."
@@ -797,7 +798,7 @@ def format_predictions(
         }
         return json.dumps(document, indent=2) + "\n"
     if fmt != "table":
-        raise ValueError(f"Unknown format {fmt!r}; use one of {FORMATS}.")
+        raise UserError(f"Unknown format {fmt!r}; use one of {FORMATS}.")
     rows = [(path, str(rank), name, f"{100 * prob:.2f}%") for path, rank, name, prob in _rows(predictions)]
     header = ("path", "rank", "class", "probability")
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(4)]
@@ -867,14 +868,14 @@ def _load(args: argparse.Namespace) -> Predictor:
     classes = parse_classes(args.classes) if args.classes is not None else None
     zero_shot = not osp.exists(args.model) and _is_backbone_name(args.model)
     if args.template and not zero_shot:
-        raise ValueError("--template applies to zero-shot CLIP only: a trained model keeps the prompts it learned.")
+        raise UserError("--template applies to zero-shot CLIP only: a trained model keeps the prompts it learned.")
     if args.epoch is not None and not osp.isdir(args.model):
-        raise ValueError(
+        raise UserError(
             "--epoch picks a checkpoint of a run folder; give the run folder, or the checkpoint file alone."
         )
     if osp.isdir(args.model):
         if not osp.isdir(osp.join(args.model, MODEL_FOLDER)) and read_run_config(args.model) is None:
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"{args.model} is a folder but not a run folder (no {MODEL_FOLDER}/ and no {CONFIG_FILENAME}): give "
                 "the run's --output-dir, a checkpoint file, or a CLIP backbone name with --classes."
             )
@@ -884,11 +885,11 @@ def _load(args: argparse.Namespace) -> Predictor:
         return Predictor.from_checkpoint(args.model, classes, allow_other_weights=args.allow_other_weights, **options)
     if zero_shot:
         if classes is None:
-            raise ValueError(f"Zero-shot CLIP {args.model!r} needs the class names: --classes 'cat,dog,...' or a file.")
+            raise UserError(f"Zero-shot CLIP {args.model!r} needs the class names: --classes 'cat,dog,...' or a file.")
         options["precision"] = options["precision"] or "fp32"
         options["batch_size"] = options["batch_size"] or DEFAULT_BATCH_SIZE
         return Predictor.zero_shot(args.model, classes, template=args.template, **options)
-    raise FileNotFoundError(
+    raise MissingFileError(
         f"{args.model!r} is neither a run folder, a checkpoint file nor a CLIP backbone name (e.g. ViT-B/16, "
         "tiny-vit; open_clip.list_models())."
     )
@@ -897,14 +898,14 @@ def _load(args: argparse.Namespace) -> Predictor:
 def _run(args: argparse.Namespace, fmt: str) -> str:
     """Predict what the command was given; returns the formatted output."""
     if args.topk < 1:
-        raise ValueError(f"--topk must be at least 1, got {args.topk}.")
+        raise UserError(f"--topk must be at least 1, got {args.topk}.")
     images, not_images = collect_images(args.images)
     predictor = _load(args)
     if not_images:
         shown = ", ".join(not_images[:5]) + (f" and {len(not_images) - 5} more" if len(not_images) > 5 else "")
         print(f"Skipped {len(not_images)} file(s) that are not images (by their ending): {shown}", file=sys.stderr)
     if not images:
-        raise FileNotFoundError(f"No image files in {', '.join(args.images)} (endings: {' '.join(IMAGE_EXTENSIONS)}).")
+        raise MissingFileError(f"No image files in {', '.join(args.images)} (endings: {' '.join(IMAGE_EXTENSIONS)}).")
     print(
         f"Predicting {len(images)} image(s) among {len(predictor.classnames)} classes on {predictor.device}",
         file=sys.stderr,
@@ -912,7 +913,7 @@ def _run(args: argparse.Namespace, fmt: str) -> str:
     predictions, unreadable = [], []
     progress = False if args.no_progress else None
     if args.workers < 0:
-        raise ValueError(f"--workers must be 0 or more, got {args.workers}.")
+        raise UserError(f"--workers must be 0 or more, got {args.workers}.")
     for item in predictor.predict_files(images, args.topk, progress, args.skip_unreadable, args.workers):
         if isinstance(item, Prediction):
             predictions.append(item)
@@ -925,25 +926,27 @@ def _run(args: argparse.Namespace, fmt: str) -> str:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """The command; returns the exit status (0, or 1 with the error on stderr)."""
+    """The command; returns the exit status (0, or 1 with the error on stderr: :func:`~lamm_plugin.errors.run_main`).
+
+    ``--output`` is checked before any image is predicted and written whole or not at all: a full disk leaves an
+    existing file as it was."""
     args = build_parser().parse_args(argv)
     fmt = args.format or {".csv": "csv", ".json": "json"}.get(osp.splitext(args.output or "")[1].lower(), "table")
-    try:
+
+    def run() -> int:
+        if args.output:
+            check_output(args.output)
         # stdout carries the predictions only: whatever the model code prints or logs goes to stderr.
         with contextlib.redirect_stdout(sys.stderr):
             text = _run(args, fmt)
-    except (FileNotFoundError, ValueError, CheckpointFormatError) as err:
-        print(f"predict: error: {err}", file=sys.stderr)
-        return 1
-    if args.output:
-        folder = osp.dirname(osp.abspath(args.output))
-        os.makedirs(folder, exist_ok=True)
-        with open(args.output, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        print(f"Predictions written to {args.output}", file=sys.stderr)
-    else:
-        sys.stdout.write(text)
-    return 0
+        if args.output:
+            write_text(args.output, text, option="--output")
+            print(f"Predictions written to {args.output}", file=sys.stderr)
+        else:
+            sys.stdout.write(text)
+        return 0
+
+    return run_main(run, argv)
 
 
 if __name__ == "__main__":

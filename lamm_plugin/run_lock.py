@@ -1,8 +1,9 @@
 """An exclusive lock on a run folder, so that two processes never train into one folder at once.
 
 The lock is a file (``run.lock``) created atomically with ``O_CREAT | O_EXCL``; it holds the owner's host, pid,
-start time and command line, and is removed when the owner ends. A lock whose pid is dead on this host is stale
-(its owner was killed with SIGKILL, or the machine restarted) and is taken over; a lock from another host is never
+start time and command line, and is removed when the owner ends. A lock whose pid is dead on this host, or runs
+another process than the owner (the pid was reused: its start time differs), is stale (its owner was killed with
+SIGKILL, or the machine restarted) and is taken over; a lock from another host is never
 broken, since its pid means nothing here. This is the rule of the sweep's job locks (``sweep.lock``), written once
 here with only the standard library so that the sweep can use it too.
 """
@@ -17,14 +18,16 @@ import sys
 import time
 from typing import Any, Optional
 
-__all__ = ["LOCK_FILENAME", "FolderLock", "RunLock", "RunLockedError", "pid_alive"]
+from lamm_plugin.errors import UserError
+
+__all__ = ["LOCK_FILENAME", "FolderLock", "RunLock", "RunLockedError", "owner_alive", "pid_alive", "process_start"]
 
 LOCK_FILENAME = "run.lock"
 #: An unreadable lock file younger than this is being written right now; older, it is damaged and stale.
 UNREADABLE_GRACE_SECONDS = 60.0
 
 
-class RunLockedError(RuntimeError):
+class RunLockedError(UserError, RuntimeError):
     """The run folder is locked by another live process; the message names it (host, pid, since when)."""
 
 
@@ -35,6 +38,19 @@ def process_state(pid: int) -> Optional[str]:
             return f.read().rsplit(")", 1)[1].split()[0]
     except (OSError, IndexError):
         return None
+
+
+def process_start(pid: int) -> Optional[str]:
+    """An identity of process ``pid`` that a later process with the same pid does not share: this boot's id and
+    the process's start time (clock ticks after boot, ``/proc/<pid>/stat`` field 22); None without /proc."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            ticks = f.read().rsplit(")", 1)[1].split()[19]
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            boot = f.read().strip()
+    except (OSError, IndexError):
+        return None
+    return f"{boot}/{ticks}"
 
 
 def pid_alive(pid: int) -> bool:
@@ -51,8 +67,22 @@ def pid_alive(pid: int) -> bool:
     return process_state(pid) != "Z"
 
 
+def owner_alive(owner: dict[str, Any]) -> bool:
+    """Whether the process of a lock record (of this host) still runs: its pid runs and, when the record has a
+    ``start``, it is the same process (not a later one that got the pid)."""
+    try:
+        pid = int(owner.get("pid", -1))
+    except (TypeError, ValueError):
+        return False
+    if not pid_alive(pid):
+        return False
+    started = owner.get("start")
+    return started is None or process_start(pid) in (None, started)
+
+
 class FolderLock:
-    """An exclusive lock file ``<folder>/<filename>`` holding ``{"host", "pid", "time", "command"}`` of its owner.
+    """An exclusive lock file ``<folder>/<filename>`` holding ``{"host", "pid", "start", "time", "command"}`` of its
+    owner (``start``: :func:`process_start`, which tells the owner from a later process that got its pid).
 
     Args:
         folder: The folder to lock (created when missing).
@@ -80,11 +110,7 @@ class FolderLock:
                 return time.time() - os.path.getmtime(self.path) > UNREADABLE_GRACE_SECONDS
             except OSError:
                 return True
-        try:
-            pid = int(owner.get("pid", -1))
-        except (TypeError, ValueError):
-            pid = -1
-        return owner.get("host") == socket.gethostname() and not pid_alive(pid)
+        return owner.get("host") == socket.gethostname() and not owner_alive(owner)
 
     def acquire(self) -> bool:
         """Take the lock; False when a live owner holds it. A stale lock is removed and taken (by one taker)."""
@@ -102,7 +128,8 @@ class FolderLock:
                 except OSError:
                     return False
                 continue
-            record = {"host": socket.gethostname(), "pid": os.getpid(), "time": time.time(), "command": sys.argv}
+            record = {"host": socket.gethostname(), "pid": os.getpid(), "start": process_start(os.getpid()),
+                      "time": time.time(), "command": sys.argv}  # fmt: skip
             with os.fdopen(fd, "w") as f:
                 json.dump(record, f)
             self.held = True
@@ -140,7 +167,8 @@ class RunLock(FolderLock):
         remedy = (
             "If that process is gone (its machine is down), delete the lock file and rerun"
             if other_host
-            else "Wait for it to end (or stop it), then rerun this command to resume; or give another --output-dir"
+            else "Wait for it to end (or stop it), then rerun this command to resume; or give another --output-dir. If "
+            "that process is no run of this folder, delete the lock file and rerun"
         )
         raise RunLockedError(
             f"{folder} is in use by another run ({self.describe_owner()}; lock file {self.path}). Nothing was "

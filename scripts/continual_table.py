@@ -20,6 +20,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from lamm_experiments.continual import continual_table, format_table, plot_accuracy  # noqa: E402
 from lamm_experiments.results import ResultsFileError, continual_section, read_results  # noqa: E402
+from lamm_plugin.errors import MissingFileError, run_main  # noqa: E402
+from lamm_plugin.files import check_output  # noqa: E402
 from lamm_plugin.layout import RESULTS_FILENAME  # noqa: E402
 
 
@@ -32,7 +34,7 @@ def find_results(roots: Sequence[str], skipped: Optional[list[ResultsFileError]]
     found = []
     for root in roots:
         if not os.path.exists(root):
-            raise FileNotFoundError(f"{root} does not exist: give the output folder of continual runs.")
+            raise MissingFileError(f"{root} does not exist: give the output folder of continual runs.")
         for folder, _, files in sorted(os.walk(root)):
             if RESULTS_FILENAME not in files:
                 continue
@@ -51,17 +53,20 @@ def find_results(roots: Sequence[str], skipped: Optional[list[ResultsFileError]]
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    """The command under the one error handler (:func:`~lamm_plugin.errors.run_main`); returns the exit status."""
+    return run_main(lambda: _main(argv), argv)
+
+
+def _main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("roots", nargs="+", help="folders searched for results.json")
     parser.add_argument("--format", choices=("markdown", "csv"), default="markdown")
     parser.add_argument("--plot", default="", help="write a plot of accuracy per stage to this file")
     args = parser.parse_args(argv)
     skipped: list[ResultsFileError] = []
-    try:
-        results = find_results(args.roots, skipped)
-    except FileNotFoundError as err:
-        print(f"Error: {err}", file=sys.stderr)
-        return 1
+    if args.plot:
+        check_output(args.plot, "--plot")
+    results = find_results(args.roots, skipped)
     if skipped:
         print(f"{len(skipped)} runs skipped: their {RESULTS_FILENAME} cannot be used", file=sys.stderr)
         for err in skipped:

@@ -26,6 +26,8 @@ from typing import Optional
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from lamm_experiments import tables as T  # noqa: E402
+from lamm_plugin.errors import UserError, run_main  # noqa: E402
+from lamm_plugin.files import read_text, write_text  # noqa: E402
 
 
 def report_skipped(skipped: Sequence[Exception]) -> int:
@@ -40,6 +42,11 @@ def report_skipped(skipped: Sequence[Exception]) -> int:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    """The command under the one error handler (:func:`~lamm_plugin.errors.run_main`); returns the exit status."""
+    return run_main(lambda: _main(argv), argv)
+
+
+def _main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("root", help="output folder of the sweeps (holds fewshot/, base2new/, xd/)")
     parser.add_argument("--out", help="write <table>.md, <table>.tex, tables.md, tables.csv and the figure here")
@@ -59,6 +66,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.error(f"unknown table kind(s) {', '.join(unknown)}: choose from {', '.join(T.TABLE_KINDS)}")
     if not os.path.isdir(args.root) and not args.readme:
         parser.error(f"{args.root} is not a folder: pass the OUTPUT folder of the sweeps")
+    if args.out and os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise UserError(f"--out {args.out} is a file: give a folder for the tables.")
     skipped: list = []
     runs = T.load_runs(args.root, kinds, skipped=skipped) if os.path.isdir(args.root) else []
     status = report_skipped(skipped)
@@ -67,8 +76,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     if args.readme:
         try:
-            with open(args.readme, encoding="utf-8") as f:
-                text = f.read()
+            text = read_text(args.readme, "README")
             section = T.readme_section(runs, reference, root_label=os.path.normpath(args.root))
             new = T.replace_readme_section(text, section)
         except (OSError, UnicodeDecodeError, ValueError) as e:
@@ -80,8 +88,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 return 1
             print(f"{args.readme}: Results section up to date")
         elif new != text:
-            with open(args.readme, "w", encoding="utf-8") as f:
-                f.write(new)
+            write_text(args.readme, new, "--readme")
             print(f"{args.readme}: Results section rewritten")
         if not args.out:
             return status
@@ -94,14 +101,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         os.makedirs(args.out, exist_ok=True)
         for t in tables:
             for ext, render in (("md", T.to_markdown), ("tex", T.to_latex)):
-                with open(os.path.join(args.out, f"{t.key}.{ext}"), "w") as f:
-                    f.write(render(t, args.digits) + "\n")
-        with open(os.path.join(args.out, "tables.md"), "w") as f:
-            f.write("\n\n".join(T.to_markdown(t, args.digits) for t in tables) + "\n")
-        with open(os.path.join(args.out, "tables.tex"), "w") as f:
-            f.write("\n\n".join(T.to_latex(t, args.digits) for t in tables) + "\n")
-        with open(os.path.join(args.out, "tables.csv"), "w") as f:
-            f.write(T.to_csv(tables))
+                write_text(os.path.join(args.out, f"{t.key}.{ext}"), render(t, args.digits) + "\n")
+        write_text(
+            os.path.join(args.out, "tables.md"), "\n\n".join(T.to_markdown(t, args.digits) for t in tables) + "\n"
+        )
+        write_text(os.path.join(args.out, "tables.tex"), "\n\n".join(T.to_latex(t, args.digits) for t in tables) + "\n")
+        write_text(os.path.join(args.out, "tables.csv"), T.to_csv(tables))
         print(f"wrote {len(tables)} tables to {args.out}/ (.md, .tex; all cells in tables.csv)", file=sys.stderr)
         if not args.no_figure and any(r.kind == "fewshot" for r in runs):
             try:

@@ -4,6 +4,7 @@ ETA, the checkpoint note and the header's device (the end-to-end run: ``tests/te
 from __future__ import annotations
 
 import io
+import sys
 
 import pytest
 
@@ -126,3 +127,19 @@ def test_header_device_is_the_real_one():
     cfg.defrost()
     cfg.USE_CUDA = False
     assert train.device_text(cfg, torch.device("cpu")) == "cpu"
+
+
+def test_a_hosts_dassl_logger_writes_each_line_as_it_is_printed(tmp_path, monkeypatch):
+    from dassl.utils.logger import Logger
+
+    from lamm_plugin.dassl.console import line_buffered_log
+
+    logger = Logger(str(tmp_path / "log.txt"))  # what setup_logger in a host's train.py makes sys.stdout
+    logger.console = io.StringIO()
+    monkeypatch.setattr(sys, "stdout", logger)
+    assert line_buffered_log() and not line_buffered_log()  # once
+    print("epoch [1/2] batch [1/4] loss 3.2")
+    text = (tmp_path / "log.txt").read_text()  # nothing flushed or closed: what a kill -9 now leaves
+    monkeypatch.undo()
+    logger.file.close()
+    assert text == "epoch [1/2] batch [1/4] loss 3.2\n"

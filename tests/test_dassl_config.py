@@ -198,14 +198,16 @@ def test_lamm_nodes_survive_clean_cfg_before_and_after_the_merges():
     ],
 )
 def test_typo_names_key_and_close_matches(bad, good, in_file, tmp_path):
-    with pytest.raises(ConfigKeyError, match=rf"Unknown config key {bad}\. Did you mean: {good}[,?]"):
+    with pytest.raises(
+        ConfigKeyError, match=rf"Unknown config key {bad} \(on the command line\)\. Did you mean: {good}[,?]"
+    ):
         get_cfg_default().merge_from_list([bad, "1"])
     # From a file, yacs stops at the first missing level: a mistyped node is reported as the node.
     *nodes, leaf = bad.split(".")
     text = "".join(f"{'  ' * i}{n}:\n" for i, n in enumerate(nodes)) + f"{'  ' * len(nodes)}{leaf}: 1\n"
     (tmp_path / "typo.yaml").write_text(text)
-    with pytest.raises(KeyError, match=rf"Did you mean: {in_file}[,?]"):
-        get_cfg_default().merge_from_file(str(tmp_path / "typo.yaml"))
+    with pytest.raises(KeyError, match=rf"\({tmp_path / 'typo.yaml'}\)\. Did you mean: {in_file}[,?]"):
+        get_cfg_default().merge_from_file(str(tmp_path / "typo.yaml"))  # the message names the file
     with pytest.raises(ConfigKeyError, match="No similar key"):
         get_cfg_default().merge_from_list(["XYZZY", "1"])
 

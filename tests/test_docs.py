@@ -82,7 +82,7 @@ BLOCKS: dict[tuple[str, str], tuple[str, str]] = {
     ("README.md", "tests/         pytest suite"): (OUTPUT, "the repository layout"),
     # docs/RUN.md
     ("docs/RUN.md", "--output-dir output/fewshot/oxford_pets/shots_16/"): (SKIP, REAL_DATA),
-    ("docs/RUN.md", "ConfigKeyError: Unknown config key"): (OUTPUT, "an error message"),
+    ("docs/RUN.md", "Error: Unknown config key"): (OUTPUT, "an error message"),
     ("docs/RUN.md", "<output-dir>/"): (OUTPUT, "the files a run writes"),
     ("docs/RUN.md", "epoch  2/20 batch 20/24"): (OUTPUT, "a console progress line"),
     ("docs/RUN.md", "epoch [2/20] batch [20/24]"): (OUTPUT, "a log line"),

@@ -87,7 +87,32 @@ def test_store_and_load_round_trip_bit_for_bit(tmp_path, dtype):
     assert loaded.dtype == dtype and torch.equal(loaded.view(torch.uint8), features.view(torch.uint8))
     assert cache.load(IMAGE_FEATURES, {**KEY, "batch_size": 8}) is None  # another key: another file, absent
     assert cache.load(TEXT_FEATURES, KEY) is None
-    assert [p for p in os.listdir(os.path.dirname(path)) if p.endswith(".tmp")] == []
+    assert [p for p in os.listdir(os.path.dirname(path)) if ".tmp" in p] == []
+
+
+def test_cache_files_follow_the_umask_so_a_group_can_share_them(tmp_path):
+    old = os.umask(0o002)
+    try:
+        path = FeatureCache(str(tmp_path)).store(IMAGE_FEATURES, KEY, torch.ones(2, 2))
+    finally:
+        os.umask(old)
+    assert os.stat(path).st_mode & 0o777 == 0o664
+
+
+class _Payload:
+    def __reduce__(self):
+        return (print, ("payload ran",))
+
+
+def test_a_file_with_objects_is_refused_without_advice_to_lift_the_check(tmp_path, capsys):
+    cache = FeatureCache(str(tmp_path))
+    path = cache.store(IMAGE_FEATURES, KEY, torch.ones(2, 2))
+    torch.save({"format": FEATURE_CACHE_FORMAT, "features": _Payload()}, path)
+    with pytest.warns(UserWarning, match="is not used") as record:
+        assert cache.load(IMAGE_FEATURES, KEY) is None
+    message = str(record[0].message)
+    assert "weights_only" not in message and "objects other than tensors" in message
+    assert "payload ran" not in capsys.readouterr().out
 
 
 def _damage(path: str, how: str) -> None:
@@ -175,7 +200,7 @@ def test_runs_filling_the_cache_at_once_leave_one_whole_file(tmp_path):
         assert w.exitcode == 0
     expected = torch.arange(20000, dtype=torch.float32).reshape(200, 100)
     assert torch.equal(cache.load(IMAGE_FEATURES, KEY), expected)
-    assert not [p for p in os.listdir(tmp_path / IMAGE_FEATURES) if p.endswith(".tmp")]
+    assert not [p for p in os.listdir(tmp_path / IMAGE_FEATURES) if ".tmp" in p]
 
 
 # ---- keys ------------------------------------------------------------------------------------------------------------

@@ -249,9 +249,7 @@ def test_other_class_lists_for_a_folder_run(tree_eval, tmp_path, capsys):
         return capsys.readouterr().err
 
     capsys.readouterr()
-    assert "predict: error: No class names in the list ' , ': give names separated by commas" in fails(
-        "--classes", " , "
-    )
+    assert "Error: No class names in the list ' , ': give names separated by commas" in fails("--classes", " , ")
     empty = tmp_path / "classes.txt"
     empty.write_text("# my classes\n\n")
     assert f"No class names in the file {empty}" in fails("--classes", str(empty))
@@ -366,7 +364,9 @@ def test_no_val_share_means_no_validation_set(root, tmp_path):
 
 
 def test_a_mistyped_key_names_the_right_one():
-    with pytest.raises(ConfigKeyError, match=r"DATASET\.FOLDER\.TRIAN\. Did you mean: DATASET\.FOLDER\.TRAIN\b"):
+    with pytest.raises(
+        ConfigKeyError, match=r"DATASET\.FOLDER\.TRIAN \(on the command line\)\. Did you mean: DATASET\.FOLDER\.TRAIN\b"
+    ):
         make_cfg("/tmp", "DATASET.FOLDER.TRIAN", "x")
 
 
@@ -511,8 +511,8 @@ def test_a_sweep_of_ones_own_dataset_runs_and_is_tabled(tmp_path):
 
 
 def test_a_test_image_that_does_not_decode_stops_the_run_with_its_path(root, tmp_path):
-    """Only the few-shot subset is decoded up front; an evaluation that meets a broken image names it and the
-    command that checks this dataset (not a benchmark's prepare command)."""
+    """A test image that does not open stops the run before training, named with the command that checks this
+    dataset (not a benchmark's prepare command)."""
     folder = copy_tree(root, tmp_path)
     broken = os.path.join(folder, "test", FOLDERS[2], "0000.png")
     with open(broken, "wb") as f:
@@ -532,3 +532,64 @@ def test_a_class_too_small_to_split_is_named(tmp_path):
         DatasetFormatError, match=f"class 'Blue_square' of {folder} has 2 image.*its val would be empty"
     ):
         build(str(tmp_path), "DATASET.FOLDER.DIR", "pool")
+
+
+# ---- a test set that is the training set; images that do not open ------------------------------------------------
+def image_rows(folder: str, split: str) -> list[str]:
+    return [f"{split}/{c}/{name},{c}" for c in FOLDERS for name in sorted(os.listdir(os.path.join(folder, split, c)))]
+
+
+def test_a_test_set_that_is_the_training_set_is_refused_before_training(root, tmp_path, capsys):
+    folder = copy_tree(root, tmp_path)
+    write_list(os.path.join(folder, "train.csv"), image_rows(folder, "train"))
+    write_list(os.path.join(folder, "test.csv"), image_rows(folder, "train"))  # the same images
+    lists = ("DATASET.FOLDER.DIR", "shapes", "DATASET.FOLDER.TRAIN", "train.csv", "DATASET.FOLDER.TEST", "test.csv",
+             "DATASET.NUM_SHOTS", "0")  # fmt: skip
+    with pytest.raises(ValueError) as info:  # a UserError: one line on the command line
+        run_train(str(tmp_path), str(tmp_path / "out"), *lists)
+    message = str(info.value)
+    assert "16 image(s) of the training set are also in the test split" in message
+    assert "DATASET.ALLOW_TRAIN_TEST_OVERLAP True" in message
+    assert not os.path.exists(tmp_path / "out" / "prompt_learner")  # nothing was trained
+    run_train(str(tmp_path), str(tmp_path / "out"), *lists, "DATASET.ALLOW_TRAIN_TEST_OVERLAP", "True")
+    assert "Going on: DATASET.ALLOW_TRAIN_TEST_OVERLAP is True" in capsys.readouterr().out
+    assert read_results(str(tmp_path / "out"))["accuracy"] is not None
+
+
+def test_a_test_image_that_is_a_copy_of_a_training_image_is_found(root, tmp_path):
+    folder = copy_tree(root, tmp_path)
+    source = os.path.join(folder, "train", FOLDERS[2], "0003.png")
+    copy = os.path.join(folder, "test", FOLDERS[2], "copy.png")
+    shutil.copyfile(source, copy)
+    with pytest.raises(ValueError, match=rf"1 image\(s\) .*: {source} = {copy}\. Give a test"):
+        run_train(str(tmp_path), str(tmp_path / "out"), "DATASET.FOLDER.DIR", "shapes", "DATASET.NUM_SHOTS", "0")
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG file that declares ``width`` x ``height`` pixels (and holds none): a decompression bomb to Pillow."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize("split", ["test", "val"])
+@pytest.mark.parametrize("kind", ["bomb", "not an image"])
+def test_an_image_pillow_refuses_in_any_split_is_named_before_training(kind, split, root, tmp_path, capsys):
+    folder = copy_tree(root, tmp_path)
+    bad = os.path.join(folder, split, FOLDERS[3], "0000.png")
+    with open(bad, "wb") as f:
+        f.write(png_header(20000, 20000) if kind == "bomb" else b"plain text, not an image\n")
+    with pytest.raises(BadImageError) as err:
+        build(str(tmp_path), "DATASET.FOLDER.DIR", "shapes", "DATASET.NUM_SHOTS", "2")
+    message = str(err.value)
+    assert bad in message and ("DecompressionBombError" if kind == "bomb" else "UnidentifiedImageError") in message
+    command = shlex.split(message.rsplit("with: ", 1)[1])
+    assert command[:3] == ["python", "-m", "datasets.prepare"] and "--decode" in command
+    capsys.readouterr()
+    assert prepare_cli.main(command[3:]) == 1
+    assert f"{bad}: " in capsys.readouterr().out  # the command names it too

@@ -212,8 +212,29 @@ def test_command_csv_markdown_table_and_figures(trained, untrained_shapes, untra
 
     # No shared class (pets vs shapes): the table is written, the figure is refused with a clear error.
     torch.save(untrained, b)
-    assert main([str(a), "--compare", str(b), "--seed", "0", "--figure", str(tmp_path / "e.png")]) == 2
+    assert main([str(a), "--compare", str(b), "--seed", "0", "--figure", str(tmp_path / "e.png")]) == 1
     assert "No label rows to plot" in capsys.readouterr().err and not (tmp_path / "e.png").exists()
+
+
+def test_a_failed_write_leaves_the_existing_table_and_figure_as_they_were(trained, tmp_path, capsys, monkeypatch):
+    import errno
+
+    a = tmp_path / "trained.pt"
+    torch.save(trained, a)
+    table, figure = tmp_path / "table.md", tmp_path / "drift.png"
+    for path in (table, figure):
+        path.write_text("kept\n")
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", full)  # the disk fills up while the files are written
+    assert main([str(a), "--seed", "0", "--output", str(table)]) == 1
+    assert f"Could not write {table}: No space left on device" in capsys.readouterr().err
+    assert main([str(a), "--seed", "0", "--figure", str(figure)]) == 1
+    assert "Traceback" not in capsys.readouterr().err
+    assert table.read_text() == "kept\n" and figure.read_text() == "kept\n"
+    assert sorted(os.listdir(tmp_path)) == ["drift.png", "table.md", "trained.pt"]
 
 
 def test_comparison_side_by_side(trained, clip0, tmp_path):
@@ -233,10 +254,10 @@ def test_comparison_side_by_side(trained, clip0, tmp_path):
 
 
 def test_command_errors(tmp_path, capsys):
-    assert main([str(tmp_path / "missing")]) == 2
+    assert main([str(tmp_path / "missing")]) == 1
     assert "No checkpoint file or run folder" in capsys.readouterr().err
     (tmp_path / "empty_run" / "prompt_learner").mkdir(parents=True)
-    assert main([str(tmp_path / "empty_run")]) == 2
+    assert main([str(tmp_path / "empty_run")]) == 1
     assert "No checkpoint in" in capsys.readouterr().err
 
 

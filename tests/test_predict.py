@@ -449,3 +449,24 @@ def test_command_zero_shot(dassl_runs, capsys):
     document = json.loads(capsys.readouterr().out)
     assert document["model"]["kind"] == "zero-shot" and document["classes"] == classnames
     assert [p["top"][0]["label"] for p in document["predictions"]] == [p.label for p in expected]
+
+
+def test_a_failed_write_leaves_the_existing_predictions_as_they_were(tmp_path, capsys, monkeypatch):
+    import errno
+
+    image = tmp_path / "x.png"
+    Image.new("RGB", (32, 32)).save(image)
+    out = tmp_path / "predictions.csv"
+    out.write_text("path,rank,class,probability\nkept,1,a,100%\n")
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", full)  # the disk fills up while the file is written
+    argv = ["tiny-vit", str(image), "--classes", "a,b", "--device", "cpu", "--no-progress", "--output", str(out)]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert f"Error: Could not write {out}: No space left on device. Nothing was written" in err
+    assert "Traceback" not in err
+    assert out.read_text() == "path,rank,class,probability\nkept,1,a,100%\n"  # whole, as it was
+    assert sorted(os.listdir(tmp_path)) == ["predictions.csv", "x.png"]  # no partial file left

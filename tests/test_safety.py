@@ -444,3 +444,346 @@ def test_class_order_errors_name_the_file_and_the_classes(tmp_path):
     assert "'green squares'" in unknown and "green square" in unknown  # with the close match
     repeated = fails("yellow star, yellow star, red circle, blue triangle")
     assert "repeated" in repeated and "yellow star" in repeated and "green square" in repeated  # the missing one
+
+
+# ------------------------------------------------------------------------------------------------ one error handler
+# Every entry point runs under lamm_plugin.errors.run_main: a user's mistake is one line naming the file or key and
+# the remedy, exit 1; a traceback only for a bug of ours (or with --verbose).
+
+TRAIN_PY = os.path.join(REPO, "train.py")
+CONTINUAL_PY = os.path.join(REPO, "continual.py")
+
+
+def command(*argv, cwd: str = REPO, **env: str) -> subprocess.CompletedProcess:
+    """``python ARGV...`` as a user runs it (a fresh process: what the shell shows)."""
+    env = {**os.environ, "PYTHONPATH": REPO, **env}
+    return subprocess.run([sys.executable, *map(str, argv)], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=300)  # fmt: skip
+
+
+def one_clean_error(out: subprocess.CompletedProcess) -> str:
+    """The one ``Error:`` line of a command that stopped on a user's mistake (exit 1, no traceback)."""
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stdout[-3000:] + out.stderr[-3000:]
+    errors = [line for line in out.stderr.splitlines() if line.startswith("Error: ")]
+    assert len(errors) == 1, out.stderr
+    return errors[0]
+
+
+def typo_yaml(tmp_path, text: str) -> Path:
+    path = tmp_path / "typo.yaml"
+    path.write_text(text)
+    return path
+
+
+MISTAKES = {
+    "trainer name": (
+        lambda r, t: [TRAIN_PY, *args_for(r, t / "o", "--trainer", "LAMM_COOP")],
+        "Did you mean: LAMM_CoOp?",
+    ),
+    "cache size": (
+        lambda r, t: [TRAIN_PY, *args_for(r, t / "o", opts=("LAMM_CACHE.DECODED_MAX_MB", "-5"))],
+        "LAMM_CACHE.DECODED_MAX_MB must be a number of MB >= 0, got -5",
+    ),
+    "not a number": (
+        lambda r, t: [TRAIN_PY, *args_for(r, t / "o", opts=("DATASET.NUM_SHOTS", "abc"))],
+        "DATASET.NUM_SHOTS abc (on the command line): DATASET.NUM_SHOTS takes an integer",
+    ),
+    "a value Dassl refuses": (
+        lambda r, t: [TRAIN_PY, *args_for(r, t / "o", opts=("OPTIM.NAME", "adamm"))],
+        "optim must be one of ['adam', 'amsgrad', 'sgd', 'rmsprop', 'radam', 'adamw'], but got adamm (Dassl refused",
+    ),
+    "a value our dataclass refuses": (
+        lambda r, t: [TRAIN_PY, *args_for(r, t / "o", opts=("TRAINER.LAMM.TEXT_GROUPS", "0"))],
+        "TRAINER.LAMM: text_groups must be at least 1, got 0.",
+    ),
+    "odd overrides": (lambda r, t: [TRAIN_PY, *args_for(r, t / "o", opts=("OPTIM.LR",))], "come in pairs"),
+    "missing epoch": (
+        lambda r, t: [
+            TRAIN_PY,
+            *args_for(r, t / "o", "--eval-only", "--model-dir", os.path.join(r, "first"), "--load-epoch", "7"),
+        ],  # fmt: skip
+        "model.pth.tar-7 (found: model.pth.tar-2): give a --load-epoch found there",
+    ),
+    "option misspelled after the overrides": (
+        lambda r, t: [TRAIN_PY, *args_for(r, t / "o", opts=("--sed", "7"))],
+        "Unknown option --sed (did you mean --seed?) among the KEY VALUE overrides",
+    ),
+    "typo in a yaml file": (
+        lambda r, t: [
+            TRAIN_PY,
+            *args_for(r, t / "o", "--config-file", typo_yaml(t, "TRAINER:\n  LAMM:\n    LOGIT_WIEGHT: 1\n")),
+        ],  # fmt: skip
+        "Unknown config key TRAINER.LAMM.LOGIT_WIEGHT ({t}/typo.yaml). Did you mean: TRAINER.LAMM.LOGIT_WEIGHT",
+    ),
+    "value of the wrong type in a yaml file": (
+        lambda r, t: [TRAIN_PY, *args_for(r, t / "o", "--config-file", typo_yaml(t, "OPTIM:\n  MAX_EPOCH: two\n"))],
+        "OPTIM.MAX_EPOCH two ({t}/typo.yaml): OPTIM.MAX_EPOCH takes an integer",
+    ),
+    "config file of random bytes": (
+        lambda r, t: [TRAIN_PY, *args_for(r, t / "o", "--config-file", t / "typo.yaml")],
+        "{t}/typo.yaml (config) is not UTF-8 text",
+    ),
+    "continual: both stage options": (
+        lambda r, t: [CONTINUAL_PY, *args_for(r, t / "o", "--classes-per-stage", "2"), "--stages", "2"],
+        "Give --stages or --classes-per-stage, not both",
+    ),
+    "continual: too many stages": (
+        lambda r, t: [CONTINUAL_PY, *args_for(r, t / "o", "--stages", "9")],
+        "must lie between 2 and the number of classes (4), got 9",
+    ),
+    "continual: eval-only": (
+        lambda r, t: [CONTINUAL_PY, *args_for(r, t / "o", "--stages", "2", "--eval-only")],
+        "continual.py trains every stage itself",
+    ),
+    "predict: output is a folder": (
+        lambda r, t: ["-m", "lamm_plugin.predict", "tiny-vit", t / "x.png", "--classes", "a,b", "--output", t],
+        "--output {t} is a folder: give a file name in it",
+    ),
+    "interpret: no checkpoint": (
+        lambda r, t: ["-m", "lamm_experiments.interpret", t / "missing"],
+        "No checkpoint file or run folder",
+    ),
+    "prepare: typo in the dataset config": (
+        lambda r, t: [
+            "-m",
+            "datasets.prepare",
+            "Folder",
+            "--root",
+            r,
+            "--check",
+            "--dataset-config-file",
+            typo_yaml(t, "DATASET:\n  FOLDER:\n    DIRR: shapes\n"),
+        ],  # fmt: skip
+        "Unknown config key DATASET.FOLDER.DIRR ({t}/typo.yaml). Did you mean: DATASET.FOLDER.DIR",
+    ),
+    "make_tables: --out is a file": (
+        lambda r, t: [os.path.join(REPO, "scripts", "make_tables.py"), r, "--out", t / "x.png"],
+        "--out {t}/x.png is a file: give a folder",
+    ),
+    "continual_table: no such folder": (
+        lambda r, t: [os.path.join(REPO, "scripts", "continual_table.py"), t / "nowhere"],
+        "{t}/nowhere does not exist",
+    ),
+}
+
+
+def in_process(argv: list, capsys) -> subprocess.CompletedProcess:
+    """The entry point of ``python ARGV...`` called in this process (what :func:`command` runs, without the
+    seconds of a fresh interpreter); its exit status and output."""
+    import importlib
+    import runpy
+
+    argv = [str(a) for a in argv]
+    if argv[0] == "-m":
+        main, args = importlib.import_module(argv[1].replace(".__main__", "")).main, argv[2:]
+        if argv[1] == "datasets.prepare":
+            from datasets.prepare.cli import main
+    elif argv[0] in (TRAIN_PY, CONTINUAL_PY):
+        main, args = (train if argv[0] == TRAIN_PY else continual).cli, argv[1:]
+    else:
+        main, args = runpy.run_path(argv[0])["main"], argv[1:]
+    capsys.readouterr()
+    status = main(args)
+    out = capsys.readouterr()
+    return subprocess.CompletedProcess(argv, status, out.out, out.err)
+
+
+@pytest.mark.parametrize("case", sorted(MISTAKES))
+def test_a_users_mistake_is_one_line_naming_it_in_every_entry_point(case, data_root, tmp_path, capsys):
+    Image.new("RGB", (8, 8)).save(tmp_path / "x.png")
+    (tmp_path / "typo.yaml").write_bytes(bytes(range(128, 256)))
+    argv, expected = MISTAKES[case]
+    out = in_process(argv(data_root, tmp_path), capsys)
+    assert expected.format(t=tmp_path) in one_clean_error(out)
+    if case.startswith("predict"):
+        assert "Predicting" not in out.stderr  # refused before any image was predicted
+
+
+@pytest.mark.e2e
+def test_a_relative_config_path_says_where_it_was_looked_for_and_where_it_is(data_root, tmp_path):
+    relative = os.path.relpath(demo_config("LAMM_CoOp"), REPO)
+    out = command(TRAIN_PY, *args_for(data_root, tmp_path / "o", "--config-file", relative), cwd=str(tmp_path))
+    line = one_clean_error(out)
+    assert f"relative to the current folder {tmp_path}" in line and f"it exists as {REPO}/{relative}" in line
+
+
+@pytest.mark.e2e
+def test_the_sweep_dry_run_checks_what_the_sweep_checks_first(tmp_path):
+    sweep = os.path.join(REPO, "scripts", "sweep.py")
+    line = one_clean_error(command(sweep, "fewshot", "--dry-run", SEEDS="1 x", OUTPUT=str(tmp_path)))
+    assert line == "Error: SEEDS='1 x': x is not a whole number."
+    line = one_clean_error(command(sweep, "fewshot", "--dry-run", DATASETS="dtd nope", OUTPUT=str(tmp_path)))
+    assert "No dataset config nope.yaml in" in line and "DATASET_CONFIGS" in line
+    assert command(sweep, "fewshot", "--dry-run", DATASETS="dtd", OUTPUT=str(tmp_path)).returncode == 0
+
+
+def test_a_bug_keeps_its_traceback_and_verbose_shows_a_mistakes_too(capsys):
+    from lamm_plugin.errors import UserError, run_main
+
+    with pytest.raises(ZeroDivisionError):
+        run_main(lambda: 1 // 0, [])
+
+    def mistake():
+        raise UserError("x.yaml: OPTIM.LR must be positive")
+
+    assert run_main(mistake, []) == 1
+    assert capsys.readouterr().err == "Error: x.yaml: OPTIM.LR must be positive\n"
+    assert run_main(mistake, ["--verbose"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err and err.endswith("Error: x.yaml: OPTIM.LR must be positive\n")
+
+
+# ------------------------------------------------------------------------------------------------ options anywhere
+
+
+def test_options_are_taken_wherever_they_are_written(tmp_path):
+    argv = ["--root", str(tmp_path), *FLAGS, "OPTIM.MAX_EPOCH", "1", "--seed", "7", "--output-dir", str(tmp_path),
+            "OPTIM.LR", "0.1", "--verbose", "--transforms", "normalize", "OPTIM.NAME", "sgd"]  # fmt: skip
+    args = train.parse_args(argv)
+    assert (args.seed, args.output_dir, args.verbose, args.transforms) == (7, str(tmp_path), True, ["normalize"])
+    assert args.opts == ["OPTIM.MAX_EPOCH", "1", "OPTIM.LR", "0.1", "OPTIM.NAME", "sgd"]
+    assert train.parse_args([*argv[:-2], "--seed=9"]).seed == 9
+    args = continual.parse_args(["--root", str(tmp_path), *FLAGS, "OPTIM.MAX_EPOCH", "1", "--stages", "3"])
+    assert args.stages == 3 and args.opts == ["OPTIM.MAX_EPOCH", "1"]
+    assert continual.protocol_from_args(args)["stages"] == 3
+    with pytest.raises(ValueError, match="Unknown option --stages .* see --help for the options of"):
+        train.parse_args(["--root", str(tmp_path), *FLAGS, "OPTIM.MAX_EPOCH", "1", "--stages", "3"])
+    with pytest.raises(ValueError, match="not both"):
+        continual.protocol_from_args(continual.parse_args(["--stages", "2", "--classes-per-stage", "2"]))
+
+
+# ------------------------------------------------------------------------------------------------ log after kill -9
+
+
+@pytest.mark.e2e
+def test_after_kill_9_the_log_holds_every_line_printed_before(data_root, tmp_path):
+    out = tmp_path / "out"
+    hold = str(tmp_path / "release")
+    proc = start(data_root, out, "hold", HOLD=hold)
+    try:
+        deadline = time.time() + 240
+        while not os.path.exists(hold + ".started") and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.2)
+        assert os.path.exists(hold + ".started")
+        time.sleep(0.5)
+        proc.kill()  # SIGKILL: no handler, no flush
+        printed, _ = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == -signal.SIGKILL
+    log = read(out / "log.txt")
+    lines = [line for line in printed.splitlines() if line.strip()]
+    assert any("LAMM_CoOp on SyntheticShapes" in line for line in lines)
+    assert [line for line in lines if line not in log] == []
+    assert "No checkpoint found, train from scratch" in log  # a line only the log gets (not the console)
+
+
+# ------------------------------------------------------------------------------------------------ locks
+
+
+def test_a_lock_whose_pid_now_runs_another_program_is_taken_over(tmp_path):
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        record = {"host": socket.gethostname(), "pid": other.pid, "start": "another-boot/1", "time": 0}
+        (tmp_path / LOCK_FILENAME).write_text(json.dumps(record))
+        lock = RunLock(str(tmp_path))
+        assert lock.acquire()  # the pid runs, but it is not the process that took the lock
+        from lamm_plugin.run_lock import process_start
+
+        assert json.loads((tmp_path / LOCK_FILENAME).read_text())["start"] == process_start(os.getpid())
+        lock.release()
+        # The owner itself (its start time matches) still holds it; the message names the lock file and the remedy.
+        (tmp_path / LOCK_FILENAME).write_text(json.dumps({**record, "start": process_start(other.pid)}))
+        with pytest.raises(RunLockedError) as info:
+            RunLock(str(tmp_path)).acquire_or_raise()
+        message = str(info.value)
+        assert f"pid {other.pid}" in message and str(tmp_path / LOCK_FILENAME) in message
+        assert "Wait for it to end" in message and "delete the lock file" in message
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_a_sweep_lock_whose_pid_now_runs_another_program_is_taken_over(tmp_path):
+    from lamm_experiments.sweep import JobLock
+
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        record = {"host": socket.gethostname(), "pid": other.pid, "start": "another-boot/1", "time": 0}
+        path = tmp_path / "sweep.lock"
+        path.write_text(json.dumps(record))
+        assert JobLock(str(tmp_path)).stale()
+        from lamm_plugin.run_lock import process_start
+
+        path.write_text(json.dumps({**record, "start": process_start(other.pid)}))
+        lock = JobLock(str(tmp_path))
+        assert not lock.stale() and not lock.acquire()
+        assert str(path) in lock.describe() and "delete the file" in lock.describe()
+    finally:
+        other.kill()
+        other.wait()
+
+
+# ------------------------------------------------------------------------------------------------ invisible characters
+
+
+def _classnames(path):
+    from datasets.base import read_classnames
+
+    return dict(read_classnames(str(path)))
+
+
+def _split(path):
+    from datasets.base import read_split
+
+    return [[(d.impath, d.label, d.classname) for d in s] for s in read_split(str(path), str(path.parent / "images"))]
+
+
+def _config(path):
+    cfg = get_cfg_default()
+    cfg.merge_from_file(str(path))
+    return (cfg.OPTIM.MAX_EPOCH, cfg.DATASET.NAME)
+
+
+def _predict_classes(path):
+    from lamm_plugin.predict import parse_classes
+
+    return parse_classes(str(path))
+
+
+# Each reader with a file's text; the text is written plain, with a UTF-8 byte-order mark, and with CRLF line ends.
+READERS = {
+    "class names (ImageNet's classnames.txt)": (_classnames, "n01 Blue_square\nn02 green triangle\n"),
+    "split file": (_split, None),  # the generated dataset's own split file
+    "config yaml": (_config, "OPTIM:\n  MAX_EPOCH: 3\nDATASET:\n  NAME: OxfordPets\n"),
+    "predict --classes file": (_predict_classes, "# classes\nblue square\ngreen triangle\n"),
+    "continual --class-order file": (lambda p: continual.parse_class_order(str(p)), "yellow star\n3\n1 0\n"),
+    "continual --protocol file": (lambda p: continual.read_protocol(str(p)), "stages: 2\nshared: freeze\n"),
+}
+
+
+@pytest.mark.parametrize("reader", sorted(READERS))
+def test_a_byte_order_mark_or_crlf_line_ends_read_the_same(reader, data_root, tmp_path):
+    read_file, text = READERS[reader]
+    if text is None:
+        shutil.copytree(Path(data_root) / "synthetic_shapes" / "images", tmp_path / "images")
+        text = (Path(data_root) / "synthetic_shapes" / "split_zhou_SyntheticShapes.json").read_text()
+    results = []
+    for name, data in (
+        ("plain", text.encode()),
+        ("bom", b"\xef\xbb\xbf" + text.encode()),
+        ("crlf", b"\xef\xbb\xbf" + text.replace("\n", "\r\n").encode()),
+    ):
+        path = tmp_path / f"{name}.txt"
+        path.write_bytes(data)
+        results.append(read_file(path))
+    assert results[0] and results[1] == results[0] and results[2] == results[0]
+
+
+def test_a_split_file_of_random_bytes_is_named(tmp_path):
+    from datasets.base import read_split
+
+    path = tmp_path / "split.json"
+    path.write_bytes(bytes(range(256)) * 4)
+    with pytest.raises(ValueError, match=rf"{path} \(split file\) is not UTF-8 text"):
+        read_split(str(path), str(tmp_path))

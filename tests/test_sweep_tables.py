@@ -154,9 +154,15 @@ def test_failed_job_is_recorded_and_the_sweep_goes_on(fake_env):
     assert load(os.path.join(folder, S.FAILED_FILENAME))["returncode"] != 0
     again = sweep(env, "fewshot")  # the finished ones are skipped, the failed ones tried again
     assert again.returncode == 1 and "0 done, 4 skipped, 2 failed" in again.stdout
-    # the dry run lists every job and its state without running anything
+    # the dry run checks first what the real run checks first (the dataset configs), running nothing
     dry = sweep(env, "fewshot", "--dry-run")
-    assert dry.returncode == 0 and "6 jobs, 2 to run" in dry.stdout and len(calls(env)) == 4
+    assert dry.returncode == 1 and "No dataset config not_prepared.yaml" in dry.stderr and len(calls(env)) == 4
+    assert "Traceback" not in dry.stderr
+    # and lists every job and its state
+    dry = sweep(env, "fewshot", "--dry-run", DATASETS="synthetic_shapes dtd")
+    assert dry.returncode == 0 and "4 jobs, 0 to run" in dry.stdout and len(calls(env)) == 4
+    bad_seed = sweep(env, "fewshot", "--dry-run", SEEDS="1 x")
+    assert bad_seed.returncode == 1 and bad_seed.stderr.strip() == "Error: SEEDS='1 x': x is not a whole number."
 
 
 def test_workers_never_run_the_same_job(fake_env):

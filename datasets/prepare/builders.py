@@ -10,6 +10,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from lamm_plugin.files import write_text
+
 from ..safe_pickle import NUMPY_GLOBALS, restricted_load
 from .archives import merge_move, unpack
 from .download import Source, fetch_source
@@ -44,8 +46,8 @@ def write_cifar100(folder: Path, downloads: Path, keep_archives: bool) -> None:
                 (images_tmp / split / name).mkdir(parents=True, exist_ok=True)
             for i, (image, label) in enumerate(tqdm(zip(data, batch["fine_labels"]), total=len(data), desc=split)):
                 Image.fromarray(image).save(images_tmp / split / names[label] / f"{i:05d}.png")
-        with open(folder / "classnames_for_cifar100.txt", "w") as f:
-            f.writelines(f"{name} {name.replace('_', ' ')}\n" for name in sorted(names))
+        lines = "".join(f"{name} {name.replace('_', ' ')}\n" for name in sorted(names))
+        write_text(str(folder / "classnames_for_cifar100.txt"), lines)
         merge_move(images_tmp, folder / "images")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

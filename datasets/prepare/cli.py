@@ -9,6 +9,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Optional, Union
 
+from lamm_plugin.errors import run_main
+
 from . import recipes
 from .check import check_dataset, damaged_problems, decode_problems
 from .errors import PrepareError
@@ -110,7 +112,12 @@ def check_folder(root: Path, args: argparse.Namespace) -> bool:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Command-line entry point; returns the exit code (0: every dataset complete)."""
+    """Command-line entry point under the one error handler (:func:`~lamm_plugin.errors.run_main`); returns the
+    exit code (0: every dataset complete)."""
+    return run_main(lambda: _main(argv), argv)
+
+
+def _main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m datasets.prepare",
         description="Download and lay out datasets in CoOp's folder format (see docs/DATASETS.md).",

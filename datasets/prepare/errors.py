@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from lamm_plugin.errors import UserError
 
-class PrepareError(RuntimeError):
+
+class PrepareError(UserError, RuntimeError):
     """A dataset could not be prepared; the message says what to do."""
 
 

@@ -21,6 +21,7 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
+from lamm_plugin.files import write_atomic
 from lamm_plugin.layout import EPOCH_FILE_PATTERN, INDEX_FILE, epoch_file
 
 __all__ = [
@@ -32,28 +33,6 @@ __all__ = [
 ]
 
 _PARTIAL_FILE = re.compile(r"\.tmp\d+$")
-
-
-def write_atomic(path: str, write) -> None:
-    """Call ``write(file)`` on a temporary file beside ``path``, flush it to disk, then rename it to ``path``."""
-    folder = osp.dirname(osp.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if osp.exists(tmp):
-            os.remove(tmp)
-    # The rename itself reaches the disk once the folder's entry does.
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def save_checkpoint(state: dict[str, Any], folder: str, filename: Optional[str] = None) -> str:

@@ -34,6 +34,7 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 from yacs.config import CfgNode
 
+from lamm_plugin.errors import UserError
 from lamm_plugin.layout import CheckpointFormatError
 from lamm_plugin.layout import read_checkpoint as load_checkpoint
 
@@ -105,7 +106,7 @@ def build_lr_scheduler(optimizer: Optimizer, optim_cfg: CfgNode) -> LRScheduler:
         return ConstantWarmupScheduler(optimizer, scheduler, warmup_epoch, optim_cfg.WARMUP_CONS_LR)
     if optim_cfg.WARMUP_TYPE == "linear":
         return LinearWarmupScheduler(optimizer, scheduler, warmup_epoch, optim_cfg.WARMUP_MIN_LR)
-    raise ValueError(f"OPTIM.WARMUP_TYPE must be 'constant' or 'linear', got {optim_cfg.WARMUP_TYPE!r}.")
+    raise UserError(f"OPTIM.WARMUP_TYPE must be 'constant' or 'linear', got {optim_cfg.WARMUP_TYPE!r}.")
 
 
 def scheduler_state_dict(scheduler: LRScheduler) -> dict[str, Any]:
@@ -153,7 +154,7 @@ def check_trainer_name(name: str, available: Optional[list[str]] = None) -> None
         for close in difflib.get_close_matches(name.lower(), list(by_lower), n=3, cutoff=0.6):
             suggestions += by_lower[close]
     hint = f" Did you mean: {', '.join(suggestions)}?" if suggestions else ""
-    raise ValueError(
+    raise UserError(
         f"Unknown trainer {name!r}.{hint} Registered trainers: {', '.join(sorted(available, key=str.lower))}."
     )
 

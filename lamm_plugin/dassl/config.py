@@ -52,6 +52,8 @@ import yaml
 from yacs.config import CfgNode
 
 from lamm_plugin.config import LAMMConfig, from_dict
+from lamm_plugin.errors import UserError
+from lamm_plugin.files import read_text
 from lamm_plugin.layout import PRECISIONS
 from lamm_plugin.methods import METHODS
 
@@ -223,6 +225,10 @@ def cache_node() -> CfgNode:
     )
 
 
+#: ``DATASET.<key>``: True lets a run train on images that are also in the split it is scored on.
+OVERLAP_KEY = "ALLOW_TRAIN_TEST_OVERLAP"
+
+
 def add_lamm_config(cfg: CfgNode) -> CfgNode:
     """Add the LAMM nodes (``TRAINER.LAMM_*``, ``TRAINER.LAMM``, ...) to ``cfg`` in place; idempotent.
 
@@ -238,6 +244,8 @@ def add_lamm_config(cfg: CfgNode) -> CfgNode:
     _add_missing(cfg.TRAINER, LAMM_NODE, dataclass_to_node(LAMMConfig))
     if "SUBSAMPLE_CLASSES" not in cfg.DATASET:
         cfg.DATASET.SUBSAMPLE_CLASSES = "all"
+    if OVERLAP_KEY not in cfg.DATASET:  # training on images of the split scored is refused unless this is True
+        cfg.DATASET[OVERLAP_KEY] = False
     if isinstance(cfg.MODEL.BACKBONE.get("PRETRAINED"), bool) or "PRETRAINED" not in cfg.MODEL.BACKBONE:
         cfg.MODEL.BACKBONE.PRETRAINED = None
     if "ALLOW_OTHER_WEIGHTS" not in cfg.MODEL.BACKBONE:
@@ -255,12 +263,20 @@ def add_baseline_config(cfg: CfgNode) -> CfgNode:
 def method_config_from_cfg(cfg: CfgNode, node: str) -> Any:
     """The method dataclass (e.g. :class:`~lamm_plugin.methods.coop.CoOpConfig`) of trainer node ``node``."""
     method = {**LAMM_NODES, **BASELINE_NODES}[node]
-    return node_to_dataclass(cfg.TRAINER[node], METHODS[method].config_class)
+    return _checked(f"TRAINER.{node}", lambda: node_to_dataclass(cfg.TRAINER[node], METHODS[method].config_class))
 
 
 def lamm_config_from_cfg(cfg: CfgNode) -> LAMMConfig:
     """:class:`~lamm_plugin.config.LAMMConfig` from ``cfg.TRAINER.LAMM``."""
-    return node_to_dataclass(cfg.TRAINER[LAMM_NODE], LAMMConfig, ignore=())
+    return _checked(f"TRAINER.{LAMM_NODE}", lambda: node_to_dataclass(cfg.TRAINER[LAMM_NODE], LAMMConfig, ignore=()))
+
+
+def _checked(node: str, build: Any) -> Any:
+    """``build()``; a value the dataclass refuses becomes a :class:`UserError` naming the config node."""
+    try:
+        return build()
+    except (ValueError, TypeError) as err:
+        raise UserError(f"{node}: {err} (set it in the config file or as a KEY VALUE override)") from err
 
 
 def all_keys(node: CfgNode, prefix: str = "", nodes: bool = False) -> list[str]:
@@ -275,14 +291,14 @@ def all_keys(node: CfgNode, prefix: str = "", nodes: bool = False) -> list[str]:
     return keys
 
 
-class ConfigKeyError(KeyError):
+class ConfigKeyError(UserError, KeyError):
     """A config key that does not exist; the message names it and its closest matches."""
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else ""
 
 
-class ConfigFileError(ValueError):
+class ConfigFileError(UserError):
     """A config file that is not valid YAML, or not a mapping of keys; the message names the file and line."""
 
 
@@ -297,17 +313,21 @@ def _yaml_problem(filename: str, err: yaml.YAMLError) -> ConfigFileError:
     return ConfigFileError(f"{filename}{where}: invalid YAML: {problem}")
 
 
-def _top_level_type(filename: str) -> Optional[str]:
-    """The type name of what a yaml file holds when it is neither a mapping nor empty, else None."""
+def _top_level_type(text: str) -> Optional[str]:
+    """The type name of what a yaml text holds when it is neither a mapping nor empty, else None."""
     try:
-        with open(filename) as f:
-            data = yaml.safe_load(f)
-    except (OSError, yaml.YAMLError):
+        data = yaml.safe_load(text)
+    except yaml.YAMLError:
         return None
     return None if data is None or isinstance(data, dict) else type(data).__name__
 
 
-_MISSING_KEY = re.compile(r"Non-existent (?:config )?key: ([\w.]+)")
+_MISSING_KEY = re.compile(r"Non-existent (?:config )?key: ([\w.-]+)")
+_TYPE_MISMATCH = re.compile(
+    r"Type mismatch \(<class '(\w+)'> vs\. <class '(\w+)'>\) with values \((.*) vs\. (.*)\) for config key: ([\w.]+)"
+)
+_TYPE_WORDS = {"int": "an integer", "float": "a number", "str": "a string", "bool": "True or False",
+               "tuple": "a list", "list": "a list"}  # fmt: skip
 #: Similarity above which a key is suggested (mean of node-path and leaf-name similarity).
 _SUGGEST_CUTOFF = 0.75
 
@@ -332,10 +352,11 @@ def close_keys(bad_key: str, root: CfgNode, n: int = 3) -> list[str]:
     return [key for score, key in scored[:n] if score >= _SUGGEST_CUTOFF]
 
 
-def _suggest(bad_key: str, root: CfgNode) -> ConfigKeyError:
+def _suggest(bad_key: str, root: CfgNode, source: str = "") -> ConfigKeyError:
     close = close_keys(bad_key, root)
     hint = f" Did you mean: {', '.join(close)}?" if close else " No similar key exists."
-    return ConfigKeyError(f"Unknown config key {bad_key}.{hint}")
+    where = f" ({source})" if source else ""
+    return ConfigKeyError(f"Unknown config key {bad_key}{where}.{hint}")
 
 
 class SuggestingCfgNode(CfgNode):
@@ -387,37 +408,53 @@ class SuggestingCfgNode(CfgNode):
     def _decode_cfg_value(cls, value: Any) -> Any:
         return CfgNode._decode_cfg_value(value)
 
-    def _merge(self, merge, *args: Any) -> None:
+    def _merge(self, merge, source: str, *args: Any) -> None:
+        """``merge(*args)``; an unknown key or a value of the wrong type raises a :class:`UserError` that names
+        ``source`` (the file or the command line the value came from)."""
         self.restore_lamm_nodes()
         try:
             merge(*args)
-        except (KeyError, AssertionError) as err:
-            match = _MISSING_KEY.search(str(err))
-            if match is None or isinstance(err, ConfigKeyError):
+        except (KeyError, AssertionError, ValueError) as err:
+            if isinstance(err, UserError):
                 raise
-            raise _suggest(match.group(1), self) from err
+            text = str(err)
+            match, mismatch = _MISSING_KEY.search(text), _TYPE_MISMATCH.search(text)
+            if match is not None:
+                raise _suggest(match.group(1), self, source) from err
+            if mismatch is not None:
+                wanted, _, old, new, key = mismatch.groups()
+                kind = _TYPE_WORDS.get(wanted, f"a {wanted}")
+                raise UserError(f"{key} {new} ({source}): {key} takes {kind}, like its default {old}.") from err
+            if "odd length" in text:
+                raise UserError(
+                    f"The KEY VALUE overrides ({source}) come in pairs; got an odd number of words."
+                ) from err
+            raise
 
     def merge_from_file(self, cfg_filename: str) -> None:
         """Merge a yaml file; a file that does not parse raises :class:`ConfigFileError` naming it and the line.
 
-        yacs parses the file's text, so PyYAML's own error says ``in "<unicode string>", line N`` without the file.
+        The file is read by :func:`~lamm_plugin.files.read_text` (a byte-order mark or CRLF line ends change
+        nothing; a missing or non-UTF-8 file is named), and yacs parses its text, so PyYAML's own error says ``in
+        "<unicode string>", line N`` without the file: the error names it.
         """
+        text = read_text(cfg_filename, "config")
         try:
-            self._merge(super().merge_from_file, cfg_filename)
+            self._merge(lambda: CfgNode.merge_from_other_cfg(self, self.load_cfg(text)), cfg_filename)
         except yaml.YAMLError as err:
             raise _yaml_problem(cfg_filename, err) from None
         except AttributeError:
             # yacs builds a node from whatever the file holds, and a list or a scalar fails inside yacs.
-            found = _top_level_type(cfg_filename)
+            found = _top_level_type(text)
             if found is None:
                 raise
             raise ConfigFileError(f"{cfg_filename}: expected a mapping of config keys, found a {found}") from None
 
     def merge_from_other_cfg(self, cfg_other: CfgNode) -> None:
-        self._merge(super().merge_from_other_cfg, cfg_other)
+        self._merge(super().merge_from_other_cfg, "another config", cfg_other)
 
     def merge_from_list(self, cfg_list: list) -> None:
-        self._merge(super().merge_from_list, cfg_list)
+        self._merge(super().merge_from_list, "on the command line", cfg_list)
 
 
 def dassl_default_cfg() -> CfgNode:

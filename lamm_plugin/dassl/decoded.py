@@ -34,6 +34,7 @@ import torch
 from PIL import Image
 
 from lamm_plugin.dassl.config import CACHE_NODE, DECODED_IMAGES_KEY, DECODED_MAX_MB_KEY
+from lamm_plugin.errors import UserError
 
 __all__ = [
     "DecodedDatasetWrapper",
@@ -158,7 +159,7 @@ def store_for(cfg: Any) -> Optional[DecodedImages]:
         return None
     max_mb = node.get(DECODED_MAX_MB_KEY, 0)
     if not isinstance(max_mb, (int, float)) or isinstance(max_mb, bool) or max_mb < 0:
-        raise ValueError(f"{CACHE_NODE}.{DECODED_MAX_MB_KEY} must be a number of MB >= 0, got {max_mb!r}.")
+        raise UserError(f"{CACHE_NODE}.{DECODED_MAX_MB_KEY} must be a number of MB >= 0, got {max_mb!r}.")
     return DecodedImages(int(max_mb * 2**20))
 
 

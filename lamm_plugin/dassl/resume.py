@@ -18,6 +18,7 @@ from dassl.utils import set_random_seed
 
 from lamm_plugin.dassl import checkpoints, compat, run_config
 from lamm_plugin.dassl.console import emit
+from lamm_plugin.errors import MissingFileError, UserError
 from lamm_plugin.layout import checkpoint_epochs, epoch_file, find_checkpoint, last_checkpoint
 
 __all__ = ["CheckpointMixin", "checkpoint_note"]
@@ -114,7 +115,7 @@ class CheckpointMixin:
         try:
             model.load_checkpoint_state(core_state, allow_other_weights=self._allow_other_weights())
         except ValueError as err:
-            raise ValueError(f"Cannot load {path} into {self.cfg.TRAINER.NAME}: {err}") from err
+            raise UserError(f"Cannot load {path} into {self.cfg.TRAINER.NAME}: {err}") from err
 
     def _allow_other_weights(self) -> bool:
         return bool(self.cfg.MODEL.BACKBONE.get("ALLOW_OTHER_WEIGHTS", False))
@@ -149,7 +150,10 @@ class CheckpointMixin:
                 print(f"No {model_file} in {folder} (saved only with TEST.FINAL_MODEL best_val); loading {last}")
             return found
         found = sorted(f for f in os.listdir(folder) if f.startswith("model")) if osp.isdir(folder) else []
-        raise FileNotFoundError(f"No model at {path} (found: {', '.join(found) or 'nothing'})")
+        raise MissingFileError(
+            f"No model at {path} (found: {', '.join(found) or 'nothing'}): give a --load-epoch found there, or "
+            "leave it out for the best (else the last) model."
+        )
 
     def resume_model_if_exist(self, directory: str) -> int:
         """Resume from the newest checkpoint in ``directory`` exactly where the run stopped (Dassl's hook).

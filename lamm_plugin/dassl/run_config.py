@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from typing import Any, Optional
 
 from lamm_plugin.dassl.results import cfg_to_dict, write_json
+from lamm_plugin.errors import UserError
 from lamm_plugin.layout import CONFIG_FILENAME
 
 __all__ = [
@@ -38,6 +39,7 @@ ALLOWED_TO_DIFFER = frozenset(
         "TRAIN.PRINT_FREQ",
         "TRAIN.CHECKPOINT_FREQ",
         "VERBOSE",
+        "DATASET.ALLOW_TRAIN_TEST_OVERLAP",  # decides whether a run starts, never what it computes
         # The caches return the tensors they would compute (lamm_plugin.feature_cache, lamm_plugin.dassl.decoded):
         # on, off or moved alike; a run folder made before them has none of these keys.
         "LAMM_CACHE.DIR",
@@ -51,7 +53,7 @@ ALLOWED_TO_DIFFER = frozenset(
 _ABSENT = "(absent)"
 
 
-class RunConfigMismatchError(ValueError):
+class RunConfigMismatchError(UserError):
     """A run folder holds a run of another config than the one given (the message names the keys and what to do)."""
 
 

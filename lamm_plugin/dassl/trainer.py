@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
+import os
 import os.path as osp
 import time
 from collections import Counter
@@ -42,11 +44,12 @@ from lamm_plugin import build_model, load_clip
 from lamm_plugin.backbone import autocast_dtype, pretrained_from_config
 from lamm_plugin.config import LAMMConfig
 from lamm_plugin.cuda_graph import GraphedForward, GraphedStep
-from lamm_plugin.dassl import compat, decoded
+from lamm_plugin.dassl import compat, console, decoded
 from lamm_plugin.dassl.config import (
     CUDA_GRAPH_KEY,
     FP16_LEARNED_KEY,
     LAMM_NODE,
+    OVERLAP_KEY,
     PRECISION_KEY,
     baseline_node,
     lamm_config_from_cfg,
@@ -59,6 +62,7 @@ from lamm_plugin.dassl.progress import ProgressMixin
 from lamm_plugin.dassl.report import ResultsMixin
 from lamm_plugin.dassl.results import RecordingEvaluator
 from lamm_plugin.dassl.resume import CheckpointMixin
+from lamm_plugin.errors import UserError
 from lamm_plugin.layout import BEST_FILE, PRECISIONS, last_checkpoint
 from lamm_plugin.methods import METHODS
 
@@ -68,7 +72,7 @@ _MAX_SCALE_BACKOFFS = 40
 _MIN_SCALE = 2.0**-24
 
 
-class NonFiniteError(FloatingPointError):
+class NonFiniteError(UserError, FloatingPointError):
     """The loss, the gradients or the learned tensors of a training step are not finite (the message says what to
     try); a GradScaler's overflow of scaled gradients is not this case (the step is redone at a lower scale)."""
 
@@ -112,6 +116,7 @@ class PromptTrainer(ProgressMixin, CheckpointMixin, ResultsMixin, CachedEvaluati
     TRAINING_KEYS = TRAINING_KEYS
 
     def __init__(self, cfg) -> None:
+        console.line_buffered_log()  # a host's Dassl Logger: log.txt gets each line as it is printed
         self._time_init = time.time()
         self._time_train: Optional[tuple[float, float]] = None
         self._train_seconds_before = 0.0  # training time of earlier processes of this run (resume)
@@ -142,9 +147,9 @@ class PromptTrainer(ProgressMixin, CheckpointMixin, ResultsMixin, CachedEvaluati
     def check_cfg(self, cfg) -> None:
         prec = cfg.TRAINER[self.NODE][PRECISION_KEY]
         if prec not in PRECISIONS:
-            raise ValueError(f"TRAINER.{self.NODE}.{PRECISION_KEY} must be one of {PRECISIONS}, got {prec!r}.")
+            raise UserError(f"TRAINER.{self.NODE}.{PRECISION_KEY} must be one of {PRECISIONS}, got {prec!r}.")
         if cfg.TRAINER[self.NODE].get(FP16_LEARNED_KEY, False) and prec != "fp16":
-            raise ValueError(
+            raise UserError(
                 f"TRAINER.{self.NODE}.{FP16_LEARNED_KEY} True keeps the learned tensors in fp16 as the original code "
                 f"does under PREC fp16; it does not apply to {PRECISION_KEY} {prec}: set it to False or use fp16."
             )
@@ -274,7 +279,7 @@ class PromptTrainer(ProgressMixin, CheckpointMixin, ResultsMixin, CachedEvaluati
     def _check_input(self, clip) -> None:
         size = tuple(self.cfg.INPUT.SIZE)
         if size != (clip.image_size, clip.image_size):
-            raise ValueError(
+            raise UserError(
                 f"INPUT.SIZE {size} does not fit backbone {clip.name!r}, which takes "
                 f"{clip.image_size}x{clip.image_size} images: set INPUT.SIZE ({clip.image_size}, {clip.image_size})."
             )
@@ -307,7 +312,7 @@ class PromptTrainer(ProgressMixin, CheckpointMixin, ResultsMixin, CachedEvaluati
         :class:`NonFiniteError` in every precision (the checkpoint of the last finished epoch stays).
         """
         if self.optim is None:
-            raise RuntimeError(f"{type(self).__name__} has nothing to train; run it with --eval-only.")
+            raise UserError(f"{type(self).__name__} has nothing to train; run it with --eval-only.")
         start = time.perf_counter()
         if self._phase_mark is not None:  # since the last step ended (or the epoch began): the loader's next()
             self.phase_seconds["loader_wait"] += start - self._phase_mark
@@ -406,12 +411,36 @@ class PromptTrainer(ProgressMixin, CheckpointMixin, ResultsMixin, CachedEvaluati
         super().after_epoch()
 
     def before_train(self) -> None:
+        self.check_overlap()
         if self.lamm_cfg.enabled and self.lamm_cfg.random_init:
             # before resuming: a resumed run loads its trained rows over these
             self.model.randomize_labels()
             print(f"Label embeddings of the trained classes drawn from N(0, 0.02^2) (TRAINER.{LAMM_NODE}.RANDOM_INIT)")
         super().before_train()  # resumes (resume_model_if_exist) when the output folder has a checkpoint
         self._time_train = (self.time_start, self.time_start)
+
+    def check_overlap(self) -> None:
+        """Refuse to train when images of the training set are also in the split the run is scored on
+        (``TEST.SPLIT``): by path, and by content for files of equal size. ``DATASET.ALLOW_TRAIN_TEST_OVERLAP True``
+        lets the run go on (with the same report)."""
+        dataset, split = self.dm.dataset, self.cfg.TEST.SPLIT
+        scored = (dataset.val if split == "val" else dataset.test) or []
+        shared = shared_images([d.impath for d in dataset.train_x], [d.impath for d in scored])
+        if not shared:
+            return
+        shown = "; ".join(a if a == b else f"{a} = {b}" for a, b in shared[:3])
+        text = (
+            f"{len(shared)} image(s) of the training set are also in the {split} split the run is scored on "
+            f"(TEST.SPLIT {split}), so its accuracy would be measured on training images: {shown}"
+            f"{' ...' if len(shared) > 3 else ''}."
+        )
+        if self.cfg.DATASET.get(OVERLAP_KEY, False):
+            print(f"Warning: {text} Going on: DATASET.{OVERLAP_KEY} is True.")
+            return
+        raise UserError(
+            f"{text} Give a {split} split without the training images, or set DATASET.{OVERLAP_KEY} True to train "
+            "anyway."
+        )
 
     def after_train(self) -> None:
         """Dassl's ``after_train`` (the final evaluation); when the evaluation fails, the log says that the trained
@@ -435,6 +464,47 @@ class PromptTrainer(ProgressMixin, CheckpointMixin, ResultsMixin, CachedEvaluati
             return self._train_seconds_before
         start, end = self._time_train
         return self._train_seconds_before + ((end if end > start else time.time()) - start)
+
+
+#: Above this many files in both splits together, shared images are found by path only (no file sizes are read).
+CONTENT_CHECK_MAX_FILES = 200_000
+
+
+def shared_images(train: list[str], scored: list[str]) -> list[tuple[str, str]]:
+    """``(training image, scored image)`` pairs that are one image: the same file, or (for up to
+    :data:`CONTENT_CHECK_MAX_FILES` files) the same bytes, hashed only for files whose sizes match."""
+    train, scored = list(dict.fromkeys(train)), list(dict.fromkeys(scored))
+    real = {osp.realpath(p): p for p in train}
+    shared = [(real[osp.realpath(p)], p) for p in scored if osp.realpath(p) in real]
+    if len(train) + len(scored) > CONTENT_CHECK_MAX_FILES:
+        return shared
+    found = {b for _, b in shared}
+
+    def size(path: str) -> int:
+        try:
+            return os.stat(path).st_size
+        except OSError:
+            return -1
+
+    by_size: dict[int, list[str]] = {}
+    for path in train:
+        by_size.setdefault(size(path), []).append(path)
+    by_size.pop(-1, None)
+    digests: dict[str, str] = {}
+
+    def digest(path: str) -> str:
+        if path not in digests:
+            with open(path, "rb") as f:
+                digests[path] = hashlib.file_digest(f, "sha256").hexdigest()
+        return digests[path]
+
+    for path in scored:
+        if path in found:
+            continue
+        same = [t for t in by_size.get(size(path), []) if digest(t) == digest(path)]
+        if same:
+            shared.append((same[0], path))
+    return shared
 
 
 def _trainer(method: str, lamm: bool, module: str) -> type[PromptTrainer]:
