@@ -107,12 +107,12 @@ class TextEncoder(nn.Module):
 
     Attributes:
         own_attention: Run open_clip's plain text blocks with our own attention (:func:`_text_block`), checked
-            against ``nn.MultiheadAttention`` on first use in a process on a device (:mod:`lamm_plugin.fast_paths`);
-            ``False`` runs each block's own ``forward``.
+            against ``nn.MultiheadAttention`` on first use in a process on a device (:mod:`lamm_plugin.fast_paths`).
+            Off by default (each block's own ``forward``): no measurement has shown it pays (docs/DESIGN.md).
         attention_switch: The setting that turns our attention off, named in the self-check's warning.
     """
 
-    own_attention: bool = True
+    own_attention: bool = False
     attention_switch: str = "TextEncoder.own_attention = False"
 
     def __init__(self, clip: CLIP, truncate: bool = True) -> None:

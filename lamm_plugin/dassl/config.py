@@ -7,7 +7,7 @@ dataclass and nowhere else. Nodes:
   ``LAMM_`` and the method's ``display_name`` in upper case): the host method's settings, plus ``PREC``
   (``fp16``, ``fp32``, ``bf16`` or ``amp``) as in the host repositories' ``TRAINER.COOP.PREC``, and
   ``CUDA_GRAPH`` (``True``): on a GPU, replay each training step's forward and backward from a CUDA graph,
-  ``OWN_ATTENTION`` (``True``): the text blocks run our own attention (:mod:`lamm_plugin.encoders`), and
+  ``OWN_ATTENTION`` (``False``): the text blocks run our own attention (:mod:`lamm_plugin.encoders`), and
   ``FP16_LEARNED`` (``False``): under ``PREC fp16``, learned tensors in fp16 without a GradScaler (the originals);
 * ``TRAINER.LAMM``: :class:`~lamm_plugin.config.LAMMConfig`, shared by every LAMM trainer;
 * baselines of this repository (:func:`add_baseline_config`), one per registered method: ``TRAINER.COOP``,
@@ -171,7 +171,7 @@ def _add_missing(parent: CfgNode, name: str, node: CfgNode) -> None:
 
 def _trainer_nodes(nodes: dict[str, str], cfg: CfgNode) -> None:
     for name, method in nodes.items():
-        runtime = {PRECISION_KEY: DEFAULT_PRECISION, CUDA_GRAPH_KEY: True, OWN_ATTENTION_KEY: True}
+        runtime = {PRECISION_KEY: DEFAULT_PRECISION, CUDA_GRAPH_KEY: True, OWN_ATTENTION_KEY: False}
         runtime[FP16_LEARNED_KEY] = False
         _add_missing(cfg.TRAINER, name, dataclass_to_node(METHODS[method].config_class, runtime))
 

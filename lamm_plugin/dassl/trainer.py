@@ -223,7 +223,7 @@ class PromptTrainer(ProgressMixin, CheckpointMixin, ResultsMixin, CachedEvaluati
         """``{fast path: (its config key, whether it is on)}`` (:mod:`lamm_plugin.fast_paths`)."""
         node = self.cfg.TRAINER[self.NODE]
         graphs = (f"TRAINER.{self.NODE}.{CUDA_GRAPH_KEY}", bool(node.get(CUDA_GRAPH_KEY, True)))
-        attention = (f"TRAINER.{self.NODE}.{OWN_ATTENTION_KEY}", bool(node.get(OWN_ATTENTION_KEY, True)))
+        attention = (f"TRAINER.{self.NODE}.{OWN_ATTENTION_KEY}", bool(node.get(OWN_ATTENTION_KEY, False)))
         return {fast_paths.GRAPH_STEP: graphs, fast_paths.GRAPH_EVAL: graphs, fast_paths.TEXT_ATTENTION: attention}
 
     def configure_trainable(self) -> None:
