@@ -168,6 +168,8 @@ def test_replayed_step_equals_eager_step(case, tiny_clip):
     for a, b in zip(graph_model.trainable_parameters(), eager_model.trainable_parameters()):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     assert graphed.captures == 1
+    verdict = fast_paths.verdict(fast_paths.GRAPH_STEP, images.device)  # the self-check of the first replay
+    assert verdict.passed and verdict.difference == 0, verdict
 
 
 @GPU
@@ -255,6 +257,8 @@ def test_replayed_evaluation_equals_eager_evaluation(case, tiny_clip):
             model.train()
             _eager_step(model, optim, *_batch("cuda"))
     assert graphed.captures == 1 and not graphed.disabled
+    verdict = fast_paths.verdict(fast_paths.GRAPH_EVAL, images.device)
+    assert verdict.passed and verdict.difference == 0, verdict
 
 
 @GPU
@@ -374,3 +378,15 @@ def test_a_capture_that_fails_is_recorded_and_warned_once(tiny_clip, graph_stand
     verdict = fast_paths.verdict(fast_paths.GRAPH_STEP, "cpu")
     assert verdict.state == "fell back" and verdict.difference is None and "not permitted" in verdict.detail
     assert len(fast_path_warnings) == 1
+
+
+@GPU
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "bf16"])
+def test_own_attention_passes_its_self_check_on_the_gpu(precision):
+    """Our attention (SDPA's is_causal, maybe another kernel than nn.MultiheadAttention's) within its bound."""
+    clip = load_clip("tiny-vit", precision=precision, device="cuda")
+    model = _model("coop", clip).cuda()
+    model.text.own_attention = True
+    model(*_batch("cuda"))
+    verdict = fast_paths.verdict(fast_paths.TEXT_ATTENTION, "cuda")
+    assert verdict is not None and verdict.passed, verdict
