@@ -66,8 +66,8 @@ def _attention(attn: nn.MultiheadAttention, y: torch.Tensor, mask: Optional[torc
 
 def _text_block(block: nn.Module, x: torch.Tensor, mask: Optional[torch.Tensor], causal: bool) -> torch.Tensor:
     """open_clip's ``ResidualAttentionBlock.forward`` on ``[N, L, width]`` with :func:`_attention`: the same
-    operations as ``nn.MultiheadAttention`` (bit for bit on a CPU, tested; on a GPU SDPA may pick another kernel
-    for ``is_causal``, so :func:`_attention_checked` compares the two on first use)."""
+    operations as ``nn.MultiheadAttention``, though SDPA may pick another kernel for ``is_causal``, so
+    :func:`_attention_checked` compares the two on first use."""
     x = x + block.ls_1(_attention(block.attn, block.ln_1(x), mask, causal))
     return x + block.ls_2(block.mlp(block.ln_2(x)))
 
