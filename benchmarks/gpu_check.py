@@ -32,7 +32,14 @@ the GPU tests run beside them; the benchmarks run alone afterwards, so their tim
 ``--deadline`` bounds the whole command: a case still running then is stopped (``timeout``), one not started is
 ``skipped``, and the table is written; rerun what is missing with ``--only``.
 
-Everything goes under ``--output``: ``table.md`` (the one table, rewritten after every case, so a run killed
+Each training run checks its fast paths on their first use (:mod:`lamm_plugin.fast_paths`: the CUDA graphs of the
+training step and of the evaluation forward, our attention in the text blocks) and records in ``results.json``
+whether each passed, fell back to the eager computation, or was not used (our attention, off by default, is turned
+on in these runs so that it is checked too); the table's ``fast paths`` column says it per case, a second table per
+path over all cases, and a path that fell back anywhere fails the command. Evaluation runs in batches of
+``--test-batch`` so that an evaluation repeats a batch shape and its graph is captured.
+
+Everything goes under ``--output``: ``table.md`` (the tables, rewritten after every case, so a run killed
 from outside still leaves it), ``summary.json``, ``seconds.json`` (each case's seconds, for the timeouts of the
 next run), ``runs/<case>/`` (``console.txt`` with the traceback, ``log.txt``, ``results.json``), ``tests.txt``,
 ``bench_*.txt`` / ``bench_*.json``; ``--archive FILE`` packs it (checkpoints left out) into one ``.tar.gz``.
@@ -64,6 +71,11 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from lamm_plugin.layout import PRECISIONS, RESULTS_FILENAME  # noqa: E402 - after the path of the repository
+
+#: The fast paths a training run records (``results.json``, ``fast_paths``; :data:`lamm_plugin.fast_paths.PATHS`),
+#: by their short names in the table.
+FAST_PATHS = {"cuda_graph_step": "graph step", "cuda_graph_eval": "graph eval", "text_attention": "attention"}
+FELL_BACK = "fell back"
 
 DATASET_CONFIG = "configs/datasets/synthetic_shapes.yaml"
 #: Test files whose GPU tests skip on a CPU; run here, where they must pass.
@@ -249,6 +261,7 @@ def train_argv(
         "--output-dir", output_dir,
         *flags,
         f"TRAINER.{trainer.node}.PREC", precision,
+        f"TRAINER.{trainer.node}.OWN_ATTENTION", "True",  # off by default: on here, so that its check runs too
         "MODEL.BACKBONE.PRETRAINED", "",  # random weights: nothing to download
         "OPTIM.MAX_EPOCH", "1",
         "DATASET.NUM_SHOTS", str(args.shots),
@@ -256,6 +269,7 @@ def train_argv(
         "DATASET.SYNTHETIC.TRAIN_PER_CLASS", str(max(args.shots, 1)),
         "DATASET.SYNTHETIC.VAL_PER_CLASS", "1",
         "DATASET.SYNTHETIC.TEST_PER_CLASS", str(args.test_per_class),
+        "DATALOADER.TEST.BATCH_SIZE", str(args.test_batch),
         "DATALOADER.NUM_WORKERS", str(args.workers),
         "TRAIN.CHECKPOINT_FREQ", "1",
         "USE_CUDA", str(args.device == "cuda"),
@@ -432,6 +446,49 @@ def _fmt(value: Optional[float], digits: int = 1) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
+def fast_path_cell(results: dict[str, Any]) -> str:
+    """A run's fast paths in a few words: ``graph step passed, graph eval not used, attention fell back (0.03)``."""
+    record = results.get("fast_paths") or {}
+    cells = []
+    for path, short in FAST_PATHS.items():
+        entry = record.get(path)
+        if entry:
+            difference = entry.get("difference")
+            extra = f" ({difference:.2g})" if entry["state"] == FELL_BACK and difference is not None else ""
+            cells.append(f"{short} {entry['state']}{extra}")
+    return ", ".join(cells) or "-"
+
+
+def fast_path_table(cases: list[Case]) -> str:
+    """Per fast path, over the training runs: how many passed their self-check, fell back (which), were switched
+    off or not used, and the largest difference a check found."""
+    runs = [c for c in cases if c.kind == "train" and c.results.get("fast_paths")]
+    rows = []
+    for path, short in FAST_PATHS.items():
+        entries = [(c, c.results["fast_paths"][path]) for c in runs if path in c.results["fast_paths"]]
+        count = {state: sum(e["state"] == state for _, e in entries) for state in ("passed", FELL_BACK, "off")}
+        differences = [e["difference"] for _, e in entries if e.get("difference") is not None]
+        fell = [c.name for c, e in entries if e["state"] == FELL_BACK]
+        rows.append([
+            f"{path} ({short})", count["passed"], count[FELL_BACK], count["off"],
+            len(entries) - sum(count.values()), f"{max(differences):.2g}" if differences else "-",
+            ", ".join(fell) or "-",
+        ])  # fmt: skip
+    headers = ["fast path", "passed", "fell back", "off", "not used", "largest difference", "fell back in"]
+    return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
+
+
+def fell_back(cases: list[Case]) -> list[str]:
+    """``case: path`` for every fast path that fell back in a training run."""
+    return [
+        f"{c.name}: {path}"
+        for c in cases
+        if c.kind == "train"
+        for path, entry in (c.results.get("fast_paths") or {}).items()
+        if entry.get("state") == FELL_BACK
+    ]
+
+
 def table(cases: list[Case]) -> str:
     rows = []
     for case in cases:
@@ -442,8 +499,9 @@ def table(cases: list[Case]) -> str:
             detail = (f"{ms:.1f} ms/step" if ms else "evaluated only") + (f", peak {peak:.0f} MB" if peak else "")
         detail = detail if len(detail) <= 400 else detail[:397] + "..."
         accuracy = case.results.get("accuracy") if case.kind in ("train", "reload") else None
-        rows.append([case.name, case.precision, case.status, _fmt(case.seconds), _fmt(accuracy, 2), detail])
-    headers = ["case", "precision", "status", "seconds", "accuracy (%)", "detail"]
+        paths = fast_path_cell(case.results) if case.kind == "train" else "-"
+        rows.append([case.name, case.precision, case.status, _fmt(case.seconds), _fmt(accuracy, 2), paths, detail])
+    headers = ["case", "precision", "status", "seconds", "accuracy (%)", "fast paths", "detail"]
     return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
 
 
@@ -452,7 +510,10 @@ def write_report(args: argparse.Namespace, cases: list[Case], start: float, head
     counts = {s: sum(c.status == s for c in cases) for s in (OK, FAIL, TIMEOUT, SKIPPED)}
     pending = sum(c.status == "not run" for c in cases)
     summary = ", ".join(f"{n} {s}" for s, n in counts.items()) + (f", {pending} not run yet" if pending else "")
-    lines = [header, table(cases), f"{summary}; total {time.time() - start:.0f} s. Output: {args.output}"]
+    fell = fell_back(cases)
+    summary += f"; fast paths fell back: {', '.join(fell)}" if fell else "; no fast path fell back"
+    lines = [header, table(cases), fast_path_table(cases)]
+    lines.append(f"{summary}; total {time.time() - start:.0f} s. Output: {args.output}")
     ratios = seconds_ratios(args, cases)
     if ratios:
         lines.append(
@@ -466,10 +527,11 @@ def write_report(args: argparse.Namespace, cases: list[Case], start: float, head
     rows = [
         {k: getattr(c, k) for k in ("name", "kind", "precision", "status", "detail", "seconds", "timeout")}
         | {"accuracy": c.results.get("accuracy") if c.kind in ("train", "reload") else None}
+        | {"fast_paths": c.results.get("fast_paths") if c.kind == "train" else None}
         for c in cases
     ]
     with open(os.path.join(args.output, "summary.json"), "w") as f:
-        json.dump({"header": header, "final": final, "counts": counts, "cases": rows}, f, indent=1)
+        json.dump({"header": header, "final": final, "counts": counts, "fell_back": fell, "cases": rows}, f, indent=1)
     seconds = {c.name: round(c.seconds, 1) for c in cases if c.kind == "train" and c.ok and c.seconds is not None}
     with open(os.path.join(args.output, "seconds.json"), "w") as f:
         json.dump({"device": args.device, "backbone": args.backbone, "jobs": args.jobs, "seconds": seconds}, f,
@@ -520,6 +582,8 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser.add_argument("--shots", type=int, default=4, help="training images per class")
     parser.add_argument("--classes", type=int, default=10, help="classes of the synthetic set")
     parser.add_argument("--test-per-class", type=int, default=4, help="test images per class")
+    parser.add_argument("--test-batch", type=int, default=8,
+                        help="DATALOADER.TEST.BATCH_SIZE: small, so that evaluations repeat a batch shape")  # fmt: skip
     parser.add_argument("--workers", type=int, default=None,
                         help="DATALOADER.NUM_WORKERS (default: 2 on CUDA, 0 on CPU)")  # fmt: skip
     parser.add_argument("--jobs", type=int, default=None, help="training cases at once (default: 8 on CUDA, 1 on CPU)")
@@ -647,7 +711,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     if args.archive:
         archive(args, args.archive)
     print("\n" + text, flush=True)
-    return 0 if all(case.ok for case in cases) else 1
+    return 0 if all(case.ok for case in cases) and not fell_back(cases) else 1
 
 
 if __name__ == "__main__":

@@ -35,6 +35,25 @@ CASES = {
 }
 
 
+def _own_attention(model, on: bool) -> bool:
+    model.text.own_attention = on
+    return True
+
+
+def _image_checkpointing(model, on: bool) -> bool:
+    if not model.method.prompts_image_tower:
+        return False
+    model.image.checkpoint = on
+    return True
+
+
+#: Our step with a fast path that is off by default turned on (name -> switch(model, on), which says whether it
+#: applies): the measurement that would turn the default on (docs/DESIGN.md, section 3): our attention in the text
+#: blocks (``OWN_ATTENTION True``), the image blocks' activation checkpointing (``CHECKPOINT_IMAGE True``, methods
+#: with visual prompts).
+VARIANTS = {"own attention": _own_attention, "image checkpointing": _image_checkpointing}
+
+
 def classnames(n: int) -> list[str]:
     """The real class list with ``n`` names: Caltech101's for 100, ImageNet's (or its first ``n``) otherwise.
 
@@ -251,9 +270,15 @@ def measure(side: str, case: str, n_classes: int, precision: str, weights: str, 
         model, optim = our_model(case, names, weights, precision)
         step = our_step(model, optim, images, labels, precision, scaler)
     first_loss = float(step())  # the loss before any update: both sides start from the same weights
+    extra: dict[str, Any] = {}
+    if side == "ours":  # what turning on a path that is off by default changes, eagerly, before any capture
+        for name, switch in VARIANTS.items():
+            if switch(model, True):
+                _fresh()
+                extra[f"ms/step eager, {name}"], extra[f"peak MB eager, {name}"] = _timed(step, 1, steps)
+                switch(model, False)
     _fresh()
     ms, peak = _timed(step, warmup=1, steps=steps)
-    extra: dict[str, Any] = {}
     if side == "ours" and GRAPHS and DEVICE == "cuda":
         extra["ms/step eager"], extra["peak MB eager"] = ms, peak
         try:

@@ -23,6 +23,8 @@ from open_clip.model import CLIP
 from open_clip.transformer import ResidualAttentionBlock, VisionTransformer
 from torch import nn
 
+from lamm_plugin import fast_paths
+
 
 def _blocks_batch_first(transformer: nn.Module) -> bool:
     # open_clip >= 2.30 says so with an attribute (True for CLIP); older releases run blocks sequence-first.
@@ -48,22 +50,40 @@ def _own_attention(block: nn.Module) -> bool:
     )
 
 
-def _text_block(block: nn.Module, x: torch.Tensor, mask: Optional[torch.Tensor], causal: bool) -> torch.Tensor:
-    """open_clip's ``ResidualAttentionBlock.forward`` on ``[N, L, width]`` with our own attention: one q/k/v
-    projection viewed per head (no packed-projection split and copy) and, for a causal mask, SDPA's ``is_causal``
-    instead of a mask tensor. The same operations as ``nn.MultiheadAttention`` (bit for bit on a CPU, tested)."""
-    attn = block.attn
-    n, length, width = x.shape
+def _attention(attn: nn.MultiheadAttention, y: torch.Tensor, mask: Optional[torch.Tensor], causal: bool):
+    """Our attention on ``[N, L, width]``: one q/k/v projection viewed per head (no packed-projection split and
+    copy) and, for a causal mask, SDPA's ``is_causal`` instead of a mask tensor; the output projected."""
+    n, length, width = y.shape
     heads = attn.num_heads
-    qkv = F.linear(block.ln_1(x), attn.in_proj_weight, attn.in_proj_bias)  # [N, L, 3 * width]
+    qkv = F.linear(y, attn.in_proj_weight, attn.in_proj_bias)  # [N, L, 3 * width]
     q, k, v = qkv.view(n, length, 3, heads, width // heads).permute(2, 0, 3, 1, 4)  # 3 x [N, heads, L, head]
     if causal:
         out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
     else:
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=None if mask is None else mask.to(x.dtype))
-    out = attn.out_proj(out.transpose(1, 2).reshape(n, length, width))
-    x = x + block.ls_1(out)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=None if mask is None else mask.to(y.dtype))
+    return attn.out_proj(out.transpose(1, 2).reshape(n, length, width))
+
+
+def _text_block(block: nn.Module, x: torch.Tensor, mask: Optional[torch.Tensor], causal: bool) -> torch.Tensor:
+    """open_clip's ``ResidualAttentionBlock.forward`` on ``[N, L, width]`` with :func:`_attention`: the same
+    operations as ``nn.MultiheadAttention``, though SDPA may pick another kernel for ``is_causal``, so
+    :func:`_attention_checked` compares the two on first use."""
+    x = x + block.ls_1(_attention(block.attn, block.ln_1(x), mask, causal))
     return x + block.ls_2(block.mlp(block.ln_2(x)))
+
+
+def _attention_checked(block: nn.Module, x: torch.Tensor, mask: Optional[torch.Tensor], causal: bool, switch: str):
+    """The self-check of our attention on its first use in this process on ``x``'s device: our output against
+    ``nn.MultiheadAttention``'s on this block's input, within :data:`~lamm_plugin.fast_paths.ATTENTION_BOUND` of
+    the dtype it computes in. Returns whether our attention may run."""
+    device = x.device
+    with torch.no_grad():
+        y = block.ln_1(x)
+        ours = _attention(block.attn, y, mask, causal)
+        theirs = block.attn(y, y, y, need_weights=False, attn_mask=None if mask is None else mask.to(y.dtype))[0]
+    dtype = torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else ours.dtype
+    bound = fast_paths.ATTENTION_BOUND.get(dtype, fast_paths.ATTENTION_BOUND[torch.bfloat16])
+    return fast_paths.judge(fast_paths.TEXT_ATTENTION, device, [ours], [theirs], bound, switch).passed
 
 
 def _pool(visual: VisionTransformer, x: torch.Tensor) -> torch.Tensor:
@@ -84,7 +104,16 @@ class TextEncoder(nn.Module):
     Args:
         clip: The open_clip CLIP model (its text tower is shared, not copied).
         truncate: Run the transformer on ``max(eot) + 1`` positions only (exact; see module docstring).
+
+    Attributes:
+        own_attention: Run open_clip's plain text blocks with our own attention (:func:`_text_block`), checked
+            against ``nn.MultiheadAttention`` on first use in a process on a device (:mod:`lamm_plugin.fast_paths`).
+            Off by default (each block's own ``forward``): no measurement has shown it pays (docs/DESIGN.md).
+        attention_switch: The setting that turns our attention off, named in the self-check's warning.
     """
+
+    own_attention: bool = False
+    attention_switch: str = "TextEncoder.own_attention = False"
 
     def __init__(self, clip: CLIP, truncate: bool = True) -> None:
         super().__init__()
@@ -223,12 +252,16 @@ class TextEncoder(nn.Module):
         if len(deep_prompts) >= len(self.transformer.resblocks):
             raise ValueError(f"{len(deep_prompts)} deep prompts for {len(self.transformer.resblocks)} blocks.")
         batch_first = _blocks_batch_first(self.transformer)
+        own = batch_first and self.own_attention and fast_paths.usable(fast_paths.TEXT_ATTENTION, x.device)
         for i, block in enumerate(self.transformer.resblocks):
             if 0 < i <= len(deep_prompts):
                 ctx = deep_prompts[i - 1].to(dtype)
                 ctx = ctx.expand(x.shape[0], -1, -1) if ctx.dim() == 2 else ctx
                 x = torch.cat([x[:, :deep_start], ctx, x[:, deep_start + ctx.shape[1] :]], dim=1)
-            if batch_first and _own_attention(block):
+            mine = own and _own_attention(block)
+            if mine and fast_paths.pending(fast_paths.TEXT_ATTENTION, x.device) and fast_paths.checks_allowed():
+                own = mine = _attention_checked(block, x, mask, causal, self.attention_switch)
+            if mine:
                 x = _text_block(block, x, mask, causal)
             elif batch_first:
                 x = block(x, attn_mask=mask)

@@ -1,4 +1,8 @@
-"""Shared fixtures: a tiny random-weight open_clip CLIP (real tokenizer, context 77) built once per session.
+"""Shared fixtures: a tiny random-weight open_clip CLIP (real tokenizer, context 77) built once per session, and
+a CPU stand-in for CUDA graphs (:class:`EagerReplay`, fixture ``graph_stand_in``).
+
+Every test starts with no fast-path verdict (:mod:`lamm_plugin.fast_paths`), so a test that makes a path fall back
+changes no other test.
 
 Also: under ``CI=true`` a test (or test module) skipped because Dassl or the original code it compares with is
 missing fails instead, so that CI cannot pass with the Dassl tests or the comparisons with original code silently
@@ -9,14 +13,78 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import logging
 import os
 
 import pytest
 import torch
+import torch.utils._pytree as pytree
 from open_clip.transformer import LayerNormFp32
 from torch import nn
 
+from lamm_plugin import cuda_graph, fast_paths
 from lamm_plugin.backbone import CLIPBundle, load_clip
+
+
+@pytest.fixture(autouse=True)
+def _fresh_fast_path_verdicts(monkeypatch):
+    monkeypatch.setattr(fast_paths, "_VERDICTS", {})
+
+
+class EagerReplay(cuda_graph.CudaGraphs):
+    """CPU stand-in for the CUDA calls of :mod:`lamm_plugin.cuda_graph`: captures run on any device; recording runs
+    the region once, and a replay runs it again and copies its outputs into the first run's tensors (what a graph's
+    replay leaves in its memory), both with host reads forbidden, as in a capture.
+
+    Attributes:
+        inject: Relative difference put into every output of each replay (a graph that computes something else).
+        replays: Replays so far.
+    """
+
+    def __init__(self) -> None:
+        self.inject = 0.0
+        self.replays = 0
+
+    def supports(self, device: torch.device) -> bool:
+        return True
+
+    def warmup_stream(self, device: torch.device):
+        return contextlib.nullcontext()
+
+    def record(self, region):
+        with cuda_graph.forbid_host_sync():
+            outputs = region()
+
+        def replay() -> None:
+            self.replays += 1
+            with cuda_graph.forbid_host_sync():
+                fresh = region()
+            with torch.no_grad():
+                for old, new in zip(pytree.tree_leaves(outputs), pytree.tree_leaves(fresh)):
+                    old.copy_(new * (1 + self.inject) if self.inject else new)
+
+        return replay, outputs
+
+
+@pytest.fixture
+def fast_path_warnings() -> list[str]:
+    """The warnings :mod:`lamm_plugin.fast_paths` logs during the test (its records do not reach the root logger,
+    and so ``caplog``, once :mod:`lamm_plugin.dassl` routes the package's logging to stdout)."""
+    messages: list[str] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = lambda record: messages.append(record.getMessage())
+    logger = logging.getLogger(fast_paths.__name__)
+    logger.addHandler(handler)
+    yield messages
+    logger.removeHandler(handler)
+
+
+@pytest.fixture
+def graph_stand_in(monkeypatch) -> EagerReplay:
+    """:class:`EagerReplay` in place of the CUDA calls, for this test."""
+    stand_in = EagerReplay()
+    monkeypatch.setattr(cuda_graph, "BACKEND", stand_in)
+    return stand_in
 
 
 @pytest.fixture(scope="session")

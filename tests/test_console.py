@@ -57,7 +57,7 @@ def test_a_tee_inside_a_tee_gives_both_logs_the_full_text(tmp_path):
 def test_core_warnings_reach_the_console_while_it_is_quiet(tmp_path, monkeypatch):
     import sys
 
-    from lamm_plugin.cuda_graph import logger  # a core module's logger (routed to stdout by lamm_plugin.dassl)
+    from lamm_plugin.fast_paths import logger  # a core module's logger (routed to stdout by lamm_plugin.dassl)
 
     console = io.StringIO()
     tee = train.Tee(console, str(tmp_path / "log.txt"))

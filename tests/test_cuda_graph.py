@@ -22,6 +22,8 @@ from lamm_plugin import (
     CoOpConfig,
     LAMMConfig,
     build_model,
+    fast_paths,
+    load_clip,
 )
 from lamm_plugin.cuda_graph import GraphedForward, GraphedStep, forbid_host_sync
 from lamm_plugin.methods import METHODS
@@ -166,6 +168,8 @@ def test_replayed_step_equals_eager_step(case, tiny_clip):
     for a, b in zip(graph_model.trainable_parameters(), eager_model.trainable_parameters()):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     assert graphed.captures == 1
+    verdict = fast_paths.verdict(fast_paths.GRAPH_STEP, images.device)  # the self-check of the first replay
+    assert verdict.passed and verdict.difference == 0, verdict
 
 
 @GPU
@@ -253,6 +257,8 @@ def test_replayed_evaluation_equals_eager_evaluation(case, tiny_clip):
             model.train()
             _eager_step(model, optim, *_batch("cuda"))
     assert graphed.captures == 1 and not graphed.disabled
+    verdict = fast_paths.verdict(fast_paths.GRAPH_EVAL, images.device)
+    assert verdict.passed and verdict.difference == 0, verdict
 
 
 @GPU
@@ -265,3 +271,122 @@ def test_replayed_evaluation_under_amp(tiny_clip):
     assert graphed(images) is None  # first sight of the shape: eager
     torch.testing.assert_close(graphed(images), expected, rtol=1e-3, atol=1e-3)
     assert graphed.captures == 1
+
+
+# ---- the self-checks (CPU: the capture logic on the stand-in of conftest.EagerReplay) ----------------------------
+def _grads(model):
+    return [p.grad.clone() for p in model.trainable_parameters()]
+
+
+def _eager_grads(model, images, labels):
+    for p in model.trainable_parameters():
+        p.grad = None
+    loss = model(images, labels).losses["total"]
+    loss.backward()
+    return loss.detach(), _grads(model)
+
+
+@pytest.mark.parametrize("case", ["coop", "maple"])
+def test_the_first_replay_checks_itself_against_the_eager_step(case, tiny_clip, graph_stand_in, fast_path_warnings):
+    model = _model(case, tiny_clip)
+    images, labels = _batch()
+    loss, grads = _eager_grads(model, images, labels)
+    graphed = GraphedStep(model, switch="TRAINER.X.CUDA_GRAPH False")
+    for _ in range(2):
+        out = graphed(images, labels)
+        assert torch.equal(out.losses["total"], loss) and all(map(torch.equal, _grads(model), grads))
+    verdict = fast_paths.verdict(fast_paths.GRAPH_STEP, "cpu")
+    assert verdict.passed and verdict.difference == 0 and verdict.bound == 0
+    assert graphed.captures == 1 and graph_stand_in.replays == 2 and not fast_path_warnings
+
+
+def test_a_replay_that_differs_falls_back_to_the_eager_step_with_one_warning(
+    tiny_clip, graph_stand_in, fast_path_warnings
+):
+    model = _model("coop", tiny_clip)
+    images, labels = _batch()
+    graph_stand_in.inject = 1e-3  # the replay's logits, loss terms and gradients off by one part in a thousand
+    graphed = GraphedStep(model, switch="TRAINER.X.CUDA_GRAPH False")
+    assert graphed(images, labels) is None  # before any optimiser step: the trainer runs its eager step
+    verdict = fast_paths.verdict(fast_paths.GRAPH_STEP, "cpu")
+    assert verdict.state == "fell back" and verdict.difference == pytest.approx(1e-3, rel=1e-2)
+    assert graphed(images, labels) is None and graphed.captures == 1 and graph_stand_in.replays == 1
+    another = GraphedStep(model)  # the rest of the process stays eager, without capturing again
+    assert another(images, labels) is None and another.captures == 0
+    (warning,) = fast_path_warnings
+    difference = f"difference {verdict.difference:.3g}"
+    for words in ("CUDA graph of the training step", "on cpu", difference, "TRAINER.X.CUDA_GRAPH False"):
+        assert words in warning
+
+
+def test_the_check_of_an_overflowing_fp16_batch_waits_for_the_batch_redone_at_a_lower_scale(
+    graph_stand_in, fast_path_warnings
+):
+    """Under a GradScaler, the first batch's scaled fp16 gradients overflow (the trainer redoes it at a lower
+    scale, replaying the graph): the check compares the redone batch, with one eager pass more."""
+    clip = load_clip("tiny-vit", precision="fp16")
+    model = _model("coop", clip)
+    scaler = torch.amp.GradScaler("cpu")
+    with torch.no_grad():
+        model.logit_scale.fill_(100.0)  # as in tests/test_run_life.py: overflows at the starting scale 2^16
+    images, labels = _batch()
+    graph_stand_in.inject = 1e-3
+    graphed = GraphedStep(model, scaler=scaler)
+    out = graphed(images, labels)
+    assert out is not None and not all(p.grad.isfinite().all() for p in model.trainable_parameters())
+    assert fast_paths.pending(fast_paths.GRAPH_STEP, "cpu")
+    for _ in range(40):  # the trainer's redo: a lower scale, the same batch, until the check has spoken
+        scaler.update(scaler.get_scale() / 2)
+        redone = graphed(images, labels)
+        if not fast_paths.pending(fast_paths.GRAPH_STEP, "cpu"):
+            break
+    assert redone is None and scaler.get_scale() == 2.0**15  # checked on the first redo, with one eager pass more
+    assert graphed(images, labels) is None  # fell back: eager from now on
+    verdict = fast_paths.verdict(fast_paths.GRAPH_STEP, "cpu")
+    assert verdict.state == "fell back" and verdict.difference == pytest.approx(1e-3, rel=1e-2)
+    assert len(fast_path_warnings) == 1
+
+
+def test_the_first_replayed_evaluation_checks_itself(tiny_clip, graph_stand_in, fast_path_warnings):
+    model = _model("maple", tiny_clip).eval()
+    images, _ = _batch()
+    graphed = GraphedForward(model, switch="TRAINER.X.CUDA_GRAPH False")
+    with torch.no_grad():
+        expected = model(images).logits
+    assert graphed(images) is None  # first sight of the shape: eager
+    assert torch.equal(graphed(images), expected)
+    assert fast_paths.verdict(fast_paths.GRAPH_EVAL, "cpu").passed and not fast_path_warnings
+
+    fast_paths.reset()
+    graph_stand_in.inject = 1e-4
+    graphed = GraphedForward(model, switch="TRAINER.X.CUDA_GRAPH False")
+    assert graphed(images) is None and graphed(images) is None and graphed(images) is None
+    verdict = fast_paths.verdict(fast_paths.GRAPH_EVAL, "cpu")
+    assert verdict.state == "fell back" and verdict.difference == pytest.approx(1e-4, rel=1e-2)
+    assert graphed.captures == 1 and graphed.disabled
+    (warning,) = fast_path_warnings
+    assert "evaluation forward" in warning and "TRAINER.X.CUDA_GRAPH False" in warning
+
+
+def test_a_capture_that_fails_is_recorded_and_warned_once(tiny_clip, graph_stand_in, monkeypatch, fast_path_warnings):
+    def refuse(region):
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+    monkeypatch.setattr(graph_stand_in, "record", refuse)
+    model = _model("coop", tiny_clip)
+    assert GraphedStep(model)(*_batch()) is None
+    verdict = fast_paths.verdict(fast_paths.GRAPH_STEP, "cpu")
+    assert verdict.state == "fell back" and verdict.difference is None and "not permitted" in verdict.detail
+    assert len(fast_path_warnings) == 1
+
+
+@GPU
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "bf16"])
+def test_own_attention_passes_its_self_check_on_the_gpu(precision):
+    """Our attention (SDPA's is_causal, maybe another kernel than nn.MultiheadAttention's) within its bound."""
+    clip = load_clip("tiny-vit", precision=precision, device="cuda")
+    model = _model("coop", clip).cuda()
+    model.text.own_attention = True
+    model(*_batch("cuda"))
+    verdict = fast_paths.verdict(fast_paths.TEXT_ATTENTION, "cuda")
+    assert verdict is not None and verdict.passed, verdict

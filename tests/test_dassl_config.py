@@ -101,9 +101,10 @@ def test_nodes_and_trainers_are_named_as_the_hosts_name_them():
 def test_default_nodes_hold_the_published_defaults(node):
     cfg = get_cfg_default()
     cls = METHODS[ALL_NODES[node]].config_class
-    runtime = {"PREC", "CUDA_GRAPH", "FP16_LEARNED"}
+    runtime = {"PREC", "CUDA_GRAPH", "FP16_LEARNED", "OWN_ATTENTION"}
     assert set(cfg.TRAINER[node]) == {f.name.upper() for f in dataclasses.fields(cls)} | runtime
     assert cfg.TRAINER[node].CUDA_GRAPH is True and cfg.TRAINER[node].FP16_LEARNED is False
+    assert cfg.TRAINER[node].OWN_ATTENTION is False
     for key, value in PUBLISHED_DEFAULTS[ALL_NODES[node]].items():
         assert cfg.TRAINER[node][key] == value, key
     for key, value in LAMM_DEFAULTS.items():

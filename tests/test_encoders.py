@@ -251,9 +251,9 @@ def test_checkpointing_follows_the_method_config(tiny_clip, classnames):
     from lamm_plugin import MaPLeConfig, VPTConfig, build_model
 
     maple = build_model("maple", tiny_clip, classnames, MaPLeConfig(prompt_depth=2))
-    assert maple.image.checkpoint is True  # on by default for MaPLe: it saves memory (docs/RUN.md)
-    off = build_model("maple", tiny_clip, classnames, MaPLeConfig(prompt_depth=2, checkpoint_image=False))
-    assert off.image.checkpoint is False
+    assert maple.image.checkpoint is False  # off by default: no GPU measurement shows it pays (docs/DESIGN.md)
+    on = build_model("maple", tiny_clip, classnames, MaPLeConfig(prompt_depth=2, checkpoint_image=True))
+    assert on.image.checkpoint is True
     assert build_model("vpt", tiny_clip, classnames, VPTConfig()).image.checkpoint is False
 
 
@@ -267,6 +267,7 @@ def test_own_text_attention_equals_the_blocks_own_forward_bit_for_bit(tiny_clip,
     model = tiny_clip.model.to(dtype)
     tokens = _tokens(tiny_clip, classnames)
     encoder = TextEncoder(model)
+    encoder.own_attention = True  # off by default
     assert all(encoders._own_attention(block) for block in model.transformer.resblocks)
     eot = encoder.eot_index(tokens)
     base = encoder.embed(tokens).detach()
@@ -285,3 +286,54 @@ def test_own_text_attention_equals_the_blocks_own_forward_bit_for_bit(tiny_clip,
         results.append([single, *pair, prompts.grad, *(d.grad for d in deep_)])
     for ours, theirs in zip(*results):
         assert torch.equal(ours, theirs)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+def test_own_attention_checks_itself_on_first_use(tiny_clip, classnames, dtype, monkeypatch, fast_path_warnings):
+    """The first use in a process on a device compares our attention with open_clip's (nn.MultiheadAttention) on
+    the first block's input; an injected difference beyond the bound switches the encoder to open_clip's blocks
+    before anything is computed with ours, with one warning."""
+    import lamm_plugin.encoders as encoders
+    from lamm_plugin import fast_paths
+
+    model = tiny_clip.model.to(dtype)
+    tokens = _tokens(tiny_clip, classnames)
+    encoder = TextEncoder(model)
+    encoder.own_attention = True  # off by default
+    eot, prompts = encoder.eot_index(tokens), encoder.embed(tokens).detach()
+    with torch.no_grad():
+        encoder(prompts, eot)
+    verdict = fast_paths.verdict(fast_paths.TEXT_ATTENTION, "cpu")
+    assert verdict.passed and verdict.bound == fast_paths.ATTENTION_BOUND[dtype]
+
+    fast_paths.reset()
+    ours = encoders._attention
+    monkeypatch.setattr(encoders, "_attention", lambda *args: ours(*args) * (1 + 4 * verdict.bound))
+    encoder.attention_switch = "TRAINER.X.OWN_ATTENTION False"
+    with torch.no_grad():
+        got = encoder(prompts, eot)
+        verdict = fast_paths.verdict(fast_paths.TEXT_ATTENTION, "cpu")
+        assert verdict.state == "fell back" and verdict.difference > verdict.bound
+        assert torch.equal(encoder(prompts, eot), got)  # from now on open_clip's blocks, unchecked
+        monkeypatch.setattr(encoders, "_own_attention", lambda block: False)
+        assert torch.equal(got, encoder(prompts, eot))  # the first call already ran open_clip's blocks
+    (warning,) = fast_path_warnings
+    for words in ("our attention in the text blocks", "on cpu", "difference", "TRAINER.X.OWN_ATTENTION False"):
+        assert words in warning
+
+
+def test_own_attention_off_by_default_runs_open_clips_blocks_unchecked(tiny_clip, classnames, monkeypatch):
+    import lamm_plugin.encoders as encoders
+    from lamm_plugin import fast_paths
+
+    tokens = _tokens(tiny_clip, classnames)
+    encoder = TextEncoder(tiny_clip.model)
+    assert encoder.own_attention is False
+    eot, prompts = encoder.eot_index(tokens), encoder.embed(tokens).detach()
+    ours = encoders._attention
+    monkeypatch.setattr(encoders, "_attention", lambda *args: ours(*args) + 1)  # would be seen if it ran
+    with torch.no_grad():
+        got = encoder(prompts, eot)
+        monkeypatch.setattr(encoders, "_own_attention", lambda block: False)
+        assert torch.equal(got, encoder(prompts, eot))
+    assert fast_paths.verdict(fast_paths.TEXT_ATTENTION, "cpu") is None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -32,9 +33,10 @@ def _module():
 
 
 def table_rows(output, stdout: str) -> list[dict[str, str]]:
-    """The rows of the table in ``output/table.md``, checked to be the table printed last."""
+    """The rows of the case table in ``output/table.md`` (the first table), checked to be what was printed last."""
     text = (output / "table.md").read_text()
-    lines = [line for line in text.splitlines() if line.startswith("|")]
+    block = text[text.index("\n|") + 1 :].split("\n\n")[0]
+    lines = [line for line in block.splitlines() if line.startswith("|")]
     headers = [cell.strip() for cell in lines[0].strip("|").split("|")]
     assert text.strip() in stdout  # the table printed last is the table written
     return [dict(zip(headers, (cell.strip() for cell in line.strip("|").split("|")))) for line in lines[2:]]
@@ -94,10 +96,16 @@ def test_cpu_smoke_trains_reloads_and_writes_everything_under_one_folder(tmp_pat
     ]
     train, reload = rows
     assert 0 <= float(train["accuracy (%)"]) <= 100 and reload["accuracy (%)"] == train["accuracy (%)"]
+    # No CUDA graph on a CPU; our attention checked itself on its first use.
+    assert train["fast paths"] == "graph step not used, graph eval not used, attention passed"
     assert float(train["seconds"]) > 0 and train["detail"].endswith("ms/step")
     out = tmp_path / "out"
     summary = json.loads((out / "summary.json").read_text())
     assert summary["final"] and summary["counts"]["ok"] == 2 and summary["cases"][0]["timeout"] >= 60
+    assert summary["fell_back"] == [] and "no fast path fell back" in proc.stdout
+    # The per-path table: our attention passed in the one training run, nothing fell back.
+    assert re.search(r"\| text_attention \(attention\) +\| 1 +\| 0 ", (out / "table.md").read_text())
+    assert summary["cases"][0]["fast_paths"]["text_attention"]["state"] == "passed"
     assert set(json.loads((out / "seconds.json").read_text())["seconds"]) == {"LAMM_CoOp:fp32"}
     assert (out / "data").is_dir()  # the synthetic set, under the output folder too
     results = json.loads((out / "runs/LAMM_CoOp_fp32_reload" / RESULTS_FILENAME).read_text())
@@ -131,3 +139,23 @@ def test_past_the_deadline_cases_are_skipped_and_the_table_is_still_written(tmp_
     assert code == 1
     assert rows[0]["case"] == "LAMM_CoOp:fp32" and rows[0]["status"] == "skipped"
     assert rows[-1] == {**rows[-1], "case": "reload:-", "status": "fail"}
+
+
+def test_the_fast_path_table_says_which_paths_passed_and_which_fell_back():
+    module = _module()
+    record = {
+        "cuda_graph_step": {"state": "passed", "difference": 0.0},
+        "cuda_graph_eval": {"state": "not used"},
+        "text_attention": {"state": "passed", "difference": 2e-7},
+    }
+    broken = {**record, "cuda_graph_step": {"state": "fell back", "difference": 0.03}}
+    cases = [module.Case("A:fp16", "train", "fp16", results={"fast_paths": record}),
+             module.Case("B:fp16", "train", "fp16", results={"fast_paths": broken})]  # fmt: skip
+    cell = module.fast_path_cell({"fast_paths": broken})
+    assert cell == "graph step fell back (0.03), graph eval not used, attention passed"
+    lines = module.fast_path_table(cases).splitlines()
+    rows = {line.split("|")[1].strip(): [cell.strip() for cell in line.split("|")[2:-1]] for line in lines[2:]}
+    assert rows["cuda_graph_step (graph step)"] == ["1", "1", "0", "0", "0.03", "B:fp16"]
+    assert rows["cuda_graph_eval (graph eval)"] == ["0", "0", "0", "2", "-", "-"]
+    assert rows["text_attention (attention)"] == ["2", "0", "0", "0", "2e-07", "-"]
+    assert module.fell_back(cases) == ["B:fp16: cuda_graph_step"]

@@ -15,6 +15,7 @@ pytest.importorskip("dassl", reason="Dassl is not installed; it installs from it
 import torch  # noqa: E402
 from runs import killed_after_first_epoch, read_logs, results, run_train, tiny_opts  # noqa: E402
 
+from lamm_plugin import fast_paths  # noqa: E402
 from lamm_plugin.dassl import PromptTrainer  # noqa: E402
 from lamm_plugin.dassl.results import RecordingEvaluator  # noqa: E402
 from lamm_plugin.errors import UserError  # noqa: E402
@@ -76,40 +77,51 @@ def test_every_batch_updates_the_learned_tensors_under_a_grad_scaler(precision, 
     assert results(str(tmp_path / "out"))["accuracy"] is not None
 
 
-class ReplayOnCPU:
-    """Stands in for a captured CUDA graph on a CPU: each call runs :class:`GraphedStep`'s captured region (forward,
-    scaled backward) with host reads forbidden, as a replay would, and leaves the gradients in ``param.grad``."""
-
-    def __init__(self, step) -> None:
-        self.step = step
-        self.calls = 0
-
-    def __call__(self, images, labels):
-        from lamm_plugin.cuda_graph import forbid_host_sync
-
-        for param in self.step.model.parameters():
-            param.grad = None
-        self.calls += 1
-        with forbid_host_sync():
-            return self.step.forward_backward(images, labels)
-
-
-def test_no_step_is_lost_on_the_graphed_step_either(data_root, tmp_path, monkeypatch):
-    from lamm_plugin.cuda_graph import GraphedStep
-
+def test_no_step_is_lost_on_the_graphed_step_either(data_root, tmp_path, monkeypatch, graph_stand_in):
+    """The trainer's GraphedStep on the CPU stand-in of a CUDA graph (conftest.EagerReplay): the overflowing first
+    batch is replayed at lower scales (the redo is outside the graph), and the self-check compares the redone batch."""
     counts = count_updates(monkeypatch)
-    build_model = PromptTrainer.build_model
-    replays = []
+    out = str(tmp_path / "out")
+    trainer = run(data_root, out, opts=("TRAINER.LAMM_COOP.PREC", "fp16"))
+    # Every batch updates once; the first batch's replays at lower scales come on top of one replay per batch.
+    assert counts[0] == 4 and trainer.graphed.captures == 1 and graph_stand_in.replays > 4
+    assert results(out)["fast_paths"]["cuda_graph_step"]["state"] == "passed"
 
-    def with_graph(self):
-        build_model(self)
-        self.graphed = ReplayOnCPU(GraphedStep(self.model, self._autocast_dtype(), self.scaler))
-        replays.append(self.graphed)
 
-    monkeypatch.setattr(PromptTrainer, "build_model", with_graph)
-    run(data_root, str(tmp_path / "out"), opts=("TRAINER.LAMM_COOP.PREC", "fp16"))
-    # Every batch updates once; the overflowing first batch was replayed at lower scales (the redo is outside).
-    assert counts[0] == 4 and replays[0].calls > 4
+def _learned(out: str) -> dict[str, torch.Tensor]:
+    (path,) = glob.glob(os.path.join(out, "prompt_learner", "model.pth.tar-*"))
+    return torch.load(path, weights_only=True)["state_dict"]
+
+
+def test_a_graph_that_differs_falls_back_before_any_update_and_the_run_says_so(data_root, tmp_path, graph_stand_in):
+    """On the stand-in, a replay equals the eager step: a run with the graphs passes its self-checks and learns what
+    a run without them learns, bit for bit; a replay off by 1e-3 falls back before its first optimiser update (the
+    same learned tensors again), warns once per path and says so in ``results.json``."""
+    # 4 test batches, the second one captured (the feature cache off: it would evaluate without the image tower).
+    small = ("OPTIM.MAX_EPOCH", "1", "DATALOADER.TEST.BATCH_SIZE", "4", "LAMM_CACHE.TEST_FEATURES", "False")
+    runs = {}
+    for name, inject, graphs in (("eager", 0.0, "False"), ("graphed", 0.0, "True"), ("broken", 1e-3, "True")):
+        fast_paths.reset()  # each run is a process of its own in real use: no verdict carries over
+        graph_stand_in.inject = inject
+        runs[name] = str(tmp_path / name)
+        run(data_root, runs[name], opts=(*small, "TRAINER.LAMM_COOP.CUDA_GRAPH", graphs))
+    records = {name: results(out)["fast_paths"] for name, out in runs.items()}
+    paths = ("cuda_graph_step", "cuda_graph_eval")
+    assert [records["eager"][p]["state"] for p in paths] == ["off", "off"]
+    assert [records["graphed"][p]["state"] for p in paths] == ["passed", "passed"]
+    assert [records["broken"][p]["state"] for p in paths] == ["fell back", "fell back"]
+    assert all(records[name]["text_attention"]["state"] == "off" for name in runs)  # off by default
+    step = records["broken"]["cuda_graph_step"]
+    assert step["switch"] == "TRAINER.LAMM_COOP.CUDA_GRAPH" and step["device"] == "cpu"
+    assert step["difference"] == pytest.approx(1e-3, rel=1e-2) and step["bound"] == 0
+    for name in ("graphed", "broken"):
+        assert results(runs[name])["accuracy"] == results(runs["eager"])["accuracy"]
+        learned, expected = _learned(runs[name]), _learned(runs["eager"])
+        tensors = [key for key, value in expected.items() if torch.is_tensor(value)]
+        assert tensors and all(torch.equal(learned[key], expected[key]) for key in tensors), name
+    log = read_logs(runs["broken"])
+    assert log.count("fell back to the eager computation") == 2  # one warning per path
+    assert "CUDA graph of the training step on cpu" in log and "TRAINER.LAMM_COOP.CUDA_GRAPH False turns" in log
 
 
 def test_fp16_learned_tensors_as_the_original_code_where_a_config_asks(data_root, tmp_path, monkeypatch):

@@ -6,7 +6,8 @@ dataclass and nowhere else. Nodes:
 * ``TRAINER.LAMM_<HOST>`` for every registered method with a LAMM variant (``LAMM_COOP``, ``LAMM_MAPLE``, ...:
   ``LAMM_`` and the method's ``display_name`` in upper case): the host method's settings, plus ``PREC``
   (``fp16``, ``fp32``, ``bf16`` or ``amp``) as in the host repositories' ``TRAINER.COOP.PREC``, and
-  ``CUDA_GRAPH`` (``True``): on a GPU, replay each training step's forward and backward from a CUDA graph, and
+  ``CUDA_GRAPH`` (``True``): on a GPU, replay each training step's forward and backward from a CUDA graph,
+  ``OWN_ATTENTION`` (``False``): the text blocks run our own attention (:mod:`lamm_plugin.encoders`), and
   ``FP16_LEARNED`` (``False``): under ``PREC fp16``, learned tensors in fp16 without a GradScaler (the originals);
 * ``TRAINER.LAMM``: :class:`~lamm_plugin.config.LAMMConfig`, shared by every LAMM trainer;
 * baselines of this repository (:func:`add_baseline_config`), one per registered method: ``TRAINER.COOP``,
@@ -66,6 +67,7 @@ __all__ = [
     "LAMM_NODES",
     "CUDA_GRAPH_KEY",
     "FP16_LEARNED_KEY",
+    "OWN_ATTENTION_KEY",
     "PRECISION_KEY",
     "PRECISIONS",
     "ConfigFileError",
@@ -113,12 +115,14 @@ PRECISION_KEY = "PREC"
 DEFAULT_PRECISION = "fp16"
 #: Key in every trainer node: replay training steps from a CUDA graph (:mod:`lamm_plugin.cuda_graph`) on a GPU.
 CUDA_GRAPH_KEY = "CUDA_GRAPH"
+#: Key in every trainer node: the text blocks run our own attention, self-checked (:mod:`lamm_plugin.fast_paths`).
+OWN_ATTENTION_KEY = "OWN_ATTENTION"
 #: Key in every trainer node: under ``PREC fp16``, keep the learned tensors themselves in fp16 and step them with the
 #: plain optimiser, no GradScaler, as the original CoOp, MaPLe and LAMM code does (updates smaller than half an fp16
 #: step of a value are lost). Default ``False``: fp32 master weights and a GradScaler that loses no step.
 FP16_LEARNED_KEY = "FP16_LEARNED"
 #: Keys of a trainer node that are not fields of the method's dataclass.
-RUNTIME_KEYS = (PRECISION_KEY, CUDA_GRAPH_KEY, FP16_LEARNED_KEY)
+RUNTIME_KEYS = (PRECISION_KEY, CUDA_GRAPH_KEY, FP16_LEARNED_KEY, OWN_ATTENTION_KEY)
 #: Top-level node of what is computed once and reused, exact (:func:`cache_node`).
 CACHE_NODE = "LAMM_CACHE"
 #: ``LAMM_CACHE`` key: keep each training image decoded once, shared by the loader's workers.
@@ -182,7 +186,8 @@ def _add_missing(parent: CfgNode, name: str, node: CfgNode) -> None:
 
 def _trainer_nodes(nodes: dict[str, str], cfg: CfgNode) -> None:
     for name, method in nodes.items():
-        runtime = {PRECISION_KEY: DEFAULT_PRECISION, CUDA_GRAPH_KEY: True, FP16_LEARNED_KEY: False}
+        runtime = {PRECISION_KEY: DEFAULT_PRECISION, CUDA_GRAPH_KEY: True, OWN_ATTENTION_KEY: False}
+        runtime[FP16_LEARNED_KEY] = False
         _add_missing(cfg.TRAINER, name, dataclass_to_node(METHODS[method].config_class, runtime))
 
 

@@ -16,7 +16,8 @@ from typing import Any, Optional
 
 import torch
 
-from lamm_plugin.dassl import run_config
+from lamm_plugin import fast_paths
+from lamm_plugin.dassl import console, run_config
 from lamm_plugin.dassl.results import cfg_to_dict, per_class_accuracy, write_json
 from lamm_plugin.layout import RESULTS_FILENAME, RESULTS_FORMAT
 
@@ -36,8 +37,8 @@ def protocol_record() -> Optional[dict[str, str]]:
 class ResultsMixin:
     """``results.json`` and the finished-run check; mixed into the trainer before ``TrainerX``.
 
-    The trainer provides ``METHOD``, ``lamm_cfg``, ``shots``, ``precision``, ``_time_init``, ``_time_train``,
-    ``_epochs_done``, ``_loaded_checkpoint``, ``_untrained_eval`` and ``_train_seconds()``.
+    The trainer provides ``METHOD``, ``fast_path_switches()``, ``lamm_cfg``, ``shots``, ``precision``, ``_time_init``,
+    ``_time_train``, ``_epochs_done``, ``_loaded_checkpoint``, ``_untrained_eval`` and ``_train_seconds()``.
     """
 
     def train(self) -> None:
@@ -149,12 +150,24 @@ class ResultsMixin:
                 "finished_at": _iso(now),
                 "phases": self._phases(now),
             },
+            "fast_paths": self._fast_paths(),
             "config": cfg_to_dict(cfg),
         }
         path = osp.join(self.output_dir, RESULTS_FILENAME)
         write_json(results, path)
         print(f"Results written to {path}")
         return path
+
+    def _fast_paths(self) -> Optional[dict[str, dict[str, Any]]]:
+        """Each fast path of this run (:mod:`lamm_plugin.fast_paths`): passed its self-check, fell back to the eager
+        computation, switched off, or not used on this device; one line in the log says which (a fall-back warned
+        when it happened)."""
+        switches = getattr(self, "fast_path_switches", None)
+        if switches is None:
+            return None
+        record = fast_paths.record(self.device, switches())
+        console.emit(None, f"Fast paths on {self.device}: " + ", ".join(f"{p} {r['state']}" for p, r in record.items()))
+        return record
 
     def _phases(self, now: float) -> Optional[dict[str, Optional[float]]]:
         """Where this process's wall time went: start-up (process start to the first training step), waiting for

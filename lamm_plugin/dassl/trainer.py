@@ -7,7 +7,7 @@ add to Dassl's ``TrainerX``, one concern per module:
 * here, building and the training step: precision from ``TRAINER.<NODE>.PREC`` (``fp32``, ``fp16``, ``bf16`` or
   ``amp``; a GradScaler under ``fp16`` and ``amp``); on a GPU, each step's forward and backward replayed from a
   CUDA graph (``TRAINER.<NODE>.CUDA_GRAPH``, :mod:`lamm_plugin.cuda_graph`), the optimiser step eager, and so is
-  each evaluation batch's forward; every loss
+  each evaluation batch's forward; each fast path checked on first use (:mod:`lamm_plugin.fast_paths`); every loss
   term of the hierarchical loss in the ``PRINT_FREQ`` lines and in TensorBoard;
 * :mod:`.resume`: checkpoints of learned tensors, class names and configs, every epoch, and exact resume;
 * :mod:`.decoded`: the training loader reading each training image decoded once (``LAMM_CACHE.DECODED_IMAGES``);
@@ -40,16 +40,16 @@ from dassl.engine import TrainerX
 from dassl.metrics import compute_accuracy
 from dassl.optim import build_optimizer
 
-from lamm_plugin import build_model, load_clip
+from lamm_plugin import build_model, cuda_graph, fast_paths, load_clip
 from lamm_plugin.backbone import autocast_dtype, pretrained_from_config
 from lamm_plugin.config import LAMMConfig
-from lamm_plugin.cuda_graph import GraphedForward, GraphedStep
 from lamm_plugin.dassl import compat, console, decoded
 from lamm_plugin.dassl.config import (
     CUDA_GRAPH_KEY,
     FP16_LEARNED_KEY,
     LAMM_NODE,
     OVERLAP_KEY,
+    OWN_ATTENTION_KEY,
     PRECISION_KEY,
     baseline_node,
     lamm_config_from_cfg,
@@ -213,10 +213,22 @@ class PromptTrainer(ProgressMixin, CheckpointMixin, ResultsMixin, CachedEvaluati
         self.scaler = None
         if params and self.precision in ("fp16", "amp") and not self.fp16_learned:
             self.scaler = torch.amp.GradScaler(self.device.type)
+        switches = self.fast_path_switches()
+        self.model.text.own_attention = switches[fast_paths.TEXT_ATTENTION][1]
+        self.model.text.attention_switch = f"{switches[fast_paths.TEXT_ATTENTION][0]} False"
         self.graphed, self.graphed_eval = None, None
-        if self.device.type == "cuda" and cfg.TRAINER[self.NODE].get(CUDA_GRAPH_KEY, True):
-            self.graphed = GraphedStep(self.model, self._autocast_dtype(), self.scaler) if params else None
-            self.graphed_eval = GraphedForward(self.model, self._autocast_dtype())
+        graphs, on = switches[fast_paths.GRAPH_STEP]
+        if cuda_graph.BACKEND.supports(self.device) and on:
+            dtype, switch = self._autocast_dtype(), f"{graphs} False"
+            self.graphed = cuda_graph.GraphedStep(self.model, dtype, self.scaler, switch=switch) if params else None
+            self.graphed_eval = cuda_graph.GraphedForward(self.model, dtype, switch=switch)
+
+    def fast_path_switches(self) -> dict[str, tuple[str, bool]]:
+        """``{fast path: (its config key, whether it is on)}`` (:mod:`lamm_plugin.fast_paths`)."""
+        node = self.cfg.TRAINER[self.NODE]
+        graphs = (f"TRAINER.{self.NODE}.{CUDA_GRAPH_KEY}", bool(node.get(CUDA_GRAPH_KEY, True)))
+        attention = (f"TRAINER.{self.NODE}.{OWN_ATTENTION_KEY}", bool(node.get(OWN_ATTENTION_KEY, False)))
+        return {fast_paths.GRAPH_STEP: graphs, fast_paths.GRAPH_EVAL: graphs, fast_paths.TEXT_ATTENTION: attention}
 
     def _build_optimizer(self, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
         """Dassl's optimiser over exactly ``params``.
@@ -388,7 +400,7 @@ class PromptTrainer(ProgressMixin, CheckpointMixin, ResultsMixin, CachedEvaluati
 
     def model_inference(self, input: torch.Tensor) -> torch.Tensor:
         """Logits ``[B, C]`` of a batch of preprocessed images ``[B, 3, H, W]`` (what the test loader gives):
-        replayed from a CUDA graph on a GPU (:class:`GraphedForward`), else eager."""
+        replayed from a CUDA graph on a GPU (:class:`~lamm_plugin.cuda_graph.GraphedForward`), else eager."""
         if not isinstance(input, torch.Tensor):
             raise TypeError(
                 f"model_inference takes a batch of preprocessed images (a [B, 3, H, W] tensor), not a "

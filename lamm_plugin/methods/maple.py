@@ -35,14 +35,15 @@ class MaPLeConfig:
         clone_deep_proj: Start every deep projection from copies of one randomly initialised layer, as the
             original MaPLe code does; ``False`` initialises each independently.
         checkpoint_image: Recompute the image blocks' activations in the backward pass instead of keeping them
-            (exact: the same gradients; less memory, about one more image-tower forward per step).
+            (exact: the same gradients; less memory, about one more image-tower forward per step). Off by default:
+            MaPLe's step fits in a few GB without it (docs/DESIGN.md), and no GPU measurement has shown it pays.
     """
 
     n_ctx: int = 2
     ctx_init: str = "a photo of a"
     prompt_depth: int = 9
     clone_deep_proj: bool = False
-    checkpoint_image: bool = True
+    checkpoint_image: bool = False
 
     def __post_init__(self) -> None:
         if self.prompt_depth < 1:
