@@ -396,3 +396,32 @@ def test_cocoop_evaluation_in_chunks_of_images_equals_one_pass(tiny_clip, classn
     whole = model(images).logits
     monkeypatch.setattr(lamm_module, "EVAL_PROMPTS_PER_PASS", 2 * len(classnames))  # 2 images per pass
     torch.testing.assert_close(model(images).logits, whole, rtol=1e-6, atol=1e-6)
+
+
+# ---- the gradient hook (PromptMethod.backward) and ProGrad's projection ------------------------------------------
+def test_every_training_loop_backpropagates_through_the_method_hook(tiny_clip, classnames, monkeypatch):
+    """The CUDA-graph step and the Dassl-free example take their backward from the method's hook (the Dassl
+    trainer's eager step is checked in test_dassl_train.py)."""
+    import sys
+    from pathlib import Path
+
+    from lamm_plugin.cuda_graph import GraphedStep
+    from lamm_plugin.methods import PromptMethod
+
+    calls = []
+    original = PromptMethod.backward
+
+    def recorded(self, losses, params, scale):
+        calls.append(type(self).__name__)
+        original(self, losses, params, scale)
+
+    monkeypatch.setattr(PromptMethod, "backward", recorded)
+    model = _build("coop", tiny_clip, classnames).train()
+    GraphedStep(model).forward_backward(*_batch())
+    assert calls == ["CoOp"]
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "examples"))
+    sys.modules.pop("train_core", None)
+    import train_core
+
+    train_core.main(["--steps", "1", "--classes", "2", "--shots", "2"])
+    assert calls[1:] == ["CoOp"]
