@@ -54,6 +54,7 @@ COOP = "KaiyangZhou/CoOp"
 MAPLE = "muzairkhattak/multimodal-prompt-learning"
 PROMPTSRC = "muzairkhattak/PromptSRC"
 KGCOOP = "htyao89/KgCoOp"
+PROGRAD = "BeierZhu/Prompt-align"
 LAMM = "gaojingsheng/LAMM"
 OURS = "this repository"
 
@@ -210,6 +211,28 @@ _GPA_FEW = Source(PROMPTSRC, "configs/trainers/PromptSRC/vit_b16_c2_ep50_batch4_
 _GPA_OTHER_FIVE = ("stanford_cars", "oxford_flowers", "fgvc_aircraft", "dtd", "eurosat")
 
 
+_PROGRAD_README = "ProGrad.public/README.md"
+_LINEAR_PROBE = Source(COOP, "lpclip/feat_extractor.sh", 16)  # --config-file ../configs/trainers/CoOp/rn50_val.yaml
+
+
+def _prograd(name: str, trainer: str) -> MethodPlan:
+    """ProGrad's few-shot runs (RN50): its README's config per shot count, lambda 0.8 at 8 and 16 shots on
+    Flowers102, DTD and EuroSAT (its README), 1.0 elsewhere (``scripts/prograd.sh``)."""
+    rules = (
+        Rule("rn50_ep50", Source(PROGRAD, _PROGRAD_README, 54), shots=(1,)),
+        Rule("rn50_ep100", Source(PROGRAD, _PROGRAD_README, 55), shots=(2, 4)),
+        Rule("rn50", Source(PROGRAD, _PROGRAD_README, 57), shots=(8, 16)),
+    )
+    lam = Override(
+        f"TRAINER.{trainer.upper()}.GRAD_LAMBDA",
+        "0.8",
+        Source(PROGRAD, _PROGRAD_README, 52),
+        datasets=("oxford_flowers", "dtd", "eurosat"),
+        shots=(8, 16),
+    )
+    return MethodPlan(name, trainer, rules, (lam,))
+
+
 def _backbone_fewshot(prefix: str, label: str, shots: tuple[int, ...]) -> Protocol:
     def ours(config: str) -> Source:
         return Source(OURS, f"configs/trainers/LAMM_CoOp/{config}.yaml")
@@ -226,6 +249,12 @@ def _backbone_fewshot(prefix: str, label: str, shots: tuple[int, ...]) -> Protoc
             MethodPlan("LAMM", "LAMM_CoOp", _every(f"{prefix}_ep50_ctxv1_frozen", ours(f"{prefix}_ep50_ctxv1_frozen"))),
             MethodPlan("CoOp+LAMM", "LAMM_CoOp", _every(f"{prefix}_ep50_ctxv1", ours(f"{prefix}_ep50_ctxv1"))),
             _zeroshot(prefix),
+            # CoOp's few-shot figure has a linear-probe curve (RN50, the backbone of lpclip/feat_extractor.py).
+            *(
+                [MethodPlan("Linear probe CLIP", "LinearProbeCLIP", _every("rn50", _LINEAR_PROBE))]
+                if prefix == "rn50"
+                else []
+            ),
         ),
     )
 
@@ -246,6 +275,16 @@ PROTOCOLS: dict[str, Protocol] = {
         # CoOp's repository has no 100-epoch RN101 or ViT-B/32 config: those backbones ran at 16 shots only.
         _backbone_fewshot("rn101", "RN101 (16 shots)", (16,)),
         _backbone_fewshot("vit_b32", "ViT-B/32 (16 shots)", (16,)),
+        Protocol(
+            name="prograd-fewshot",
+            kind="fewshot",
+            description="ProGrad's few-shot protocol (RN50, 16 context vectors from the dataset's prompt): 50 epochs "
+            "at 1 shot, 100 at 2 and 4, 200 at 8 and 16, lambda 0.8 at 8 and 16 shots on Flowers102, DTD and EuroSAT; "
+            "ProGrad+LAMM on the same schedule (ours)",
+            source=Source(PROGRAD, _PROGRAD_README, 50),
+            shots=FEW_SHOTS,
+            methods=(_prograd("ProGrad", "ProGrad"), _prograd("ProGrad+LAMM", "LAMM_ProGrad")),
+        ),
         Protocol(
             name="lamm-fewshot",
             kind="fewshot",
