@@ -172,7 +172,7 @@ class PromptMethod(nn.Module):
         """Whether the text prompts depend on a trainable tensor of the method (decides caching)."""
         return False
 
-    def regularization(self, step: StepFeatures) -> dict[str, tuple[float, torch.Tensor]]:
+    def regularization(self, step: StepFeatures) -> dict[str, tuple[Optional[float], torch.Tensor]]:
         """The method's own loss terms in training, ``{name: (weight, unweighted value)}`` (none by default): KgCoOp's
         ``kg_alignment``, PromptSRC's self-regularisation. :class:`~lamm_plugin.lamm.LAMM` adds them, weighted, to
         ``total`` beside its own terms; a term of weight ``None`` is reported but not added (for :meth:`backward`).

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -127,7 +128,7 @@ class ProGrad(CoOp):
             self._teacher = {key: F.normalize(features, dim=-1)}
         return self._teacher[key]
 
-    def regularization(self, step: StepFeatures) -> dict[str, tuple[float, torch.Tensor]]:
+    def regularization(self, step: StepFeatures) -> dict[str, tuple[Optional[float], torch.Tensor]]:
         # Zero-shot CLIP's logits: the frozen, unprompted image features against the hand-crafted prompts.
         teacher = step.logit_scale * step.image.detach() @ self.teacher_features(step.classnames).to(step.image).t()
         t = self.cfg.kl_temperature
