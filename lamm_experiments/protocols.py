@@ -382,6 +382,21 @@ PROTOCOLS: dict[str, Protocol] = {
                     "KgCoOp",
                     _every("vit_b16_ep100_ctxv1", Source(KGCOOP, "KgCoOp/scripts/base2new_train.sh", 11)),
                 ),
+                *(
+                    MethodPlan(
+                        name,
+                        trainer,
+                        (
+                            Rule("vit_b16_ep50", Source(PROGRAD, _PROGRAD_README, 132), datasets=_IMAGENET),
+                            Rule(
+                                "vit_b16_ep100", Source(PROGRAD, "ProGrad.public/scripts/base2new_train_prograd.sh", 10)
+                            ),
+                        ),
+                        note="ProGrad's base-to-new script runs RN50 at 4 shots; here its config on ViT-B/16 at the "
+                        "table's 16 shots, the setting of KgCoOp's table (whose ProGrad row names no config)",
+                    )
+                    for name, trainer in (("ProGrad", "ProGrad"), ("ProGrad+LAMM", "LAMM_ProGrad"))
+                ),
                 MethodPlan(
                     "MaPLe",
                     "MaPLe",
