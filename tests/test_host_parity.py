@@ -64,7 +64,9 @@ def test_host_method_matches_original_code(case):
 
     result = compare(case, path)
     for key in ("logits rel", "grad rel", "loss rel", "kl rel"):
-        assert result.get(key, 0.0) < 1e-5, (key, result)
+        # ProGrad's projected gradient subtracts close vectors: 5e-5 (measured 5e-6 on a laptop-class CPU).
+        tolerance = 5e-5 if key == "grad rel" and CASES[case] == "prograd" else 1e-5
+        assert result.get(key, 0.0) < tolerance, (key, result)
     if CASES[case] == "prograd":
         # The batch's gradients conflict, so the projection acts; the context starts from the same values.
         assert result["conflict"] == 1.0, result
