@@ -5,7 +5,9 @@ MaPLe, VPT and IVLP against github.com/muzairkhattak/multimodal-prompt-learning 
 github.com/KaiyangZhou/CoOp (``trainers/coop.py``, ``trainers/cocoop.py``), KgCoOp against
 github.com/htyao89/KgCoOp (its ``KgCoOp/`` folder: ``trainers/kgcoop.py``), PromptSRC against
 github.com/muzairkhattak/PromptSRC (``trainers/promptsrc.py``: its model and its trainer's loss,
-self-regularisation included).
+self-regularisation included), ProGrad against github.com/BeierZhu/Prompt-align (``ProGrad.public/trainers/
+prograd.py``: its model, zero-shot teacher and loss; ``prograd_backward_and_update`` of its Dassl fork's
+``Dassl.ProGrad.pytorch/dassl/engine/trainer.py``: the projected gradient).
 Nothing of them is copied here: their modules are imported from the given checkouts (and need Dassl). Both sides
 get the same random CLIP weights (widths MaPLe hard-codes: text 512, vision 768), the same prompt values, images
 and labels; the loss is cross-entropy on the logits (KgCoOp: plus ``W`` times its knowledge-guided term, with
@@ -17,13 +19,14 @@ gradients. The comparison runs with that cast made a no-op (``exact``) and repor
 
     python benchmarks/host_parity.py --maple /path/to/multimodal-prompt-learning --coop /path/to/CoOp \
         --kgcoop /path/to/KgCoOp/KgCoOp
-        --promptsrc /path/to/PromptSRC
+        --promptsrc /path/to/PromptSRC --prograd /path/to/Prompt-align
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import sys
 from pathlib import Path
 
@@ -38,6 +41,7 @@ from lamm_plugin import (
     KgCoOpConfig,
     LAMMConfig,
     MaPLeConfig,
+    ProGradConfig,
     PromptSRCConfig,
     VPTConfig,
     build_model,
@@ -76,6 +80,10 @@ CASES = {
     "promptsrc-deep": ("promptsrc", PromptSRCConfig(prompt_depth_text=3, prompt_depth_vision=2), "promptsrc"),
     "ivlp-shallow": ("ivlp", IVLPConfig(prompt_depth_text=1, prompt_depth_vision=1), "maple"),
     "ivlp-deep": ("ivlp", IVLPConfig(prompt_depth_text=3, prompt_depth_vision=2), "maple"),
+    # ProGrad's CTX_INIT True (the template's words after zeros; "pet," tokenises into two tokens) and random init.
+    "prograd-init": ("prograd", ProGradConfig(n_ctx=16, dataset="OxfordPets"), "prograd"),
+    "prograd-init-food": ("prograd", ProGradConfig(n_ctx=10, dataset="Food101", grad_lambda=0.8), "prograd"),
+    "prograd-random": ("prograd", ProGradConfig(n_ctx=4, template_init=False, dataset="EuroSAT"), "prograd"),
 }
 #: The original trainer module of a method, where it is not named after the method.
 ORIGINAL_MODULES = {"ivlp": "independentVL"}
@@ -145,6 +153,82 @@ def _cfg(method: str, cfg):
         node.TRAINER = CN({"VPT": CN({"N_CTX_VISION": cfg.n_ctx_vision})})
         node.TRAINER.VPT.PROMPT_DEPTH_VISION = cfg.prompt_depth_vision
     return node
+
+
+def prograd_paths(path: str) -> tuple[Path, Path]:
+    """ProGrad's ``ProGrad.public`` folder and its Dassl fork's ``trainer.py`` in a checkout of Prompt-align."""
+    root = Path(path)
+    return root / "ProGrad.public", root / "Dassl.ProGrad.pytorch" / "dassl" / "engine" / "trainer.py"
+
+
+def _prograd_cfg(cfg: ProGradConfig):
+    from yacs.config import CfgNode as CN
+
+    node = CN()
+    node.INPUT = CN({"SIZE": (32, 32)})
+    node.DATASET = CN({"NAME": cfg.dataset})
+    node.MODEL = CN({"BACKBONE": CN({"NAME": "host-vit"})})
+    node.TRAINER = CN({"COOP": CN({"N_CTX": cfg.n_ctx, "CTX_INIT": cfg.template_init, "CSC": cfg.csc})})
+    node.TRAINER.COOP.CLASS_TOKEN_POSITION = cfg.class_token_position
+    node.LOSS = CN({"NAME": "prograd", "T": cfg.kl_temperature, "LAMBDA": cfg.grad_lambda})
+    return node
+
+
+def compare_prograd(case: str, path: str, seed: int = 0) -> dict[str, float]:
+    """ProGrad: the initial context, the logits, both loss terms and the projected gradient of one step, against
+    the original model, zero-shot teacher, ``ProGradLoss`` and the fork's ``prograd_backward_and_update`` (its
+    optimiser a zero-learning-rate SGD, so the step leaves the values as they were). ``conflict`` is 1 when the
+    step's gradients conflicted (the projection acted), 0 when the cross-entropy gradient was kept."""
+    _, cfg, _ = CASES[case]
+    public, fork_trainer = prograd_paths(path)
+    ours_clip = _random_clip(seed)
+    clip, module = import_original(str(public), "prograd")
+    state = {k: v.clone() for k, v in ours_clip.state_dict().items()}
+    module.load_clip_to_cpu = lambda _cfg: clip.build_model({k: v.clone() for k, v in state.items()}).float()
+    node = _prograd_cfg(cfg)
+    theirs = module.CustomCLIP(node, CLASSNAMES, module.load_clip_to_cpu(node)).float().train()
+    teacher = module.CLIP(node, CLASSNAMES)
+    for p in [*theirs.parameters(), *teacher.parameters()]:
+        p.requires_grad_(False)
+    bundle = CLIPBundle(ours_clip, _Tokenizer(), "host-vit", "host-vit", "", "fp32", 32, (0.5,) * 3, (0.5,) * 3)
+    ours = build_model("prograd", bundle, CLASSNAMES, cfg, LAMMConfig(enabled=False)).train()
+    ctx_theirs = theirs.prompt_learner.ctx
+    result = {}
+    if cfg.template_init:  # the original's initialisation from the template (random init: values set below)
+        result["init abs"] = float((ours.method.ctx.detach() - ctx_theirs).abs().max())
+    pairs = [("ctx", ours.method.ctx, ctx_theirs)]
+    if not cfg.template_init:  # random on both sides: give both the same values
+        images, labels = _same_values_and_batch(pairs, seed)
+    else:
+        ctx_theirs.requires_grad_(True)
+        g = torch.Generator().manual_seed(seed + 1)
+        images, labels = torch.randn(4, 3, 32, 32, generator=g), torch.tensor([0, 3, 1, 4])
+
+    out = ours.forward_backward(images, labels)
+    # The original trainer's forward_backward (fp32 branch): its model, its teacher, its loss, the fork's update.
+    spec = importlib.util.spec_from_file_location("prograd_fork_trainer", fork_trainer)
+    fork = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fork)
+    trainer = fork.TrainerBase()
+    trainer.register_model("prompt_learner", theirs.prompt_learner, torch.optim.SGD([ctx_theirs], lr=0.0))
+    logits_theirs = theirs(images)
+    with torch.no_grad():
+        zero_shot = teacher(images)
+    xe, kl = module.ProGradLoss(T=node.LOSS.T)(logits_theirs, zero_shot.detach(), labels)
+    general = torch.autograd.grad(kl, [ctx_theirs], retain_graph=True)[0]
+    trainer.prograd_backward_and_update(xe, kl, node.LOSS.LAMBDA)
+
+    def diff(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
+        absolute = float((a - b).abs().max())
+        return absolute, absolute / max(float(b.abs().max()), 1e-12)
+
+    result["logits abs"], result["logits rel"] = diff(out.logits.detach(), logits_theirs.detach())
+    result["loss abs"], result["loss rel"] = diff(out.losses["ce"].detach(), xe.detach())
+    result["kl abs"], result["kl rel"] = diff(out.losses["prograd_kl"].detach(), kl.detach())
+    result["grad abs"], result["grad rel"] = diff(ours.method.ctx.grad, ctx_theirs.grad)
+    ce_grad = torch.autograd.grad(F.cross_entropy(theirs(images), labels), [ctx_theirs])[0]
+    result["conflict"] = float(torch.dot(ce_grad.flatten(), general.flatten()) < 0)
+    return result
 
 
 def _random_clip(seed: int) -> CLIP:
@@ -351,6 +435,8 @@ def compare(case: str, path: str, exact: bool = True, seed: int = 0) -> dict[str
     method, cfg, _ = CASES[case]
     if method == "promptsrc":
         return compare_promptsrc(case, path, exact, seed)
+    if method == "prograd":
+        return compare_prograd(case, path, seed)
     ours_clip = _random_clip(seed)
     theirs = _original_model(case, path, ours_clip)
     bundle = CLIPBundle(ours_clip, _Tokenizer(), "host-vit", "host-vit", "", "fp32", 32, (0.5,) * 3, (0.5,) * 3)
@@ -386,6 +472,7 @@ def main() -> None:
     parser.add_argument("--coop", help="checkout of github.com/KaiyangZhou/CoOp")
     parser.add_argument("--kgcoop", help="the KgCoOp/ folder of a checkout of github.com/htyao89/KgCoOp")
     parser.add_argument("--promptsrc", help="checkout of github.com/muzairkhattak/PromptSRC")
+    parser.add_argument("--prograd", help="checkout of github.com/BeierZhu/Prompt-align")
     args = parser.parse_args()
     print("| case | cast | logits abs | logits rel | loss rel | grad abs | grad rel |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
@@ -394,7 +481,7 @@ def main() -> None:
         if not path:
             continue
         # The original PromptSRC's .half() casts of fp32 tensors stop it on a CPU (mixed-dtype matmul): exact only.
-        for exact in (True,) if repo == "promptsrc" else (True, False):
+        for exact in (True,) if repo in ("promptsrc", "prograd") else (True, False):
             r = compare(case, path, exact)
             cast = "no-op" if exact else ".half()"
             print(

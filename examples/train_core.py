@@ -2,10 +2,12 @@
 
     python examples/train_core.py                                   # tiny random CLIP, CPU, ~1 minute
     python examples/train_core.py --method promptsrc                # PromptSRC + LAMM, GPA over the epochs
+    python examples/train_core.py --method prograd --steps 40       # ProGrad + LAMM: its projected gradient
     python examples/train_core.py --backbone ViT-B/16 --device cuda --image-size 224
 
 This is the whole recipe for other training loops: build CLIP, build the model, optimise
-``model.trainable_parameters()`` on ``out.losses["total"]``, call ``model.method.on_epoch_end`` after each epoch
+``model.trainable_parameters()`` after ``model.forward_backward(images, labels)`` (forward, then the method's
+backward of ``out.losses["total"]``; ProGrad projects its gradient), call ``model.method.on_epoch_end`` after each epoch
 (PromptSRC's Gaussian prompt aggregation lives there), evaluate with ``model(images).logits``.
 """
 
@@ -19,6 +21,7 @@ import torch.nn.functional as F
 
 from lamm_experiments.synthetic import make_tensors
 from lamm_plugin import CoOpConfig, LAMMConfig, PromptSRCConfig, build_model, load_clip
+from lamm_plugin.methods import METHODS
 
 
 def main(argv: list[str] | None = None) -> float:
@@ -27,7 +30,7 @@ def main(argv: list[str] | None = None) -> float:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--classes", type=int, default=4)
     parser.add_argument("--shots", type=int, default=16)
-    parser.add_argument("--method", default="coop", choices=["coop", "promptsrc"], help="coop: LAMM alone")
+    parser.add_argument("--method", default="coop", choices=sorted(METHODS), help="coop: LAMM alone; others: defaults")
     parser.add_argument("--epochs", type=int, default=30, help="epochs of len(train) / 32 random batches of 32")
     parser.add_argument("--steps", type=int, default=0, help="train this many steps instead (whole epochs)")
     parser.add_argument("--lr", type=float, default=0.2)
@@ -55,12 +58,14 @@ def main(argv: list[str] | None = None) -> float:
     if args.method == "coop":
         # LAMM alone: the context stays "a photo of a"; only the label embeddings learn.
         cfg = CoOpConfig(ctx_init="a photo of a", train_ctx=False)
-    else:
+    elif args.method == "promptsrc":
         # Prompts in every block of the towers (up to 9); the Gaussian of GPA centred on the last quarter. The random
         # tiny CLIP's zero-shot is at chance, so agreeing with it is weighted low.
         depth = min(9, clip.text_blocks, clip.image_blocks)
         cfg = PromptSRCConfig(prompt_depth_text=depth, prompt_depth_vision=depth, text_loss_weight=0.1)
         cfg.image_loss_weight, cfg.gpa_mean, cfg.gpa_std = 0.1, 0.75 * epochs, max(1.0, epochs / 8)
+    else:
+        cfg = None  # the method's defaults
     model = build_model(args.method, clip, names, cfg, LAMMConfig(), shots=args.shots).to(args.device)
     optim = torch.optim.SGD(model.trainable_parameters(), lr=args.lr, momentum=0.9)
     generator = torch.Generator().manual_seed(args.seed)
@@ -77,9 +82,9 @@ def main(argv: list[str] | None = None) -> float:
         for _ in range(steps_per_epoch):
             batch = torch.randint(0, len(x_train), (batch_size,), generator=generator).to(args.device)
             model.train()
-            losses = model(x_train[batch], y_train[batch]).losses
             optim.zero_grad()
-            losses["total"].backward()
+            # Forward and backward (the method's own backward: total.backward() unless the host changes gradients).
+            losses = model.forward_backward(x_train[batch], y_train[batch]).losses
             optim.step()
             step += 1
             if step % 20 == 0 or step == epochs * steps_per_epoch:

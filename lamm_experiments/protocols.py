@@ -56,6 +56,7 @@ COOP = "KaiyangZhou/CoOp"
 MAPLE = "muzairkhattak/multimodal-prompt-learning"
 PROMPTSRC = "muzairkhattak/PromptSRC"
 KGCOOP = "htyao89/KgCoOp"
+PROGRAD = "BeierZhu/Prompt-align"
 LAMM = "gaojingsheng/LAMM"
 OURS = "this repository"
 
@@ -242,6 +243,33 @@ def _ours(trainer: str, config: str) -> Source:
     return Source(OURS, f"configs/trainers/{trainer}/{config}.yaml")
 
 
+_PROGRAD_README = "ProGrad.public/README.md"
+_LINEAR_PROBE = Source(COOP, "lpclip/feat_extractor.sh", 16)  # --config-file ../configs/trainers/CoOp/rn50_val.yaml
+
+
+def _prograd(name: str, trainer: str) -> MethodPlan:
+    """ProGrad's few-shot runs (RN50): its README's config per shot count, lambda 0.8 at 8 and 16 shots on
+    Flowers102, DTD and EuroSAT (its README), 1.0 elsewhere (``scripts/prograd.sh``)."""
+    rules = (
+        Rule("rn50_ep50", Source(PROGRAD, _PROGRAD_README, 54), shots=(1,)),
+        Rule("rn50_ep100", Source(PROGRAD, _PROGRAD_README, 55), shots=(2, 4)),
+        Rule("rn50", Source(PROGRAD, _PROGRAD_README, 57), shots=(8, 16)),
+    )
+    lam = Override(
+        f"TRAINER.{trainer.upper()}.GRAD_LAMBDA",
+        "0.8",
+        Source(PROGRAD, _PROGRAD_README, 52),
+        datasets=("oxford_flowers", "dtd", "eurosat"),
+        shots=(8, 16),
+    )
+    return MethodPlan(name, trainer, rules, (lam,))
+
+
+def _backbone_fewshot(prefix: str, label: str, shots: tuple[int, ...]) -> Protocol:
+    def ours(config: str) -> Source:
+        return Source(OURS, f"configs/trainers/LAMM_CoOp/{config}.yaml")
+
+
 def _backbone_fewshot(prefix: str, label: str, shots: tuple[int, ...], backbone: str) -> Protocol:
     return Protocol(
         name=f"coop-fewshot-{prefix}",
@@ -262,6 +290,12 @@ def _backbone_fewshot(prefix: str, label: str, shots: tuple[int, ...], backbone:
                 "CoOp+LAMM", "LAMM_CoOp", _every(f"{prefix}_ep50_ctxv1", _ours("LAMM_CoOp", f"{prefix}_ep50_ctxv1"))
             ),
             _zeroshot(prefix),
+            # CoOp's few-shot figure has a linear-probe curve (RN50, the backbone of lpclip/feat_extractor.py).
+            *(
+                [MethodPlan("Linear probe CLIP", "LinearProbeCLIP", _every("rn50", _LINEAR_PROBE))]
+                if prefix == "rn50"
+                else []
+            ),
         ),
     )
 
@@ -360,6 +394,16 @@ PROTOCOLS: dict[str, Protocol] = {
         ),
         *_COOP_FEW[2:],
         *(_coop_dg(p) for p in _COOP_FEW),
+        Protocol(
+            name="prograd-fewshot",
+            kind="fewshot",
+            description="ProGrad's few-shot protocol (RN50, 16 context vectors from the dataset's prompt): 50 epochs "
+            "at 1 shot, 100 at 2 and 4, 200 at 8 and 16, lambda 0.8 at 8 and 16 shots on Flowers102, DTD and EuroSAT; "
+            "ProGrad+LAMM on the same schedule (ours)",
+            source=Source(PROGRAD, _PROGRAD_README, 50),
+            shots=FEW_SHOTS,
+            methods=(_prograd("ProGrad", "ProGrad"), _prograd("ProGrad+LAMM", "LAMM_ProGrad")),
+        ),
         Protocol(
             name="lamm-fewshot",
             kind="fewshot",
@@ -492,6 +536,21 @@ PROTOCOLS: dict[str, Protocol] = {
                     "KgCoOp",
                     "KgCoOp",
                     _every("vit_b16_ep100_ctxv1", Source(KGCOOP, "KgCoOp/scripts/base2new_train.sh", 11)),
+                ),
+                *(
+                    MethodPlan(
+                        name,
+                        trainer,
+                        (
+                            Rule("vit_b16_ep50", Source(PROGRAD, _PROGRAD_README, 132), datasets=_IMAGENET),
+                            Rule(
+                                "vit_b16_ep100", Source(PROGRAD, "ProGrad.public/scripts/base2new_train_prograd.sh", 10)
+                            ),
+                        ),
+                        note="ProGrad's base-to-new script runs RN50 at 4 shots; here its config on ViT-B/16 at the "
+                        "table's 16 shots, the setting of KgCoOp's table (whose ProGrad row names no config)",
+                    )
+                    for name, trainer in (("ProGrad", "ProGrad"), ("ProGrad+LAMM", "LAMM_ProGrad"))
                 ),
                 MethodPlan(
                     "MaPLe",

@@ -144,15 +144,9 @@ class GraphedStep:
 
     # ---- the captured function -----------------------------------------------------------------------------------
     def forward_backward(self, images: torch.Tensor, labels: torch.Tensor):
-        """The region a capture records: forward, loss, (scaled) backward. Returns the model output."""
-        autocast = contextlib.nullcontext()
-        if self.autocast_dtype is not None:
-            autocast = torch.autocast(images.device.type, dtype=self.autocast_dtype, cache_enabled=False)
-        with autocast:
-            out = self.model(images, labels)
-        loss = out.losses["total"]
-        (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
-        return out
+        """The region a capture records: the model's forward, loss and (scaled) backward
+        (:meth:`~lamm_plugin.lamm.LAMM.forward_backward`). Returns the model output."""
+        return self.model.forward_backward(images, labels, self.scaler, self.autocast_dtype, autocast_cache=False)
 
     # ---- replay ----------------------------------------------------------------------------------------------------
     def __call__(self, images: torch.Tensor, labels: torch.Tensor):

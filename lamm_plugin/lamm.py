@@ -12,6 +12,7 @@ caches of constant features) is :class:`~lamm_plugin.text_plan.TextPlan`'s conce
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import warnings
 from collections import Counter
@@ -285,9 +286,40 @@ class LAMM(nn.Module):
             total = losses.pop("total")
             for name, (weight, value) in extra.items():
                 losses[name] = value
-                total = total + weight * value
+                if weight is not None:  # None: reported, and back-propagated by the method's own backward hook
+                    total = total + weight * value
             losses["total"] = total
         return LAMMOutput(logits, losses)
+
+    def forward_backward(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        scaler: Optional[torch.amp.GradScaler] = None,
+        autocast_dtype: Optional[torch.dtype] = None,
+        autocast_cache: bool = True,
+    ) -> LAMMOutput:
+        """One training step's forward and backward: the one step of every training loop (the Dassl trainers, their
+        CUDA-graph capture, ``examples/train_core.py``). The backward is the method's
+        :meth:`~lamm_plugin.methods.PromptMethod.backward` (``total.backward()`` unless the host changes gradients);
+        ``.grad`` of :meth:`trainable_parameters` then holds the step's (scaled) gradients, the optimiser step is
+        the caller's.
+
+        Args:
+            images: ``[B, 3, H, W]`` normalised images.
+            labels: ``[B]`` class indices.
+            scaler: A GradScaler whose scale multiplies every back-propagated loss, or ``None``.
+            autocast_dtype: Run the forward under autocast to this dtype (``amp``), or ``None``.
+            autocast_cache: Autocast's weight cache (off inside a CUDA graph capture).
+        """
+        autocast = contextlib.nullcontext()
+        if autocast_dtype is not None:
+            autocast = torch.autocast(images.device.type, dtype=autocast_dtype, cache_enabled=autocast_cache)
+        with autocast:
+            out = self(images, labels)
+        scale = scaler.scale if scaler is not None else (lambda loss: loss)
+        self.method.backward(out.losses, self.trainable_parameters(), scale)
+        return out
 
     def logits_from_image_features(self, features: torch.Tensor) -> torch.Tensor:
         """Evaluation logits ``[B, C]`` from image features ``[B, E]`` as :meth:`encode_image` returns them (the

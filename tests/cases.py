@@ -20,6 +20,7 @@ from lamm_plugin import (
     KgCoOpConfig,
     LAMMConfig,
     MaPLeConfig,
+    ProGradConfig,
     PromptSRCConfig,
     VPTConfig,
     ZeroshotConfig,
@@ -80,6 +81,7 @@ CASES: tuple[Case, ...] = (
         _names("ctx", *(f"meta_net.linear{i}.{w}" for i in (1, 2) for w in ("weight", "bias"))),
     ),
     Case("kgcoop", "kgcoop", KgCoOpConfig(dataset="OxfordPets"), _names("ctx")),
+    Case("prograd", "prograd", ProGradConfig(n_ctx=12, dataset="OxfordPets"), _names("ctx")),
     Case(
         "promptsrc",
         "promptsrc",
@@ -126,6 +128,23 @@ HOSTS: dict[str, Host] = {
         "KgCoOp",
         "LAMM_KgCoOp",
         {"N_CTX": 4, "CTX_INIT": "a photo of a", "KG_WEIGHT": 8.0, "TEMPLATE": "", "DATASET": ""},
+    ),
+    # ProGrad's train.py (TRAINER.COOP, LOSS.LAMBDA, LOSS.T) and configs/trainers/ProGrad/rn50.yaml (CTX_INIT True)
+    "prograd": Host(
+        "ProGrad",
+        "LAMM_ProGrad",
+        {
+            "N_CTX": 16,
+            "CTX_INIT": "",
+            "CSC": False,
+            "CLASS_TOKEN_POSITION": "end",
+            "TRAIN_CTX": True,
+            "TEMPLATE_INIT": True,
+            "TEMPLATE": "",
+            "DATASET": "",
+            "GRAD_LAMBDA": 1.0,
+            "KL_TEMPERATURE": 1.0,
+        },
     ),
     # PromptSRC's configs/trainers/PromptSRC/vit_b16_c2_ep20_batch4_4+4ctx.yaml
     "promptsrc": Host(

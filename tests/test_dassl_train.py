@@ -221,13 +221,21 @@ def test_baselines(data_root, tmp_path):
     assert results(zs)["method"] == "zeroshot" and results(zs)["checkpoint"] is None
 
 
-@pytest.mark.parametrize("host", ["CoCoOp", "KgCoOp"])
-def test_more_hosts_train_and_reload(host, data_root, tmp_path):
-    """CoCoOp and KgCoOp, with and without LAMM: train, log their own terms, reload to the same accuracy."""
-    method_terms = ("kg_alignment",) if host == "KgCoOp" else ()
+@pytest.mark.parametrize("host", ["CoCoOp", "KgCoOp", "ProGrad"])
+def test_more_hosts_train_and_reload(host, data_root, tmp_path, monkeypatch):
+    """CoCoOp, KgCoOp and ProGrad, with and without LAMM: train, log their own terms, reload to the same accuracy;
+    the trainer's step back-propagates through the method's hook (ProGrad's projection)."""
+    from lamm_plugin.methods import METHODS
+
+    method_terms = {"KgCoOp": ("kg_alignment",), "ProGrad": ("prograd_kl",)}.get(host, ())
+    cls, calls = METHODS[host.lower()], []
+    hook = cls.backward
+    monkeypatch.setattr(cls, "backward", lambda self, *args: calls.append(1) or hook(self, *args))
     for trainer in (host, f"LAMM_{host}"):
         out = str(tmp_path / trainer)
+        calls.clear()
         run(trainer, data_root, out, opts=("OPTIM.MAX_EPOCH", "1"))
+        assert len(calls) == 2  # one epoch of two steps
         line = epoch_lines(read_logs(out), 1)[-1]
         lamm = trainer.startswith("LAMM_")
         terms = (*LOSS_TERMS, *method_terms) if lamm else ("ce", *method_terms)

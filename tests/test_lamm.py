@@ -416,3 +416,70 @@ def test_cocoop_evaluation_in_chunks_of_images_equals_one_pass(tiny_clip, classn
     whole = model(images).logits
     monkeypatch.setattr(lamm_module, "EVAL_PROMPTS_PER_PASS", 2 * len(classnames))  # 2 images per pass
     torch.testing.assert_close(model(images).logits, whole, rtol=1e-6, atol=1e-6)
+
+
+# ---- the gradient hook (PromptMethod.backward) and ProGrad's projection ------------------------------------------
+def test_every_training_loop_backpropagates_through_the_method_hook(tiny_clip, classnames, monkeypatch):
+    """The CUDA-graph step and the Dassl-free example take their backward from the method's hook (the Dassl
+    trainer's eager step is checked in test_dassl_train.py)."""
+    import sys
+    from pathlib import Path
+
+    from lamm_plugin.cuda_graph import GraphedStep
+    from lamm_plugin.methods import PromptMethod
+
+    calls = []
+    original = PromptMethod.backward
+
+    def recorded(self, losses, params, scale):
+        calls.append(type(self).__name__)
+        original(self, losses, params, scale)
+
+    monkeypatch.setattr(PromptMethod, "backward", recorded)
+    model = _build("coop", tiny_clip, classnames).train()
+    GraphedStep(model).forward_backward(*_batch())
+    assert calls == ["CoOp"]
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "examples"))
+    sys.modules.pop("train_core", None)
+    import train_core
+
+    train_core.main(["--steps", "1", "--classes", "2", "--shots", "2"])
+    assert calls[1:] == ["CoOp"]
+
+
+def test_prograd_projection_removes_only_a_conflicting_component():
+    from lamm_plugin.methods.prograd import project_conflicting
+
+    grad, general = torch.tensor([[2.0, 0.0]]), torch.tensor([[-1.0, 1.0]])
+    projected = project_conflicting(grad, general, 1.0)
+    assert torch.allclose(projected, torch.tensor([[1.0, 1.0]]))  # what is left is orthogonal to general
+    assert torch.allclose(project_conflicting(grad, general, 0.5), torch.tensor([[1.5, 0.5]]))
+    assert torch.equal(project_conflicting(grad, -general, 1.0), grad)  # agreeing: unchanged
+    assert torch.equal(project_conflicting(grad, torch.zeros(1, 2), 1.0), grad)  # no general direction
+    assert not torch.isfinite(project_conflicting(grad, torch.tensor([[float("inf"), 0.0]]), 1.0)).all()
+
+
+@pytest.mark.parametrize("enabled", [False, True])
+def test_prograd_step_is_the_projected_gradient_of_total(tiny_clip, classnames, enabled):
+    """ProGrad's backward: per learned tensor, the gradient of ``total`` (cross-entropy alone without LAMM) with
+    the component along the distillation's gradient removed where they conflict; the distillation is not in
+    ``total``."""
+    from lamm_plugin.methods.prograd import project_conflicting
+
+    model = _build("prograd", tiny_clip, classnames, enabled=enabled).train()
+    images, labels = _batch()
+    out = model.forward_backward(images, labels)
+    params = model.trainable_parameters()
+    got = [p.grad.clone() for p in params]
+    losses = model(images, labels).losses
+    if not enabled:
+        assert torch.equal(losses["total"], losses["ce"])
+    general = torch.autograd.grad(losses["prograd_kl"], params, retain_graph=True)
+    plain = torch.autograd.grad(losses["total"], params)
+    expected = [project_conflicting(g, d, 1.0) for g, d in zip(plain, general)]
+    for a, b in zip(got, expected):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-7)
+    conflicts = [float(torch.dot(g.flatten(), d.flatten())) < 0 for g, d in zip(plain, general)]
+    for a, g, conflict in zip(got, plain, conflicts):
+        assert torch.allclose(a, g, rtol=1e-5, atol=1e-7) != conflict
+    assert set(out.losses) >= {"ce", "prograd_kl", "total"}

@@ -373,10 +373,7 @@ class PromptTrainer(ProgressMixin, CheckpointMixin, ResultsMixin, CachedEvaluati
         out = self.graphed(image, label) if self.graphed is not None else None
         if out is None:  # eager forward and backward (no GPU, capture refused or switched off)
             self.optim.zero_grad()
-            with self._autocast():
-                out = self.model(image, label)
-            loss = out.losses["total"]
-            (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+            out = self.model.forward_backward(image, label, self.scaler, self._autocast_dtype())
         return out
 
     def _non_finite(self, what: str, value: float, scale: Optional[float] = None) -> NonFiniteError:

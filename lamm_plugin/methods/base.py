@@ -12,7 +12,7 @@ method has a test case.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Optional
 
@@ -172,15 +172,37 @@ class PromptMethod(nn.Module):
         """Whether the text prompts depend on a trainable tensor of the method (decides caching)."""
         return False
 
-    def regularization(self, step: StepFeatures) -> dict[str, tuple[float, torch.Tensor]]:
+    def regularization(self, step: StepFeatures) -> dict[str, tuple[Optional[float], torch.Tensor]]:
         """The method's own loss terms in training, ``{name: (weight, unweighted value)}`` (none by default): KgCoOp's
         ``kg_alignment``, PromptSRC's self-regularisation. :class:`~lamm_plugin.lamm.LAMM` adds them, weighted, to
-        ``total`` beside its own terms.
+        ``total`` beside its own terms; a term of weight ``None`` is reported but not added (for :meth:`backward`).
 
         Args:
             step: The batch and the features, logits and classes of the training step.
         """
         return {}
+
+    def backward(
+        self,
+        losses: dict[str, torch.Tensor],
+        params: Sequence[nn.Parameter],
+        scale: Callable[[torch.Tensor], torch.Tensor],
+    ) -> None:
+        """Back-propagate one training step's loss terms into the ``.grad`` of ``params``, as ``Tensor.backward``
+        does (accumulating into a ``.grad`` that is set). The default: ``scale(losses["total"]).backward()``.
+
+        The hook of a host that changes gradients (ProGrad projects one term's gradient against another's). Every
+        training loop calls it through :meth:`~lamm_plugin.lamm.LAMM.forward_backward`: the Dassl trainers' step, its
+        CUDA-graph capture (:mod:`lamm_plugin.cuda_graph`; so it must read no tensor value on the host) and
+        ``examples/train_core.py``.
+
+        Args:
+            losses: The step's named loss terms (``total`` and every term, weight-``None`` ones included).
+            params: The model's trainable tensors (what the optimiser steps).
+            scale: Multiplies a loss by the GradScaler's scale (the identity without one); apply it to every loss
+                that is back-propagated.
+        """
+        scale(losses["total"]).backward()
 
     # ---- training life: hooks a training loop calls (the Dassl trainers and examples/train_core.py do) ----------
     def on_epoch_end(self, model: nn.Module, epoch: int, max_epoch: int) -> None:
