@@ -295,7 +295,7 @@ REAL_HOSTS = {
     "CoOp": ("COOP_ORIGINAL_REPO", ("LAMM_CoOp", "LAMM_CoCoOp")),
     "MaPLe": ("MAPLE_ORIGINAL_REPO", ("LAMM_MaPLe", "LAMM_IVLP", "LAMM_VPT")),
     "PromptSRC": ("PROMPTSRC_ORIGINAL_REPO", ("LAMM_PromptSRC",)),
-    "KgCoOp": ("KGCOOP_ORIGINAL_REPO", ("LAMM_KgCoOp",)),
+    "KgCoOp": ("KGCOOP_ORIGINAL_REPO", ("LAMM_KgCoOp", "LAMM_ProGrad")),  # its train.py registers ProGrad too
     "LAMM": ("LAMM_OFFICIAL_REPO", ("LAMM_CoOp", "LAMM_MaPLe")),
 }
 
