@@ -6,6 +6,8 @@ transform (``INPUT.*``), the precision (``TRAINER.<NODE>.PREC``), the CLIP weigh
 the test batch size and the seed. :class:`Predictor` rebuilds the model through the same registry and
 :func:`~lamm_plugin.lamm.build_model` as the trainers, loads the checkpoint with the same checks (other CLIP weights
 are refused), and evaluates as the trainer's ``model_inference`` does, so its logits equal the run's evaluation.
+A linear-probe run's checkpoint (``LinearProbeCLIP``) also holds its classifier (:data:`LINEAR_PROBE`), which then
+gives the logits from the image features (:func:`probe_logits`).
 
 Command line (see ``docs/RUN.md``, "Predict")::
 
@@ -29,6 +31,7 @@ import contextlib
 import csv
 import io
 import json
+import math
 import os
 import os.path as osp
 import sys
@@ -64,6 +67,7 @@ from lamm_plugin.tokens import clean_classname
 
 __all__ = [
     "IMAGE_EXTENSIONS",
+    "LINEAR_PROBE",
     "EvalTransform",
     "Prediction",
     "Predictor",
@@ -74,6 +78,7 @@ __all__ = [
     "format_predictions",
     "main",
     "parse_classes",
+    "probe_logits",
     "read_image",
     "read_run_config",
     "resolve_device",
@@ -85,6 +90,10 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".
 FORMATS = ("table", "csv", "json")
 #: Columns of the CSV (and table) output: one row per image and rank.
 CSV_COLUMNS = ("path", "rank", "class", "probability")
+#: Linear-probe CLIP (the ``LinearProbeCLIP`` trainer): the method its ``results.json`` and predictions name, and the
+#: key of its classifier in its checkpoints: ``{"weight": [K, E], "bias": [K]}`` float64 and ``"classes": [K]`` (the
+#: labels it was fitted on), long; the model beside it is the frozen zero-shot CLIP whose image tower feeds it.
+LINEAR_PROBE = "linear_probe"
 #: Batch size when neither the caller nor the run's config (``DATALOADER.TEST.BATCH_SIZE``) gives one.
 DEFAULT_BATCH_SIZE = 32
 
@@ -258,6 +267,16 @@ def _predictions(
         Prediction(src, [classnames[i] for i in idx], p, idx)
         for src, idx, p in zip(sources, order.tolist(), top_probs.tolist())
     ]
+
+
+def probe_logits(probe: Mapping[str, torch.Tensor], features: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """``[B, num_classes]`` float32 log-probabilities of a linear probe (:data:`LINEAR_PROBE`) on image-tower outputs
+    ``[B, E]``, unnormalised as it was fitted on them: ``log_softmax(features W^T + b)`` in float64 on the CPU (as
+    scikit-learn's ``predict_log_proba``) over the classes it was fitted on, minus infinity for the others."""
+    scores = features.detach().cpu().double() @ probe["weight"].cpu().double().t() + probe["bias"].cpu().double()
+    logits = torch.full((len(features), num_classes), -math.inf)
+    logits[:, probe["classes"].cpu().long()] = torch.log_softmax(scores, dim=1).float()
+    return logits.to(features.device)
 
 
 # ---- devices and inputs -------------------------------------------------------------------------------------------
@@ -457,6 +476,8 @@ class Predictor:
             trainer's ``model_inference``).
         batch_size: Images per forward pass.
         info: What the model is (method, backbone, checkpoint, ...), for reports.
+        probe: A linear probe's classifier (:data:`LINEAR_PROBE`) on the model's image features, which then gives the
+            logits (:func:`probe_logits`).
     """
 
     def __init__(
@@ -466,6 +487,7 @@ class Predictor:
         precision: str = "fp32",
         batch_size: int = DEFAULT_BATCH_SIZE,
         info: Optional[dict[str, Any]] = None,
+        probe: Optional[Mapping[str, torch.Tensor]] = None,
     ) -> None:
         if batch_size < 1:
             raise UserError(f"batch_size must be at least 1, got {batch_size}.")
@@ -474,6 +496,7 @@ class Predictor:
         self.precision = precision
         self.batch_size = int(batch_size)
         self.info = dict(info or {})
+        self.probe = probe
 
     # ---- building ------------------------------------------------------------------------------------------------
     @classmethod
@@ -559,6 +582,19 @@ class Predictor:
             transform = EvalTransform.for_clip(clip.image_size, clip.mean, clip.std)
         classnames = parse_classes(classes) if classes is not None else list(state["classnames"])
         check_classes(classnames, state["classnames"])
+        trainer = config.get("TRAINER", {}).get("NAME")
+        probe = state.get(LINEAR_PROBE)
+        if probe is None and trainer == "LinearProbeCLIP":
+            raise UserError(
+                f"{path} (a LinearProbeCLIP run) holds no linear-probe classifier, so its predictions would be "
+                "zero-shot CLIP's: it was written before linear-probe checkpoints kept their classifier. Train the "
+                "linear probe again into a new --output-dir."
+            )
+        if probe is not None and classnames != list(state["classnames"]):
+            raise UserError(
+                f"{path} is a linear probe, which predicts only the classes it was fitted on (its "
+                f"{len(state['classnames'])} classes): leave out classes= (--classes)."
+            )
         try:
             model = build_model(method, clip, classnames, state["method_config"], lamm_cfg).to(device)
         except (ValueError, KeyError, RuntimeError) as err:
@@ -581,13 +617,13 @@ class Predictor:
             "kind": "checkpoint",
             "checkpoint": osp.abspath(path),
             "epoch": state.get("epoch"),
-            "method": method,
+            "method": LINEAR_PROBE if probe is not None else method,
             "lamm": lamm_cfg.enabled,
-            "trainer": config.get("TRAINER", {}).get("NAME"),
+            "trainer": trainer,
             "backbone": backbone,
             "precision": precision,
         }
-        return cls(model, transform, precision, int(batch_size or test_batch or DEFAULT_BATCH_SIZE), info)
+        return cls(model, transform, precision, int(batch_size or test_batch or DEFAULT_BATCH_SIZE), info, probe)
 
     @classmethod
     def zero_shot(
@@ -660,10 +696,12 @@ class Predictor:
         """``[B, C]`` float32 logits of preprocessed images ``[B, 3, H, W]``, as the trainer's ``model_inference``."""
         images = images.to(self.device)
         dtype = autocast_dtype(self.precision, self.device.type)
-        if dtype is None:
-            return self.model(images).logits.float()
-        with torch.autocast(device_type=self.device.type, dtype=dtype):
-            return self.model(images).logits.float()
+        autocast = contextlib.nullcontext() if dtype is None else torch.autocast(self.device.type, dtype=dtype)
+        with autocast:
+            if self.probe is None:
+                return self.model(images).logits.float()
+            features = self.model.encode_image(images).float()
+        return probe_logits(self.probe, features, len(self.classnames))
 
     def predict(self, inputs: Union[ImageInput, Sequence[ImageInput]], topk: int = 5) -> list[Prediction]:
         """Top-``topk`` classes of each image, in order.

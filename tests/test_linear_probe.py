@@ -1,25 +1,38 @@
-"""Linear-probe CLIP: the regularisation search equals CoOp's ``lpclip/linear_probe.py``, and the trainer runs
-from ``train.py``."""
+"""Linear-probe CLIP: the regularisation search equals CoOp's ``lpclip/linear_probe.py``, the trainer runs from
+``train.py``, and its checkpoint keeps the classifier that ``--eval-only`` and the predictor apply."""
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 pytest.importorskip("dassl", reason="Dassl is not installed; it installs from its GitHub repository")
 pytest.importorskip("sklearn", reason="scikit-learn comes with Dassl")
 
-from runs import read_logs, results, run_train, tiny_opts  # noqa: E402
+from runs import read_logs, results, run_train, tiny_opts, train_args  # noqa: E402
+from trainer_eval import train_recorded  # noqa: E402
 
-from lamm_plugin.dassl.linear_probe import search_regularization  # noqa: E402
+from lamm_experiments.tables import load_runs  # noqa: E402
+from lamm_plugin.dassl import linear_probe  # noqa: E402
+from lamm_plugin.dassl.linear_probe import classifier_tensors, search_regularization  # noqa: E402
+from lamm_plugin.errors import UserError  # noqa: E402
+from lamm_plugin.layout import read_checkpoint  # noqa: E402
+from lamm_plugin.predict import LINEAR_PROBE, Predictor, find_run_checkpoint, main, probe_logits  # noqa: E402
 
 pytestmark = pytest.mark.dassl
+
+#: One "epoch" (the fit), 4 classes, 2 shots.
+SMALL = tiny_opts(epochs=1, lr=None, shots=2)
 
 
 def _features(n_per_class: int, classes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -74,10 +87,94 @@ def test_search_keeps_the_lower_end_on_a_tie():
     assert c == pytest.approx(1e5, rel=1e-12)
 
 
-def test_linear_probe_trains_and_evaluates_from_train_py(tmp_path):
-    out = str(tmp_path / "lp")
-    trainer = run_train("LinearProbeCLIP", str(tmp_path / "data"), out, small=tiny_opts(epochs=1, lr=None, shots=2))
-    assert trainer.classifier is not None and trainer.optim is None
-    assert re.search(r"Linear probe: C = \S+ \(validation accuracy", read_logs(out))
-    result = results(out)
+@pytest.mark.parametrize("classes", [2, 3])
+def test_classifier_tensors_give_sklearns_log_probabilities(classes):
+    """The saved classifier's log-softmax is scikit-learn's ``predict_log_proba`` (two classes: its sigmoid), over
+    the classes it was fitted on; a class it never saw gets minus infinity."""
+    from sklearn.linear_model import LogisticRegression
+
+    (x, y), (x_test, _) = _features(6, classes, 1), _features(3, classes, 2)
+    classifier = LogisticRegression(max_iter=1000, C=0.1).fit(x, y + 1)  # labels 1..classes: label 0 is unseen
+    logits = probe_logits(classifier_tensors(classifier), torch.from_numpy(x_test).float(), classes + 1)
+    expected = classifier.predict_log_proba(x_test.astype(np.float32).astype(np.float64))
+    assert logits.dtype == torch.float32 and torch.all(logits[:, 0] == -math.inf)
+    np.testing.assert_allclose(logits[:, 1:].numpy(), expected, rtol=1e-6, atol=1e-6)  # float32 of float64 values
+
+
+@pytest.fixture(scope="module")
+def probe_run(tmp_path_factory):
+    """One linear-probe run on the synthetic shapes (its final evaluation's logits recorded)."""
+    root = tmp_path_factory.mktemp("lp")
+    # The folder layout of a few-shot sweep, so that the tables read it.
+    out = str(root / "fewshot" / "synthetic" / "shots_2" / "LinearProbeCLIP" / "demo_cpu" / "seed1")
+    return train_recorded(train_args("LinearProbeCLIP", str(root / "data"), out, small=SMALL)), root
+
+
+def test_linear_probe_trains_and_evaluates_from_train_py(probe_run):
+    run, root = probe_run
+    assert run.trainer.probe is not None and run.trainer.optim is None
+    assert re.search(r"Linear probe: C = \S+ \(validation accuracy", read_logs(run.out))
+    result = results(run.out)
     assert result["trainer"] == "LinearProbeCLIP" and 0 <= result["accuracy"] <= 100 and not result["untrained"]
+    assert result["method"] == "linear_probe" and not result["lamm"]  # what it is, not the CLIP it builds on
+    # The tables read the run (their method is the folder's trainer/config).
+    (table_run,) = load_runs(str(root), ["fewshot"])
+    assert (table_run.method, table_run.shots, table_run.accuracy) == ("LinearProbeCLIP/demo_cpu", 2, run.accuracy)
+
+
+def test_checkpoint_holds_the_classifier_as_tensors(probe_run):
+    run, _ = probe_run
+    state = read_checkpoint(find_run_checkpoint(run.out))  # weights_only=True
+    probe = state[LINEAR_PROBE]
+    classes = len(run.trainer.dm.dataset.classnames)
+    assert probe["weight"].shape == (classes, run.trainer.model.frozen[0].visual.output_dim)
+    assert probe["bias"].shape == (classes,) and probe["classes"].tolist() == list(range(classes))
+
+
+def test_eval_only_loads_the_classifier(probe_run, tmp_path, monkeypatch):
+    """``--eval-only --model-dir`` evaluates the saved classifier: nothing is fitted, the logits are the run's."""
+    run, root = probe_run
+
+    def no_fit(*args, **kwargs):
+        raise AssertionError("--eval-only fitted the classifier again")
+
+    monkeypatch.setattr(linear_probe, "search_regularization", no_fit)
+    out = str(tmp_path / "eval")
+    again = train_recorded(
+        train_args("LinearProbeCLIP", str(root / "data"), out, "--eval-only", "--model-dir", run.out, small=SMALL)
+    )
+    assert torch.equal(again.logits, run.logits)
+    result = results(out)
+    assert result["method"] == "linear_probe" and result["checkpoint"]["epoch"] == 1 and not result["untrained"]
+    with pytest.raises(UserError, match="LinearProbeCLIP --eval-only needs --model-dir"):
+        run_train("LinearProbeCLIP", str(root / "data"), str(tmp_path / "none"), "--eval-only", small=SMALL)
+
+
+def test_predictor_applies_the_classifier(probe_run, tmp_path, capsys):
+    """:class:`Predictor` of a linear-probe run gives the trainer's logits to the bit (same batches)."""
+    run, _ = probe_run
+    predictor = Predictor.from_run(run.out, device="cpu")
+    assert torch.equal(run.logits_of(predictor), run.logits)
+    assert predictor.info["method"] == "linear_probe"
+    assert [p.label for p in predictor.predict(run.paths)] == run.predictions
+    assert main([run.out, run.paths[0], "--format", "json", "--no-progress"]) == 0
+    assert json.loads(capsys.readouterr().out)["predictions"][0]["top"][0]["label"] == run.predictions[0]
+    with pytest.raises(UserError, match="predicts only the classes it was fitted on"):
+        Predictor.from_run(run.out, device="cpu", classes=predictor.classnames[:2])
+
+
+def test_a_checkpoint_without_its_classifier_is_refused(probe_run, tmp_path):
+    """A linear-probe checkpoint that holds no classifier is refused by name, not evaluated as zero-shot CLIP."""
+    run, root = probe_run
+    copy = shutil.copytree(run.out, tmp_path / "old")
+    path = find_run_checkpoint(str(copy))
+    state = read_checkpoint(path)
+    del state[LINEAR_PROBE]
+    torch.save(state, path)
+    with pytest.raises(UserError, match=rf"{re.escape(str(copy))}.*holds no linear-probe classifier"):
+        Predictor.from_run(copy, device="cpu")
+    with pytest.raises(UserError, match="holds no linear-probe classifier"):
+        run_train(
+            "LinearProbeCLIP", str(root / "data"), str(tmp_path / "eval"), "--eval-only", "--model-dir", str(copy),
+            small=SMALL,
+        )  # fmt: skip

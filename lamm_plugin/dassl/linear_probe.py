@@ -6,7 +6,10 @@ The trainer ``LinearProbeCLIP`` (node ``TRAINER.LINEARPROBECLIP``: ``PREC``, ``S
 few-shot training images and of the validation images, both through the test transform; scikit-learn's
 ``LogisticRegression`` (lbfgs, L2, 1000 iterations) with its inverse regularisation strength ``C`` searched on the
 validation split as ``linear_probe.py`` searches it (:func:`search_regularization`); then Dassl's evaluation of
-the test split with the classifier's log-probabilities as logits. Its few-shot sets are Dassl's (``DATASET.
+the test split with the classifier's log-probabilities as logits (:func:`~lamm_plugin.predict.probe_logits`). Each
+checkpoint keeps the classifier as tensors (:func:`classifier_tensors`, key :data:`~lamm_plugin.predict.LINEAR_PROBE`):
+``--eval-only --model-dir`` evaluates it without fitting again, and :class:`~lamm_plugin.predict.Predictor` predicts
+with it. ``results.json`` names the method ``linear_probe``. Its few-shot sets are Dassl's (``DATASET.
 NUM_SHOTS`` and the seed, as every other row of the tables; the validation split holds ``min(K, 4)`` images per
 class, which is ``linear_probe.py``'s ``val_shot_list``). Fitting takes no epochs: the one "epoch" of a run fits.
 """
@@ -23,7 +26,9 @@ from dassl.data.transforms import build_transform
 from tqdm import tqdm
 
 from lamm_plugin.dassl.trainer import PromptTrainer
+from lamm_plugin.errors import UserError
 from lamm_plugin.methods.zeroshot import ZeroshotConfig
+from lamm_plugin.predict import LINEAR_PROBE, probe_logits
 
 #: The first values of ``C`` tried (``linear_probe.py``'s ``search_list``).
 SEARCH_GRID = (1e6, 1e4, 1e2, 1.0, 1e-2, 1e-4, 1e-6)
@@ -69,16 +74,31 @@ def search_regularization(
     return result
 
 
+def classifier_tensors(classifier: Any) -> dict[str, torch.Tensor]:
+    """A fitted ``LogisticRegression`` as tensors (:data:`~lamm_plugin.predict.LINEAR_PROBE`) whose log-softmax is its
+    ``predict_log_proba``: weight ``[K, E]`` and bias ``[K]`` (float64) and the labels of its ``K`` classes. A
+    two-class fit (one row: a sigmoid) becomes the rows ``[0, w]``, whose softmax is that sigmoid."""
+    weight, bias = np.asarray(classifier.coef_, np.float64), np.asarray(classifier.intercept_, np.float64)
+    if len(classifier.classes_) == 2:
+        weight, bias = np.concatenate([np.zeros_like(weight), weight]), np.concatenate([np.zeros_like(bias), bias])
+    return {
+        "weight": torch.from_numpy(weight),
+        "bias": torch.from_numpy(bias),
+        "classes": torch.from_numpy(np.asarray(classifier.classes_, np.int64)),
+    }
+
+
 class LinearProbeCLIP(PromptTrainer):
     """Linear-probe CLIP: logistic regression on frozen CLIP image features, ``C`` searched on the validation split
     (CoOp's ``lpclip``)."""
 
     METHOD = "zeroshot"  # the frozen CLIP whose image tower gives the features; its text side is not used
+    RESULTS_METHOD = LINEAR_PROBE
     NODE = NODE
     USE_LAMM = False
 
     def __init__(self, cfg) -> None:
-        self.classifier: Optional[Any] = None
+        self.probe: Optional[dict[str, torch.Tensor]] = None  # the classifier (classifier_tensors)
         super().__init__(cfg)
         self.graphed_eval = None  # the classifier runs on the host
 
@@ -98,9 +118,7 @@ class LinearProbeCLIP(PromptTrainer):
         return torch.cat(features).numpy(), torch.cat(labels).numpy()
 
     def fit(self) -> None:
-        """Extract the training and validation features and search the classifier (once per process)."""
-        if self.classifier is not None:
-            return
+        """Extract the training and validation features and search the classifier."""
         if self.val_loader is None:
             raise ValueError(
                 f"LinearProbeCLIP chooses its regularisation on the validation split, and dataset "
@@ -116,12 +134,14 @@ class LinearProbeCLIP(PromptTrainer):
         )
         train, val = self._features(train_loader), self._features(self.val_loader)
         steps = int(self.cfg.TRAINER[NODE].SEARCH_STEPS)
-        self.classifier, c, accuracy = search_regularization(train, val, steps)
+        classifier, c, accuracy = search_regularization(train, val, steps)
+        self.probe = classifier_tensors(classifier)
         print(f"Linear probe: C = {c:.6g} (validation accuracy {100 * accuracy:.2f}%, {len(train[1])} training images)")
 
     def run_epoch(self) -> None:
-        """The one epoch of a linear probe: fitting the classifier."""
-        self.fit()
+        """The one epoch of a linear probe: fitting the classifier (later epochs have nothing to do)."""
+        if self.probe is None:
+            self.fit()
         self._epochs_done = self.epoch + 1
 
     def forward_backward(self, batch: dict) -> dict[str, float]:
@@ -129,14 +149,35 @@ class LinearProbeCLIP(PromptTrainer):
 
     def model_inference(self, input: torch.Tensor) -> torch.Tensor:
         """Log-probabilities ``[B, C]`` of the classifier (minus infinity for a class absent from training)."""
-        self.fit()
+        if self.probe is None:
+            raise UserError(
+                "LinearProbeCLIP has no classifier to evaluate: train it (OPTIM.MAX_EPOCH 1 fits it), or load a "
+                "linear-probe run's with --eval-only --model-dir."
+            )
         with self._autocast():
-            features = self.model.encode_image(input).float().cpu().numpy()
-        with np.errstate(divide="ignore"):  # a probability of 0 is a log-probability of minus infinity
-            log_proba = torch.from_numpy(self.classifier.predict_log_proba(features)).float()
-        logits = torch.full((len(features), len(self.model.classnames)), -math.inf)
-        logits[:, torch.from_numpy(self.classifier.classes_).long()] = log_proba
-        return logits.to(input.device)
+            features = self.model.encode_image(input).float()
+        return probe_logits(self.probe, features, len(self.model.classnames))
+
+    def extra_checkpoint_state(self) -> dict[str, Any]:
+        """The classifier, in every checkpoint."""
+        return {LINEAR_PROBE: self.probe} if self.probe is not None else {}
+
+    def _load_state(self, checkpoint: dict[str, Any], path: str, name: Optional[str] = None) -> None:
+        super()._load_state(checkpoint, path, name)
+        if checkpoint.get(LINEAR_PROBE) is None:
+            raise UserError(
+                f"{path} holds no linear-probe classifier (a checkpoint of another trainer, or of a linear-probe run "
+                "written before checkpoints kept it): train the linear probe into a new --output-dir."
+            )
+        self.probe = checkpoint[LINEAR_PROBE]
+
+    def load_model(self, directory: str, epoch: Optional[int] = None) -> None:
+        if not directory:
+            raise UserError(
+                "LinearProbeCLIP --eval-only needs --model-dir: the classifier it evaluates is fitted by a training "
+                "run (then --model-dir OUTPUT_DIR of that run)."
+            )
+        super().load_model(directory, epoch)
 
 
 def add_linear_probe_config(cfg) -> None:

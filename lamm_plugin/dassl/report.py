@@ -37,8 +37,9 @@ def protocol_record() -> Optional[dict[str, str]]:
 class ResultsMixin:
     """``results.json`` and the finished-run check; mixed into the trainer before ``TrainerX``.
 
-    The trainer provides ``METHOD``, ``fast_path_switches()``, ``lamm_cfg``, ``shots``, ``precision``, ``_time_init``,
-    ``_time_train``, ``_epochs_done``, ``_loaded_checkpoint``, ``_untrained_eval`` and ``_train_seconds()``.
+    The trainer provides ``METHOD``, ``RESULTS_METHOD``, ``fast_path_switches()``, ``lamm_cfg``, ``shots``,
+    ``precision``, ``_time_init``, ``_time_train``, ``_epochs_done``, ``_loaded_checkpoint``, ``_untrained_eval`` and
+    ``_train_seconds()``.
     """
 
     def train(self) -> None:
@@ -112,7 +113,7 @@ class ResultsMixin:
         results = {
             "format": RESULTS_FORMAT,
             "trainer": cfg.TRAINER.NAME,
-            "method": self.METHOD,
+            "method": self.RESULTS_METHOD or self.METHOD,
             "lamm": self.lamm_cfg.enabled,
             "dataset": cfg.DATASET.NAME,
             "subsample_classes": cfg.DATASET.get("SUBSAMPLE_CLASSES", "all"),

@@ -91,10 +91,11 @@ class CheckpointMixin:
                 best_result=float(self.best_result),
                 train_seconds=self._train_seconds(),
             )
-            extra = self._models[name].method.extra_state()  # the method's own state (PromptSRC: GPA)
+            # The method's own state (PromptSRC: GPA), and the trainer's (the linear probe: its classifier).
+            extra = {**self._models[name].method.extra_state(), **self.extra_checkpoint_state()}
             clash = set(extra) & set(state)
             if clash:
-                raise KeyError(f"{type(self._models[name].method).__name__}.extra_state() reuses keys {sorted(clash)}.")
+                raise KeyError(f"The method's or trainer's extra checkpoint state reuses keys {sorted(clash)}.")
             state.update(extra)
             folder = osp.join(directory, name)
             path = checkpoints.save_checkpoint(state, folder, model_name or None)
@@ -107,6 +108,11 @@ class CheckpointMixin:
             emit(note, f"Checkpoint saved to {path}")
             if is_best:
                 checkpoints.save_checkpoint(state, folder, self.BEST_MODEL_FILE)
+
+    def extra_checkpoint_state(self) -> dict[str, Any]:
+        """What this trainer adds to each checkpoint besides the model's (tensors and plain values only; the linear
+        probe: its classifier); read back by its own ``_load_state``."""
+        return {}
 
     def _load_state(self, checkpoint: dict[str, Any], path: str, name: Optional[str] = None) -> None:
         model = self._models[name] if name is not None else self.model

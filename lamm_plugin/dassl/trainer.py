@@ -103,12 +103,15 @@ class PromptTrainer(ProgressMixin, CheckpointMixin, ResultsMixin, CachedEvaluati
 
     Attributes:
         METHOD: Method name of the core (``"coop"``, ``"maple"``, ``"vpt"``, ``"zeroshot"``).
+        RESULTS_METHOD: The method ``results.json`` names, when not ``METHOD`` (a trainer that is another method
+            on that model: the linear probe on zero-shot CLIP's image tower).
         NODE: Config node under ``TRAINER`` holding the method's settings and ``PREC``.
         USE_LAMM: ``False`` for the plain host method (``TRAINER.LAMM`` is then ignored).
         MODEL_NAME: Name the model is registered under: the checkpoint sub-folder.
     """
 
     METHOD: str = ""
+    RESULTS_METHOD: str = ""
     NODE: str = ""
     USE_LAMM: bool = True
     MODEL_NAME: str = "prompt_learner"
