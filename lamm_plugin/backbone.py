@@ -213,18 +213,30 @@ def _shapes_text(shapes: dict[str, Any]) -> str:
     )
 
 
-def _load_checkpoint_file(model: CLIP, path: str, name: str, precision: str) -> CLIP:
-    """``model`` with the weights of a local checkpoint (OpenAI TorchScript archive or a possibly wrapped state
-    dict), or, when a file in OpenAI's layout has other shapes than ``model``, a CLIP of the file's own shapes
-    (as OpenAI's and the originals' loaders build it).
+def _named_shapes(config: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:
+    """:func:`clip_shapes` of an architecture's config, read from a model on the meta device (no random draws)."""
+    if config is None:
+        return None
+    with torch.device("meta"):
+        return clip_shapes(CLIP(**config).state_dict())
+
+
+def _model_for_file(
+    path: str, name: str, precision: str, named_config: Optional[dict[str, Any]], build_named: Callable[[], CLIP]
+) -> CLIP:
+    """The model of ``name`` with the weights of a local checkpoint (OpenAI TorchScript archive or a possibly
+    wrapped state dict), or, when a file in OpenAI's layout has other shapes than ``name``'s architecture, a CLIP of
+    the file's own shapes, as OpenAI's and the originals' loaders build it: only that model is built, so the random
+    draws of its initialisation are the originals' too.
 
     Raises:
-        ValueError: The file cannot be loaded into ``model`` and its shapes cannot be read (another layout), or its
-            widths give no number of heads; the message names the file, the shapes found and ``name``.
+        ValueError: The file cannot be loaded into ``name``'s model and its shapes cannot be read (another layout),
+            or its widths give no number of heads; the message names the file, the shapes found and ``name``.
     """
     state_dict = _read_state_dict(path)
     found = clip_shapes(state_dict)
     if found is None:  # another layout: open_clip's loader converts the ones it knows
+        model = build_named()
         try:
             open_clip.factory.load_checkpoint(model, path, weights_only=True)
         except (RuntimeError, AssertionError, KeyError) as err:
@@ -237,14 +249,16 @@ def _load_checkpoint_file(model: CLIP, path: str, name: str, precision: str) -> 
                 "the file was trained as."
             ) from err
         return model
-    if found != clip_shapes(model.state_dict()):
+    if found == _named_shapes(named_config):
+        model = build_named()
+    else:
         if found["text_cfg"]["heads"] < 1 or found["vision_cfg"]["width"] < 64:
             raise ValueError(
                 f"CLIP checkpoint {path} has other shapes ({_shapes_text(found)}) than backbone {name!r}, and widths "
                 "below 64 give no number of heads (OpenAI's rule: width // 64): give the MODEL.BACKBONE.NAME the "
                 "file was trained as."
             )
-        quick_gelu = isinstance(model.transformer.resblocks[0].mlp.gelu, open_clip.transformer.QuickGELU)
+        quick_gelu = bool((named_config or {}).get("quick_gelu", True))
         logger.info("Building CLIP from the shapes of %s (%s), not those of %r", path, _shapes_text(found), name)
         model = CLIP(**found, quick_gelu=quick_gelu, cast_dtype=get_cast_dtype(precision))
         if precision in LOW_PRECISIONS:
@@ -331,16 +345,19 @@ def load_clip(
     # Weights load into a model already in its precision (low-precision tensors receive rounded copies).
     # A checkpoint file of other shapes than the named architecture's builds a model of the file's shapes.
     is_file = bool(source) and (os.path.sep in source or source.endswith((".pt", ".pth", ".bin", ".safetensors")))
-    named = None
-    if name in TINY_MODELS:
-        model = named = _tiny_model(name, precision)
-        if source:
-            model = _load_checkpoint_file(model, _existing_file(source), name, precision)
+    own_shapes = False
+    if name in TINY_MODELS and not source:
+        model = _tiny_model(name, precision)
     elif not source:
         model = open_clip.create_model(arch, pretrained=None, precision=precision)
-    elif is_file:
-        named = open_clip.create_model(arch, pretrained=None, precision=precision)
-        model = _load_checkpoint_file(named, _existing_file(source), name, precision)
+    elif name in TINY_MODELS or is_file:
+        if name in TINY_MODELS:
+            config, build = TINY_MODELS[name], lambda: _tiny_model(name, precision)
+        else:
+            config = open_clip.get_model_config(arch)
+            build = lambda: open_clip.create_model(arch, pretrained=None, precision=precision)  # noqa: E731
+        model = _model_for_file(_existing_file(source), name, precision, config, build)
+        own_shapes = clip_shapes(model.state_dict()) != _named_shapes(config)
     else:
         if source == "openai" and "openai" not in open_clip.list_pretrained_tags_by_model(arch):
             # open_clip < 3.0 lists OpenAI weights under the plain name and builds them with QuickGELU itself.
@@ -362,7 +379,7 @@ def load_clip(
         model=model,
         tokenizer=(
             open_clip.get_tokenizer(arch)
-            if name not in TINY_MODELS and (named is None or model is named)
+            if name not in TINY_MODELS and not own_shapes
             else open_clip.SimpleTokenizer(context_length=model.context_length)
         ),
         name=name,

@@ -136,11 +136,11 @@ def test_openai_weights_are_read_from_the_clip_cache(tmp_path, monkeypatch):
     monkeypatch.setattr(backbone, "OPENAI_CACHE", str(tmp_path))
     monkeypatch.setattr(open_clip, "create_model", fake_create_model)
 
-    def fake_load(model, path, name, precision):
+    def fake_load(path, name, precision, config, build):
         calls["file"] = path
-        return model
+        return build()
 
-    monkeypatch.setattr(backbone, "_load_checkpoint_file", fake_load)
+    monkeypatch.setattr(backbone, "_model_for_file", fake_load)
     (tmp_path / "ViT-B-16.pt").write_bytes(b"x")
     bundle = load_clip("ViT-B/16")
     assert calls["pretrained"] is None and calls["file"] == str(tmp_path / "ViT-B-16.pt")
@@ -170,6 +170,13 @@ def test_a_file_of_other_shapes_builds_its_own_architecture(tmp_path, name):
     for key, value in source.state_dict().items():
         assert torch.equal(model.state_dict()[key], value), key
     assert bundle.image_size == 32 and bundle.tokenizer(["a dog"]).shape == (1, 77)
+    # Only the file's architecture was built: its initialisation made the random draws the originals' builder makes.
+    torch.manual_seed(4)
+    load_clip(name, pretrained=str(path))
+    after_load = torch.rand(1)
+    torch.manual_seed(4)
+    open_clip.model.CLIP(**SMALL_OPENAI_LAYOUT)
+    assert torch.equal(after_load, torch.rand(1))
     images = torch.randn(2, 3, 32, 32)
     with torch.no_grad():  # the same modules in the same mode: the same computation
         assert torch.equal(model.encode_image(images), source.eval().encode_image(images))
