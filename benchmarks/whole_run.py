@@ -59,6 +59,7 @@ PATCHES = {
     "build_lr_scheduler": "Dassl's warm-up wrappers pass `verbose` to torch's scheduler, refused by torch >= 2.7: "
     "lamm_plugin.dassl.compat.build_lr_scheduler builds the same schedule without it",
     "Tensor.half": "a no-op in the original's run (its prompts are cast to fp16 inside an fp32 model for a GPU)",
+    "cuda": "`Tensor.cuda` and `Module.cuda` are no-ops in the original's run (it moves features to a GPU itself)",
 }
 
 
@@ -75,6 +76,10 @@ class Case:
     clip: dict = field(default_factory=lambda: SMALL_CLIP)
     backbone: str = "ViT-B/32"
     patches: tuple[str, ...] = ("clip._download", "build_lr_scheduler")
+    #: Where a numeric choice of the original is not ours: the bounds the comparison holds to, and why.
+    loss_rtol: float = 1e-5
+    learned_atol: float = 1e-5
+    differs: str = ""
 
 
 def _coop_like(node: str, original_config: str, our_trainer: str, our_config: str, **kwargs) -> Case:
@@ -114,6 +119,106 @@ CASES: dict[str, Case] = {
         original_opts=["TRAINER.COOP.PREC", "fp32"],
         our_opts=["TRAINER.LAMM_COOP.PREC", "fp32", "TRAINER.LAMM_COOP.FP16_LEARNED", "False"],
         backbone="ViT-B/16",
+    ),
+    "official LAMM alone": Case(
+        repo_env="LAMM_OFFICIAL_REPO",
+        original=[
+            "--trainer",
+            "CoOp",
+            "--config-file",
+            "configs/trainers/CoOp/vit_b16_ep50_ctxv1.yaml",
+            "--triplet-loss",
+            "--origin-clip",
+        ],  # fmt: skip
+        ours=[
+            "--trainer",
+            "LAMM_CoOp",
+            "--config-file",
+            str(REPO / "configs/trainers/LAMM_CoOp/vit_b16_ep50_ctxv1_frozen_official.yaml"),
+        ],  # fmt: skip
+        original_opts=["TRAINER.COOP.PREC", "fp32"],
+        our_opts=["TRAINER.LAMM_COOP.PREC", "fp32", "TRAINER.LAMM_COOP.FP16_LEARNED", "False"],
+        backbone="ViT-B/16",
+    ),
+    "CoCoOp": _coop_like(
+        "COCOOP",
+        "configs/trainers/CoCoOp/vit_b16_c4_ep10_batch1_ctxv1.yaml",
+        "CoCoOp",
+        "configs/trainers/CoCoOp/vit_b16_c4_ep10_batch1_ctxv1.yaml",
+        repo_env="COOP_ORIGINAL_REPO",
+        original_trainer="CoCoOp",
+        backbone="ViT-B/16",
+    ),
+    "MaPLe": _coop_like(
+        "MAPLE",
+        "configs/trainers/MaPLe/vit_b16_c2_ep5_batch4_2ctx.yaml",
+        "MaPLe",
+        "configs/trainers/MaPLe/vit_b16_c2_ep5_batch4_2ctx.yaml",
+        repo_env="MAPLE_ORIGINAL_REPO",
+        original_trainer="MaPLe",
+        opts=["TRAINER.MAPLE.PROMPT_DEPTH", "3"],
+        our_opts=["TRAINER.MAPLE.CLONE_DEEP_PROJ", "True"],
+        clip=MAPLE_CLIP,
+        backbone="ViT-B/16",
+        patches=("clip._download", "build_lr_scheduler", "Tensor.half"),
+    ),
+    "VPT": _coop_like(
+        "VPT",
+        "configs/trainers/VPT/vit_b16_c2_ep5_batch4_4.yaml",
+        "VPT",
+        "configs/trainers/VPT/vit_b16_c2_ep5_batch4_4.yaml",
+        repo_env="MAPLE_ORIGINAL_REPO",
+        original_trainer="VPT",
+        opts=["TRAINER.VPT.PROMPT_DEPTH_VISION", "3"],
+        clip=MAPLE_CLIP,
+        backbone="ViT-B/16",
+        patches=("clip._download", "build_lr_scheduler", "Tensor.half", "cuda"),
+    ),
+    "IVLP": _coop_like(
+        "IVLP",
+        "configs/trainers/IVLP/vit_b16_c2_ep5_batch4_2+2ctx.yaml",
+        "IVLP",
+        "configs/trainers/IVLP/vit_b16_c2_ep5_batch4_2+2ctx.yaml",
+        repo_env="MAPLE_ORIGINAL_REPO",
+        original_trainer="IVLP",
+        opts=["TRAINER.IVLP.PROMPT_DEPTH_VISION", "3", "TRAINER.IVLP.PROMPT_DEPTH_TEXT", "3"],
+        clip=MAPLE_CLIP,
+        backbone="ViT-B/16",
+        patches=("clip._download", "build_lr_scheduler", "Tensor.half"),
+    ),
+    "KgCoOp": Case(
+        repo_env="KGCOOP_ORIGINAL_REPO",
+        original=["--trainer", "KgCoOp", "--config-file", "configs/trainers/KgCoOp/vit_b16_ep100_ctxv1.yaml"],
+        ours=["--trainer", "KgCoOp", "--config-file", str(REPO / "configs/trainers/KgCoOp/vit_b16_ep100_ctxv1.yaml")],
+        original_opts=["TRAINER.COOP.PREC", "fp32", "TRAINER.COOP.N_CTX", "4", "TRAINER.COOP.W", "8.0"],
+        our_opts=["TRAINER.KGCOOP.PREC", "fp32"],
+        backbone="ViT-B/16",
+        patches=("clip._download", "build_lr_scheduler", "cuda"),
+        loss_rtol=1e-3,
+        learned_atol=1e-4,
+        differs="the original computes its hand-crafted text features with a second CLIP that it keeps in fp16; ours "
+        "with the run's CLIP in its precision (float32 here)",
+    ),
+    "PromptSRC": _coop_like(
+        "PROMPTSRC",
+        "configs/trainers/PromptSRC/vit_b16_c2_ep20_batch4_4+4ctx.yaml",
+        "PromptSRC",
+        "configs/trainers/PromptSRC/vit_b16_c2_ep20_batch4_4+4ctx.yaml",
+        repo_env="PROMPTSRC_ORIGINAL_REPO",
+        original_trainer="PromptSRC",
+        opts=[
+            "TRAINER.PROMPTSRC.PROMPT_DEPTH_VISION",
+            "3",
+            "TRAINER.PROMPTSRC.PROMPT_DEPTH_TEXT",
+            "3",
+            "TRAINER.PROMPTSRC.GPA_MEAN",
+            "3",
+            "TRAINER.PROMPTSRC.GPA_STD",
+            "1",
+        ],  # fmt: skip
+        clip=MAPLE_CLIP,
+        backbone="ViT-B/16",
+        patches=("clip._download", "build_lr_scheduler", "Tensor.half", "cuda"),
     ),
 }
 
@@ -162,6 +267,7 @@ class Record:
     learned: dict = field(default_factory=dict)
     seconds: float = 0.0
     trainer: Any = None
+    rng_after_build: Any = None  # torch's random state when the trainer is built (what training draws from)
 
 
 def _observe(trainer, record: Record) -> None:
@@ -183,6 +289,7 @@ def _observe(trainer, record: Record) -> None:
     trainer.forward_backward = recorded_step
     trainer.evaluator.process = recorded_process
     record.trainer = trainer
+    record.rng_after_build = torch.get_rng_state()
 
 
 def learned_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -259,6 +366,9 @@ def run_original(case: Case, repo: str, root: str, out: str, weights: str, seed:
         return trainer
 
     half = (lambda self, *a, **k: self) if "Tensor.half" in case.patches else torch.Tensor.half
+    cuda = "cuda" in case.patches
+    tensor_cuda = (lambda self, *a, **k: self) if cuda else torch.Tensor.cuda
+    module_cuda = (lambda self, *a, **k: self) if cuda else torch.nn.Module.cuda
     start = time.perf_counter()
     with (
         originals.original_modules(repo),
@@ -266,6 +376,8 @@ def run_original(case: Case, repo: str, root: str, out: str, weights: str, seed:
         _patched(sys, "argv", argv),
         _console_kept(),
         _patched(torch.Tensor, "half", half),
+        _patched(torch.Tensor, "cuda", tensor_cuda),
+        _patched(torch.nn.Module, "cuda", module_cuda),
         contextlib.chdir(repo),
     ):
         runpy.run_path(os.path.join(repo, "train.py"), run_name="__main__")
@@ -338,6 +450,7 @@ def compare(theirs: Record, ours: Record) -> dict[str, Any]:
         default=float("nan"),
     )
     return {
+        "same random state after building": torch.equal(theirs.rng_after_build, ours.rng_after_build),
         "steps": (len(theirs.losses), len(ours.losses)),
         "same batches": same_batches and len(theirs.images) == len(ours.images),
         "same lrs": theirs.lrs == ours.lrs,

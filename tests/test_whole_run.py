@@ -2,9 +2,11 @@
 DTD-layout data, seed, small random CLIP and config, CPU, float32, 4 epochs of 4 batches.
 
 Every batch's images, labels and pixels and every step's learning rate must be equal, every step's loss within 1e-5
-relative, every test prediction equal and the learned tensors within 1e-5. The patches each original needs here are
-named in ``whole_run.PATCHES`` (and listed per case in ``Case.patches``). Needs the checkouts named by
-COOP_ORIGINAL_REPO, LAMM_OFFICIAL_REPO, MAPLE_ORIGINAL_REPO, KGCOOP_ORIGINAL_REPO, PROMPTSRC_ORIGINAL_REPO, and Dassl.
+relative, every test prediction equal and the learned tensors within 1e-5; where an original makes another numeric
+choice than ours (KgCoOp's fp16 hand-crafted features), ``Case.differs`` says which and the bounds are wider. The
+patches each original needs here are named in ``whole_run.PATCHES`` (per case in ``Case.patches``). Needs the
+checkouts named by COOP_ORIGINAL_REPO, LAMM_OFFICIAL_REPO, MAPLE_ORIGINAL_REPO, KGCOOP_ORIGINAL_REPO,
+PROMPTSRC_ORIGINAL_REPO, and Dassl.
 """
 
 from __future__ import annotations
@@ -28,11 +30,13 @@ def test_whole_run_equals_the_original_train_py(name, tmp_path):
     variable = whole_run.CASES[name].repo_env
     if not os.environ.get(variable):
         pytest.skip(f"the original code is not given: set {variable} to its checkout")
+    case = whole_run.CASES[name]
     diff = whole_run.run_case(name, str(tmp_path))
     steps = whole_run.EPOCHS * (whole_run.CLASSES * whole_run.SHOTS // whole_run.BATCH)
     assert diff["steps"] == (steps, steps), diff
     assert diff["same batches"] and diff["same lrs"], diff
-    assert diff["loss rel. diff"] < 1e-5, diff
+    assert diff["same random state after building"], diff
+    assert diff["loss rel. diff"] < case.loss_rtol, (diff, case.differs)
     equal, n_theirs, n_ours = diff["predictions"]
     assert n_theirs == n_ours == whole_run.CLASSES * whole_run.PER_CLASS[2] and equal == n_theirs, diff
-    assert diff["learned max diff"] < 1e-5, diff
+    assert diff["learned max diff"] < case.learned_atol, (diff, case.differs)
