@@ -22,6 +22,7 @@ import argparse
 import contextlib
 import io
 import os
+import re
 import runpy
 import sys
 import tempfile
@@ -80,6 +81,8 @@ class Case:
     loss_rtol: float = 1e-5
     learned_atol: float = 1e-5
     differs: str = ""
+    #: Why ours starts from the original's initial learned values (handed over after building), if it does.
+    hand_over_initial: str = ""
 
 
 def _coop_like(node: str, original_config: str, our_trainer: str, our_config: str, **kwargs) -> Case:
@@ -91,6 +94,12 @@ def _coop_like(node: str, original_config: str, our_trainer: str, our_config: st
         **kwargs,
     )
 
+
+#: Why VPT, IVLP and PromptSRC start from the original's initial prompts.
+INSIDE_CLIP = (
+    "the original draws its deep prompts while CLIP is constructed, between the layers' initialisations; ours draws "
+    "them after building CLIP: the same random state after building (the same batches), other initial prompt values"
+)
 
 CASES: dict[str, Case] = {
     "CoOp": _coop_like(
@@ -173,6 +182,7 @@ CASES: dict[str, Case] = {
         clip=MAPLE_CLIP,
         backbone="ViT-B/16",
         patches=("clip._download", "build_lr_scheduler", "Tensor.half", "cuda"),
+        hand_over_initial=INSIDE_CLIP,
     ),
     "IVLP": _coop_like(
         "IVLP",
@@ -185,6 +195,7 @@ CASES: dict[str, Case] = {
         clip=MAPLE_CLIP,
         backbone="ViT-B/16",
         patches=("clip._download", "build_lr_scheduler", "Tensor.half"),
+        hand_over_initial=INSIDE_CLIP,
     ),
     "KgCoOp": Case(
         repo_env="KGCOOP_ORIGINAL_REPO",
@@ -206,19 +217,14 @@ CASES: dict[str, Case] = {
         "configs/trainers/PromptSRC/vit_b16_c2_ep20_batch4_4+4ctx.yaml",
         repo_env="PROMPTSRC_ORIGINAL_REPO",
         original_trainer="PromptSRC",
-        opts=[
-            "TRAINER.PROMPTSRC.PROMPT_DEPTH_VISION",
-            "3",
-            "TRAINER.PROMPTSRC.PROMPT_DEPTH_TEXT",
-            "3",
-            "TRAINER.PROMPTSRC.GPA_MEAN",
-            "3",
-            "TRAINER.PROMPTSRC.GPA_STD",
-            "1",
-        ],  # fmt: skip
+        opts=["TRAINER.PROMPTSRC.PROMPT_DEPTH_VISION", "3", "TRAINER.PROMPTSRC.PROMPT_DEPTH_TEXT", "3"],
+        # GPA over the 4 epochs; the original's keys are ints, ours floats (yacs merges neither into the other)
+        original_opts=["TRAINER.PROMPTSRC.GPA_MEAN", "3", "TRAINER.PROMPTSRC.GPA_STD", "1"],
+        our_opts=["TRAINER.PROMPTSRC.GPA_MEAN", "3.0", "TRAINER.PROMPTSRC.GPA_STD", "1.0"],
         clip=MAPLE_CLIP,
         backbone="ViT-B/16",
         patches=("clip._download", "build_lr_scheduler", "Tensor.half", "cuda"),
+        hand_over_initial=INSIDE_CLIP,
     ),
 }
 
@@ -268,6 +274,7 @@ class Record:
     seconds: float = 0.0
     trainer: Any = None
     rng_after_build: Any = None  # torch's random state when the trainer is built (what training draws from)
+    initial: dict = field(default_factory=dict)  # the learned tensors as built
 
 
 def _observe(trainer, record: Record) -> None:
@@ -290,6 +297,7 @@ def _observe(trainer, record: Record) -> None:
     trainer.evaluator.process = recorded_process
     record.trainer = trainer
     record.rng_after_build = torch.get_rng_state()
+    record.initial = learned_tensors(trainer.model)
 
 
 def learned_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -386,8 +394,9 @@ def run_original(case: Case, repo: str, root: str, out: str, weights: str, seed:
     return record
 
 
-def run_ours(case: Case, root: str, out: str, weights: str, seed: int = 1) -> Record:
-    """Our ``train.py`` with the same command line, in this process, observed."""
+def run_ours(case: Case, root: str, out: str, weights: str, seed: int = 1, initial: Optional[dict] = None) -> Record:
+    """Our ``train.py`` with the same command line, in this process, observed; with ``initial`` (the original's
+    learned tensors as built), ours starts from those values."""
     sys.path.insert(0, str(REPO))
     import train
 
@@ -396,6 +405,11 @@ def run_ours(case: Case, root: str, out: str, weights: str, seed: int = 1) -> Re
 
     def build_trainer(cfg):
         trainer = real_build(cfg)
+        if initial:
+            ours = dict(trainer.model.named_parameters())
+            with torch.no_grad():
+                for theirs, name in _pair_learned(initial, learned_tensors(trainer.model)):
+                    ours[name].copy_(initial[theirs].reshape(ours[name].shape))
         _observe(trainer, record)
         return trainer
 
@@ -420,7 +434,12 @@ def _pair_learned(theirs: dict, ours: dict) -> list[tuple[str, str]]:
     """Learned tensors paired by shape, else by size (the official LAMM code's ``[classes, tokens, width]`` labels are
     our ``[classes * tokens, width]`` label table), in order of registration where several share one."""
     pairs, left = [], dict(ours)
-    for name, value in theirs.items():
+    # The originals' deep prompts live in the transformer blocks (``...resblocks.<i>.VPT_shallow``), registered
+    # before their shallow prompt; ours hold the shallow prompt first, then the deep ones by layer.
+    block = re.compile(r"resblocks\.(\d+)\.")
+    order = sorted(theirs, key=lambda n: (1, int(block.search(n).group(1))) if block.search(n) else (0, 0))
+    for name in order:
+        value = theirs[name]
         match = next((k for k, v in left.items() if v.shape == value.shape), None)
         match = match or next((k for k, v in left.items() if v.numel() == value.numel()), None)
         if match is None:
@@ -474,7 +493,8 @@ def run_case(name: str, work: Optional[str] = None) -> dict[str, Any]:
         root = make_data(os.path.join(work, "data"))
         theirs = run_original(case, repo, root, os.path.join(work, "original"), weights)
         make_data(root)  # the same folder without the original's few-shot cache
-        ours = run_ours(case, root, os.path.join(work, "ours"), weights)
+        initial = theirs.initial if case.hand_over_initial else None
+        ours = run_ours(case, root, os.path.join(work, "ours"), weights, initial=initial)
         return compare(theirs, ours)
 
 

@@ -203,6 +203,17 @@ def clip_shapes(state_dict: dict[str, torch.Tensor]) -> Optional[dict[str, Any]]
     return {"embed_dim": embed_dim, "vision_cfg": vision, "text_cfg": text}
 
 
+def draw_like_a_clip_build(clip: CLIPBundle) -> None:
+    """Make, and drop, the random draws that building a CLIP of ``clip``'s shapes makes (its initialisation before
+    weights load), as an original that builds a second CLIP while building its model does; nothing for a CLIP not in
+    OpenAI's layout (which those originals cannot load)."""
+    shapes = clip_shapes(clip.model.state_dict())
+    if shapes is not None:  # heads do not change the draws; the shapes give none below width 64
+        shapes["text_cfg"]["heads"] = max(1, shapes["text_cfg"]["heads"])
+        shapes["vision_cfg"]["head_width"] = min(64, shapes["vision_cfg"]["width"])
+        CLIP(**shapes)
+
+
 def _shapes_text(shapes: dict[str, Any]) -> str:
     vision, text = shapes["vision_cfg"], shapes["text_cfg"]
     patch = f", patch {vision['patch_size']}" if "patch_size" in vision else " (ResNet)"

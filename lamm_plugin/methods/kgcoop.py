@@ -15,9 +15,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from open_clip.model import CLIP
 
-from lamm_plugin.backbone import CLIPBundle, clip_shapes
+from lamm_plugin.backbone import CLIPBundle, draw_like_a_clip_build
 from lamm_plugin.feature_cache import cached_text_features
 from lamm_plugin.methods.base import StepFeatures, register_method
 from lamm_plugin.methods.coop import CoOp, CoOpConfig
@@ -63,11 +62,7 @@ def original_build_draws(clip: CLIPBundle) -> None:
     other two.
     """
     torch.empty(1, 512).normal_(std=0.02)
-    shapes = clip_shapes(clip.model.state_dict())
-    if shapes is not None:  # heads do not change the draws; the shapes give none below width 64
-        shapes["text_cfg"]["heads"] = max(1, shapes["text_cfg"]["heads"])
-        shapes["vision_cfg"]["head_width"] = min(64, shapes["vision_cfg"]["width"])
-        CLIP(**shapes)
+    draw_like_a_clip_build(clip)
     torch.nn.Linear(512, 512)
     torch.nn.Linear(512, 128, bias=False)
     torch.nn.Linear(128, 512, bias=False)
