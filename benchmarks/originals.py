@@ -9,6 +9,7 @@ code can be imported in any order, any number of times, beside this repository's
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import sys
 from types import ModuleType
@@ -29,24 +30,23 @@ def dassl_registries() -> list:
     return [TRAINER_REGISTRY, DATASET_REGISTRY, EVALUATOR_REGISTRY, BACKBONE_REGISTRY, HEAD_REGISTRY, NETWORK_REGISTRY]
 
 
-def import_original(path: str, *modules: str) -> list[ModuleType]:
-    """Import ``modules`` (e.g. ``"clip.clip"``, ``"trainers.maple"``) from the checkout at ``path``.
-
-    The modules see an empty Dassl registry (so their registrations cannot collide with ours) and their own
-    top-level packages; afterwards every registry, ``sys.path`` and ``sys.modules`` are restored, so the returned
-    modules stay usable while nothing of them remains visible to later imports.
-    """
+@contextlib.contextmanager
+def original_modules(path: str):
+    """While inside: the checkout at ``path`` first on ``sys.path``, its own top-level packages importable and
+    Dassl's trainer and dataset registries empty but for what it registers (so a run of its ``train.py`` builds
+    its trainers and datasets; the originals and this repository register nothing elsewhere);
+    afterwards every registry, ``sys.path`` and ``sys.modules`` are as they were."""
     registries = dassl_registries()
     saved_maps = [dict(registry._obj_map) for registry in registries]
     saved_modules = {k: v for k, v in sys.modules.items() if k.split(".")[0] in ORIGINAL_PACKAGES}
     saved_path = list(sys.path)
     for key in saved_modules:
         del sys.modules[key]
-    for registry in registries:
+    for registry in registries[:2]:  # trainers and datasets: the others hold only Dassl's own
         registry._obj_map.clear()
     sys.path.insert(0, str(path))
     try:
-        return [importlib.import_module(name) for name in modules]
+        yield
     finally:
         sys.path[:] = saved_path
         for key in [k for k in sys.modules if k.split(".")[0] in ORIGINAL_PACKAGES]:
@@ -55,3 +55,15 @@ def import_original(path: str, *modules: str) -> list[ModuleType]:
         for registry, saved in zip(registries, saved_maps):
             registry._obj_map.clear()
             registry._obj_map.update(saved)
+
+
+def import_original(path: str, *modules: str) -> list[ModuleType]:
+    """Import ``modules`` (e.g. ``"clip.clip"``, ``"trainers.maple"``) from the checkout at ``path``.
+
+    The modules see empty Dassl trainer and dataset registries (so their registrations cannot collide with ours)
+    and their own top-level packages; afterwards every registry, ``sys.path`` and ``sys.modules`` are restored
+    (:func:`original_modules`), so the returned modules stay usable while nothing of them remains visible to later
+    imports.
+    """
+    with original_modules(path):
+        return [importlib.import_module(name) for name in modules]

@@ -9,7 +9,9 @@ they are and a seed selects the same images:
 * few-shot sampling with Dassl's ``generate_fewshot_dataset`` (the global ``random`` module, seeded by the
   trainer with ``set_random_seed(cfg.SEED)`` before the dataset is built): ``K`` training images per class and
   ``min(K, 4)`` validation images per class, cached in ``split_fewshot/shot_{K}-seed_{S}.pkl`` (a class with
-  fewer than ``K`` images contributes all it has); caches are read with a restricted unpickler that admits
+  fewer than ``K`` images contributes all it has); a run that reads a cache makes the same ``random`` draws again
+  (and drops them), so the random state after building the dataset never depends on whether the cache existed;
+  caches are read with a restricted unpickler that admits
   only ``Datum`` and plain data, so a cache found in a data folder cannot execute code;
 * base-to-new subsampling: the first ``ceil(n / 2)`` sorted labels are the base classes, the rest the new
   classes, each relabelled from 0;
@@ -33,6 +35,8 @@ command; a malformed split file raises :class:`DatasetFormatError`.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import math
 import os
@@ -622,6 +626,13 @@ class FewShotDataset(_DatasetMixin, DatasetBase):
         if os.path.exists(path):
             print(f"Loading preprocessed few-shot data from {path}")
             data = load_datum_pickle(path, ("train", "val") if self.has_val else ("train",))
+            # The draws that wrote the cache are made again (and dropped), so that Python's ``random`` continues
+            # as after a run that wrote it: a run restarted before its first checkpoint continues as the first
+            # attempt did, which is also the original code's first run.
+            with contextlib.redirect_stdout(io.StringIO()):
+                self.generate_fewshot_dataset(train, num_shots=num_shots)
+                if self.has_val:
+                    self.generate_fewshot_dataset(val, num_shots=min(num_shots, 4))
             cached_train = self.resolve_cached(path, "train", data["train"], train)
             return cached_train, (self.resolve_cached(path, "val", data["val"], val) if self.has_val else val)
 

@@ -3,7 +3,8 @@
 This module is the only caller of ``open_clip.create_model`` and of the tokenizer factory. It accepts the
 names CoOp-family configs write (``"ViT-B/16"``), any open_clip model name with a pretrained tag
 (``"ViT-B-16"`` + ``"laion2b_s34b_b88k"``), a local checkpoint file (including OpenAI's original TorchScript
-``.pt`` files that CoOp-family users keep in ``~/.cache/clip``) and tiny random-weight configurations for tests.
+``.pt`` files that CoOp-family users keep in ``~/.cache/clip``; a file in OpenAI's layout builds its own shapes,
+as OpenAI's loader does) and tiny random-weight configurations for tests.
 
 OpenAI's weights were trained with QuickGELU: ``"ViT-B/16"`` maps to ``"ViT-B-16-quickgelu"``. Building
 ``"ViT-B-16"`` with OpenAI weights silently gives different features, which is why the mapping lives here.
@@ -147,25 +148,140 @@ def _is_torchscript_archive(path: str) -> bool:
         return any("/code/" in n or n.startswith("code/") for n in archive.namelist())
 
 
-def _load_checkpoint_file(model: CLIP, path: str) -> None:
-    """Load a local checkpoint: OpenAI TorchScript archive, or a (possibly wrapped) state dict."""
+def _read_state_dict(path: str) -> dict[str, torch.Tensor]:
+    """The state dict of a checkpoint file: an OpenAI TorchScript archive (as float32) or a (wrapped) state dict."""
     if _is_torchscript_archive(path):
-        # OpenAI's .pt files are TorchScript archives; their state dict uses the same keys as open_clip's CLIP.
         state_dict = torch.jit.load(path, map_location="cpu").state_dict()
         for key in ("input_resolution", "context_length", "vocab_size"):
             state_dict.pop(key, None)
-        state_dict = {k: v.float() for k, v in state_dict.items()}
-        missing, unexpected = model.load_state_dict(state_dict, strict=False)
-        missing = [k for k in missing if k != "attn_mask"]
-        if missing or unexpected:
-            raise RuntimeError(
-                f"Checkpoint {path} does not fit architecture: missing {missing[:5]}, unexpected {unexpected[:5]}"
-            )
-    else:
+        return {k: v.float() for k, v in state_dict.items()}
+    return open_clip.factory.load_state_dict(path, weights_only=True)
+
+
+def _blocks(state_dict: dict[str, torch.Tensor], prefix: str) -> int:
+    """How many numbered blocks ``<prefix><i>.`` the state dict has."""
+    return len({k[len(prefix) :].split(".")[0] for k in state_dict if k.startswith(prefix)})
+
+
+def clip_shapes(state_dict: dict[str, torch.Tensor]) -> Optional[dict[str, Any]]:
+    """The architecture a CLIP state dict in OpenAI's layout has (open_clip ``CLIP`` arguments), None for another
+    layout.
+
+    As OpenAI's ``build_model`` (which the CoOp-family repositories use) reads it: widths, depths, patch size,
+    resolution, context length and vocabulary from the tensors' shapes; heads are ``width // 64``.
+    """
+    try:
+        text_width = state_dict["ln_final.weight"].shape[0]
+        text = {
+            "context_length": state_dict["positional_embedding"].shape[0],
+            "vocab_size": state_dict["token_embedding.weight"].shape[0],
+            "width": text_width,
+            "heads": text_width // 64,
+            "layers": _blocks(state_dict, "transformer.resblocks."),
+        }
+        embed_dim = state_dict["text_projection"].shape[1]
+        if "visual.proj" in state_dict:  # a ViT
+            conv = state_dict["visual.conv1.weight"]
+            grid = round((state_dict["visual.positional_embedding"].shape[0] - 1) ** 0.5)
+            vision = {
+                "image_size": grid * conv.shape[-1],
+                "layers": _blocks(state_dict, "visual.transformer.resblocks."),
+                "width": conv.shape[0],
+                "patch_size": conv.shape[-1],
+                "head_width": 64,
+            }
+        else:  # a modified ResNet
+            grid = round((state_dict["visual.attnpool.positional_embedding"].shape[0] - 1) ** 0.5)
+            vision = {
+                "image_size": grid * 32,
+                "layers": [_blocks(state_dict, f"visual.layer{i}.") for i in (1, 2, 3, 4)],
+                "width": state_dict["visual.layer1.0.conv1.weight"].shape[0],
+                "head_width": 64,
+            }
+    except KeyError:
+        return None
+    return {"embed_dim": embed_dim, "vision_cfg": vision, "text_cfg": text}
+
+
+def draw_like_a_clip_build(clip: CLIPBundle) -> None:
+    """Make, and drop, the random draws that building a CLIP of ``clip``'s shapes makes (its initialisation before
+    weights load), as an original that builds a second CLIP while building its model does; nothing for a CLIP not in
+    OpenAI's layout (which those originals cannot load)."""
+    shapes = clip_shapes(clip.model.state_dict())
+    if shapes is not None:  # heads do not change the draws; the shapes give none below width 64
+        shapes["text_cfg"]["heads"] = max(1, shapes["text_cfg"]["heads"])
+        shapes["vision_cfg"]["head_width"] = min(64, shapes["vision_cfg"]["width"])
+        CLIP(**shapes)
+
+
+def _shapes_text(shapes: dict[str, Any]) -> str:
+    vision, text = shapes["vision_cfg"], shapes["text_cfg"]
+    patch = f", patch {vision['patch_size']}" if "patch_size" in vision else " (ResNet)"
+    return (
+        f"image {vision['image_size']}px{patch}, vision width {vision['width']} x {vision['layers']} layers, "
+        f"text width {text['width']} x {text['layers']} layers, context {text['context_length']}, "
+        f"embedding {shapes['embed_dim']}"
+    )
+
+
+def _named_shapes(config: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:
+    """:func:`clip_shapes` of an architecture's config, read from a model on the meta device (no random draws)."""
+    if config is None:
+        return None
+    with torch.device("meta"):
+        return clip_shapes(CLIP(**config).state_dict())
+
+
+def _model_for_file(
+    path: str, name: str, precision: str, named_config: Optional[dict[str, Any]], build_named: Callable[[], CLIP]
+) -> CLIP:
+    """The model of ``name`` with the weights of a local checkpoint (OpenAI TorchScript archive or a possibly
+    wrapped state dict), or, when a file in OpenAI's layout has other shapes than ``name``'s architecture, a CLIP of
+    the file's own shapes, as OpenAI's and the originals' loaders build it: only that model is built, so the random
+    draws of its initialisation are the originals' too.
+
+    Raises:
+        ValueError: The file cannot be loaded into ``name``'s model and its shapes cannot be read (another layout),
+            or its widths give no number of heads; the message names the file, the shapes found and ``name``.
+    """
+    state_dict = _read_state_dict(path)
+    found = clip_shapes(state_dict)
+    if found is None:  # another layout: open_clip's loader converts the ones it knows
+        model = build_named()
         try:
-            open_clip.load_checkpoint(model, path, weights_only=True)
-        except TypeError:  # open_clip < 2.27 has no weights_only argument (torch >= 2.6 defaults to it anyway)
-            open_clip.load_checkpoint(model, path)
+            open_clip.factory.load_checkpoint(model, path, weights_only=True)
+        except (RuntimeError, AssertionError, KeyError) as err:
+            own = model.state_dict()
+            differ = [f"{k} {tuple(v.shape)} (expected {tuple(own[k].shape)})" for k, v in state_dict.items()
+                      if k in own and own[k].shape != v.shape][:3]  # fmt: skip
+            raise ValueError(
+                f"CLIP checkpoint {path} does not fit backbone {name!r} and is not in OpenAI's layout, so its "
+                f"architecture cannot be read from it ({'; '.join(differ) or err}): give the MODEL.BACKBONE.NAME "
+                "the file was trained as."
+            ) from err
+        return model
+    if found == _named_shapes(named_config):
+        model = build_named()
+    else:
+        if found["text_cfg"]["heads"] < 1 or found["vision_cfg"]["width"] < 64:
+            raise ValueError(
+                f"CLIP checkpoint {path} has other shapes ({_shapes_text(found)}) than backbone {name!r}, and widths "
+                "below 64 give no number of heads (OpenAI's rule: width // 64): give the MODEL.BACKBONE.NAME the "
+                "file was trained as."
+            )
+        quick_gelu = bool((named_config or {}).get("quick_gelu", True))
+        logger.info("Building CLIP from the shapes of %s (%s), not those of %r", path, _shapes_text(found), name)
+        model = CLIP(**found, quick_gelu=quick_gelu, cast_dtype=get_cast_dtype(precision))
+        if precision in LOW_PRECISIONS:
+            convert_weights_to_lp(model, dtype=LOW_PRECISIONS[precision])
+    missing, unexpected = model.load_state_dict(state_dict, strict=False)
+    missing = [k for k in missing if k != "attn_mask"]
+    if missing or unexpected:
+        raise ValueError(
+            f"CLIP checkpoint {path} ({_shapes_text(found)}) does not fit backbone {name!r}: missing "
+            f"{missing[:5]}, unexpected {unexpected[:5]}."
+        )
+    return model
 
 
 def _resolve(name: str, pretrained: Optional[str]) -> tuple[str, str, Optional[str]]:
@@ -209,7 +325,9 @@ def load_clip(
     Args:
         name: ``"ViT-B/16"``-style OpenAI name, an open_clip architecture name, or a tiny test config
             (``"tiny-vit"``, ``"tiny-rn"``).
-        pretrained: open_clip pretrained tag or a local checkpoint path. ``None`` picks the default for OpenAI
+        pretrained: open_clip pretrained tag or a local checkpoint path (a file in OpenAI's layout whose shapes
+            differ from ``name``'s architecture builds the file's own architecture, as OpenAI's loader does).
+            ``None`` picks the default for OpenAI
             names (their original weights, read from ``~/.cache/clip`` when present) and random weights for
             tiny configs. ``""`` means random weights.
         precision: ``"fp32"``, ``"fp16"``, ``"bf16"`` or ``"amp"`` (fp32 weights, autocast at run time).
@@ -220,7 +338,8 @@ def load_clip(
         A :class:`CLIPBundle` with the model in eval mode and all its parameters frozen.
 
     Raises:
-        ValueError: Unknown name or precision.
+        ValueError: Unknown name or precision; a checkpoint file that fits neither ``name`` nor a readable
+            architecture of its own.
         FileNotFoundError: A checkpoint path that does not exist.
         RuntimeError: Weights that cannot be downloaded; the message says where to put the file instead.
     """
@@ -235,15 +354,21 @@ def load_clip(
             source = cached
 
     # Weights load into a model already in its precision (low-precision tensors receive rounded copies).
-    if name in TINY_MODELS:
+    # A checkpoint file of other shapes than the named architecture's builds a model of the file's shapes.
+    is_file = bool(source) and (os.path.sep in source or source.endswith((".pt", ".pth", ".bin", ".safetensors")))
+    own_shapes = False
+    if name in TINY_MODELS and not source:
         model = _tiny_model(name, precision)
-        if source:
-            _load_checkpoint_file(model, _existing_file(source))
     elif not source:
         model = open_clip.create_model(arch, pretrained=None, precision=precision)
-    elif os.path.sep in source or source.endswith((".pt", ".pth", ".bin", ".safetensors")):
-        model = open_clip.create_model(arch, pretrained=None, precision=precision)
-        _load_checkpoint_file(model, _existing_file(source))
+    elif name in TINY_MODELS or is_file:
+        if name in TINY_MODELS:
+            config, build = TINY_MODELS[name], lambda: _tiny_model(name, precision)
+        else:
+            config = open_clip.get_model_config(arch)
+            build = lambda: open_clip.create_model(arch, pretrained=None, precision=precision)  # noqa: E731
+        model = _model_for_file(_existing_file(source), name, precision, config, build)
+        own_shapes = clip_shapes(model.state_dict()) != _named_shapes(config)
     else:
         if source == "openai" and "openai" not in open_clip.list_pretrained_tags_by_model(arch):
             # open_clip < 3.0 lists OpenAI weights under the plain name and builds them with QuickGELU itself.
@@ -263,7 +388,11 @@ def load_clip(
     image_size = image_size[0] if isinstance(image_size, (tuple, list)) else image_size
     return CLIPBundle(
         model=model,
-        tokenizer=open_clip.get_tokenizer(arch) if name not in TINY_MODELS else open_clip.SimpleTokenizer(),
+        tokenizer=(
+            open_clip.get_tokenizer(arch)
+            if name not in TINY_MODELS and not own_shapes
+            else open_clip.SimpleTokenizer(context_length=model.context_length)
+        ),
         name=name,
         arch=arch,
         pretrained=source,

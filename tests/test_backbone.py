@@ -135,8 +135,73 @@ def test_openai_weights_are_read_from_the_clip_cache(tmp_path, monkeypatch):
 
     monkeypatch.setattr(backbone, "OPENAI_CACHE", str(tmp_path))
     monkeypatch.setattr(open_clip, "create_model", fake_create_model)
-    monkeypatch.setattr(backbone, "_load_checkpoint_file", lambda model, path: calls.setdefault("file", path))
+
+    def fake_load(path, name, precision, config, build):
+        calls["file"] = path
+        return build()
+
+    monkeypatch.setattr(backbone, "_model_for_file", fake_load)
     (tmp_path / "ViT-B-16.pt").write_bytes(b"x")
     bundle = load_clip("ViT-B/16")
     assert calls["pretrained"] is None and calls["file"] == str(tmp_path / "ViT-B-16.pt")
     assert bundle.arch == "ViT-B-16-quickgelu"
+
+
+#: A small CLIP in OpenAI's layout whose widths are multiples of 64 (OpenAI's loader infers heads as width // 64).
+SMALL_OPENAI_LAYOUT = {
+    "embed_dim": 64,
+    "quick_gelu": True,
+    "vision_cfg": {"image_size": 32, "layers": 2, "width": 128, "patch_size": 16, "head_width": 64},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 1, "layers": 2},
+}
+
+
+@pytest.mark.parametrize("name", ["ViT-B/32", "tiny-vit"])
+def test_a_file_of_other_shapes_builds_its_own_architecture(tmp_path, name):
+    torch.manual_seed(3)
+    source = open_clip.model.CLIP(**SMALL_OPENAI_LAYOUT)
+    path = tmp_path / "small.pt"
+    torch.save(source.state_dict(), path)
+    bundle = load_clip(name, pretrained=str(path))
+    model = bundle.model
+    assert backbone.clip_shapes(model.state_dict()) == backbone.clip_shapes(source.state_dict())
+    assert len(model.transformer.resblocks) == 2 and model.transformer.resblocks[0].attn.num_heads == 1
+    assert isinstance(model.transformer.resblocks[0].mlp.gelu, open_clip.transformer.QuickGELU)
+    for key, value in source.state_dict().items():
+        assert torch.equal(model.state_dict()[key], value), key
+    assert bundle.image_size == 32 and bundle.tokenizer(["a dog"]).shape == (1, 77)
+    # Only the file's architecture was built: its initialisation made the random draws the originals' builder makes.
+    torch.manual_seed(4)
+    load_clip(name, pretrained=str(path))
+    after_load = torch.rand(1)
+    torch.manual_seed(4)
+    open_clip.model.CLIP(**SMALL_OPENAI_LAYOUT)
+    assert torch.equal(after_load, torch.rand(1))
+    images = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():  # the same modules in the same mode: the same computation
+        assert torch.equal(model.encode_image(images), source.eval().encode_image(images))
+
+
+def test_a_file_of_other_shapes_without_heads_is_refused_with_its_shapes(tmp_path):
+    path = tmp_path / "tiny.pt"
+    torch.save(load_clip("tiny-vit").model.state_dict(), path)  # widths 32 and 48: no width // 64 heads
+    with pytest.raises(
+        ValueError,
+        match=r"tiny\.pt has other shapes \(image 32px, patch 8, vision width 48 x 3 "
+        r"layers, text width 32 x 3 layers.*than backbone 'ViT-B/32'.*MODEL.BACKBONE.NAME",
+    ):
+        load_clip("ViT-B/32", pretrained=str(path))
+
+
+def test_a_file_of_another_layout_that_does_not_fit_is_refused(tmp_path):
+    state = load_clip("tiny-vit").model.state_dict()
+    state.pop("ln_final.weight")  # not OpenAI's layout: its shapes cannot be read
+    state["token_embedding.weight"] = torch.zeros(49408, 40)
+    path = tmp_path / "other.pt"
+    torch.save(state, path)
+    with pytest.raises(
+        ValueError,
+        match=r"other\.pt does not fit backbone 'tiny-vit'.*token_embedding.weight "
+        r"\(49408, 40\) \(expected \(49408, 32\)\).*MODEL.BACKBONE.NAME",
+    ):
+        load_clip("tiny-vit", pretrained=str(path))

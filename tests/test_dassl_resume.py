@@ -124,6 +124,7 @@ def test_killed_anywhere_and_rerun_ends_bit_identical(data_root, reference, tmp_
     out = str(tmp_path / "killed")
     folder = os.path.join(out, "prompt_learner")
     kills = [
+        "step:0,1",  # epoch 1, before any checkpoint; the reference run wrote the few-shot cache: starts again
         "step:1,1",  # epoch 2, second step: resumes from epoch 1
         "rename:model.pth.tar-3:1",  # epoch 3's checkpoint written but not renamed: resumes from epoch 2
         "rename:checkpoint:2",  # epoch 4's checkpoint in place, the index still names epoch 3
@@ -146,12 +147,12 @@ def test_killed_anywhere_and_rerun_ends_bit_identical(data_root, reference, tmp_
     with open(os.path.join(out, "results.json")) as f, open(os.path.join(reference, "results.json")) as g:
         killed, uninterrupted = json.load(f), json.load(g)
     assert comparable(killed) == comparable(uninterrupted) and killed["epoch"] == 4
-    # Training time adds up over the five processes; every log line is in the one log.txt.
+    # Training time adds up over the six processes; every log line is in the one log.txt.
     assert killed["timings"]["train_seconds"] > 0
     assert sorted(os.listdir(out)).count("log.txt") == 1 and not any(f.startswith("log.txt-") for f in os.listdir(out))
     with open(os.path.join(out, "log.txt")) as f:
         log = f.read()
-    assert log.count("run started again") == 4 and log.count("* accuracy:") == 1
+    assert log.count("run started again") == 5 and log.count("* accuracy:") == 1
 
 
 def test_rerunning_a_finished_run_neither_retrains_nor_clobbers(data_root, reference):

@@ -14,8 +14,6 @@ import os
 import os.path as osp
 from typing import Any, Optional
 
-from dassl.utils import set_random_seed
-
 from lamm_plugin.dassl import checkpoints, compat, run_config
 from lamm_plugin.dassl.console import emit
 from lamm_plugin.errors import MissingFileError, UserError
@@ -170,8 +168,10 @@ class CheckpointMixin:
         The config given must equal the one the run started with (``config.json``) but for
         :data:`~lamm_plugin.dassl.run_config.ALLOWED_TO_DIFFER`: a difference that changes results raises
         :class:`~lamm_plugin.dassl.run_config.RunConfigMismatchError`. Without a checkpoint, training starts from
-        scratch with every generator seeded from ``SEED`` (whether or not earlier attempts wrote dataset caches), and
-        the config is written to ``config.json``.
+        scratch with the generators as building the trainer left them, as in Dassl and the originals' ``train.py``
+        (``SEED`` was set before the dataset was built; a run that finds its few-shot cache makes the draws that
+        wrote it again, so this state does not depend on earlier attempts), and the config is written to
+        ``config.json``.
         """
         names = self.get_model_names()
         for name in names:
@@ -181,8 +181,6 @@ class CheckpointMixin:
         if any(file is None for file in found.values()):
             print("No checkpoint found, train from scratch")
             run_config.save(self.cfg, self.output_dir)  # what a resume of this folder is compared with
-            if self.cfg.SEED >= 0:
-                set_random_seed(self.cfg.SEED)
             return 0
         stored = run_config.stored_config(directory)
         if stored is None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from lamm_plugin.backbone import CLIPBundle
+from lamm_plugin.backbone import CLIPBundle, draw_like_a_clip_build
 from lamm_plugin.feature_cache import cached_text_features
 from lamm_plugin.methods.base import StepFeatures, register_method
 from lamm_plugin.methods.coop import CoOp, CoOpConfig
@@ -51,6 +51,23 @@ class KgCoOpConfig(CoOpConfig):
             raise ValueError(f"kg_weight must be >= 0, got {self.kg_weight}.")
 
 
+def original_build_draws(clip: CLIPBundle) -> None:
+    """Make, and drop, the random draws the original KgCoOp makes after its context while building its prompt
+    learner: an unused ``bias_vectors`` ``[1, 512]`` (normal, std 0.02), a second CLIP of the same shapes (for its
+    hand-crafted features; initialised before its weights load), an unused ``meta_net`` ``Linear(512, 512)`` and an
+    unused ``adapter`` (``Linear(512, 128)``, ``Linear(128, 512)``, no biases).
+
+    So the data order and every later draw of a run follow the original's random stream
+    (``tests/test_whole_run.py``). A CLIP not in OpenAI's layout (which the original cannot load) makes only the
+    other two.
+    """
+    torch.empty(1, 512).normal_(std=0.02)
+    draw_like_a_clip_build(clip)
+    torch.nn.Linear(512, 512)
+    torch.nn.Linear(512, 128, bias=False)
+    torch.nn.Linear(128, 512, bias=False)
+
+
 @register_method
 class KgCoOp(CoOp):
     """CoOp with KgCoOp's knowledge-guided term (``regularization``: ``kg_alignment``)."""
@@ -61,6 +78,7 @@ class KgCoOp(CoOp):
 
     def __init__(self, cfg: KgCoOpConfig, clip: CLIPBundle, classnames: Sequence[str]) -> None:
         super().__init__(cfg, clip, classnames)
+        original_build_draws(clip)
         object.__setattr__(self, "_clip", clip)  # frozen, not a submodule: never in parameters() or checkpoints
         self._hand_crafted: dict[tuple, torch.Tensor] = {}
 

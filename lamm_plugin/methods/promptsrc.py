@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lamm_plugin import feature_cache
-from lamm_plugin.backbone import CLIPBundle
+from lamm_plugin.backbone import CLIPBundle, draw_like_a_clip_build
 from lamm_plugin.encoders import ImageEncoder
 from lamm_plugin.methods.base import (
     PromptMethod,
@@ -163,6 +163,10 @@ class PromptSRC(IndependentPrompts):
         # Created at the first epoch's end, when the number of epochs is known; a checkpoint's state waits for it.
         self.gpa: Optional[GaussianPromptAggregation] = None
         self._gpa_state: Optional[dict[str, Any]] = None
+        # The original builds two more CLIPs (the frozen zero-shot model, for text and for images): their random
+        # draws are made and dropped, so the data order and every later draw follow the original's random stream.
+        draw_like_a_clip_build(clip)
+        draw_like_a_clip_build(clip)
 
     def _apply(self, fn, recurse=True):
         self._frozen_text.clear()
