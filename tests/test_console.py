@@ -126,3 +126,13 @@ def test_header_device_is_the_real_one():
     cfg.defrost()
     cfg.USE_CUDA = False
     assert train.device_text(cfg, torch.device("cpu")) == "cpu"
+
+
+def test_header_names_a_validation_set_that_is_the_test_set():
+    from types import SimpleNamespace
+
+    own = SimpleNamespace(train_x=[0] * 8, val=[0] * 4, test=[0] * 6, has_val=True)
+    assert train.split_sizes(own) == "8 train, 4 val, 6 test images"
+    test = [0] * 51
+    shared = SimpleNamespace(train_x=[0] * 8, val=test, test=test, has_val=False)  # a validation share of 0
+    assert train.split_sizes(shared) == "8 train, 51 test images; validation on the test images"

@@ -530,5 +530,9 @@ def test_a_class_too_small_to_split_is_named(tmp_path):
     folder = pool(tmp_path, per_class=2)
     with pytest.raises(
         DatasetFormatError, match=f"class 'Blue_square' of {folder} has 2 image.*its val would be empty"
-    ):
+    ) as err:
         build(str(tmp_path), "DATASET.FOLDER.DIR", "pool")
+    remedy = 'DATASET.FOLDER.FRACTIONS "(1, 0, 1)"'
+    assert remedy in str(err.value)  # the exact override, which then splits every class
+    dataset = build(str(tmp_path), "DATASET.FOLDER.DIR", "pool", "DATASET.FOLDER.FRACTIONS", "(1, 0, 1)")
+    assert len(dataset.train_x) == len(dataset.test) == 3  # one image of each of the 3 classes
