@@ -299,9 +299,11 @@ def test_block_runs(block: Block, workspace: Path, monkeypatch: pytest.MonkeyPat
 
 
 def test_documented_outputs_are_git_ignored():
-    """What the documented commands write into the repository (run folders, data, make_tables.py's tables/)."""
+    """What the documented commands write into the repository (run folders, data, make_tables.py's tables/, the
+    dataset configs of the "Your own data" sweep)."""
     if not (ROOT / ".git").exists():
         pytest.skip("not a git checkout")
-    paths = ["tables/fewshot.md", "tables/fewshot_curves.png", "output/demo/log.txt", "data/synthetic_shapes/x.png"]
+    paths = ["tables/fewshot.md", "tables/fewshot_curves.png", "output/demo/log.txt", "data/synthetic_shapes/x.png",
+             "my_configs/my_shapes.yaml"]  # fmt: skip
     out = subprocess.run(["git", "check-ignore", *paths], cwd=ROOT, capture_output=True, text=True)
     assert out.stdout.split() == paths, out.stderr
