@@ -185,6 +185,7 @@ def test_prepare_stage_freezes_earlier_label_rows(tiny_clip):
         prepare_stage(model, names[6:9], 2, "thaw")
 
 
+@pytest.mark.e2e
 def test_table_script_and_plot(tmp_path, capsys):
     import importlib.util
     import json

@@ -20,7 +20,7 @@ pytest.importorskip("dassl", reason="Dassl is not installed; it installs from it
 
 from lamm_experiments import synthetic  # noqa: E402
 
-pytestmark = pytest.mark.dassl
+pytestmark = [pytest.mark.dassl, pytest.mark.e2e]
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DROP_IN_LINE = "import lamm_plugin.dassl  # noqa: F401"

@@ -18,6 +18,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -250,12 +251,28 @@ def test_a_wrong_stated_number_fails_the_claim(monkeypatch):
         check_claims(block, "no result line")
 
 
+DEFAULT_TIER = "ruff check . && ruff format --check . && python -m pytest -q"
+BOTH_TIERS = DEFAULT_TIER + ' -m "not slow"'
+
+
 def test_the_docs_run_the_main_job_and_the_tests():
+    """The README shows the main job and the test commands; scripts/install.sh runs the same (its ``demo`` and
+    ``test``), and .ci/run installs with it and runs both tiers."""
     kinds = {(b.file, b.text.strip()): kind for b, (kind, _) in CLASSIFIED.items()}
-    assert any(kind == RUN_DASSL and "--output-dir output/demo " in text for (_, text), kind in kinds.items())
-    assert ("README.md", "ruff check . && ruff format --check . && python -m pytest -q") in kinds
-    assert "bash scripts/install.sh" in (ROOT / ".ci" / "run").read_text()
-    assert "ruff check . && ruff format --check . && python -m pytest -q" in (ROOT / ".ci" / "run").read_text()
+    main_job = [
+        text
+        for (file, text), kind in kinds.items()
+        if file == "README.md" and kind == RUN_DASSL and "--output-dir output/demo " in text
+    ]
+    assert len(main_job) == 1
+    readme_tests = [text for (file, text) in kinds if file == "README.md" and DEFAULT_TIER in text]
+    assert len(readme_tests) == 1 and BOTH_TIERS in readme_tests[0] and "python -m pytest -q -m e2e" in readme_tests[0]
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "bash scripts/install.sh" in ci and BOTH_TIERS in ci
+    install = (ROOT / "scripts" / "install.sh").read_text()
+    assert f'TEST="{DEFAULT_TIER}"' in install
+    demo = re.search(r"^DEMO=\((.*?)\)$", install, re.M | re.S).group(1)
+    assert shlex.split(demo) == shlex.split(main_job[0].replace("\\\n", " "))
 
 
 @pytest.fixture(scope="module")
@@ -270,6 +287,7 @@ def workspace(tmp_path_factory) -> Path:
 _DONE: set[tuple[str, str]] = set()
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("block", RUNNABLE)
 def test_block_runs(block: Block, workspace: Path, monkeypatch: pytest.MonkeyPatch):
     kind = CLASSIFIED[block][0]

@@ -44,6 +44,7 @@ CASES = {
 }
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("case", CASES)
 def test_host_method_matches_original_code(case):
     variable = REPOS[CASES[case]]
@@ -58,6 +59,7 @@ def test_host_method_matches_original_code(case):
         assert result.get(key, 0.0) < 1e-5, (key, result)
 
 
+@pytest.mark.e2e
 def test_importing_original_code_leaves_dassl_registries_and_modules_as_they_were():
     """The originals register ``CoOp``, ``MaPLe``, ... like our trainers do; importing them twice, in any order,
     must leave every Dassl registry and our own ``trainers`` package as they were."""

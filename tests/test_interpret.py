@@ -180,6 +180,7 @@ def _markdown_table(text: str) -> list[list[str]]:
     return rows
 
 
+@pytest.mark.e2e
 def test_command_csv_markdown_table_and_figures(trained, untrained_shapes, untrained, tmp_path, capsys):
     a, b = tmp_path / "trained.pt", tmp_path / "untrained.pt"
     torch.save(trained, a)
@@ -232,6 +233,7 @@ def test_comparison_side_by_side(trained, clip0, tmp_path):
     assert Path(path).read_bytes()[:8] == PNG_MAGIC and os.path.getsize(path) > 5000
 
 
+@pytest.mark.e2e
 def test_command_errors(tmp_path, capsys):
     assert main([str(tmp_path / "missing")]) == 2
     assert "No checkpoint file or run folder" in capsys.readouterr().err

@@ -52,6 +52,7 @@ SMALL = [
 
 
 # ---- without Dassl ------------------------------------------------------------------------------------------------
+@pytest.mark.e2e
 def test_command_runs_without_dassl(tmp_path):
     """``python -m lamm_plugin.predict`` with Dassl and yacs made unimportable: zero-shot CLIP on an image."""
     image = tmp_path / "red.png"
@@ -153,6 +154,7 @@ def test_folders_skip_non_images(tmp_path):
         collect_images([tmp_path / "missing"])
 
 
+@pytest.mark.e2e
 def test_bad_inputs_to_the_command(tmp_path, capsys):
     image = tmp_path / "x.png"
     Image.new("RGB", (32, 32)).save(image)
@@ -345,6 +347,7 @@ def test_zero_shot_equals_the_zeroshot_trainer(dassl_runs, precision):
     assert [p.label for p in predictions] == zero.predictions and accuracy(predictions, zero.labels) == zero.accuracy
 
 
+@pytest.mark.e2e
 @pytest.mark.dassl
 def test_other_clip_weights_are_refused(dassl_runs, tmp_path):
     run = dassl_runs["run"]
@@ -389,6 +392,7 @@ def test_checkpoint_file_with_and_without_its_run_folder(dassl_runs, tmp_path):
         Predictor.from_run(run, epoch=7)
 
 
+@pytest.mark.e2e
 @pytest.mark.dassl
 def test_command_on_files_and_a_folder(dassl_runs, tmp_path, capsys):
     base, run = dassl_runs["base"], dassl_runs["run"]
@@ -438,6 +442,7 @@ def test_command_on_files_and_a_folder(dassl_runs, tmp_path, capsys):
     assert lines[1].startswith(base.paths[0]) and lines[1].endswith("%")
 
 
+@pytest.mark.e2e
 @pytest.mark.dassl
 def test_command_zero_shot(dassl_runs, capsys):
     zero = dassl_runs["zero"]

@@ -25,6 +25,7 @@ HEAVY = ("torch", "open_clip", "numpy", "dassl", "yacs")
 PROGRAM_MODULES = sorted(f"lamm_experiments.{m.name}" for m in pkgutil.iter_modules(lamm_experiments.__path__))
 
 
+@pytest.mark.e2e
 def test_program_and_layout_import_without_torch():
     code = (
         "import importlib, json, sys\n"
@@ -72,6 +73,7 @@ def test_find_checkpoint_prefers_best_then_index_then_highest_epoch(tmp_path):
     assert layout.checkpoint_epochs(str(folder)) == [1, 2, 10]
 
 
+@pytest.mark.e2e
 def test_wheel_ships_both_packages_and_the_reference_numbers(tmp_path):
     """Build the wheel from a copy of the sources, then use the program from the unpacked wheel alone."""
     src = tmp_path / "src"

@@ -166,6 +166,7 @@ def test_promptsrc_with_lamm_learns(tiny_clip):
     assert after >= 0.5 and after > before + 0.2, (before, after)
 
 
+@pytest.mark.e2e
 @pytest.mark.dassl
 def test_dassl_gpa_survives_a_crash_exactly(tmp_path, monkeypatch):
     pytest.importorskip("dassl", reason="Dassl is not installed")
