@@ -20,7 +20,7 @@ from lamm_plugin.feature_cache import IMAGE_FEATURES, TEXT_FEATURES  # noqa: E40
 from lamm_plugin.layout import CACHE_DIR_ENV, CACHE_DIRNAME  # noqa: E402
 from tests.test_dassl_train import read_logs, results, run  # noqa: E402
 
-pytestmark = pytest.mark.dassl
+pytestmark = [pytest.mark.dassl, pytest.mark.e2e]
 
 OFF = ("LAMM_CACHE.TEST_FEATURES", "False", "LAMM_CACHE.TEXT_FEATURES", "False")
 READ = "read from the feature cache"

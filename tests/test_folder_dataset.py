@@ -191,6 +191,7 @@ def test_continual_stages_on_a_tree(root, tmp_path):
 # the trainer's own evaluation, image by image (the same model, transform and batches: logits equal to the bit).
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("run", ["tree_eval", "csv_eval"])
 def test_predictions_of_a_folder_run_equal_its_evaluation(run, request):
     ev: Evaluation = request.getfixturevalue(run)

@@ -119,6 +119,7 @@ def test_untrained_every_label_decodes_to_its_own_tokens(untrained, clip0):
     assert all(r.drift_l2 == 0.0 for _, r in report.context)
 
 
+@pytest.mark.e2e
 def test_trained_labels_moved(trained, clip0):
     report = interpret(trained, Vocabulary.from_clip(clip0), k=5)
     assert len(report.classes) == 6
@@ -217,6 +218,7 @@ def test_command_csv_markdown_table_and_figures(trained, untrained_shapes, untra
     assert "No label rows to plot" in capsys.readouterr().err and not (tmp_path / "e.png").exists()
 
 
+@pytest.mark.e2e
 def test_comparison_side_by_side(trained, clip0, tmp_path):
     vocab = Vocabulary.from_clip(clip0)
     later = dict(trained)
@@ -255,6 +257,7 @@ def test_untrained_cifar100_decodes_to_its_names(clip0):
     assert all([r.original_id for r in c.rows] == clip0.tokenizer.encode(c.name) for c in report.classes)
 
 
+@pytest.mark.e2e
 @pytest.mark.filterwarnings("ignore:Repeated class names")  # ImageNet's two repeated names, warned by LAMM
 def test_untrained_imagenet_1000_classes(clip0):
     names, report = _untrained_report(clip0, "imagenet")

@@ -235,6 +235,7 @@ def dassl_runs(tmp_path_factory):
     return {"run": run, "base": base, "new": new, "zero": zero, "amp": amp, "root": root}
 
 
+@pytest.mark.e2e
 @pytest.mark.dassl
 def test_run_predictions_equal_the_trainers_evaluation(dassl_runs):
     base = dassl_runs["base"]
@@ -261,6 +262,7 @@ def test_run_predictions_equal_the_trainers_evaluation(dassl_runs):
         assert [(p.classes, p.probabilities) for p in ours] == [(p.classes, p.probabilities) for p in predictions]
 
 
+@pytest.mark.e2e
 @pytest.mark.dassl
 def test_transform_equals_dassls_test_transform(dassl_runs, tmp_path):
     from dassl.data.transforms import build_transform
@@ -310,6 +312,7 @@ def test_transform_equals_dassls_test_transform(dassl_runs, tmp_path):
     )
 
 
+@pytest.mark.e2e
 @pytest.mark.dassl
 def test_new_class_names_equal_base_to_new_evaluation(dassl_runs):
     base, new = dassl_runs["base"], dassl_runs["new"]
@@ -321,6 +324,7 @@ def test_new_class_names_equal_base_to_new_evaluation(dassl_runs):
     assert [p.label for p in predictions] == new.predictions and accuracy(predictions, new.labels) == new.accuracy
 
 
+@pytest.mark.e2e
 @pytest.mark.dassl
 def test_subset_of_the_trained_classes(dassl_runs):
     base = dassl_runs["base"]
@@ -334,6 +338,7 @@ def test_subset_of_the_trained_classes(dassl_runs):
     assert {c for p in subset.predict(base.paths, topk=5) for c in p.classes} == {names[0], names[2]}
 
 
+@pytest.mark.e2e
 @pytest.mark.dassl
 @pytest.mark.parametrize("precision", ["fp32", "amp"])
 def test_zero_shot_equals_the_zeroshot_trainer(dassl_runs, precision):
@@ -367,6 +372,7 @@ def test_other_clip_weights_are_refused(dassl_runs, tmp_path):
     assert main([run, image, "--seed", "2", "--no-progress"]) == 1
 
 
+@pytest.mark.e2e
 @pytest.mark.dassl
 def test_checkpoint_file_with_and_without_its_run_folder(dassl_runs, tmp_path):
     base, run = dassl_runs["base"], dassl_runs["run"]
