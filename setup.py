@@ -42,8 +42,9 @@ setup(
         "pillow",
     ],
     extras_require={
-        # The tests cover the tables and figures (tabulate, matplotlib) and the submitit sweep engine.
-        "test": ["pytest>=7", "ruff>=0.5", "tabulate", "matplotlib>=3.5", "submitit>=1.4"],
+        # The tests cover the tables and figures (tabulate, matplotlib) and the submitit sweep engine; pytest-timeout
+        # gives every test a time limit (pyproject.toml).
+        "test": ["pytest>=7", "pytest-timeout>=2.1", "ruff>=0.5", "tabulate", "matplotlib>=3.5", "submitit>=1.4"],
         "interpret": ["tabulate", "matplotlib>=3.5"],  # python -m lamm_experiments.interpret
         "dassl": DASSL_RUNTIME,
         "plots": ["matplotlib>=3.5"],  # the few-shot figure of scripts/make_tables.py

@@ -465,14 +465,19 @@ def device_text(cfg, device: torch.device) -> str:
     return device.type
 
 
+def split_sizes(dataset: Any) -> str:
+    """The header's image counts, ``"192 train, 51 val, 96 test images"``; a dataset without validation images of its
+    own (ImageNet, a ``Folder`` with a validation share of 0) validates on its test images, and says so."""
+    own_val = getattr(dataset, "has_val", True) and dataset.val is not dataset.test
+    splits = [("train", dataset.train_x), ("val", dataset.val if own_val else None), ("test", dataset.test)]
+    sizes = ", ".join(f"{len(items)} {name}" for name, items in splits if items) + " images"
+    return sizes if own_val else sizes + "; validation on the test images"
+
+
 def run_header(cfg, trainer: Any) -> str:
     """The few lines a run prints before training instead of the argument, config and system dumps."""
     dataset = trainer.dm.dataset
-    sizes = ", ".join(
-        f"{len(items)} {name}"
-        for name, items in (("train", dataset.train_x), ("val", dataset.val or []), ("test", dataset.test))
-        if items
-    )
+    sizes = split_sizes(dataset)
     shots = getattr(trainer, "shots", cfg.DATASET.NUM_SHOTS)
     shot_text = "all training images" if shots <= 0 else f"{shots} shots"
     subset = cfg.DATASET.get("SUBSAMPLE_CLASSES", "all")
@@ -480,7 +485,7 @@ def run_header(cfg, trainer: Any) -> str:
     precision = getattr(trainer, "precision", "?")
     out = cfg.OUTPUT_DIR or "."
     return "\n".join([
-        f"{cfg.TRAINER.NAME} on {cfg.DATASET.NAME}: {classes}, {shot_text} ({sizes} images), seed {cfg.SEED}",
+        f"{cfg.TRAINER.NAME} on {cfg.DATASET.NAME}: {classes}, {shot_text} ({sizes}), seed {cfg.SEED}",
         f"backbone {cfg.MODEL.BACKBONE.NAME}, precision {precision}, device {device_text(cfg, trainer.device)}",
         f"output: {out}",
         f"  {CONFIG_YAML_FILENAME}: the full config; log.txt: everything printed (--verbose shows it all here too)",

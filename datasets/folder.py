@@ -256,9 +256,27 @@ def _split_tag(fractions: Sequence[float], seed: int, drawn: Sequence[str]) -> s
     return f"drawn_{'+'.join(drawn)}_fractions_{shares}_seed_{seed}"
 
 
+def _counts(n: int, shares: dict[str, float]) -> list[int]:
+    """How many of a class's ``n`` images each split gets (in ``shares`` order; the last split takes the rest)."""
+    total = sum(shares.values())
+    counts = [round(n * share / total) for share in list(shares.values())[:-1]]
+    return [*counts, n - sum(counts)]
+
+
+def _fractions_remedy(n: int, shares: dict[str, float]) -> str:
+    """The ``FRACTIONS`` override that gives every drawn split of a class of ``n`` images at least one image: equal
+    shares, else without validation images (the test images serve); "" when none can."""
+    for drop in ((), ("val",)):
+        trial = {name: 0.0 if name in drop else 1.0 for name in shares}
+        if min(_counts(n, {k: v for k, v in trial.items() if v > 0})) >= 1:
+            fractions = ", ".join(f"{trial.get(split, 0.0):g}" for split in SPLITS)
+            why = "equal shares" if not drop else "no validation images: the test images serve"
+            return f'DATASET.FOLDER.FRACTIONS "({fractions})": {why}'
+    return ""
+
+
 def _draw(pairs: Pairs, shares: dict[str, float], seed: int, source: str) -> dict[str, Pairs]:
     """Split ``pairs`` per class by ``shares`` (split -> share, normalised), each class shuffled by its own seed."""
-    total = sum(shares.values())
     by_class: dict[str, list[str]] = {}
     for key, path in pairs:
         by_class.setdefault(key, []).append(path)
@@ -268,14 +286,15 @@ def _draw(pairs: Pairs, shares: dict[str, float], seed: int, source: str) -> dic
         paths = sorted(by_class[key])
         random.Random(f"{seed}/{key}").shuffle(paths)
         n = len(paths)
-        counts = [round(n * shares[name] / total) for name in names[:-1]]
-        counts.append(n - sum(counts))
+        counts = _counts(n, shares)
         short = [name for name, c in zip(names, counts) if c < 1 and shares[name] > 0]
         if short or min(counts) < 0:
+            remedy = _fractions_remedy(min(len(p) for p in by_class.values()), shares)
+            remedy = f"set the shares so that every class can be split ({remedy}), " if remedy else ""
             raise DatasetFormatError(
                 f"class {key!r} of {source} has {n} image(s): too few to draw {', '.join(names)} by "
                 f"DATASET.FOLDER.FRACTIONS (its {' and '.join(short) or 'splits'} would be empty). Add images to it, "
-                f"or give the missing split(s) as folders or lists (DATASET.FOLDER.VAL / TEST)"
+                f"{remedy}or give the missing split(s) as folders or lists (DATASET.FOLDER.VAL / TEST)"
             )
         start = 0
         for name, c in zip(names, counts):

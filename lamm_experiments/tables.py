@@ -90,7 +90,7 @@ PAPER_METHODS = ("ZeroshotCLIP", "LAMM", "CoOp", "CoOp+LAMM", "MaPLe", "MaPLe+LA
 @dataclass(frozen=True)
 class Run:
     """One ``results.json``: ``kind`` (table kind), ``split`` (e.g. ``train_base``), dataset, shots, method, seed,
-    accuracy and protocol.
+    accuracy, protocol, and the backbone and class count the run recorded (the figure's legend and chance line).
 
     ``method`` is ``<trainer>/<cfg>`` for a run outside a protocol (``protocol`` None) and ``<method>@<protocol>``
     for a run of a named protocol (``results.json``: ``"protocol": {"name", "method"}``), whose config may change
@@ -106,6 +106,8 @@ class Run:
     accuracy: float
     path: str
     protocol: Optional[str] = None
+    backbone: str = ""
+    classes: int = 0
 
 
 def paper_name(method: str) -> str:
@@ -202,7 +204,10 @@ def load_runs(
                 break
             if protocol is not None:
                 info["method"] = f"{protocol[1]}@{protocol[0]}"
-            runs.append(Run(kind=kind, accuracy=accuracy, path=path, protocol=protocol and protocol[0], **info))
+            recorded = {"backbone": str(results.get("backbone") or ""), "classes": len(results.get("classnames") or [])}
+            runs.append(
+                Run(kind=kind, accuracy=accuracy, path=path, protocol=protocol and protocol[0], **info, **recorded)
+            )
             break
     return runs
 
@@ -711,13 +716,15 @@ class Panel:
     curves: list[Curve]
     ticks: list[int]
     ylim: tuple[float, float]
+    chance: Optional[float] = None  # 100 / classes (the mean over the datasets of the average panel), when recorded
 
 
 def fewshot_panels(runs: list[Run], reference: Optional[dict] = None) -> list[Panel]:
     """The few-shot figure's panels: one per dataset, plus the average over datasets when there are several (one
     dataset's average is the dataset itself); the paper's curve of a method where the panel is one of the paper's
     (its average only over the paper's 11 datasets) and the runs are of the protocol that reproduces it; a y-axis
-    from 0 to a bit above the highest value drawn."""
+    from 0 to a bit above the highest value drawn. Our curves name the config and backbone that made them; chance
+    is drawn where the runs recorded their classes."""
     ref = load_reference() if reference is None else reference
     runs = [r for r in runs if r.kind == "fewshot"]
     if not runs:
@@ -728,6 +735,10 @@ def fewshot_panels(runs: list[Run], reference: Optional[dict] = None) -> list[Pa
     shots = sorted({r.shots for r in runs if r.shots > 0})
     names = sorted({paper_name(m) for m in methods}, key=lambda n: (PAPER_METHODS + (n,)).index(n))
     colors = {n: f"C{i}" for i, n in enumerate(dict.fromkeys(list(PAPER_METHODS) + names))}
+    backbones = {m: ", ".join(sorted({r.backbone for r in runs if r.method == m and r.backbone})) for m in methods}
+    ours = {m: f"ours, {m}" + (f", {backbones[m]}" if backbones[m] else "") for m in methods}
+    classes = {d: {r.classes for r in runs if r.dataset == d} for d in datasets}
+    chance = {d: 100.0 / min(n) if len(n) == 1 and min(n) > 0 else None for d, n in classes.items()}
     average = "Average"
     panels = []
     for panel in datasets + ([average] if len(datasets) > 1 else []):
@@ -756,12 +767,14 @@ def fewshot_panels(runs: list[Run], reference: Optional[dict] = None) -> list[Pa
             zero = cells.get((method, panel, 0), {}) if panel != average else None
             if not xs and zero:  # a zero-shot method: a horizontal line
                 level = statistics.fmean(zero.values())
-                curves.append(Curve(f"{paper_name(method)} (ours, 0 shots)", "zero", color, [], [level]))
+                curves.append(Curve(f"{paper_name(method)} ({ours[method]}, 0 shots)", "zero", color, [], [level]))
             if xs:
-                curves.append(Curve(f"{paper_name(method)} (ours)", "ours", color, xs, ys, es))
+                curves.append(Curve(f"{paper_name(method)} ({ours[method]})", "ours", color, xs, ys, es))
         drawn = [v + e for c in curves for v, e in zip(c.y, c.err or [0.0] * len(c.y))]
         title = panel if panel != average else f"Average ({len(datasets)} datasets)"
-        panels.append(Panel(title, curves, sorted(ticks), figures.accuracy_limits(drawn)))
+        levels = [chance[d] for d in datasets] if panel == average else [chance[panel]]
+        level = statistics.fmean(levels) if None not in levels else None
+        panels.append(Panel(title, curves, sorted(ticks), figures.accuracy_limits(drawn), level))
     return panels
 
 
@@ -791,6 +804,8 @@ def fewshot_figure(runs: list[Run], path_stem: str, reference: Optional[dict] = 
                 ax.axhline(c.y[0], ls=":", color=c.color, label=c.label)
             else:
                 ax.errorbar(c.x, c.y, yerr=c.err, fmt="-o", color=c.color, ms=4, capsize=2, label=c.label)
+        if panel.chance is not None:
+            ax.axhline(panel.chance, ls="-.", lw=0.8, color="grey", label="chance")
         ax.set_title(panel.title, fontsize=10)
         ax.set_xscale("log", base=2)
         ax.set_xticks(panel.ticks)

@@ -93,16 +93,22 @@ def _tiny_vit() -> CLIPBundle:
     return load_clip("tiny-vit")
 
 
+def _copy(bundle: CLIPBundle) -> CLIPBundle:
+    """A deep copy sharing the tokenizer: copying its vocabulary took 0.18 s of the copy's 0.2 s, and a tokenizer only
+    caches what it computes, so that tests cannot change what it gives."""
+    return copy.deepcopy(bundle, memo={id(bundle.tokenizer): bundle.tokenizer})
+
+
 @pytest.fixture
 def tiny_clip(_tiny_vit: CLIPBundle) -> CLIPBundle:
-    """A fresh copy of the tiny ViT CLIP (tests may change it)."""
-    return copy.deepcopy(_tiny_vit)
+    """A fresh copy of the tiny ViT CLIP (tests may change it; the tokenizer is shared)."""
+    return _copy(_tiny_vit)
 
 
 @pytest.fixture
 def tiny_clip64(_tiny_vit: CLIPBundle) -> CLIPBundle:
     """The tiny ViT CLIP in float64, for exact parity checks."""
-    bundle = copy.deepcopy(_tiny_vit)
+    bundle = _copy(_tiny_vit)
     bundle.model.double()
     return bundle
 

@@ -13,6 +13,7 @@ from lamm_plugin import backbone
 from lamm_plugin.backbone import OPENAI_MODELS, load_clip
 
 
+@pytest.mark.e2e
 def test_import_does_not_pull_dassl_or_yacs():
     code = "import sys, lamm_plugin; bad = {'dassl', 'yacs'} & set(sys.modules); assert not bad, bad"
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -22,7 +22,7 @@ import train  # noqa: E402
 from lamm_plugin import load_clip  # noqa: E402
 from lamm_plugin.dassl import PromptTrainer  # noqa: E402
 
-pytestmark = pytest.mark.dassl
+pytestmark = [pytest.mark.dassl, pytest.mark.e2e]
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BACKBONES = {"rn50": "RN50", "rn101": "RN101", "vit_b32": "ViT-B/32"}

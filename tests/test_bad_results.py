@@ -61,6 +61,7 @@ def test_read_results_names_the_file_and_what_is_wrong(tmp_path, case):
     assert not R.usable(path)
 
 
+@pytest.mark.e2e
 def test_make_tables_skips_and_lists_unreadable_runs_and_writes_the_rest(tmp_path):
     root = tmp_path / "output"
     good_tree(root)
@@ -83,6 +84,7 @@ def test_make_tables_skips_and_lists_unreadable_runs_and_writes_the_rest(tmp_pat
         T.load_runs(str(root))
 
 
+@pytest.mark.e2e
 def test_parse_results_skips_and_lists_unreadable_runs(tmp_path):
     good_tree(tmp_path)
     nan = put(tmp_path, RUN.format(ds="ucf101", seed=1), '{"accuracy": NaN}')
@@ -102,6 +104,7 @@ def continual_results(metrics) -> str:
     return json.dumps({"trainer": "LAMM_CoOp", "dataset": "dtd", "continual": section})
 
 
+@pytest.mark.e2e
 def test_continual_table_skips_and_lists_damaged_runs(tmp_path):
     good = {"average_incremental_accuracy": 55.0, "last_accuracy": 50.0, "average_forgetting": 3.0}
     put(tmp_path, "a/seed1", continual_results(good))
@@ -121,6 +124,7 @@ def test_continual_table_skips_and_lists_damaged_runs(tmp_path):
     assert "55.00" in out.stdout and "50.00" in out.stdout
 
 
+@pytest.mark.e2e
 def test_the_sweep_does_not_take_a_damaged_result_for_a_finished_job(tmp_path):
     env = {"OUTPUT": str(tmp_path), "SEEDS": "1", "DATASETS": "dtd eurosat ucf101", "SHOTS_LIST": "1"}
     jobs = S.build_jobs("fewshot", environ=env)
@@ -130,6 +134,7 @@ def test_the_sweep_does_not_take_a_damaged_result_for_a_finished_job(tmp_path):
     assert [job.finished() for job in jobs] == [True, False, False]
 
 
+@pytest.mark.e2e
 def test_table_scripts_answer_bad_arguments_with_a_message(tmp_path):
     good_tree(tmp_path / "output")
 

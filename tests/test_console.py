@@ -143,3 +143,13 @@ def test_a_hosts_dassl_logger_writes_each_line_as_it_is_printed(tmp_path, monkey
     monkeypatch.undo()
     logger.file.close()
     assert text == "epoch [1/2] batch [1/4] loss 3.2\n"
+
+
+def test_header_names_a_validation_set_that_is_the_test_set():
+    from types import SimpleNamespace
+
+    own = SimpleNamespace(train_x=[0] * 8, val=[0] * 4, test=[0] * 6, has_val=True)
+    assert train.split_sizes(own) == "8 train, 4 val, 6 test images"
+    test = [0] * 51
+    shared = SimpleNamespace(train_x=[0] * 8, val=test, test=test, has_val=False)  # a validation share of 0
+    assert train.split_sizes(shared) == "8 train, 51 test images; validation on the test images"

@@ -145,6 +145,7 @@ def _run_stages(tiny_clip, method: str, method_cfg, shared: str):
     return logits
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize(
     ("method", "method_cfg"),
     [
@@ -163,6 +164,7 @@ def test_frozen_shared_tensors_keep_old_logits_bit_identical(tiny_clip, method, 
     assert not torch.equal(logits[0][0], logits[1][1])
 
 
+@pytest.mark.e2e
 def test_trained_context_changes_old_logits(tiny_clip):
     logits = _run_stages(tiny_clip, "coop", CoOpConfig(ctx_init="a photo of a"), "train")
     for t in range(1, STAGES):
@@ -185,6 +187,7 @@ def test_prepare_stage_freezes_earlier_label_rows(tiny_clip):
         prepare_stage(model, names[6:9], 2, "thaw")
 
 
+@pytest.mark.e2e
 def test_table_script_and_plot(tmp_path, capsys):
     import importlib.util
     import json

@@ -391,6 +391,7 @@ def test_reference_settings(trainer, name, lr, epochs, batch):
         assert (method.n_ctx_vision, method.prompt_depth_vision) == (8, 12)
 
 
+@pytest.mark.e2e
 def test_plugin_imports_nothing_of_dassl_and_registers_only_lamm_trainers():
     code = (
         "import sys, lamm_plugin\n"

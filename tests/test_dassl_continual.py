@@ -77,6 +77,7 @@ def stage_logits(out: str, stage: int, names: list[str], images: torch.Tensor) -
         return model.eval()(images).logits
 
 
+@pytest.mark.e2e
 def test_frozen_shared_tensors_keep_old_classes_and_resume_per_stage(data_root, tmp_path, monkeypatch, capsys):
     out = str(tmp_path / "freeze")
     run_stage = continual.run_stage
@@ -117,6 +118,7 @@ def test_frozen_shared_tensors_keep_old_classes_and_resume_per_stage(data_root, 
     assert run(data_root, out, "freeze")["continual"] == section
 
 
+@pytest.mark.e2e
 def test_trained_context_forgets_and_it_is_reported(data_root, tmp_path):
     out = str(tmp_path / "train")
     results = run(data_root, out, "train")
@@ -132,6 +134,7 @@ def test_trained_context_forgets_and_it_is_reported(data_root, tmp_path):
     assert results["accuracy"] == metrics["last_accuracy"] == section["seen_accuracy"][-1]
 
 
+@pytest.mark.e2e
 def test_zero_shot_baseline_has_nothing_to_train(data_root, tmp_path, monkeypatch):
     from lamm_experiments import tables
 

@@ -39,7 +39,7 @@ import train  # noqa: E402
 from lamm_experiments import synthetic  # noqa: E402
 from lamm_plugin.dassl import LAMM_TRAINERS, ConfigKeyError  # noqa: E402
 
-pytestmark = pytest.mark.dassl
+pytestmark = [pytest.mark.dassl, pytest.mark.e2e]
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DROP_IN_LINE = "import lamm_plugin.dassl  # noqa: F401"

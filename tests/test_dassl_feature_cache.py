@@ -20,7 +20,7 @@ from lamm_plugin.feature_cache import IMAGE_FEATURES, TEXT_FEATURES  # noqa: E40
 from lamm_plugin.layout import CACHE_DIR_ENV, CACHE_DIRNAME  # noqa: E402
 from tests.test_dassl_train import read_logs, results, run  # noqa: E402
 
-pytestmark = pytest.mark.dassl
+pytestmark = [pytest.mark.dassl, pytest.mark.e2e]
 
 OFF = ("LAMM_CACHE.TEST_FEATURES", "False", "LAMM_CACHE.TEXT_FEATURES", "False")
 READ = "read from the feature cache"
@@ -162,6 +162,7 @@ def test_cache_node_folder_and_switches_do_not_change_the_experiment(monkeypatch
     assert config_differences(cfg_to_dict(cfg), other) == []
 
 
+@pytest.mark.e2e
 def test_continual_stages_read_their_test_sets_with_the_same_results(data_root, tmp_path, capsys):
     """``continual.py``: each stage's evaluation on the classes seen so far goes through the cache; a second run reads
     every stage's test features and reports the numbers of the run without the cache."""

@@ -23,7 +23,7 @@ from runs import REPO, tiny_opts, train_args  # noqa: E402
 from lamm_plugin.dassl import PromptTrainer  # noqa: E402
 from lamm_plugin.dassl.compat import CheckpointFormatError  # noqa: E402
 
-pytestmark = pytest.mark.dassl
+pytestmark = [pytest.mark.dassl, pytest.mark.e2e]
 
 # 4 classes, 2 shots, batch 4: 2 steps per epoch; 4 epochs at lr 0.05.
 OPTS = tiny_opts(epochs=4, lr="0.05", test_batch=8, print_freq=None)

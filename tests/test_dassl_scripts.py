@@ -12,7 +12,7 @@ import pytest
 
 pytest.importorskip("dassl", reason="Dassl is not installed; it installs from its GitHub repository")
 
-pytestmark = pytest.mark.dassl
+pytestmark = [pytest.mark.dassl, pytest.mark.e2e]
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPTS = sorted(glob.glob(os.path.join(REPO, "scripts", "*", "*.sh")))

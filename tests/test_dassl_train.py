@@ -20,7 +20,7 @@ import train  # noqa: E402
 from lamm_plugin.config import LAMMConfig  # noqa: E402
 from lamm_plugin.dassl import PromptTrainer  # noqa: E402
 
-pytestmark = pytest.mark.dassl
+pytestmark = [pytest.mark.dassl, pytest.mark.e2e]
 
 # 4 classes (2 base + 2 new), 2 shots: 8 training images, 2 batches per epoch; two epochs at lr 0.01.
 SMALL_DATA = tiny_opts()

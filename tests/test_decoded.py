@@ -218,6 +218,7 @@ def train_run(root: str, output_dir: str, *opts: str):
     return train.main(train.parse_args(args))
 
 
+@pytest.mark.e2e
 def test_trainer_with_and_without_the_cache_trains_the_same(tmp_path):
     """The switch on (the default) trains bit for bit as Dassl's own loader (off); the phases are recorded."""
     import json
@@ -251,6 +252,7 @@ def test_cache_keys_do_not_make_another_experiment():
     assert run_config.config_differences(cfg_to_dict(make_cfg(workers=3)), make_cfg(transforms=("random_flip",)))
 
 
+@pytest.mark.e2e
 def test_bench_loader_row_and_known_opts(capsys):
     """``bench.py loader`` measures Dassl's loader and ours; ``run``/``sweep`` pass only keys the config has."""
     import argparse

@@ -258,10 +258,21 @@ def test_checkpointing_follows_the_method_config(tiny_clip, classnames):
 
 
 # ---- our own attention in the text blocks ------------------------------------------------------------------------
+#: How far our attention's outputs and gradients may be from the block's own, in units of the dtype's epsilon times
+#: the tensor's largest entry. Both compute the same attention of the same weights, inputs and mask, with different
+#: kernels (SDPA with ``is_causal`` or the pair mask and one q/k/v projection viewed per head, against
+#: nn.MultiheadAttention's packed projection and mask tensor), which sum in different orders: which kernels run
+#: depends on the CPU (its vector unit, MKL's and oneDNN's code paths), and so do the last bits. Measured: at most
+#: 5.5 epsilon (float64) on an AVX-512 CPU and under ATEN_CPU_CAPABILITY=default/avx2, MKL_ENABLE_INSTRUCTIONS=AVX2,
+#: MKL_CBWR=COMPATIBLE and ONEDNN_MAX_CPU_ISA=AVX2.
+OWN_ATTENTION_ULPS = 16
+
+
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
-def test_own_text_attention_equals_the_blocks_own_forward_bit_for_bit(tiny_clip, classnames, dtype, monkeypatch):
-    """One q/k/v projection and SDPA's is_causal (forward) or the pair mask (forward_pair): the same numbers and
-    gradients as open_clip's block (nn.MultiheadAttention with a mask tensor)."""
+def test_own_text_attention_equals_the_blocks_own_forward(tiny_clip, classnames, dtype, monkeypatch):
+    """One q/k/v projection and SDPA's is_causal (forward) or the pair mask (forward_pair): the numbers and
+    gradients of open_clip's block (nn.MultiheadAttention with a mask tensor), to the rounding of another kernel
+    (:data:`OWN_ATTENTION_ULPS`)."""
     import lamm_plugin.encoders as encoders
 
     model = tiny_clip.model.to(dtype)
@@ -273,7 +284,8 @@ def test_own_text_attention_equals_the_blocks_own_forward_bit_for_bit(tiny_clip,
     base = encoder.embed(tokens).detach()
     reference = base.clone()
     reference[:, 6:] += 0.1  # differs after the shared prefix of 6 positions
-    deep = [torch.randn(2, base.shape[-1], dtype=dtype) for _ in range(2)]
+    g = torch.Generator().manual_seed(0)
+    deep = [torch.randn(2, base.shape[-1], dtype=dtype, generator=g) for _ in range(2)]
     results = []
     for own in (True, False):
         if not own:
@@ -284,8 +296,11 @@ def test_own_text_attention_equals_the_blocks_own_forward_bit_for_bit(tiny_clip,
         pair = encoder.forward_pair(prompts, reference, eot, shared=6, deep_prompts=deep_)
         (single.square().sum() + sum(p.sum() for p in pair)).backward()
         results.append([single, *pair, prompts.grad, *(d.grad for d in deep_)])
+    bound = OWN_ATTENTION_ULPS * torch.finfo(dtype).eps
     for ours, theirs in zip(*results):
-        assert torch.equal(ours, theirs)
+        assert ours.dtype == theirs.dtype and ours.shape == theirs.shape
+        error = (ours - theirs).abs().max().double()
+        assert error <= bound * theirs.abs().max().double(), (error, theirs.abs().max())
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])

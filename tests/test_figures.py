@@ -30,10 +30,10 @@ def test_coinciding_curves_are_grouped_and_styles_differ():
     assert len(set(styles)) == len(styles) and len({m for m, _ in styles}) == len(styles)
 
 
-def _runs(datasets, methods=("CoOp/demo_cpu", "LAMM_CoOp/demo_cpu"), shots=(1, 2, 4)):
+def _runs(datasets, methods=("CoOp/demo_cpu", "LAMM_CoOp/demo_cpu"), shots=(1, 2, 4), classes=(12, 37)):
     return [
-        Run("fewshot", "", d, k, m, seed, 9.4 + 0.1 * seed + 0.2 * i, "x")
-        for d in datasets
+        Run("fewshot", "", d, k, m, seed, 9.4 + 0.1 * seed + 0.2 * i, "x", backbone="tiny-vit", classes=n)
+        for d, n in zip(datasets, classes)
         for i, m in enumerate(methods)
         for k in shots
         for seed in (1, 2)
@@ -43,23 +43,49 @@ def _runs(datasets, methods=("CoOp/demo_cpu", "LAMM_CoOp/demo_cpu"), shots=(1, 2
 def test_fewshot_one_dataset_has_no_average_panel_and_an_axis_from_zero():
     (panel,) = fewshot_panels(_runs(["synthetic_shapes"]), REFERENCE)
     assert panel.title == "synthetic_shapes" and panel.ticks == [1, 2, 4]
-    assert [c.label for c in panel.curves] == ["CoOp (ours)", "CoOp+LAMM (ours)"]
+    # The legend names the config and backbone of our curves (here a tiny random CLIP, not the paper's ViT-B/16).
+    assert [c.label for c in panel.curves] == [
+        "CoOp (ours, CoOp/demo_cpu, tiny-vit)",
+        "CoOp+LAMM (ours, LAMM_CoOp/demo_cpu, tiny-vit)",
+    ]
+    assert panel.chance == pytest.approx(100 / 12)
     top = max(y + e for c in panel.curves for y, e in zip(c.y, c.err))  # the highest mean + std drawn
     assert 9.7 < top < 10.0 and panel.ylim == (0.0, pytest.approx(top + 5.0))
 
 
 def test_fewshot_several_datasets_add_the_average_and_the_paper_curves():
     methods = ("CoOp@lamm-official-fewshot", "LAMM_CoOp/demo_cpu")
-    panels = fewshot_panels(_runs(["oxford_pets", "synthetic_shapes"], methods), REFERENCE)
+    panels = fewshot_panels(_runs(["oxford_pets", "synthetic_shapes"], methods, classes=(37, 12)), REFERENCE)
     assert [p.title for p in panels] == ["oxford_pets", "synthetic_shapes", "Average (2 datasets)"]
     pets = panels[0]
-    assert [c.label for c in pets.curves] == ["CoOp (paper)", "CoOp (ours)", "CoOp+LAMM (ours)"]
+    assert [c.label.split(" (")[1] for c in pets.curves] == ["paper)", "ours, CoOp/demo_cpu, tiny-vit)"] + [
+        "ours, LAMM_CoOp/demo_cpu, tiny-vit)"
+    ]
+    assert [p.chance for p in panels] == pytest.approx([100 / 37, 100 / 12, (100 / 37 + 100 / 12) / 2])
+    runs = _runs(["synthetic_shapes"], classes=(0,))  # results without class names: no chance line
+    assert fewshot_panels(runs, REFERENCE)[0].chance is None
     assert pets.ticks == [1, 2, 4, 16] and pets.ylim == (0.0, pytest.approx(100.0))
     assert all(c.kind != "paper" for c in panels[2].curves)  # the paper's average is over its 11 datasets only
     # CoOp of another protocol (its own, or a hand run) reproduces no point of the figure: no paper curve
     for other in ("CoOp@coop-fewshot", "CoOp/demo_cpu"):
         pets = fewshot_panels(_runs(["oxford_pets", "synthetic_shapes"], (other,)), REFERENCE)[0]
         assert [c.kind for c in pets.curves] == ["ours"]
+
+
+def test_runs_carry_the_backbone_and_class_count_their_results_recorded(tmp_path):
+    import json
+
+    from lamm_experiments.tables import load_runs
+
+    folder = tmp_path / "fewshot" / "synthetic_shapes" / "shots_2" / "LAMM_CoOp" / "demo_cpu" / "seed1"
+    folder.mkdir(parents=True)
+    (folder / "results.json").write_text(
+        json.dumps({"accuracy": 25.0, "backbone": "tiny-vit", "classnames": ["a"] * 4})
+    )
+    (run,) = load_runs(str(tmp_path))
+    assert (run.method, run.backbone, run.classes) == ("LAMM_CoOp/demo_cpu", "tiny-vit", 4)
+    (panel,) = fewshot_panels([run], REFERENCE)
+    assert panel.chance == 25.0 and panel.curves[0].label == "CoOp+LAMM (ours, LAMM_CoOp/demo_cpu, tiny-vit)"
 
 
 def _continual(trainer, shared, seen, dataset="SyntheticShapes", stages=((0, 1, 2),) * 4):

@@ -140,6 +140,7 @@ def csv_eval(root, tmp_path_factory) -> Evaluation:
     return train_recorded(train_args(str(base), str(base / "out"), *opts))
 
 
+@pytest.mark.e2e
 def test_train_on_an_imagefolder_tree(tree_run):
     res = read_results(tree_run)
     assert res["dataset"] == "Folder" and res["config"]["DATASET"]["FOLDER"]["DIR"] == "shapes"
@@ -148,6 +149,7 @@ def test_train_on_an_imagefolder_tree(tree_run):
     assert 0.0 <= res["accuracy"] <= 100.0
 
 
+@pytest.mark.e2e
 def test_the_tables_show_the_dataset_by_its_sweep_name(tree_run):
     output = tree_run.split(os.sep + "fewshot" + os.sep)[0]
     out = subprocess.run(
@@ -161,6 +163,7 @@ def test_the_tables_show_the_dataset_by_its_sweep_name(tree_run):
     assert f"{accuracy:.2f}" in row
 
 
+@pytest.mark.e2e
 def test_train_on_a_csv_list_with_class_name_column(csv_eval):
     """Paths relative to the list file, names from its third column; a class short of NUM_SHOTS is named."""
     res = read_results(csv_eval.out)
@@ -170,6 +173,7 @@ def test_train_on_a_csv_list_with_class_name_column(csv_eval):
         assert "Note: DATASET.NUM_SHOTS 3, but 1 of 4 classes have fewer training images (shape 3: 2)" in f.read()
 
 
+@pytest.mark.e2e
 def test_continual_stages_on_a_tree(root, tmp_path):
     out = str(tmp_path / "continual")
     args = ["--root", root, "--seed", "1", "--trainer", "LAMM_CoOp", "--dataset-config-file", FOLDER_YAML,
@@ -187,6 +191,7 @@ def test_continual_stages_on_a_tree(root, tmp_path):
 # the trainer's own evaluation, image by image (the same model, transform and batches: logits equal to the bit).
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("run", ["tree_eval", "csv_eval"])
 def test_predictions_of_a_folder_run_equal_its_evaluation(run, request):
     ev: Evaluation = request.getfixturevalue(run)
@@ -211,6 +216,7 @@ def _accuracy_of_document(document: dict, labels: dict[str, int]) -> float:
     return 100.0 * sum(hits) / len(labels)
 
 
+@pytest.mark.e2e
 def test_the_command_on_the_test_folder_equals_the_evaluation(tree_eval, root):
     """``python -m lamm_plugin.predict RUN FOLDER`` in a new process: the tree's test folder, walked in sorted order,
     is the test split in the trainer's order, so each image's class and the accuracy are the evaluation's."""
@@ -225,6 +231,7 @@ def test_the_command_on_the_test_folder_equals_the_evaluation(tree_eval, root):
     assert _accuracy_of_document(document, dict(zip(tree_eval.paths, tree_eval.labels))) == tree_eval.accuracy
 
 
+@pytest.mark.e2e
 def test_the_command_on_listed_images_and_on_one(csv_eval, capsys):
     """In process: the CSV run's test images in list order (CSV output), then one image alone."""
     capsys.readouterr()
@@ -238,6 +245,7 @@ def test_the_command_on_listed_images_and_on_one(csv_eval, capsys):
     assert entry["path"] == csv_eval.paths[6] and entry["top"][0]["label"] == csv_eval.predictions[6]
 
 
+@pytest.mark.e2e
 def test_other_class_lists_for_a_folder_run(tree_eval, tmp_path, capsys):
     """``--classes`` / ``classes=`` other than the run's: new names take CLIP's embeddings and leave the trained
     classes' logits as they were; an empty list, a repeated name and a folder name instead of its class name are
@@ -428,6 +436,7 @@ def test_bad_list_rows(root, tmp_path):
         build(str(tmp_path), *opts, "DATASET.FOLDER.TEST", "test.csv")
 
 
+@pytest.mark.e2e
 def test_an_unreadable_image_is_named_with_the_command_that_checks_all(root, tmp_path, capsys):
     folder = copy_tree(root, tmp_path)
     broken = os.path.join(folder, "train", FOLDERS[1], "0001.png")
@@ -447,6 +456,7 @@ def test_an_unreadable_image_is_named_with_the_command_that_checks_all(root, tmp
     assert "[ok] Folder" in capsys.readouterr().out
 
 
+@pytest.mark.e2e
 def test_the_check_reads_the_dataset_config(root, capsys):
     args = ["Folder", "--root", root, "--dataset-config-file", FOLDER_YAML, "--check", "--opts", "DATASET.FOLDER.DIR"]
     assert prepare_cli.main([*args, "shapes"]) == 0
@@ -454,6 +464,7 @@ def test_the_check_reads_the_dataset_config(root, capsys):
     assert "dataset folder not found" in capsys.readouterr().out
 
 
+@pytest.mark.e2e
 def test_sweep_scripts_find_a_dataset_config_by_name(tmp_path):
     configs = tmp_path / "configs"
     configs.mkdir()
@@ -471,6 +482,7 @@ def test_sweep_scripts_find_a_dataset_config_by_name(tmp_path):
     assert out.returncode == 1 and "Error: no dataset config my_data.yaml in DATASET_CONFIGS=" in out.stderr
 
 
+@pytest.mark.e2e
 def test_a_sweep_of_ones_own_dataset_runs_and_is_tabled(tmp_path):
     """The jobs of a sweep over a dataset config found by name in DATASET_CONFIGS really run: the sweep, its job
     guard and the job script are the real ones, started outside the repository with the package on no PYTHONPATH
@@ -510,6 +522,7 @@ def test_a_sweep_of_ones_own_dataset_runs_and_is_tabled(tmp_path):
     assert row.split("|")[2].strip().endswith("(2)")  # two seeds
 
 
+@pytest.mark.e2e
 def test_a_test_image_that_does_not_decode_stops_the_run_with_its_path(root, tmp_path):
     """A test image that does not open stops the run before training, named with the command that checks this
     dataset (not a benchmark's prepare command)."""
@@ -530,8 +543,12 @@ def test_a_class_too_small_to_split_is_named(tmp_path):
     folder = pool(tmp_path, per_class=2)
     with pytest.raises(
         DatasetFormatError, match=f"class 'Blue_square' of {folder} has 2 image.*its val would be empty"
-    ):
+    ) as err:
         build(str(tmp_path), "DATASET.FOLDER.DIR", "pool")
+    remedy = 'DATASET.FOLDER.FRACTIONS "(1, 0, 1)"'
+    assert remedy in str(err.value)  # the exact override, which then splits every class
+    dataset = build(str(tmp_path), "DATASET.FOLDER.DIR", "pool", "DATASET.FOLDER.FRACTIONS", "(1, 0, 1)")
+    assert len(dataset.train_x) == len(dataset.test) == 3  # one image of each of the 3 classes
 
 
 # ---- a test set that is the training set; images that do not open ------------------------------------------------

@@ -57,6 +57,7 @@ def gpu_check_here(capsys, *args: str) -> tuple[int, str]:
     return code, capsys.readouterr().out
 
 
+@pytest.mark.e2e
 def test_the_cases_are_every_registered_trainer_in_every_precision_and_the_gpu_benchmarks(capsys):
     """The list comes from the registry; it is checked here against the hosts written out by hand."""
     code, out = gpu_check_here(capsys, "--list")
@@ -87,6 +88,7 @@ def test_timeouts_are_the_ratio_times_the_cpu_seconds():
     assert gpu_check_module.case_timeout(args, "LAMM_CoOp:fp32", cpu) == 30.0
 
 
+@pytest.mark.e2e
 def test_cpu_smoke_trains_reloads_and_writes_everything_under_one_folder(tmp_path):
     proc, rows = gpu_check(tmp_path, "--device", "cpu", "--smoke", "--archive", str(tmp_path / "check.tar.gz"))
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -116,6 +118,7 @@ def test_cpu_smoke_trains_reloads_and_writes_everything_under_one_folder(tmp_pat
     assert not any(".pth.tar" in name for name in names)  # checkpoints left out
 
 
+@pytest.mark.e2e
 def test_a_failing_case_is_reported_and_fails_the_command(tmp_path):
     # The tiny CLIP has 3 text blocks: a prompt depth of 9 raises while the model is built.
     proc, rows = gpu_check(
@@ -131,6 +134,7 @@ def test_a_failing_case_is_reported_and_fails_the_command(tmp_path):
     assert "Traceback" in (tmp_path / "out/runs/LAMM_MaPLe_fp32/console.txt").read_text()
 
 
+@pytest.mark.e2e
 def test_past_the_deadline_cases_are_skipped_and_the_table_is_still_written(tmp_path, capsys):
     code, out = gpu_check_here(
         capsys, "--output", str(tmp_path / "out"), "--device", "cpu", "--smoke", "--deadline", "0"

@@ -50,6 +50,7 @@ CASES = {
 }
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize(
     "case", [pytest.param(c, marks=[pytest.mark.e2e, pytest.mark.dassl]) if CASES[c] == "prograd" else c for c in CASES]
 )
@@ -73,6 +74,7 @@ def test_host_method_matches_original_code(case):
         assert result.get("init abs", 0.0) == 0.0, result
 
 
+@pytest.mark.e2e
 def test_importing_original_code_leaves_dassl_registries_and_modules_as_they_were():
     """The originals register ``CoOp``, ``MaPLe``, ... like our trainers do; importing them twice, in any order,
     must leave every Dassl registry and our own ``trainers`` package as they were."""

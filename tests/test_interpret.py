@@ -119,6 +119,7 @@ def test_untrained_every_label_decodes_to_its_own_tokens(untrained, clip0):
     assert all(r.drift_l2 == 0.0 for _, r in report.context)
 
 
+@pytest.mark.e2e
 def test_trained_labels_moved(trained, clip0):
     report = interpret(trained, Vocabulary.from_clip(clip0), k=5)
     assert len(report.classes) == 6
@@ -180,6 +181,7 @@ def _markdown_table(text: str) -> list[list[str]]:
     return rows
 
 
+@pytest.mark.e2e
 def test_command_csv_markdown_table_and_figures(trained, untrained_shapes, untrained, tmp_path, capsys):
     a, b = tmp_path / "trained.pt", tmp_path / "untrained.pt"
     torch.save(trained, a)
@@ -237,6 +239,7 @@ def test_a_failed_write_leaves_the_existing_table_and_figure_as_they_were(traine
     assert sorted(os.listdir(tmp_path)) == ["drift.png", "table.md", "trained.pt"]
 
 
+@pytest.mark.e2e
 def test_comparison_side_by_side(trained, clip0, tmp_path):
     vocab = Vocabulary.from_clip(clip0)
     later = dict(trained)
@@ -253,6 +256,7 @@ def test_comparison_side_by_side(trained, clip0, tmp_path):
     assert Path(path).read_bytes()[:8] == PNG_MAGIC and os.path.getsize(path) > 5000
 
 
+@pytest.mark.e2e
 def test_command_errors(tmp_path, capsys):
     assert main([str(tmp_path / "missing")]) == 1
     assert "No checkpoint file or run folder" in capsys.readouterr().err
@@ -274,6 +278,7 @@ def test_untrained_cifar100_decodes_to_its_names(clip0):
     assert all([r.original_id for r in c.rows] == clip0.tokenizer.encode(c.name) for c in report.classes)
 
 
+@pytest.mark.e2e
 @pytest.mark.filterwarnings("ignore:Repeated class names")  # ImageNet's two repeated names, warned by LAMM
 def test_untrained_imagenet_1000_classes(clip0):
     names, report = _untrained_report(clip0, "imagenet")

@@ -415,7 +415,9 @@ def test_cocoop_evaluation_in_chunks_of_images_equals_one_pass(tiny_clip, classn
     images, _ = _batch(n=5)
     whole = model(images).logits
     monkeypatch.setattr(lamm_module, "EVAL_PROMPTS_PER_PASS", 2 * len(classnames))  # 2 images per pass
-    torch.testing.assert_close(model(images).logits, whole, rtol=1e-6, atol=1e-6)
+    # The chunks run the towers on other batch shapes, which BLAS may block (and round) differently: float32
+    # rounding of a few towers' layers, 1.5e-6 measured under MKL_CBWR=COMPATIBLE on logits of about 0.4.
+    torch.testing.assert_close(model(images).logits, whole, rtol=1e-5, atol=1e-5)
 
 
 # ---- the gradient hook (PromptMethod.backward) and ProGrad's projection ------------------------------------------

@@ -9,6 +9,8 @@ import torch
 from lamm_experiments.synthetic import make_tensors
 from lamm_plugin import CoCoOpConfig, CoOpConfig, KgCoOpConfig, LAMMConfig, build_model
 
+pytestmark = pytest.mark.e2e
+
 NUM_CLASSES = 4
 
 

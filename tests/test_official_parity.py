@@ -9,10 +9,13 @@ from pathlib import Path
 import pytest
 
 OFFICIAL = os.environ.get("LAMM_OFFICIAL_REPO", "")
-pytestmark = pytest.mark.skipif(
-    not (OFFICIAL and Path(OFFICIAL, "trainers", "coop.py").is_file()),
-    reason="set LAMM_OFFICIAL_REPO to a checkout of github.com/gaojingsheng/LAMM to compare with its original code",
-)
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(
+        not (OFFICIAL and Path(OFFICIAL, "trainers", "coop.py").is_file()),
+        reason="set LAMM_OFFICIAL_REPO to a checkout of github.com/gaojingsheng/LAMM to compare with its original code",
+    ),
+]
 
 
 @pytest.mark.parametrize("origin_clip", [False, True], ids=["coop+lamm", "lamm-alone"])

@@ -52,6 +52,7 @@ SMALL = [
 
 
 # ---- without Dassl ------------------------------------------------------------------------------------------------
+@pytest.mark.e2e
 def test_command_runs_without_dassl(tmp_path):
     """``python -m lamm_plugin.predict`` with Dassl and yacs made unimportable: zero-shot CLIP on an image."""
     image = tmp_path / "red.png"
@@ -153,6 +154,7 @@ def test_folders_skip_non_images(tmp_path):
         collect_images([tmp_path / "missing"])
 
 
+@pytest.mark.e2e
 def test_bad_inputs_to_the_command(tmp_path, capsys):
     image = tmp_path / "x.png"
     Image.new("RGB", (32, 32)).save(image)
@@ -233,6 +235,7 @@ def dassl_runs(tmp_path_factory):
     return {"run": run, "base": base, "new": new, "zero": zero, "amp": amp, "root": root}
 
 
+@pytest.mark.e2e
 @pytest.mark.dassl
 def test_run_predictions_equal_the_trainers_evaluation(dassl_runs):
     base = dassl_runs["base"]
@@ -259,6 +262,7 @@ def test_run_predictions_equal_the_trainers_evaluation(dassl_runs):
         assert [(p.classes, p.probabilities) for p in ours] == [(p.classes, p.probabilities) for p in predictions]
 
 
+@pytest.mark.e2e
 @pytest.mark.dassl
 def test_transform_equals_dassls_test_transform(dassl_runs, tmp_path):
     from dassl.data.transforms import build_transform
@@ -308,6 +312,7 @@ def test_transform_equals_dassls_test_transform(dassl_runs, tmp_path):
     )
 
 
+@pytest.mark.e2e
 @pytest.mark.dassl
 def test_new_class_names_equal_base_to_new_evaluation(dassl_runs):
     base, new = dassl_runs["base"], dassl_runs["new"]
@@ -319,6 +324,7 @@ def test_new_class_names_equal_base_to_new_evaluation(dassl_runs):
     assert [p.label for p in predictions] == new.predictions and accuracy(predictions, new.labels) == new.accuracy
 
 
+@pytest.mark.e2e
 @pytest.mark.dassl
 def test_subset_of_the_trained_classes(dassl_runs):
     base = dassl_runs["base"]
@@ -332,6 +338,7 @@ def test_subset_of_the_trained_classes(dassl_runs):
     assert {c for p in subset.predict(base.paths, topk=5) for c in p.classes} == {names[0], names[2]}
 
 
+@pytest.mark.e2e
 @pytest.mark.dassl
 @pytest.mark.parametrize("precision", ["fp32", "amp"])
 def test_zero_shot_equals_the_zeroshot_trainer(dassl_runs, precision):
@@ -345,6 +352,7 @@ def test_zero_shot_equals_the_zeroshot_trainer(dassl_runs, precision):
     assert [p.label for p in predictions] == zero.predictions and accuracy(predictions, zero.labels) == zero.accuracy
 
 
+@pytest.mark.e2e
 @pytest.mark.dassl
 def test_other_clip_weights_are_refused(dassl_runs, tmp_path):
     run = dassl_runs["run"]
@@ -364,6 +372,7 @@ def test_other_clip_weights_are_refused(dassl_runs, tmp_path):
     assert main([run, image, "--seed", "2", "--no-progress"]) == 1
 
 
+@pytest.mark.e2e
 @pytest.mark.dassl
 def test_checkpoint_file_with_and_without_its_run_folder(dassl_runs, tmp_path):
     base, run = dassl_runs["base"], dassl_runs["run"]
@@ -389,6 +398,7 @@ def test_checkpoint_file_with_and_without_its_run_folder(dassl_runs, tmp_path):
         Predictor.from_run(run, epoch=7)
 
 
+@pytest.mark.e2e
 @pytest.mark.dassl
 def test_command_on_files_and_a_folder(dassl_runs, tmp_path, capsys):
     base, run = dassl_runs["base"], dassl_runs["run"]
@@ -438,6 +448,7 @@ def test_command_on_files_and_a_folder(dassl_runs, tmp_path, capsys):
     assert lines[1].startswith(base.paths[0]) and lines[1].endswith("%")
 
 
+@pytest.mark.e2e
 @pytest.mark.dassl
 def test_command_zero_shot(dassl_runs, capsys):
     zero = dassl_runs["zero"]

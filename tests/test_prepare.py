@@ -304,6 +304,7 @@ def test_resolve_names():
         resolve_names(["imagenet-c"])
 
 
+@pytest.mark.e2e
 def test_unknown_name_is_a_usage_error(capsys):
     with pytest.raises(SystemExit) as e:
         main(["nothing", "--root", "/tmp"])
@@ -338,6 +339,7 @@ DTD_SPLIT = {
 }
 
 
+@pytest.mark.e2e
 def test_prepare_end_to_end(server, fake_gdown, tmp_path, monkeypatch, capsys):
     recipe = local_dtd_recipe(server)
     monkeypatch.setattr(recipes, "RECIPES_LIST", (recipe,))
@@ -364,6 +366,7 @@ def test_prepare_keeps_archives_on_request(server, fake_gdown, tmp_path):
     assert (tmp_path / "downloads" / "dtd-r1.0.1.tar.gz").is_file()
 
 
+@pytest.mark.e2e
 def test_prepare_reports_a_failed_download(server, fake_gdown, tmp_path, monkeypatch, capsys):
     recipe = local_dtd_recipe(server)
     bad = Source("dtd-r1.0.1.tar.gz", url=recipe.steps[0].source.url, md5="f" * 32)
@@ -373,6 +376,7 @@ def test_prepare_reports_a_failed_download(server, fake_gdown, tmp_path, monkeyp
     assert "ChecksumError" in out and "expected ffff" in out
 
 
+@pytest.mark.e2e
 def test_check_prints_what_is_missing(tmp_path, capsys):
     dtd = tmp_path / "dtd"
     (dtd / "images" / "banded").mkdir(parents=True)
@@ -409,6 +413,7 @@ def image_bytes(fmt, color=(200, 30, 30), size=(32, 24)):
     return buf.getvalue()
 
 
+@pytest.mark.e2e
 def test_decode_lists_every_image_that_does_not_decode(tmp_path, capsys):
     dtd = tmp_path / "dtd"
     good = {
@@ -452,6 +457,7 @@ def test_decode_lists_every_image_that_does_not_decode(tmp_path, capsys):
     assert main(["dtd", "--root", str(tmp_path), "--check", "--decode"]) == 0
 
 
+@pytest.mark.e2e
 def test_check_finds_images_that_are_empty_or_cut_short(tmp_path, capsys):
     """``--check`` without ``--decode``: every listed file's end is read; only the doubtful files are decoded."""
     dtd = tmp_path / "dtd"
@@ -525,6 +531,7 @@ def test_referenced_images_of_list_and_folder_datasets(tmp_path):
     ]
 
 
+@pytest.mark.e2e
 def test_imagenet_explains_what_to_place_by_hand(fake_gdown, tmp_path, capsys):
     fake_gdown["files"]["1-61f_ol79pViBFDG_IDlUQSwoLcn2XXF"] = b"n01440764 tench\n"
     assert main(["imagenet", "--root", str(tmp_path)]) == 1
@@ -609,6 +616,7 @@ def test_cifar100_batches_that_run_code_are_refused(server, tmp_path, monkeypatc
     assert f"Delete {tmp_path / 'downloads' / 'cifar-100-python.tar.gz'}" in str(e.value)
 
 
+@pytest.mark.e2e
 def test_synthetic_is_generated(tmp_path, capsys):
     assert main(["synthetic", "--root", str(tmp_path)]) == 0
     assert (tmp_path / "synthetic_shapes" / "split_zhou_SyntheticShapes.json").is_file()

@@ -25,6 +25,7 @@ HEAVY = ("torch", "open_clip", "numpy", "dassl", "yacs")
 PROGRAM_MODULES = sorted(f"lamm_experiments.{m.name}" for m in pkgutil.iter_modules(lamm_experiments.__path__))
 
 
+@pytest.mark.e2e
 def test_program_and_layout_import_without_torch():
     code = (
         "import importlib, json, sys\n"
@@ -72,6 +73,7 @@ def test_find_checkpoint_prefers_best_then_index_then_highest_epoch(tmp_path):
     assert layout.checkpoint_epochs(str(folder)) == [1, 2, 10]
 
 
+@pytest.mark.e2e
 def test_wheel_ships_both_packages_and_the_reference_numbers(tmp_path):
     """Build the wheel from a copy of the sources, then use the program from the unpacked wheel alone."""
     src = tmp_path / "src"
@@ -114,3 +116,29 @@ def test_wheel_ships_both_packages_and_the_reference_numbers(tmp_path):
     assert proc.returncode == 0, proc.stderr
     where, fewshot, base2new, heavy = json.loads(proc.stdout)
     assert where.startswith(str(site)) and fewshot > 0 and base2new > 0 and heavy == []
+
+
+@pytest.mark.e2e
+def test_install_takes_dassl_from_a_wheel_folder_without_asking_github(tmp_path):
+    """scripts/install.sh with a wheel folder installs Dassl from it and never runs git; without an active
+    environment it installs into the checkout's .venv."""
+    calls = tmp_path / "calls.txt"
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    for name, body in (("git", 'echo "git $*" >> "$CALLS"; exit 1'), ("python", 'echo "python $*" >> "$CALLS"')):
+        (fake / name).write_text(f"#!/usr/bin/env bash\n{body}\n")
+        (fake / name).chmod(0o755)
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    env = {**os.environ, "CALLS": str(calls), "PATH": f"{fake}{os.pathsep}{os.environ['PATH']}"}
+    env.pop("LAMM_DASSL_WHEELS", None)
+    script = os.path.join(REPO, "scripts", "install.sh")
+    done = subprocess.run(["bash", script, "--reinstall-dassl", "--dassl-wheels", str(wheels)], env={
+        **env, "PYTHON": str(fake / "python")}, capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    log = calls.read_text()
+    assert "git" not in log.split() and f"--find-links {wheels} dassl==0.6.3" in log
+    for active in ("VIRTUAL_ENV", "CONDA_PREFIX"):
+        env.pop(active, None)
+    which = subprocess.run(["bash", script, "--which-python"], env=env, capture_output=True, text=True, timeout=60)
+    assert which.stdout.strip() == os.path.join(REPO, ".venv", "bin", "python")

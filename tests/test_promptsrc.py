@@ -135,6 +135,7 @@ def _saved(state):
     return buffer
 
 
+@pytest.mark.e2e
 def test_promptsrc_with_lamm_learns(tiny_clip):
     train = make_tensors("train", num_per_class=16, num_classes=4, seed=0)
     test = make_tensors("test", num_per_class=32, num_classes=4, seed=0)
@@ -166,6 +167,7 @@ def test_promptsrc_with_lamm_learns(tiny_clip):
     assert after >= 0.5 and after > before + 0.2, (before, after)
 
 
+@pytest.mark.e2e
 @pytest.mark.dassl
 def test_dassl_gpa_survives_a_crash_exactly(tmp_path, monkeypatch):
     pytest.importorskip("dassl", reason="Dassl is not installed")

@@ -142,6 +142,7 @@ def sweep(env, *args, **extra) -> subprocess.CompletedProcess:
     return subprocess.run(["bash", SWEEP, *args], env={**env, **extra}, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.e2e
 def test_dry_run_shows_the_config_of_each_shot_count(fake_env):
     out = sweep(fake_env, "fewshot", "--protocol", "coop-fewshot", "--dry-run", DATASETS="dtd imagenet")
     assert out.returncode == 0, out.stderr
@@ -159,6 +160,7 @@ def test_dry_run_shows_the_config_of_each_shot_count(fake_env):
     assert "fewshot.sh eurosat 1 1 TRAINER.PROMPTSRC.GPA_MEAN 45.0 TRAINER.PROMPTSRC.GPA_STD 5.0" in out.stdout
 
 
+@pytest.mark.e2e
 def test_protocol_runs_record_it_and_tables_keep_protocols_apart(fake_env, tmp_path):
     out = sweep(fake_env, "fewshot", "--protocol", "coop-fewshot", "--methods", "CoOp", DATASETS="dtd",
                 SHOTS_LIST="1 2")  # fmt: skip
@@ -187,6 +189,7 @@ def test_protocol_runs_record_it_and_tables_keep_protocols_apart(fake_env, tmp_p
     assert dict(other.rows)["dtd"][0].mean == next(r.accuracy for r in runs if not r.protocol)
 
 
+@pytest.mark.e2e
 def test_two_set_protocol_trains_each_half_separately(fake_env, tmp_path):
     out = sweep(fake_env, "continual", "--protocol", "lamm-official-incremental", "--methods", "LAMM (official)",
                 DATASETS="dtd eurosat")  # fmt: skip
@@ -204,6 +207,7 @@ def test_two_set_protocol_trains_each_half_separately(fake_env, tmp_path):
     assert all(c.mean is not None for _, cells in table.rows for c in cells)
 
 
+@pytest.mark.e2e
 def test_trainer_records_the_protocol_from_the_sweep(monkeypatch):
     pytest.importorskip("yacs", reason="the Dassl adapter needs yacs")
     from lamm_plugin.dassl.report import protocol_record
@@ -256,6 +260,7 @@ def test_zero_shot_is_one_evaluation_per_dataset_and_subset():
     assert all(j.steps[0].argv[:3] == ["env", "SUB=all", j.steps[0].argv[2]] for j in xd)
 
 
+@pytest.mark.e2e
 def test_every_published_zero_shot_row_has_a_protocol_twin(fake_env, tmp_path):
     out = sweep(fake_env, "base2new", "--protocol", "cocoop-base2new", "--methods", "ZeroshotCLIP",
                 DATASETS="dtd eurosat")  # fmt: skip

@@ -1,9 +1,11 @@
-"""The real class lists of the 16 benchmark datasets through every method, and through our dataset classes.
+"""The real class lists of the 16 benchmark datasets through the methods, and through our dataset classes.
 
 ``tests/fixtures/classnames/<dataset>.txt`` holds each dataset's class names in label order, exactly as our
 dataset classes produce them from the real data (sources in that folder's README). Every list must build a
-model for every method case, train one step and evaluate with one label row per class; ImageNet's list has
-two duplicated names ("missile", "sunglasses") and names whose tokenisation is awkward ("kite (bird of prey)").
+model, train one step and evaluate with one label row per class: every list with one method (CoOp with the class
+name in the middle, whose prompts depend most on the names' token counts), and every method case of
+``tests/cases.py`` with the hardest list, ImageNet's (the most classes, two duplicated names, "missile" and
+"sunglasses", and names whose tokenisation is awkward, "kite (bird of prey)").
 
 The second part rebuilds the raw inputs of the datasets whose names are transformed (CoOp's renames, SUN397's
 qualifier reordering, UCF101's CamelCase split, sorted folders) in a miniature tree and checks that our
@@ -12,14 +14,13 @@ dataset classes produce the fixture lists from them.
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 import pytest
 import torch
+from cases import BY_ID, CASES
 
-import lamm_plugin
-from lamm_plugin import CoCoOpConfig, CoOpConfig, KgCoOpConfig, LAMMConfig, MaPLeConfig, VPTConfig, ZeroshotConfig
+from lamm_plugin import LAMMConfig
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "classnames"
 
@@ -46,17 +47,14 @@ COUNTS = {
 SAME_AS_IMAGENET = ("imagenetv2", "imagenet_sketch")
 MODEL_LISTS = [name for name in COUNTS if name not in SAME_AS_IMAGENET]
 
-CASES = {
-    "coop-end": ("coop", CoOpConfig(n_ctx=4, class_token_position="end")),
-    "coop-middle": ("coop", CoOpConfig(n_ctx=4, class_token_position="middle")),
-    "coop-front": ("coop", CoOpConfig(n_ctx=4, class_token_position="front")),
-    "coop-init": ("coop", CoOpConfig(ctx_init="a photo of a")),
-    "maple": ("maple", MaPLeConfig(prompt_depth=2)),
-    "vpt": ("vpt", VPTConfig(n_ctx_vision=2)),
-    "zeroshot": ("zeroshot", ZeroshotConfig()),
-    "cocoop": ("cocoop", CoCoOpConfig()),
-    "kgcoop": ("kgcoop", KgCoOpConfig()),
-}
+EVERY_LIST_CASE = "coop-middle"
+HARDEST_LIST = "imagenet"
+# ImageNet's 1000 classes take seconds per method: those builds belong to the end-to-end tier.
+LIST_CASES = [
+    pytest.param(name, case, marks=[pytest.mark.e2e] if name == HARDEST_LIST else [])
+    for name, case in [(name, EVERY_LIST_CASE) for name in MODEL_LISTS]
+    + [(HARDEST_LIST, case.id) for case in CASES if case.id != EVERY_LIST_CASE]
+]
 
 
 def read_list(name: str) -> list[str]:
@@ -94,15 +92,13 @@ def batch():
     return torch.randn(4, 3, 32, 32, generator=g)
 
 
-@pytest.mark.parametrize("case", list(CASES))
-@pytest.mark.parametrize("name", MODEL_LISTS)
+@pytest.mark.parametrize(("name", "case"), LIST_CASES)
 def test_real_class_list_trains_and_evaluates(_tiny_vit, batch, name, case):
     classnames = read_list(name)
     n = len(classnames)
-    method, cfg = CASES[case]
     torch.manual_seed(0)
     # The session's CLIP is shared rather than copied: building and training a model leaves it untouched.
-    model = lamm_plugin.build_model(method, _tiny_vit, classnames, copy.deepcopy(cfg), LAMMConfig())
+    model = BY_ID[case].build(_tiny_vit, classnames, LAMMConfig())
     # One label row per class, duplicated names included.
     assert len(model.label_embedding.classnames) == n
 

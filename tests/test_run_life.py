@@ -20,7 +20,7 @@ from lamm_plugin.dassl import PromptTrainer  # noqa: E402
 from lamm_plugin.dassl.results import RecordingEvaluator  # noqa: E402
 from lamm_plugin.errors import UserError  # noqa: E402
 
-pytestmark = pytest.mark.dassl
+pytestmark = [pytest.mark.dassl, pytest.mark.e2e]
 
 # 4 classes, 2 shots, batch 4: 2 optimiser steps per epoch.
 SMALL = tiny_opts()

@@ -120,6 +120,7 @@ def read(path) -> str:
 # ------------------------------------------------------------------------------------------------ trainer names
 
 
+@pytest.mark.e2e
 def test_trainer_name_that_differs_in_case_is_suggested_first(tmp_path):
     with pytest.raises(ValueError) as info:
         train.main(train.parse_args(args_for(tmp_path, tmp_path / "out", "--trainer", "LAMM_Coop")))
@@ -279,6 +280,7 @@ def test_corrupt_image_in_the_fewshot_subset_is_named_before_training(tmp_path):
     assert "--check --decode" in message
 
 
+@pytest.mark.e2e
 def test_corrupt_test_image_is_named_with_the_command_that_lists_all(data_root, tmp_path):
     root = tmp_path / "data"
     shutil.copytree(data_root, root, ignore=shutil.ignore_patterns("first"))
@@ -294,6 +296,7 @@ def test_corrupt_test_image_is_named_with_the_command_that_lists_all(data_root, 
 # ------------------------------------------------------------------------------------------------ seeds
 
 
+@pytest.mark.e2e
 def test_run_without_seed_draws_records_and_reuses_one(data_root, tmp_path):
     out = tmp_path / "unseeded"
     trainer = train.main(train.parse_args(args_for(data_root, out, seed=False)))
@@ -316,6 +319,7 @@ def test_run_without_seed_draws_records_and_reuses_one(data_root, tmp_path):
     assert other["seed"] >= 0 and read(other_out / train.SEED_FILENAME).strip() == str(other["seed"])
 
 
+@pytest.mark.e2e
 def test_damaged_seed_file_or_an_output_dir_that_is_a_file_is_named(data_root, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
@@ -332,6 +336,7 @@ def test_damaged_seed_file_or_an_output_dir_that_is_a_file_is_named(data_root, t
 # ------------------------------------------------------------------------------------------------ run folder lock
 
 
+@pytest.mark.e2e
 def test_second_train_py_on_one_folder_names_the_first_and_leaves_it_alone(data_root, tmp_path):
     out = tmp_path / "out"
     hold = str(tmp_path / "release")
@@ -357,6 +362,7 @@ def test_second_train_py_on_one_folder_names_the_first_and_leaves_it_alone(data_
     assert not (out / LOCK_FILENAME).exists() and (out / "results.json").is_file()
 
 
+@pytest.mark.e2e
 def test_lock_of_a_dead_process_is_taken_over(tmp_path):
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     (tmp_path / LOCK_FILENAME).write_text(json.dumps({"host": socket.gethostname(), "pid": int(dead.stdout)}))
@@ -379,6 +385,7 @@ def test_lock_of_another_host_is_never_broken_and_says_how_to_clear_it(tmp_path)
 # ------------------------------------------------------------------------------------------------ signals, disk
 
 
+@pytest.mark.e2e
 def test_sigterm_says_what_was_kept_and_how_to_resume(data_root, tmp_path):
     out = tmp_path / "out"
     rc, stdout, stderr = finish(start(data_root, out, "sigterm"))
@@ -392,6 +399,7 @@ def test_sigterm_says_what_was_kept_and_how_to_resume(data_root, tmp_path):
     assert not (out / LOCK_FILENAME).exists()
 
 
+@pytest.mark.e2e
 def test_full_disk_names_the_file_once_and_the_log_keeps_the_traceback(data_root, tmp_path):
     out = tmp_path / "out"
     rc, stdout, stderr = finish(start(data_root, out, "disk-full"))

@@ -20,7 +20,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SWEEP_PY = os.path.join(REPO, "scripts", "sweep.py")
 FAKE = os.path.join(REPO, "tests", "fixtures", "fake_train.py")
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signals are Linux's")
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signals are Linux's"),
+]
 
 
 @pytest.fixture

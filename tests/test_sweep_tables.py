@@ -118,6 +118,7 @@ def check_tables_against_results(output: str, out_dir: str) -> None:
             assert float(r["mean"]) == pytest.approx(2 * base * new / (base + new), abs=1e-5)
 
 
+@pytest.mark.e2e
 def test_sweep_to_tables_with_stand_in_trainer(fake_env, tmp_path):
     """2 methods x 2 seeds x (2 shots | base-to-new | cross-dataset) through the real scripts, then every table."""
     run_all_benchmarks(fake_env, "synthetic_shapes dtd", opts=("OPTIM.MAX_EPOCH", "1"))
@@ -142,6 +143,7 @@ def test_sweep_to_tables_with_stand_in_trainer(fake_env, tmp_path):
     assert again.returncode == 0 and "0 done, 4 skipped, 0 failed" in again.stdout
 
 
+@pytest.mark.e2e
 def test_failed_job_is_recorded_and_the_sweep_goes_on(fake_env):
     env = {**fake_env, "SEEDS": "1", "SHOTS_LIST": "1 2", "DATASETS": "synthetic_shapes not_prepared dtd"}
     out = sweep(env, "fewshot")
@@ -165,6 +167,7 @@ def test_failed_job_is_recorded_and_the_sweep_goes_on(fake_env):
     assert bad_seed.returncode == 1 and bad_seed.stderr.strip() == "Error: SEEDS='1 x': x is not a whole number."
 
 
+@pytest.mark.e2e
 def test_workers_never_run_the_same_job(fake_env):
     env = {**fake_env, "FAKE_TRAIN_SECONDS": "0.2", "SEEDS": "1 2", "SHOTS_LIST": "1 2 4"}
     out = sweep(env, "fewshot", "--workers", "3", DATASETS="synthetic_shapes dtd")
@@ -177,6 +180,7 @@ def test_workers_never_run_the_same_job(fake_env):
     assert not any(f == S.LOCK_FILENAME for _, _, files in os.walk(env["OUTPUT"]) for f in files)
 
 
+@pytest.mark.e2e
 def test_gpus_pin_one_worker_each(fake_env):
     out = sweep(fake_env, "fewshot", "--gpus", "3,5", SEEDS="1", DATASETS="dtd", SHOTS_LIST="1")
     assert out.returncode == 0 and "[w0 gpu3]" in out.stdout and "[w1 gpu5]" in out.stdout and "1 done" in out.stdout
@@ -184,6 +188,7 @@ def test_gpus_pin_one_worker_each(fake_env):
     assert load(run.path)["cuda_visible_devices"] in ("3", "5")
 
 
+@pytest.mark.e2e
 def test_lock_is_exclusive_and_stale_locks_are_taken(tmp_path):
     first, second = S.JobLock(str(tmp_path)), S.JobLock(str(tmp_path))
     assert first.acquire() and not second.acquire()
@@ -202,6 +207,7 @@ def test_lock_is_exclusive_and_stale_locks_are_taken(tmp_path):
     assert not S.JobLock(str(tmp_path)).acquire()  # another host's lock is never broken
 
 
+@pytest.mark.e2e
 def test_submitit_local_executor(fake_env, monkeypatch, capsys):
     pytest.importorskip("submitit", reason="submitit is in the test extra: pip install -e '.[test]'")
     for key, value in {**fake_env, "SEEDS": "1", "DATASETS": "dtd", "SHOTS_LIST": "1 2"}.items():
@@ -263,6 +269,7 @@ def test_missing_runs_are_shown_and_paper_numbers_compared(tmp_path):
     assert latex.count("\\midrule") == 2 and "H paper" in latex and "\\bottomrule" in latex
 
 
+@pytest.mark.e2e
 def test_readme_results_section_is_generated(tmp_path):
     """README.md's Results section is exactly what make_tables.py writes for a tree without runs."""
     (tmp_path / "output").mkdir()
@@ -278,6 +285,7 @@ def test_readme_results_section_is_generated(tmp_path):
     assert "| CoOp | 78.5 | 75.00 ± 0.00 (1) |" in readme.read_text()
 
 
+@pytest.mark.e2e
 def test_output_to_a_closed_pipe_and_without_matplotlib(tmp_path, monkeypatch):
     for ds in ("dtd", "eurosat"):
         write(tmp_path, f"fewshot/{ds}/shots_1/CoOp/c/seed1", 50.0)
@@ -290,6 +298,7 @@ def test_output_to_a_closed_pipe_and_without_matplotlib(tmp_path, monkeypatch):
     assert make_tables(str(tmp_path), "--kinds", "nope").returncode == 2
 
 
+@pytest.mark.e2e
 def test_continual_branch_of_sweep_sh_runs_the_protocol(tmp_path):
     """``sweep.sh continual`` hands each (dataset, seed) to scripts/lamm/continual.sh: one continual.py run."""
     env = {**os.environ, "DRY_RUN": "1", "SEEDS": "1 2", "DATASETS": "dtd", "OUTPUT": str(tmp_path)}
@@ -299,6 +308,7 @@ def test_continual_branch_of_sweep_sh_runs_the_protocol(tmp_path):
     assert all("/continual/dtd/" in line for line in runs) and "seed1" in runs[0] and "seed2" in runs[1]
 
 
+@pytest.mark.e2e
 @pytest.mark.slow
 @pytest.mark.dassl
 def test_miniature_sweep_to_tables(tmp_path):
