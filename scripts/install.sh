@@ -2,7 +2,8 @@
 # Installs lamm-plugin from this checkout with everything its tests and the Dassl trainers need, then, when asked,
 # runs the main job (`demo`) or the README's test command (`test`) with what it installed:
 #   0. the environment: the active one (a virtual or conda environment, or PYTHON=...), else .venv in this
-#      checkout, created when missing (git-ignored);
+#      checkout, created when missing (git-ignored) with the system's packages visible, so that a PyTorch
+#      installed there is used rather than downloaded again;
 #   1. PyTorch, only when it is missing (the default build from PyPI, or LAMM_TORCH, e.g.
 #      "torch==2.14.1 torchvision==0.29.1"; install the build for your CUDA first to choose it: https://pytorch.org);
 #   2. this package, editable, with its `test` and `dassl` extras (the `dassl` extra is Dassl's run-time needs);
@@ -58,7 +59,7 @@ else
   PY="$PWD/.venv/bin/python"
   if [ "$which_python" = 0 ] && [ ! -x "$PY" ]; then
     echo "No active Python environment: creating .venv in $PWD"
-    python3 -m venv .venv
+    python3 -m venv --system-site-packages .venv
   fi
 fi
 case "$PY" in */*) ;; *) PY="$(command -v "$PY")" ;; esac
