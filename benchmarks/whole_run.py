@@ -149,6 +149,34 @@ CASES: dict[str, Case] = {
         our_opts=["TRAINER.LAMM_COOP.PREC", "fp32", "TRAINER.LAMM_COOP.FP16_LEARNED", "False"],
         backbone="ViT-B/16",
     ),
+    "official MaPLe+LAMM": Case(
+        repo_env="LAMM_OFFICIAL_REPO",
+        original=[
+            "--trainer",
+            "MaPLe",
+            "--config-file",
+            "configs/trainers/MaPLe/vit_b16_c2_ep5_batch4_2ctx.yaml",
+            "--triplet-loss",
+        ],  # fmt: skip
+        ours=[
+            "--trainer",
+            "LAMM_MaPLe",
+            "--config-file",
+            str(REPO / "configs/trainers/LAMM_MaPLe/vit_b16_c2_ep5_batch4_2ctx_official.yaml"),
+        ],  # fmt: skip
+        original_opts=["TRAINER.MAPLE.PREC", "fp32", "TRAINER.MAPLE.PROMPT_DEPTH", "3"],
+        our_opts=[
+            "TRAINER.LAMM_MAPLE.PREC",
+            "fp32",
+            "TRAINER.LAMM_MAPLE.FP16_LEARNED",
+            "False",
+            "TRAINER.LAMM_MAPLE.PROMPT_DEPTH",
+            "3",
+        ],  # fmt: skip
+        clip=MAPLE_CLIP,
+        backbone="ViT-B/16",
+        patches=("clip._download", "build_lr_scheduler", "Tensor.half"),
+    ),
     "CoCoOp": _coop_like(
         "COCOOP",
         "configs/trainers/CoCoOp/vit_b16_c4_ep10_batch1_ctxv1.yaml",

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 LABEL_TOKENS = ("all", "first_k", "min_len")
+LABEL_SLOTS = ("name", "after_context")
 
 
 @dataclass
@@ -24,6 +25,10 @@ class LAMMConfig:
             (the official rule: the first ``m`` tokens, ``m`` = token count of the shortest class name).
         first_k: Number of tokens per class for ``label_tokens="first_k"``.
         min_len_cap: Upper bound on ``m`` for ``"min_len"`` (the official MaPLe code used 1; 0 = no bound).
+        label_slot: Where the label rows go. ``"name"``: over the first class-name tokens, the rest of the name
+            kept. ``"after_context"``: over the template tokens right after the last context slot, the whole class
+            name kept (the official MaPLe code: the word "of" of "a photo of a"); the rows still start from the
+            class name's first token embeddings.
         shots: ``K`` in the parameter-alignment weight ``param_scale / K``; 0 takes the dataset's shots.
         param_scale: Numerator of the parameter-alignment weight.
         feature_weight: Weight of the feature-alignment term.
@@ -44,6 +49,7 @@ class LAMMConfig:
     label_tokens: str = "all"
     first_k: int = 1
     min_len_cap: int = 0
+    label_slot: str = "name"
     shots: int = 0
     param_scale: float = 1.0
     feature_weight: float = 1.0
@@ -57,6 +63,8 @@ class LAMMConfig:
     def __post_init__(self) -> None:
         if self.label_tokens not in LABEL_TOKENS:
             raise ValueError(f"label_tokens must be one of {LABEL_TOKENS}, got {self.label_tokens!r}.")
+        if self.label_slot not in LABEL_SLOTS:
+            raise ValueError(f"label_slot must be one of {LABEL_SLOTS}, got {self.label_slot!r}.")
         if self.text_groups < 1:
             raise ValueError(f"text_groups must be at least 1, got {self.text_groups}.")
 
@@ -66,10 +74,12 @@ def official_preset(method: str) -> LAMMConfig:
 
     Differences from our defaults: only the first ``min_len`` class-name tokens are learnable (``min_len`` =
     shortest name in the dataset for CoOp, 1 for MaPLe), and the parameter-alignment weight is ``1 / shots``
-    with ``shots`` left at 1 by the official few-shot scripts. The official MaPLe code also wrote the label into
-    the slot of the template word "of"; that bug is not reproduced.
+    with ``shots`` left at 1 by the official few-shot scripts. The official MaPLe code writes its one label row into
+    the slot of the template word "of" and keeps the whole class name (``label_slot="after_context"``).
     """
-    return LAMMConfig(label_tokens="min_len", min_len_cap=1 if method == "maple" else 0, shots=1)
+    if method == "maple":
+        return LAMMConfig(label_tokens="min_len", min_len_cap=1, label_slot="after_context", shots=1)
+    return LAMMConfig(label_tokens="min_len", shots=1)
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

@@ -183,9 +183,10 @@ class LabelEmbedding(nn.Module):
 
     # ---- splicing ----------------------------------------------------------------------------------------------
     def splice_index(
-        self, classnames: Sequence[str], name_start: torch.Tensor, name_len: torch.Tensor, length: int
+        self, classnames: Sequence[str], slot_start: torch.Tensor, slot_len: torch.Tensor, length: int
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Where each class's rows go in a ``[C, length, width]`` prompt tensor.
+        """Where each class's rows go in a ``[C, length, width]`` prompt tensor: from position ``slot_start[c]`` on,
+        at most ``slot_len[c]`` rows (the class name's tokens, or the template tokens of ``LAMMConfig.label_slot``).
 
         Returns:
             ``(row_index, flat_position)``: rows ``rows()[row_index]`` go to positions ``flat_position`` of the
@@ -199,9 +200,12 @@ class LabelEmbedding(nn.Module):
             if i is None:
                 continue
             count = self.counts[i]
-            if count > int(name_len[c]):
-                raise ValueError(f"Class {name!r} has {count} label rows but only {int(name_len[c])} name tokens.")
-            start = int(name_start[c])
+            if count > int(slot_len[c]):
+                raise ValueError(
+                    f"Class {name!r} has {count} label rows but its label slot only {int(slot_len[c])} positions: "
+                    "learn fewer label tokens (label_tokens, first_k, min_len_cap) or use label_slot 'name'."
+                )
+            start = int(slot_start[c])
             row_index.extend(range(offsets[i], offsets[i] + count))
             flat.extend(range(c * length + start, c * length + start + count))
         return torch.tensor(row_index, dtype=torch.long), torch.tensor(flat, dtype=torch.long)

@@ -122,12 +122,28 @@ class LAMM(nn.Module):
         with torch.no_grad():
             base = self.text.embed(tokens)[:, :length].float()  # [C, L, width]
         self.layout = layout
+        self.label_slot = self._label_slot(layout)
         self.label_keys = label_keys(layout.classnames)
         self.register_buffer("base_prompts", base, persistent=False)
         self.register_buffer("eot", layout.eot.to(device), persistent=False)
         self.register_buffer("ctx_pos", layout.ctx_pos.to(device), persistent=False)
-        self.text_plan.set_layout(layout, length, device)
+        self.text_plan.set_layout(layout, length, device, self.label_slot[0])
         self._update_splice_index()
+
+    def _label_slot(self, layout: PromptLayout) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(start, length)`` per class: where its label rows go and how many positions the slot offers
+        (``LAMMConfig.label_slot``): the class name's tokens, or the template tokens after the last context slot up
+        to the class name (or the end-of-text token)."""
+        if self.label_embedding is None or self.cfg.label_slot == "name":
+            return layout.name_start, layout.name_len
+        if layout.ctx_pos.shape[1] == 0:
+            raise ValueError(
+                f"label_slot 'after_context' needs context slots in the prompt; {self.method.display_name}'s template "
+                "has none: set LAMM label_slot to 'name'."
+            )
+        start = layout.ctx_pos.max(dim=1).values + 1
+        end = torch.where(layout.name_start >= start, layout.name_start, layout.eot)
+        return start, end - start
 
     def add_classes(self, classnames: Sequence[str]) -> None:
         """Give label embeddings to ``classnames``, appending the ones not yet served to the class set.
@@ -180,7 +196,7 @@ class LAMM(nn.Module):
             rows = flat = torch.empty(0, dtype=torch.long)
         else:
             rows, flat = self.label_embedding.splice_index(
-                self.label_keys, self.layout.name_start, self.layout.name_len, self.base_prompts.shape[1]
+                self.label_keys, *self.label_slot, self.base_prompts.shape[1]
             )
         self.register_buffer("row_index", rows.to(device), persistent=False)
         self.register_buffer("flat_position", flat.to(device), persistent=False)

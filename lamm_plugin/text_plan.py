@@ -99,7 +99,7 @@ class TextPlan(nn.Module):
         super().__init__()
         object.__setattr__(self, "text", text)
         self.max_groups = max_groups
-        #: ``(size, positions, shared prefix)`` per length group; the shared prefix lies before every class name.
+        #: ``(size, positions, shared prefix)`` per length group; the shared prefix lies before every label row.
         self.groups: list[tuple[int, int, int]] = []
         #: Cached features by name: ``(versions of the tensors they were computed from, features)``.
         self.cache: dict[str, tuple[Any, torch.Tensor]] = {}
@@ -115,17 +115,21 @@ class TextPlan(nn.Module):
         """Positions of the prompts worth keeping: up to the last end-of-text token when truncating."""
         return layout.max_length if self.text.truncate else layout.tokens.shape[1]
 
-    def set_layout(self, layout: PromptLayout, length: int, device: torch.device) -> None:
+    def set_layout(
+        self, layout: PromptLayout, length: int, device: torch.device, label_start: Optional[torch.Tensor] = None
+    ) -> None:
         """Split the class prompts into length groups (:func:`length_groups`).
 
         Args:
             layout: The class set's token layout.
             length: Positions of the prompt tensors the passes receive (:meth:`prompt_length`).
             device: Where the index buffers go.
+            label_start: ``[C]`` first position of each class's label rows (the class name's by default): the
+                prompts with learned and with original labels are equal before it.
         """
         lengths = (layout.eot + 1).tolist() if self.text.truncate else [length] * len(layout.eot)
         groups = length_groups(lengths, self.max_groups)
-        starts = layout.name_start.tolist()
+        starts = (layout.name_start if label_start is None else label_start).tolist()
         self.groups = [
             (len(g), max((lengths[c] for c in g), default=1), min((starts[c] for c in g), default=0)) for g in groups
         ]

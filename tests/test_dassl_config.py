@@ -54,6 +54,8 @@ def changed(instance):
             values[f.name] = "first_k"
         elif f.name == "class_token_position":  # validated: one of end, middle, front
             values[f.name] = "front"
+        elif f.name == "label_slot":  # validated: name or after_context
+            values[f.name] = "after_context"
         else:
             values[f.name] = value + " x"
     return dataclasses.replace(instance, **values)

@@ -315,6 +315,50 @@ def test_official_min_len_uses_shortest_name(tiny_clip):
     assert capped.label_embedding.counts == [1, 1]
 
 
+def _official_maple(clip, classnames, enabled=True, **lamm):
+    return _build("maple", clip, classnames, enabled, label_tokens="min_len", min_len_cap=1, **lamm)
+
+
+def test_after_context_slot_replaces_the_template_word_and_keeps_the_name(tiny_clip, classnames):
+    """The official MaPLe prompt: "a photo <label> a <class name>.", the label started from the name's first token."""
+    model = _official_maple(tiny_clip, classnames, label_slot="after_context")
+    with torch.no_grad():
+        prompts = model._with_context(model.method.text_prompt())
+        learned = model._with_labels(prompts)
+    slot = 1 + model.method.cfg.n_ctx  # the word "of"
+    changed = (learned != prompts).any(-1)
+    assert changed[:, slot].all() and changed.sum() == len(classnames)
+    first = model.layout.name_start
+    assert torch.equal(learned[:, slot], prompts[torch.arange(len(classnames)), first])
+    name_slot = _official_maple(tiny_clip, classnames)
+    assert torch.equal(name_slot.eot, model.eot) and model.label_embedding.counts == [1] * len(classnames)
+
+
+def test_after_context_slot_shares_only_the_prefix_before_the_label(tiny_clip, classnames):
+    """The one pass of both branches computes the positions before the label once: the reference branch still
+    equals the host method's prompts and the learned branch its own pass."""
+    model = _official_maple(tiny_clip, classnames, label_slot="after_context", cache_reference=False)
+    _perturb(model, 0.05)
+    host = _official_maple(tiny_clip, classnames, enabled=False)
+    host.method.load_state_dict(model.method.state_dict())
+    with torch.no_grad():
+        text, ref = model.encode_text(reference=True)
+        alone, _ = model.encode_text()
+        original, _ = host.encode_text()
+    torch.testing.assert_close(text, alone)
+    torch.testing.assert_close(ref, original)
+    assert not torch.allclose(text, ref)
+
+
+def test_after_context_slot_errors_name_the_setting(tiny_clip, classnames):
+    with pytest.raises(ValueError, match="label_slot 'after_context' needs context slots"):
+        _build("vpt", tiny_clip, classnames, label_slot="after_context")
+    with pytest.raises(ValueError, match="label slot only 2 positions"):
+        _build("maple", tiny_clip, classnames, label_slot="after_context")  # every name token: more than "of a"
+    with pytest.raises(ValueError, match="label_slot must be one of"):
+        LAMMConfig(label_slot="of")
+
+
 def test_class_specific_context_refuses_other_classes(tiny_clip, classnames):
     model = _build("coop-csc", tiny_clip, classnames)
     with pytest.raises(ValueError, match="Class-specific"):
