@@ -46,7 +46,7 @@ def test_prompts_image_tower_matches_visual_prompts(case, tiny_clip, classnames)
 
 def test_expected_methods_cache_their_test_features():
     cacheable = {name for name, cls in METHODS.items() if not cls.prompts_image_tower}
-    assert cacheable == {"coop", "kgcoop", "cocoop", "zeroshot"}
+    assert cacheable == {"coop", "kgcoop", "cocoop", "prograd", "zeroshot"}
 
 
 def test_a_method_that_lies_about_its_image_tower_is_refused(tiny_clip, classnames):
