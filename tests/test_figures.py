@@ -58,9 +58,10 @@ def test_fewshot_several_datasets_add_the_average_and_the_paper_curves():
     panels = fewshot_panels(_runs(["oxford_pets", "synthetic_shapes"], methods, classes=(37, 12)), REFERENCE)
     assert [p.title for p in panels] == ["oxford_pets", "synthetic_shapes", "Average (2 datasets)"]
     pets = panels[0]
-    assert [c.label.split(" (")[1] for c in pets.curves] == ["paper)", "ours, CoOp/demo_cpu, tiny-vit)"] + [
-        "ours, LAMM_CoOp/demo_cpu, tiny-vit)"
-    ]
+    assert [c.label.split(" (")[1] for c in pets.curves] == [
+        "paper)",
+        "ours, CoOp@lamm-official-fewshot, tiny-vit)",
+    ] + ["ours, LAMM_CoOp/demo_cpu, tiny-vit)"]
     assert [p.chance for p in panels] == pytest.approx([100 / 37, 100 / 12, (100 / 37 + 100 / 12) / 2])
     runs = _runs(["synthetic_shapes"], classes=(0,))  # results without class names: no chance line
     assert fewshot_panels(runs, REFERENCE)[0].chance is None

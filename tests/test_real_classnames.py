@@ -14,11 +14,14 @@ dataset classes produce the fixture lists from them.
 
 from __future__ import annotations
 
+import functools
+import io
 from pathlib import Path
 
 import pytest
 import torch
 from cases import BY_ID, CASES
+from PIL import Image
 
 from lamm_plugin import LAMMConfig
 
@@ -121,10 +124,17 @@ def test_real_class_list_trains_and_evaluates(_tiny_vit, batch, name, case):
 # ------------------------------------------------------------------------------------------------ dataset classes
 
 
+@functools.cache
+def _tiny_image() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (1, 1)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 def touch(path: Path) -> None:
-    """An empty file: the dataset classes only check that images exist."""
+    """A 1x1 image: the dataset classes read the folders and open every image's header."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.touch()
+    path.write_bytes(_tiny_image())
 
 
 def build(root: Path, name: str):
