@@ -197,8 +197,11 @@ def test_truncation_does_not_change_losses_or_gradients(tiny_clip, classnames):
         losses = model(images, labels).losses
         out.append((losses["total"], torch.autograd.grad(losses["total"], model.trainable_parameters())))
     torch.testing.assert_close(out[0][0], out[1][0])
+    # The two passes run the text tower on other sequence lengths, which BLAS may block (and round) differently:
+    # float32 rounding of a few layers, relative to each gradient's largest entry (3.9e-4 of one entry measured under
+    # MKL_CBWR=COMPATIBLE, where an entry is small beside the largest).
     for a, b in zip(out[0][1], out[1][1]):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4 * b.abs().max().item())
 
 
 @pytest.mark.parametrize("case", ["coop", "maple", "vpt-deep", "cocoop"])
