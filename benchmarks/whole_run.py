@@ -81,8 +81,6 @@ class Case:
     loss_rtol: float = 1e-5
     learned_atol: float = 1e-5
     differs: str = ""
-    #: Why ours starts from the original's initial learned values (handed over after building), if it does.
-    hand_over_initial: str = ""
 
 
 def _coop_like(node: str, original_config: str, our_trainer: str, our_config: str, **kwargs) -> Case:
@@ -94,12 +92,6 @@ def _coop_like(node: str, original_config: str, our_trainer: str, our_config: st
         **kwargs,
     )
 
-
-#: Why VPT, IVLP and PromptSRC start from the original's initial prompts.
-INSIDE_CLIP = (
-    "the original draws its deep prompts while CLIP is constructed, between the layers' initialisations; ours draws "
-    "them after building CLIP: the same random state after building (the same batches), other initial prompt values"
-)
 
 CASES: dict[str, Case] = {
     "CoOp": _coop_like(
@@ -210,7 +202,6 @@ CASES: dict[str, Case] = {
         clip=MAPLE_CLIP,
         backbone="ViT-B/16",
         patches=("clip._download", "build_lr_scheduler", "Tensor.half", "cuda"),
-        hand_over_initial=INSIDE_CLIP,
     ),
     "IVLP": _coop_like(
         "IVLP",
@@ -223,7 +214,6 @@ CASES: dict[str, Case] = {
         clip=MAPLE_CLIP,
         backbone="ViT-B/16",
         patches=("clip._download", "build_lr_scheduler", "Tensor.half"),
-        hand_over_initial=INSIDE_CLIP,
     ),
     "KgCoOp": Case(
         repo_env="KGCOOP_ORIGINAL_REPO",
@@ -252,7 +242,6 @@ CASES: dict[str, Case] = {
         clip=MAPLE_CLIP,
         backbone="ViT-B/16",
         patches=("clip._download", "build_lr_scheduler", "Tensor.half", "cuda"),
-        hand_over_initial=INSIDE_CLIP,
     ),
 }
 
@@ -422,9 +411,8 @@ def run_original(case: Case, repo: str, root: str, out: str, weights: str, seed:
     return record
 
 
-def run_ours(case: Case, root: str, out: str, weights: str, seed: int = 1, initial: Optional[dict] = None) -> Record:
-    """Our ``train.py`` with the same command line, in this process, observed; with ``initial`` (the original's
-    learned tensors as built), ours starts from those values."""
+def run_ours(case: Case, root: str, out: str, weights: str, seed: int = 1) -> Record:
+    """Our ``train.py`` with the same command line, in this process, observed."""
     sys.path.insert(0, str(REPO))
     import train
 
@@ -433,11 +421,6 @@ def run_ours(case: Case, root: str, out: str, weights: str, seed: int = 1, initi
 
     def build_trainer(cfg):
         trainer = real_build(cfg)
-        if initial:
-            ours = dict(trainer.model.named_parameters())
-            with torch.no_grad():
-                for theirs, name in _pair_learned(initial, learned_tensors(trainer.model)):
-                    ours[name].copy_(initial[theirs].reshape(ours[name].shape))
         _observe(trainer, record)
         return trainer
 
@@ -489,13 +472,12 @@ def compare(theirs: Record, ours: Record) -> dict[str, Any]:
     loss_rel = max((abs(a - b) / max(abs(a), 1e-12) for a, b in zip(theirs.losses, ours.losses)), default=float("nan"))
     pred_a = torch.cat(theirs.logits).argmax(1) if theirs.logits else torch.empty(0)
     pred_b = torch.cat(ours.logits).argmax(1) if ours.logits else torch.empty(0)
-    learned = max(
-        (
-            (theirs.learned[a].flatten() - ours.learned[b].flatten()).abs().max().item()
-            for a, b in _pair_learned(theirs.learned, ours.learned)
-        ),
-        default=float("nan"),
-    )
+
+    def max_diff(a: dict, b: dict) -> float:
+        pairs = _pair_learned(a, b)
+        return max(((a[x].flatten() - b[y].flatten()).abs().max().item() for x, y in pairs), default=float("nan"))
+
+    learned, initial = max_diff(theirs.learned, ours.learned), max_diff(theirs.initial, ours.initial)
     return {
         "same random state after building": torch.equal(theirs.rng_after_build, ours.rng_after_build),
         "steps": (len(theirs.losses), len(ours.losses)),
@@ -503,6 +485,7 @@ def compare(theirs: Record, ours: Record) -> dict[str, Any]:
         "same lrs": theirs.lrs == ours.lrs,
         "loss rel. diff": loss_rel,
         "predictions": (int((pred_a == pred_b).sum()), len(pred_a), len(pred_b)),
+        "initial max diff": initial,
         "learned max diff": learned,
         "seconds": (round(theirs.seconds, 1), round(ours.seconds, 1)),
         "compared steps": steps,
@@ -521,8 +504,7 @@ def run_case(name: str, work: Optional[str] = None) -> dict[str, Any]:
         root = make_data(os.path.join(work, "data"))
         theirs = run_original(case, repo, root, os.path.join(work, "original"), weights)
         make_data(root)  # the same folder without the original's few-shot cache
-        initial = theirs.initial if case.hand_over_initial else None
-        ours = run_ours(case, root, os.path.join(work, "ours"), weights, initial=initial)
+        ours = run_ours(case, root, os.path.join(work, "ours"), weights)
         return compare(theirs, ours)
 
 
@@ -534,12 +516,16 @@ def main(argv: Optional[list[str]] = None) -> None:
     for name in args.cases:
         diff = run_case(name)
         rows.append((name, diff))
-    print("| host | steps | same batches, lrs | max loss rel. diff | predictions equal | learned max diff | s |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print(
+        "| host | steps | same batches, lrs | initial max diff | max loss rel. diff | predictions equal | "
+        "learned max diff | s |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for name, d in rows:
         eq, n, _ = d["predictions"]
         print(
-            f"| {name} | {d['steps'][0]} | {d['same batches']}, {d['same lrs']} | {d['loss rel. diff']:.1e} | "
+            f"| {name} | {d['steps'][0]} | {d['same batches']}, {d['same lrs']} | {d['initial max diff']:.1e} | "
+            f"{d['loss rel. diff']:.1e} | "
             f"{eq}/{n} | {d['learned max diff']:.1e} | {d['seconds'][0]} + {d['seconds'][1]} |"
         )
 

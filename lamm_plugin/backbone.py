@@ -22,6 +22,7 @@ from typing import Any, Callable, Optional
 import open_clip
 import torch
 from open_clip.model import CLIP, convert_weights_to_lp, get_cast_dtype
+from torch import nn
 
 from lamm_plugin.encoders import ImageEncoder
 from lamm_plugin.layout import PRECISIONS
@@ -91,6 +92,9 @@ class CLIPBundle:
     image_size: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    #: torch's CPU random state before and after the model's construction (its initialisation's draws), for the
+    #: methods whose original draws prompts inside that construction (:func:`draw_inside_clip_build`).
+    build_rng: Optional[tuple[torch.Tensor, torch.Tensor]] = None
 
     # What host methods need to know about the towers, so that they read no open_clip internals themselves.
     @property
@@ -212,6 +216,82 @@ def draw_like_a_clip_build(clip: CLIPBundle) -> None:
         shapes["text_cfg"]["heads"] = max(1, shapes["text_cfg"]["heads"])
         shapes["vision_cfg"]["head_width"] = min(64, shapes["vision_cfg"]["width"])
         CLIP(**shapes)
+
+
+def _replay_openai_build(shapes: dict[str, Any], prompt: Callable[[str, int], None]) -> None:
+    """Make the random draws of OpenAI's ``build_model`` for a ViT CLIP of ``shapes``, in its order, and call
+    ``prompt(tower, block)`` where the originals that prompt inside CLIP (MaPLe's repository's VPT and IVLP,
+    PromptSRC; their ``clip/model.py``) draw: ``("vision", 0)`` after the patch embedding, ``(tower, i)`` after the
+    initialisation of block ``i`` of a tower. The modules built here only draw (heads do not change the draws)."""
+    vision, text, embed = shapes["vision_cfg"], shapes["text_cfg"], shapes["embed_dim"]
+
+    def blocks(tower: str, width: int, layers: int) -> None:
+        for i in range(layers):
+            nn.MultiheadAttention(width, 1), nn.Linear(width, 4 * width), nn.Linear(4 * width, width)
+            if i > 0:  # the first block's prompt is the shallow one
+                prompt(tower, i)
+
+    width, patch = vision["width"], vision["patch_size"]
+    nn.Conv2d(3, width, patch, patch, bias=False)
+    prompt("vision", 0)
+    torch.randn(width), torch.randn((vision["image_size"] // patch) ** 2 + 1, width)  # class, positional embeddings
+    blocks("vision", width, vision["layers"])
+    torch.randn(width, embed)  # visual projection
+    width = text["width"]
+    blocks("text", width, text["layers"])
+    token_embedding = nn.Embedding(text["vocab_size"], width).weight
+    # CLIP.initialize_parameters: embeddings, each text block's attention and MLP weights, the text projection
+    nn.init.normal_(token_embedding), nn.init.normal_(torch.empty(text["context_length"], width))
+    for _ in range(text["layers"]):
+        for shape in ((3 * width, width), (width, width), (4 * width, width), (width, 4 * width)):
+            nn.init.normal_(torch.empty(shape))
+    nn.init.normal_(torch.empty(width, embed))
+
+
+def draw_inside_clip_build(clip: CLIPBundle, vision: tuple[int, int], text: tuple[int, int], std: float) -> dict:
+    """Prompt tokens drawn where the originals that prompt inside CLIP draw them: while OpenAI's ``build_model``
+    constructs it (MaPLe's repository's VPT and IVLP, PromptSRC), so that a run starts from their initial values.
+
+    ``vision`` and ``text`` are ``(tokens per block, blocks with prompts)``; returns ``{"vision": [shallow,
+    block 1, ...], "text": [block 1, ...]}`` (the first text block's prompt is the prompt learner's, drawn after
+    CLIP), each ``[tokens, width]`` from ``N(0, std^2)``. The construction's draws are made again from the random
+    state before it, with the prompts' draws in their places: the random state afterwards is the one drawing the
+    prompts after construction leaves, which is checked. Where the draws cannot be placed (a CLIP not in OpenAI's
+    ViT layout, a random state that moved since the construction, a construction that drew otherwise) the prompts
+    are drawn now, in the same order.
+    """
+    shapes = clip_shapes(clip.model.state_dict())
+    spec = {"vision": (vision[0], clip.vision_width, vision[1]), "text": (text[0], clip.text_width, text[1])}
+    drawn: dict[str, list[torch.Tensor]] = {"vision": [], "text": []}
+
+    def prompt(tower: str, block: int) -> None:
+        tokens, width, depth = spec[tower]
+        if block < depth:
+            drawn[tower].append(nn.init.normal_(torch.empty(tokens, width), std=std))
+
+    def now() -> None:
+        for block in range(spec["vision"][2]):
+            prompt("vision", block)
+        for block in range(1, spec["text"][2]):
+            prompt("text", block)
+
+    placeable = (
+        shapes is not None
+        and "patch_size" in shapes["vision_cfg"]
+        and clip.build_rng is not None
+        and torch.equal(torch.get_rng_state(), clip.build_rng[1])
+    )
+    now()
+    if placeable:
+        after, posthoc = torch.get_rng_state(), drawn
+        drawn = {"vision": [], "text": []}
+        torch.set_rng_state(clip.build_rng[0])
+        _replay_openai_build(shapes, prompt)
+        if not torch.equal(torch.get_rng_state(), after):
+            logger.info("CLIP's construction drew otherwise than OpenAI's: prompts drawn after it")
+            torch.set_rng_state(after)
+            drawn = posthoc
+    return drawn
 
 
 def _shapes_text(shapes: dict[str, Any]) -> str:
@@ -357,6 +437,7 @@ def load_clip(
     # A checkpoint file of other shapes than the named architecture's builds a model of the file's shapes.
     is_file = bool(source) and (os.path.sep in source or source.endswith((".pt", ".pth", ".bin", ".safetensors")))
     own_shapes = False
+    rng_before = torch.get_rng_state()
     if name in TINY_MODELS and not source:
         model = _tiny_model(name, precision)
     elif not source:
@@ -383,6 +464,7 @@ def load_clip(
                 f"or pass its path as the pretrained value (MODEL.BACKBONE.PRETRAINED=/path/to/file in configs)."
             ) from err
 
+    build_rng = (rng_before, torch.get_rng_state())
     model.eval().requires_grad_(False).to(device)
     image_size = model.visual.image_size
     image_size = image_size[0] if isinstance(image_size, (tuple, list)) else image_size
@@ -400,6 +482,7 @@ def load_clip(
         image_size=int(image_size),
         mean=tuple(getattr(model.visual, "image_mean", None) or open_clip.OPENAI_DATASET_MEAN),
         std=tuple(getattr(model.visual, "image_std", None) or open_clip.OPENAI_DATASET_STD),
+        build_rng=build_rng,
     )
 
 

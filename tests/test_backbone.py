@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import open_clip
 import pytest
@@ -206,3 +208,61 @@ def test_a_file_of_another_layout_that_does_not_fit_is_refused(tmp_path):
         r"\(49408, 40\) \(expected \(49408, 32\)\).*MODEL.BACKBONE.NAME",
     ):
         load_clip("tiny-vit", pretrained=str(path))
+
+
+# ---- prompts drawn inside CLIP's construction (VPT, IVLP, PromptSRC as their originals) -------------------------
+def _drawn_now(vision: tuple[int, int], text: tuple[int, int], widths: tuple[int, int]) -> list[torch.Tensor]:
+    """The prompts of :func:`backbone.draw_inside_clip_build` drawn in its order from the random state as it is."""
+    tokens = [(vision[0], widths[0])] * vision[1] + [(text[0], widths[1])] * (text[1] - 1)
+    return [torch.nn.init.normal_(torch.empty(shape), std=0.02) for shape in tokens]
+
+
+def test_prompts_drawn_inside_the_build_take_other_values_and_leave_the_same_random_state():
+    torch.manual_seed(7)
+    clip = load_clip("tiny-vit")
+    drawn = backbone.draw_inside_clip_build(clip, (2, 3), (3, 2), 0.02)
+    after = torch.get_rng_state()
+    assert [tuple(t.shape) for t in drawn["vision"]] == [(2, 48)] * 3 and [t.shape for t in drawn["text"]] == [(3, 32)]
+    torch.manual_seed(7)
+    load_clip("tiny-vit")
+    now = _drawn_now((2, 3), (3, 2), (48, 32))
+    assert torch.equal(torch.get_rng_state(), after)  # what training draws from is the same
+    assert not torch.equal(now[0], drawn["vision"][0])  # the values are those of the construction's places
+
+
+def test_prompts_are_drawn_after_the_build_when_the_random_state_moved_since():
+    torch.manual_seed(7)
+    clip = load_clip("tiny-vit")
+    torch.rand(1)  # something drew between building CLIP and the prompts: their places cannot be taken again
+    state = torch.get_rng_state()
+    drawn = backbone.draw_inside_clip_build(clip, (2, 2), (3, 3), 0.02)
+    torch.set_rng_state(state)
+    assert all(torch.equal(a, b) for a, b in zip(drawn["vision"] + drawn["text"], _drawn_now((2, 2), (3, 3), (48, 32))))
+
+
+@pytest.mark.parametrize(
+    ("trainer", "vision", "text"), [("VPT", (4, 2), (0, 0)), ("IVLP", (2, 2), (3, 2)), ("IVLP", (2, 1), (2, 1))]
+)
+def test_prompts_drawn_inside_the_build_equal_the_original_builders(tmp_path, trainer, vision, text):
+    repo = os.environ.get("MAPLE_ORIGINAL_REPO", "")
+    if not repo:
+        pytest.skip("the original code is not given: set MAPLE_ORIGINAL_REPO to MaPLe's repository")
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import originals
+
+    (original_clip,) = originals.import_original(repo, "clip.model")
+    path = tmp_path / "small.pt"
+    torch.save(open_clip.model.CLIP(**SMALL_OPENAI_LAYOUT).state_dict(), path)
+    design = {"trainer": trainer, "vision_depth": vision[1], "language_depth": text[1], "vision_ctx": vision[0],
+              "language_ctx": text[0]}  # fmt: skip
+    torch.manual_seed(11)
+    theirs = original_clip.build_model(torch.load(path), design)
+    after = torch.get_rng_state()
+    blocks = [theirs.visual.transformer.resblocks, theirs.transformer.resblocks]
+    expected = [theirs.visual.VPT] + [b.VPT_shallow for b in blocks[0] if hasattr(b, "VPT_shallow")]
+    expected += [b.VPT_shallow for b in blocks[1] if hasattr(b, "VPT_shallow")]
+    torch.manual_seed(11)
+    drawn = backbone.draw_inside_clip_build(load_clip("ViT-B/32", str(path)), vision, text, 0.02)
+    assert torch.equal(torch.get_rng_state(), after)
+    assert len(drawn["vision"] + drawn["text"]) == len(expected)
+    assert all(torch.equal(a.detach(), b) for a, b in zip(expected, drawn["vision"] + drawn["text"]))

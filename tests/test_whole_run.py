@@ -3,9 +3,9 @@ DTD-layout data, seed, small random CLIP and config, CPU, float32, 4 epochs of 4
 
 Every batch's images, labels and pixels and every step's learning rate must be equal, every step's loss within 1e-5
 relative, every test prediction equal and the learned tensors within 1e-5; where an original makes another numeric
-choice than ours (KgCoOp's fp16 hand-crafted features), ``Case.differs`` says which and the bounds are wider; where
-the original draws its initial prompts inside CLIP's construction (VPT, IVLP, PromptSRC), ours starts from the
-original's initial values (``Case.hand_over_initial``) and the random state after building must be equal. The
+choice than ours, ``Case.differs`` says which and the bounds are wider. The random state after building and the
+learned tensors as built must be equal too (VPT, IVLP and PromptSRC draw their deep prompts inside CLIP's
+construction, as their originals). The
 patches each original needs here are named in ``whole_run.PATCHES`` (per case in ``Case.patches``). Needs the
 checkouts named by COOP_ORIGINAL_REPO, LAMM_OFFICIAL_REPO, MAPLE_ORIGINAL_REPO, KGCOOP_ORIGINAL_REPO,
 PROMPTSRC_ORIGINAL_REPO, and Dassl.
@@ -38,6 +38,7 @@ def test_whole_run_equals_the_original_train_py(name, tmp_path):
     assert diff["steps"] == (steps, steps), diff
     assert diff["same batches"] and diff["same lrs"], diff
     assert diff["same random state after building"], diff
+    assert diff["initial max diff"] == 0, diff
     assert diff["loss rel. diff"] < case.loss_rtol, (diff, case.differs)
     equal, n_theirs, n_ours = diff["predictions"]
     assert n_theirs == n_ours == whole_run.CLASSES * whole_run.PER_CLASS[2] and equal == n_theirs, diff

@@ -35,15 +35,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from lamm_plugin import feature_cache
-from lamm_plugin.backbone import CLIPBundle, draw_like_a_clip_build
+from lamm_plugin.backbone import CLIPBundle, draw_inside_clip_build, draw_like_a_clip_build
 from lamm_plugin.encoders import ImageEncoder
 from lamm_plugin.methods.base import (
+    PROMPT_INIT_STD,
     PromptMethod,
     StepFeatures,
     TextPrompt,
     VisualPrompt,
     initial_context,
-    random_tokens,
     register_method,
 )
 from lamm_plugin.templates import promptsrc_templates
@@ -111,7 +111,7 @@ class IndependentPrompts(PromptMethod):
 
     def __init__(self, cfg: Any, clip: CLIPBundle, classnames: Sequence[str]) -> None:
         super().__init__(cfg, clip, classnames)
-        vision_width = clip.vision_width  # clear error on ResNet towers
+        _ = clip.vision_width  # clear error on ResNet towers
         if cfg.prompt_depth_text > clip.text_blocks:
             raise ValueError(
                 f"prompt_depth_text={cfg.prompt_depth_text} must lie in 1..{clip.text_blocks} ({clip.name})."
@@ -120,15 +120,14 @@ class IndependentPrompts(PromptMethod):
             raise ValueError(
                 f"prompt_depth_vision={cfg.prompt_depth_vision} must lie in 1..{clip.image_blocks} ({clip.name})."
             )
-        text_width = clip.text_width
-        n_ctx = cfg.n_ctx_text
-        vectors, self.prefix = initial_context(clip, cfg.ctx_init, n_ctx, key="n_ctx_text")
+        # The deep prompts are drawn where the originals draw them (inside CLIP's construction), then the context.
+        vision, text = (cfg.n_ctx_vision, cfg.prompt_depth_vision), (cfg.n_ctx_text, cfg.prompt_depth_text)
+        drawn = draw_inside_clip_build(clip, vision, text, PROMPT_INIT_STD)
+        vectors, self.prefix = initial_context(clip, cfg.ctx_init, cfg.n_ctx_text, key="n_ctx_text")
         self.ctx = nn.Parameter(vectors)
-        self.deep_text = nn.ParameterList([random_tokens(n_ctx, text_width) for _ in range(cfg.prompt_depth_text - 1)])
-        self.visual = random_tokens(cfg.n_ctx_vision, vision_width)
-        self.deep_visual = nn.ParameterList(
-            [random_tokens(cfg.n_ctx_vision, vision_width) for _ in range(cfg.prompt_depth_vision - 1)]
-        )
+        self.deep_text = nn.ParameterList([nn.Parameter(t) for t in drawn["text"]])
+        self.visual = nn.Parameter(drawn["vision"][0])
+        self.deep_visual = nn.ParameterList([nn.Parameter(t) for t in drawn["vision"][1:]])
 
     def template(self) -> tuple[str, Sequence[int]]:
         return self.prefix + " {}.", range(self.cfg.n_ctx_text)

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from lamm_plugin.backbone import CLIPBundle
-from lamm_plugin.methods.base import PromptMethod, VisualPrompt, random_tokens, register_method
+from lamm_plugin.backbone import CLIPBundle, draw_inside_clip_build
+from lamm_plugin.methods.base import PROMPT_INIT_STD, PromptMethod, VisualPrompt, register_method
 
 
 @dataclass
@@ -48,17 +48,16 @@ class VPT(PromptMethod):
 
     def __init__(self, cfg: VPTConfig, clip: CLIPBundle, classnames: Sequence[str]) -> None:
         super().__init__(cfg, clip, classnames)
-        width = clip.vision_width  # clear error on ResNet towers
+        _ = clip.vision_width  # clear error on ResNet towers
         if cfg.prompt_depth_vision > clip.image_blocks:
             raise ValueError(
                 f"prompt_depth_vision={cfg.prompt_depth_vision} exceeds the {clip.image_blocks} blocks of {clip.name}."
             )
 
-        def tokens() -> nn.Parameter:
-            return random_tokens(cfg.n_ctx_vision, width)
-
-        self.shallow = tokens()
-        self.deep = nn.ParameterList([tokens() for _ in range(cfg.prompt_depth_vision - 1)])
+        # Drawn where MaPLe's repository's VPT draws them: inside CLIP's construction.
+        drawn = draw_inside_clip_build(clip, (cfg.n_ctx_vision, cfg.prompt_depth_vision), (0, 0), PROMPT_INIT_STD)
+        self.shallow = nn.Parameter(drawn["vision"][0])
+        self.deep = nn.ParameterList([nn.Parameter(t) for t in drawn["vision"][1:]])
 
     def template(self) -> tuple[str, Sequence[int]]:
         prefix = self.cfg.ctx_init.replace("_", " ").strip()
