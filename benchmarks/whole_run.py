@@ -141,6 +141,34 @@ CASES: dict[str, Case] = {
         our_opts=["TRAINER.LAMM_COOP.PREC", "fp32", "TRAINER.LAMM_COOP.FP16_LEARNED", "False"],
         backbone="ViT-B/16",
     ),
+    "official LAMM alone, random init": Case(
+        repo_env="LAMM_OFFICIAL_REPO",
+        original=[
+            "--trainer",
+            "CoOp",
+            "--config-file",
+            "configs/trainers/CoOp/vit_b16_ep50_ctxv1.yaml",
+            "--triplet-loss",
+            "--origin-clip",
+            "--random-init",
+        ],  # fmt: skip
+        ours=[
+            "--trainer",
+            "LAMM_CoOp",
+            "--config-file",
+            str(REPO / "configs/trainers/LAMM_CoOp/vit_b16_ep50_ctxv1_frozen_official.yaml"),
+        ],  # fmt: skip
+        original_opts=["TRAINER.COOP.PREC", "fp32"],
+        our_opts=[
+            "TRAINER.LAMM_COOP.PREC",
+            "fp32",
+            "TRAINER.LAMM_COOP.FP16_LEARNED",
+            "False",
+            "TRAINER.LAMM.RANDOM_INIT",
+            "True",
+        ],  # fmt: skip
+        backbone="ViT-B/16",
+    ),
     "official MaPLe+LAMM": Case(
         repo_env="LAMM_OFFICIAL_REPO",
         original=[
@@ -291,7 +319,7 @@ class Record:
     seconds: float = 0.0
     trainer: Any = None
     rng_after_build: Any = None  # torch's random state when the trainer is built (what training draws from)
-    initial: dict = field(default_factory=dict)  # the learned tensors as built
+    initial: dict = field(default_factory=dict)  # the learned tensors when training starts
 
 
 def _observe(trainer, record: Record) -> None:
@@ -299,6 +327,8 @@ def _observe(trainer, record: Record) -> None:
     forward_backward, process = trainer.forward_backward, trainer.evaluator.process
 
     def recorded_step(batch):
+        if not record.images:
+            record.initial = learned_tensors(trainer.model)
         record.images.append(batch["img"].detach().clone())
         record.labels.append(batch["label"].detach().clone())
         record.lrs.append(trainer.get_current_lr())
@@ -314,7 +344,6 @@ def _observe(trainer, record: Record) -> None:
     trainer.evaluator.process = recorded_process
     record.trainer = trainer
     record.rng_after_build = torch.get_rng_state()
-    record.initial = learned_tensors(trainer.model)
 
 
 def learned_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:

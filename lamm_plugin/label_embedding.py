@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import Optional
 
 import torch
 from torch import nn
@@ -167,18 +168,29 @@ class LabelEmbedding(nn.Module):
         self.frozen_names |= set(names)
         self._rebuild(rows)
 
-    def randomize(self, std: float = 0.02) -> None:
-        """Draw the rows of the trainable (not frozen) classes, and their initial values, from N(0, std^2) with
-        torch's global generator (the official ``--random-init``: ``nn.init.normal_(std=0.02)``, the alignment
-        anchored to that start)."""
+    def draw(self, std: float = 0.02, dtype: torch.dtype = torch.float32) -> list[Optional[torch.Tensor]]:
+        """Rows from N(0, std^2) for each trainable (not frozen) class, ``None`` for the frozen ones, drawn with
+        torch's global generator as the official ``--random-init`` draws them: ``nn.init.normal_(std=0.02)`` on the
+        ``[classes, tokens, width]`` slice of the prompts' embeddings, in the learned rows' dtype (torch fills a
+        slice that is not contiguous element by element; a class with fewer tokens takes its first rows)."""
+        trainable = [i for i, name in enumerate(self.classnames) if name not in self.frozen_names]
+        longest = max((self.counts[i] for i in trainable), default=0)
+        block = torch.empty(len(trainable), longest + 1, self.width, dtype=dtype)[:, 1:].normal_(std=std)
+        drawn: list[Optional[torch.Tensor]] = [None] * len(self.classnames)
+        for values, i in zip(block, trainable):
+            drawn[i] = values[: self.counts[i]].clone()
+        return drawn
+
+    def randomize(self, drawn: Optional[list[Optional[torch.Tensor]]] = None) -> None:
+        """Start the rows of the trainable classes, and their initial values (the alignment's anchor), from
+        ``drawn`` (:meth:`draw`'s rows; drawn now when not given)."""
+        drawn = self.draw() if drawn is None else drawn
         rows, offsets = self.rows().detach().clone(), self._offsets()
-        for i, name in enumerate(self.classnames):
-            if name in self.frozen_names:
-                continue
-            part = slice(offsets[i], offsets[i] + self.counts[i])
-            drawn = torch.randn(self.counts[i], self.width, device=rows.device) * std
-            rows[part] = drawn.to(rows.dtype)
-            self.init[part] = drawn.to(self.init.dtype)
+        for i, values in enumerate(drawn):
+            if values is not None:
+                part = slice(offsets[i], offsets[i] + self.counts[i])
+                rows[part] = values.to(rows.device, rows.dtype)
+                self.init[part] = values.to(self.init.device, self.init.dtype)
         self._rebuild(rows)
 
     # ---- splicing ----------------------------------------------------------------------------------------------

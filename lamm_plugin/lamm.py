@@ -182,12 +182,12 @@ class LAMM(nn.Module):
             )
         self._update_splice_index()
 
-    def randomize_labels(self) -> None:
-        """Start the trainable label rows from N(0, 0.02^2) (``LAMMConfig.random_init``; see
-        :meth:`LabelEmbedding.randomize`)."""
+    def randomize_labels(self, drawn: Optional[list[Optional[torch.Tensor]]] = None) -> None:
+        """Start the trainable label rows from N(0, 0.02^2) (``LAMMConfig.random_init``), from ``drawn`` if given
+        (:meth:`LabelEmbedding.draw`, :meth:`LabelEmbedding.randomize`)."""
         if self.label_embedding is None:
             raise RuntimeError("randomize_labels needs LAMM enabled (label embeddings).")
-        self.label_embedding.randomize()
+        self.label_embedding.randomize(drawn)
         self._update_splice_index()
 
     def _update_splice_index(self) -> None:

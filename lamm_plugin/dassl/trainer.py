@@ -195,6 +195,12 @@ class PromptTrainer(ProgressMixin, CheckpointMixin, ResultsMixin, CachedEvaluati
         print(f"Building {self.METHOD} ({'with' if self.lamm_cfg.enabled else 'without'} LAMM)")
         self.shots = self._shots()
         self.model = build_model(self.METHOD, clip, classnames, self.method_config(), self.lamm_cfg, self.shots)
+        # TRAINER.LAMM.RANDOM_INIT: drawn where the official code draws them, as its prompt learner's last step (so
+        # the random state after building is the official run's), put in when training starts (an evaluation keeps
+        # the class names' embeddings, as the official code).
+        random_init = self.lamm_cfg.enabled and self.lamm_cfg.random_init
+        dtype = torch.float16 if self.fp16_learned else torch.float32
+        self._random_labels = self.model.label_embedding.draw(dtype=dtype) if random_init else None
         self.model.to(self.device)
         if cfg.MODEL.INIT_WEIGHTS:
             # Before the optimiser is built: loading may resize the label-embedding parameter.
@@ -424,9 +430,9 @@ class PromptTrainer(ProgressMixin, CheckpointMixin, ResultsMixin, CachedEvaluati
 
     def before_train(self) -> None:
         self.check_overlap()
-        if self.lamm_cfg.enabled and self.lamm_cfg.random_init:
+        if self._random_labels is not None:
             # before resuming: a resumed run loads its trained rows over these
-            self.model.randomize_labels()
+            self.model.randomize_labels(self._random_labels)
             print(f"Label embeddings of the trained classes drawn from N(0, 0.02^2) (TRAINER.{LAMM_NODE}.RANDOM_INIT)")
         super().before_train()  # resumes (resume_model_if_exist) when the output folder has a checkpoint
         self._time_train = (self.time_start, self.time_start)
