@@ -3,7 +3,7 @@ DTD-layout data, seed, small random CLIP and config, CPU, float32, 4 epochs of 4
 
 Every batch's images, labels and pixels and every step's learning rate must be equal, every step's loss within 1e-5
 relative, every test prediction equal and the learned tensors within 1e-5; where an original makes another numeric
-choice than ours (KgCoOp's fp16 hand-crafted features), ``Case.differs`` says which and the bounds are wider; where
+choice than ours, ``Case.differs`` says which and the bounds are wider; where
 the original draws its initial prompts inside CLIP's construction (VPT, IVLP, PromptSRC), ours starts from the
 original's initial values (``Case.hand_over_initial``) and the random state after building must be equal. The
 patches each original needs here are named in ``whole_run.PATCHES`` (per case in ``Case.patches``). Needs the
