@@ -11,7 +11,7 @@ prograd.py``: its model, zero-shot teacher and loss; ``prograd_backward_and_upda
 Nothing of them is copied here: their modules are imported from the given checkouts (and need Dassl). Both sides
 get the same random CLIP weights (widths MaPLe hard-codes: text 512, vision 768), the same prompt values, images
 and labels; the loss is cross-entropy on the logits (KgCoOp: plus ``W`` times its knowledge-guided term, with
-its hand-crafted text features from the same CLIP).
+its hand-crafted text features from the same CLIP weights in fp16, as both compute them by default).
 
 The originals cast visual prompts to fp16 (``.half()``) inside an fp32 model, which rounds their values and
 gradients. The comparison runs with that cast made a no-op (``exact``) and reports the difference it makes
@@ -347,8 +347,8 @@ def _original_model(case: str, path: str, ours_clip: CLIP):
     method, cfg, _ = CASES[case]
     clip, module = import_original(path, ORIGINAL_MODULES.get(method, method))
     state = {k: v.clone() for k, v in ours_clip.state_dict().items()}
-    if method == "kgcoop":  # it loads a second CLIP for its hand-crafted prompts: the same weights
-        module.load_clip_to_cpu = lambda _cfg: clip.build_model({k: v.clone() for k, v in state.items()}).float()
+    if method == "kgcoop":  # a second CLIP for its hand-crafted prompts: the same weights, kept in fp16 as it keeps it
+        module.load_clip_to_cpu = lambda _cfg: clip.build_model({k: v.clone() for k, v in state.items()})
     if method in ("coop", "cocoop", "kgcoop"):
         model = clip.build_model(state)
     elif method == "ivlp":

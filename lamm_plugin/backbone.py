@@ -12,6 +12,8 @@ OpenAI's weights were trained with QuickGELU: ``"ViT-B/16"`` maps to ``"ViT-B-16
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import hashlib
 import logging
 import os
@@ -22,6 +24,7 @@ from typing import Any, Callable, Optional
 import open_clip
 import torch
 from open_clip.model import CLIP, convert_weights_to_lp, get_cast_dtype
+from open_clip.transformer import LayerNorm, LayerNormFp32
 from torch import nn
 
 from lamm_plugin.encoders import ImageEncoder
@@ -484,6 +487,27 @@ def load_clip(
         std=tuple(getattr(model.visual, "image_std", None) or open_clip.OPENAI_DATASET_STD),
         build_rng=build_rng,
     )
+
+
+def clip_in_precision(clip: CLIPBundle, precision: str) -> CLIPBundle:
+    """``clip``'s weights (as it holds them) in low precision ``precision``, built as :func:`load_clip` builds that
+    precision from those weights (``LayerNormFp32`` normalisations, matmul weights rounded to ``precision``): a copy
+    made in memory, so no file is read and nothing is drawn from the random streams. ``clip`` itself when it is in
+    ``precision`` already.
+
+    Raises:
+        ValueError: ``precision`` is not one of :data:`LOW_PRECISIONS`.
+    """
+    if precision not in LOW_PRECISIONS:
+        raise ValueError(f"Precision {precision!r} is not a low precision ({', '.join(LOW_PRECISIONS)}).")
+    if clip.precision == precision:
+        return clip
+    model = copy.deepcopy(clip.model).float()
+    for module in model.modules():
+        if type(module) is LayerNorm:  # what a cast dtype builds (open_clip's towers)
+            module.__class__ = LayerNormFp32
+    convert_weights_to_lp(model, dtype=LOW_PRECISIONS[precision])
+    return dataclasses.replace(clip, model=model, precision=precision)
 
 
 def pretrained_from_config(value: Any) -> Optional[str]:

@@ -127,7 +127,14 @@ HOSTS: dict[str, Host] = {
     "kgcoop": Host(
         "KgCoOp",
         "LAMM_KgCoOp",
-        {"N_CTX": 4, "CTX_INIT": "a photo of a", "KG_WEIGHT": 8.0, "TEMPLATE": "", "DATASET": ""},
+        {
+            "N_CTX": 4,
+            "CTX_INIT": "a photo of a",
+            "KG_WEIGHT": 8.0,
+            "TEMPLATE": "",
+            "DATASET": "",
+            "HAND_CRAFTED_PRECISION": "fp16",  # the original's second CLIP stays in fp16
+        },
     ),
     # ProGrad's train.py (TRAINER.COOP, LOSS.LAMBDA, LOSS.T) and configs/trainers/ProGrad/rn50.yaml (CTX_INIT True)
     "prograd": Host(

@@ -70,6 +70,30 @@ def test_amp_keeps_fp32_weights():
     assert load_clip("tiny-vit", precision="amp").model.visual.conv1.weight.dtype == torch.float32
 
 
+def test_clip_in_fp16_is_the_fp16_build_of_the_same_weights(tiny_clip, tmp_path):
+    """An fp16 copy of a CLIP in memory is what load_clip builds in fp16 from the same weights (module types,
+    tensors, text features bit for bit: the same computation), and copying draws nothing and leaves the CLIP as it
+    was."""
+    path = tmp_path / "tiny.pt"
+    torch.save(tiny_clip.model.state_dict(), path)
+    built = load_clip("tiny-vit", pretrained=str(path), precision="fp16")
+    rng = torch.get_rng_state()
+    copied = backbone.clip_in_precision(tiny_clip, "fp16")
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert copied.precision == "fp16" and copied.dtype == torch.float16 and tiny_clip.dtype == torch.float32
+    assert [type(m) for m in copied.model.modules()] == [type(m) for m in built.model.modules()]
+    ours, theirs = copied.model.state_dict(), built.model.state_dict()
+    assert list(ours) == list(theirs)
+    for name, tensor in ours.items():
+        assert tensor.dtype == theirs[name].dtype and torch.equal(tensor, theirs[name]), name
+    texts = ["a photo of a dog.", "a photo of a red fox, a type of texture."]
+    assert torch.equal(copied.encode_texts(texts), built.encode_texts(texts))
+    assert all(p.dtype == torch.float32 for p in tiny_clip.model.parameters())
+    assert backbone.clip_in_precision(copied, "fp16") is copied
+    with pytest.raises(ValueError, match="'fp32' is not a low precision"):
+        backbone.clip_in_precision(tiny_clip, "fp32")
+
+
 def test_download_failure_says_where_to_put_the_file(monkeypatch):
     def offline(*args, **kwargs):
         raise OSError("no network")

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lamm_plugin import LAMMConfig, load_clip
+from lamm_plugin import KgCoOpConfig, LAMMConfig, build_model, load_clip
 from lamm_plugin.feature_cache import (
     IMAGE_FEATURES,
     TEXT_FEATURES,
@@ -266,6 +266,21 @@ def test_text_features_of_fixed_prompts_are_reused_exactly(method, tiny_clip, cl
     monkeypatch.setattr(type(tiny_clip), "encode_texts", _no_encoding)
     monkeypatch.setattr(type(second.text_plan), "class_features", _no_encoding)
     assert torch.equal(features(second), expected)
+
+
+def test_kgcoop_fp16_hand_crafted_features_are_kept_apart_from_float32_ones(tiny_clip, classnames, tmp_path):
+    """KgCoOp's default fp16 features (the original's) and the run's float32 ones of the same CLIP: two entries."""
+    cache = FeatureCache(str(tmp_path))
+    features = {}
+    for precision in ("fp16", "run", "fp16"):
+        cfg = KgCoOpConfig(dataset="OxfordPets", hand_crafted_precision=precision)
+        model = build_model("kgcoop", tiny_clip, classnames, cfg, LAMMConfig(enabled=False))
+        model.set_feature_cache(cache)
+        features.setdefault(precision, []).append(model.method.hand_crafted_features(classnames))
+    assert len(os.listdir(tmp_path / TEXT_FEATURES)) == 2
+    (fp16, again), (float32,) = features["fp16"], features["run"]
+    assert fp16.dtype == torch.float16 and float32.dtype == torch.float32 and torch.equal(fp16, again)
+    assert not torch.equal(fp16.float(), float32)
 
 
 def test_text_features_are_keyed_by_their_inputs_and_weights(tiny_clip, tmp_path):

@@ -18,7 +18,16 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lamm_plugin import CoCoOpConfig, CoOpConfig, KgCoOpConfig, LAMMConfig, MaPLeConfig, VPTConfig, build_model
+from lamm_plugin import (
+    CoCoOpConfig,
+    CoOpConfig,
+    KgCoOpConfig,
+    LAMMConfig,
+    MaPLeConfig,
+    VPTConfig,
+    build_model,
+    load_clip,
+)
 
 
 def _text_tower(clip, x, eot, deep=()):
@@ -187,7 +196,8 @@ def test_cocoop_prompts_are_per_image(tiny_clip64, classnames, lamm):
 
 
 def test_kgcoop_term_against_frozen_clip_hand_crafted_prompts(tiny_clip64, classnames):
-    cfg = KgCoOpConfig(dataset="DescribableTextures", kg_weight=3.0)
+    """With ``hand_crafted_precision "run"`` the hand-crafted features come from the run's CLIP in its precision."""
+    cfg = KgCoOpConfig(dataset="DescribableTextures", kg_weight=3.0, hand_crafted_precision="run")
     model = build_model("kgcoop", tiny_clip64, classnames, cfg, LAMMConfig(enabled=False)).double().train()
     _randomise(model, 8)
     clip = tiny_clip64.model
@@ -204,3 +214,45 @@ def test_kgcoop_term_against_frozen_clip_hand_crafted_prompts(tiny_clip64, class
     torch.testing.assert_close(kg, (1 - cos.mean()).float(), rtol=1e-6, atol=1e-6)
     ce = torch.nn.functional.cross_entropy(out.logits, labels)
     torch.testing.assert_close(out.losses["total"], ce + 3.0 * kg)
+
+
+def test_kgcoop_hand_crafted_features_are_the_originals_fp16_ones_in_an_fp32_run(tiny_clip, classnames, tmp_path):
+    """By default the hand-crafted features are computed as the original KgCoOp computes them whatever the run's
+    precision: by CLIP's weights in fp16 (its second CLIP, never floated), normalised in fp16 when built and again at
+    each step, and the term's cosine takes them in fp16 (torch normalises them a third time in fp16)."""
+    path = tmp_path / "clip.pt"
+    torch.save(tiny_clip.model.state_dict(), path)
+    fp16 = load_clip("tiny-vit", pretrained=str(path), precision="fp16")
+    names = [n.replace("_", " ") for n in classnames]
+    hand_tokens = tiny_clip.tokenizer([f"a photo of a {n}, a type of texture." for n in names])
+    cfg = KgCoOpConfig(dataset="DescribableTextures", kg_weight=3.0)
+    model = build_model("kgcoop", tiny_clip, classnames, cfg, LAMMConfig(enabled=False)).train()
+    _randomise(model.method, 9)
+    rng = torch.get_rng_state()
+    features = model.method.hand_crafted_features(classnames)
+    assert torch.equal(torch.get_rng_state(), rng)
+    with torch.no_grad():
+        expected = fp16.model.encode_text(hand_tokens)
+        for _ in range(2):
+            expected = expected / expected.norm(dim=-1, keepdim=True)
+    assert features.dtype == torch.float16 and torch.equal(features, expected)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # an amp run's autocast: not applied to them
+        again = build_model("kgcoop", tiny_clip, classnames, cfg, LAMMConfig(enabled=False)).method
+        assert torch.equal(again.hand_crafted_features(classnames), expected)
+
+    clip, labels = tiny_clip.model, torch.tensor([0, 3, 1])
+    tokens = tiny_clip.tokenizer([f"a photo of a {n}." for n in names])
+    with torch.no_grad():
+        x = clip.token_embedding(tokens).clone()
+        x[:, 1:5] = model.method.ctx
+        text = torch.nn.functional.normalize(_text_tower(clip, x, tokens.argmax(-1)), dim=-1)
+        kg = model(_images().float(), labels).losses["kg_alignment"]
+    cos = torch.nn.functional.cosine_similarity(text, expected, dim=-1)
+    torch.testing.assert_close(kg, 1 - cos.mean(), rtol=1e-6, atol=1e-6)
+
+    # The run's own precision: float32 features of the run's CLIP, normalised in float32.
+    cfg = KgCoOpConfig(dataset="DescribableTextures", hand_crafted_precision="run")
+    own = build_model("kgcoop", tiny_clip, classnames, cfg, LAMMConfig(enabled=False)).method
+    with torch.no_grad():
+        float32 = torch.nn.functional.normalize(clip.encode_text(hand_tokens), dim=-1)
+    assert torch.equal(own.hand_crafted_features(classnames), float32)

@@ -4,7 +4,7 @@ DTD-layout data, seed, small random CLIP and config, CPU, float32, 4 epochs of 4
 Every batch's images, labels and pixels and every step's learning rate must be equal, every step's loss within 1e-5
 relative, every test prediction equal and the learned tensors within 1e-5; where an original makes another numeric
 choice than ours, ``Case.differs`` says which and the bounds are wider. The random state after building and the
-learned tensors as built must be equal too (VPT, IVLP and PromptSRC draw their deep prompts inside CLIP's
+learned tensors when training starts must be equal too (VPT, IVLP and PromptSRC draw their deep prompts inside CLIP's
 construction, as their originals). The
 patches each original needs here are named in ``whole_run.PATCHES`` (per case in ``Case.patches``). Needs the
 checkouts named by COOP_ORIGINAL_REPO, LAMM_OFFICIAL_REPO, MAPLE_ORIGINAL_REPO, KGCOOP_ORIGINAL_REPO,

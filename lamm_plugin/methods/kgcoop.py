@@ -3,7 +3,8 @@ Knowledge-guided Context Optimization", CVPR 2023).
 
 CoOp's prompt, plus a loss ``W * (1 - mean_c cos(t_c, t_c^clip))`` over all classes of the step, where ``t_c`` is
 the learned prompt's (normalised) text feature of class ``c`` and ``t_c^clip`` frozen CLIP's feature of a
-hand-crafted prompt (``"a photo of a {}, a type of pet."``, ...). The term is ``kg_alignment`` in the loss dict.
+hand-crafted prompt (``"a photo of a {}, a type of pet."``, ...), in fp16 whatever the run's precision, as the
+original's second CLIP computes it (``hand_crafted_precision``). The term is ``kg_alignment`` in the loss dict.
 With LAMM, ``t_c`` carries the learned labels: the term then also pulls the label embeddings towards CLIP's
 hand-crafted prompt, next to LAMM's own ``feature_alignment`` (see README, "Fidelity").
 """
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from lamm_plugin.backbone import CLIPBundle, draw_like_a_clip_build
+from lamm_plugin.backbone import CLIPBundle, clip_in_precision, draw_like_a_clip_build
 from lamm_plugin.feature_cache import cached_text_features
 from lamm_plugin.methods.base import StepFeatures, register_method
 from lamm_plugin.methods.coop import CoOp, CoOpConfig
@@ -25,6 +26,8 @@ from lamm_plugin.tokens import clean_classname
 
 #: KgCoOp's hand-crafted templates: the zero-shot ones, except for textures.
 KGCOOP_TEMPLATES: dict[str, str] = {**DATASET_TEMPLATES, "DescribableTextures": "a photo of a {}, a type of texture."}
+#: Precisions of the hand-crafted features: the original's fp16 in every run precision, or the run's own.
+HAND_CRAFTED_PRECISIONS = ("fp16", "run")
 
 
 @dataclass
@@ -37,6 +40,9 @@ class KgCoOpConfig(CoOpConfig):
             base-to-new runs).
         template: Hand-crafted template with ``{}``; empty picks the dataset's (KgCoOp's table).
         dataset: Dataset name used to pick the template when ``template`` is empty.
+        hand_crafted_precision: What computes the hand-crafted features: ``"fp16"``, as the original (its second
+            CLIP stays in fp16 whatever the run's precision), CLIP's weights in fp16, built as ``PREC fp16`` builds
+            them (in a bf16 run: its bf16 weights), outside autocast; ``"run"``: the run's CLIP in its precision.
     """
 
     n_ctx: int = 4
@@ -44,11 +50,16 @@ class KgCoOpConfig(CoOpConfig):
     kg_weight: float = 8.0
     template: str = ""
     dataset: str = ""
+    hand_crafted_precision: str = "fp16"
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.kg_weight < 0:
             raise ValueError(f"kg_weight must be >= 0, got {self.kg_weight}.")
+        if self.hand_crafted_precision not in HAND_CRAFTED_PRECISIONS:
+            raise ValueError(
+                f"hand_crafted_precision must be one of {HAND_CRAFTED_PRECISIONS}, not {self.hand_crafted_precision!r}."
+            )
 
 
 def original_build_draws(clip: CLIPBundle) -> None:
@@ -87,17 +98,37 @@ class KgCoOp(CoOp):
 
     def hand_crafted_features(self, classnames: Sequence[str]) -> torch.Tensor:
         """Frozen CLIP's L2-normalised features ``[C, E]`` of the hand-crafted prompts (computed once per class set,
-        device and precision)."""
+        device and precision).
+
+        ``hand_crafted_precision "fp16"``: fp16 features, as the original computes them: CLIP in fp16 (a copy of the
+        run's CLIP, :func:`~lamm_plugin.backbone.clip_in_precision`) without autocast, normalised in fp16 when built
+        and again at each step (the same values every step: once here); the term's cosine normalises them a third
+        time in fp16, as the original's does. ``"run"``: float32 features of the run's CLIP in its precision.
+        """
         clip = self._clip
         key = (tuple(classnames), clip.device, clip.dtype)
         if key not in self._hand_crafted:
             texts = [self.hand_crafted_template().format(clean_classname(n)) for n in classnames]
             inputs = {"what": "encode_texts", "texts": texts}
-            features = cached_text_features(self.feature_cache, clip.model, inputs, lambda: clip.encode_texts(texts))
-            self._hand_crafted = {key: F.normalize(features, dim=-1)}
+            if self.cfg.hand_crafted_precision == "run":
+                features = cached_text_features(
+                    self.feature_cache, clip.model, inputs, lambda: clip.encode_texts(texts)
+                )
+                features = F.normalize(features, dim=-1)
+            else:
+                fp16 = clip_in_precision(clip, "fp16")
+                with torch.autocast(clip.device.type, enabled=False):
+                    features = cached_text_features(
+                        self.feature_cache, fp16.model, inputs, lambda: fp16.encode_texts(texts)
+                    )
+                    features = features.half()
+                    for _ in range(2):
+                        features = features / features.norm(dim=-1, keepdim=True)
+            self._hand_crafted = {key: features}
         return self._hand_crafted[key]
 
     def regularization(self, step: StepFeatures) -> dict[str, tuple[float, torch.Tensor]]:
-        reference = self.hand_crafted_features(step.classnames).to(step.text)
-        score = 1.0 - F.cosine_similarity(step.text, reference, dim=-1).mean()
+        reference = self.hand_crafted_features(step.classnames)
+        dtype = reference.dtype if self.cfg.hand_crafted_precision == "fp16" else step.text.dtype
+        score = 1.0 - F.cosine_similarity(step.text, reference.to(step.text.device, dtype), dim=-1).mean()
         return {"kg_alignment": (self.cfg.kg_weight, score)}
