@@ -25,7 +25,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional, Union
 
 from lamm_experiments.tabular import markdown_table
@@ -380,8 +380,42 @@ def _coop_dg(fewshot: Protocol) -> Protocol:
     )
 
 
+#: The numeric choices of each baseline's original that are not our trainers' defaults, as overrides. Under the
+#: configs' ``PREC fp16`` every original keeps its learned tensors in fp16 (created in CLIP's dtype, or ``.half()``)
+#: and steps them with plain SGD (a GradScaler only under ``amp``): ``FP16_LEARNED True``. MaPLe copies one initial
+#: projection into every deep layer: ``CLONE_DEEP_PROJ True``. (VPT's configs are fp32, as its original builds CLIP
+#: in fp32; KgCoOp's fp16 hand-crafted features are our default.)
+_ORIGINAL_NUMERICS: dict[str, tuple[tuple[str, str, Source], ...]] = {
+    "CoOp": (("TRAINER.COOP.FP16_LEARNED", "True", Source(COOP, "trainers/coop.py", "89,250")),),
+    "CoCoOp": (("TRAINER.COCOOP.FP16_LEARNED", "True", Source(COOP, "trainers/cocoop.py", "86,102,239")),),
+    "KgCoOp": (("TRAINER.KGCOOP.FP16_LEARNED", "True", Source(KGCOOP, "KgCoOp/trainers/kgcoop.py", "113,288")),),
+    "ProGrad": (
+        ("TRAINER.PROGRAD.FP16_LEARNED", "True", Source(PROGRAD, "ProGrad.public/trainers/prograd.py", "103,342")),
+    ),
+    "MaPLe": (
+        ("TRAINER.MAPLE.FP16_LEARNED", "True", Source(MAPLE, "trainers/maple.py", "95,104,257")),
+        ("TRAINER.MAPLE.CLONE_DEEP_PROJ", "True", Source(MAPLE, "trainers/maple.py", 117)),
+    ),
+    "IVLP": (("TRAINER.IVLP.FP16_LEARNED", "True", Source(MAPLE, "trainers/independentVL.py", "93,228")),),
+    "PromptSRC": (("TRAINER.PROMPTSRC.FP16_LEARNED", "True", Source(PROMPTSRC, "trainers/promptsrc.py", "99,271")),),
+}
+#: Protocols of ours (no original ran them): their baselines keep our numerics.
+_OURS = ("lamm-fewshot", "lamm-continual")
+
+
+def _baselines_as_originals(protocol: Protocol) -> Protocol:
+    """``protocol`` with each baseline run as its original ran it (:data:`_ORIGINAL_NUMERICS`), unless it is ours."""
+    if protocol.name in _OURS:
+        return protocol
+    methods = tuple(
+        replace(plan, overrides=(*plan.overrides, *(Override(*o) for o in _ORIGINAL_NUMERICS.get(plan.trainer, ()))))
+        for plan in protocol.methods
+    )
+    return replace(protocol, methods=methods)
+
+
 PROTOCOLS: dict[str, Protocol] = {
-    p.name: p
+    p.name: _baselines_as_originals(p)
     for p in (
         *_COOP_FEW[:2],
         _coop_variant("mid", "the class token in the middle", 24, (("TRAINER.COOP.CLASS_TOKEN_POSITION", "middle"),)),

@@ -93,10 +93,12 @@ def test_promptsrc_fewshot_gpa_per_dataset():
     for trainer, method in (("PROMPTSRC", "PromptSRC"), ("LAMM_PROMPTSRC", "PromptSRC+LAMM")):
         for ds in ("imagenet", "caltech101", "oxford_pets", "food101", "ucf101", "sun397"):
             c = P.resolve("promptsrc-fewshot", method, ds, 4)
-            assert (c.config, c.overrides) == ("vit_b16_c2_ep50_batch4_4+4ctx_few_shot", ())
+            fp16 = ((f"TRAINER.{trainer}.FP16_LEARNED", "True"),) if method == "PromptSRC" else ()  # the original's
+            assert (c.config, c.overrides) == ("vit_b16_c2_ep50_batch4_4+4ctx_few_shot", fp16)
         for ds in ("stanford_cars", "oxford_flowers", "fgvc_aircraft", "dtd", "eurosat"):
             c = P.resolve("promptsrc-fewshot", method, ds, 4)
-            assert c.overrides == ((f"TRAINER.{trainer}.GPA_MEAN", "45.0"), (f"TRAINER.{trainer}.GPA_STD", "5.0"))
+            gpa = ((f"TRAINER.{trainer}.GPA_MEAN", "45.0"), (f"TRAINER.{trainer}.GPA_STD", "5.0"))
+            assert c.overrides == gpa + fp16
     assert P.resolve("cocoop-xd", "PromptSRC", "imagenet", 16).config == "vit_b16_c2_ep20_batch4_4+4ctx_cross_datasets"
 
 
@@ -450,7 +452,7 @@ def test_coop_curves_kgcoop_4_shots_and_the_official_domain_generalisation():
     kg = P.resolve("kgcoop-fewshot", "KgCoOp", "imagenet", 4)
     assert (kg.config, kg.overrides, epochs("KgCoOp", kg.config)) == (
         "vit_b16_ep100_ctxv1",
-        (("TRAINER.KGCOOP.KG_WEIGHT", "8.0"),),
+        (("TRAINER.KGCOOP.KG_WEIGHT", "8.0"), ("TRAINER.KGCOOP.FP16_LEARNED", "True")),
         100,
     )
     with pytest.raises(ValueError, match="at 4 shots"):
@@ -464,3 +466,33 @@ def test_coop_curves_kgcoop_4_shots_and_the_official_domain_generalisation():
     assert P.get_protocol("kgcoop-xd").model_from == "kgcoop-fewshot"
     dg_choice, model = (P.resolve(p, "LAMM", "imagenet", 16) for p in ("lamm-official-dg", "lamm-official-fewshot"))
     assert (dg_choice.trainer, dg_choice.config, dg_choice.overrides) == (model.trainer, model.config, model.overrides)
+
+
+def test_baselines_run_as_their_originals_in_every_protocol_but_ours():
+    """Each baseline of a protocol that an original ran keeps its learned tensors in fp16 and steps them with plain
+    SGD under its configs' PREC fp16, as its original (MaPLe: cloned deep projections too); the LAMM rows and the
+    protocols of ours keep our numerics; every such override is a key its config accepts with its PREC."""
+    import yaml
+
+    seen = set()
+    for protocol in P.PROTOCOLS.values():
+        for plan in protocol.methods:
+            keys = {o.key: o.value for o in plan.overrides}
+            fp16 = keys.get(f"TRAINER.{plan.trainer.upper()}.FP16_LEARNED")
+            if protocol.name in ("lamm-fewshot", "lamm-continual") or plan.trainer.startswith("LAMM_"):
+                assert fp16 is None or "official" in plan.rules[0].config, (protocol.name, plan.name)
+                continue
+            if plan.trainer in ("VPT", "ZeroshotCLIP", "LinearProbeCLIP"):
+                assert fp16 is None, (protocol.name, plan.name)
+                continue
+            assert fp16 == "True", (protocol.name, plan.name)
+            if plan.trainer == "MaPLe":
+                assert keys["TRAINER.MAPLE.CLONE_DEEP_PROJ"] == "True", protocol.name
+            for rule in plan.rules:
+                with open(os.path.join(REPO, "configs", "trainers", plan.trainer, f"{rule.config}.yaml")) as f:
+                    node = yaml.safe_load(f)["TRAINER"][plan.trainer.upper()]
+                assert node.get("PREC", "fp16") == "fp16", (plan.trainer, rule.config)
+            seen.add(plan.trainer)
+    assert seen == {"CoOp", "CoCoOp", "KgCoOp", "ProGrad", "MaPLe", "IVLP", "PromptSRC"}
+    ours = P.resolve("lamm-continual", "CoOp", "cifar100", 16)
+    assert not any(key.endswith("FP16_LEARNED") for key, _ in ours.overrides)
