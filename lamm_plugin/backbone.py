@@ -490,19 +490,22 @@ def load_clip(
 
 
 def clip_in_precision(clip: CLIPBundle, precision: str) -> CLIPBundle:
-    """``clip``'s weights (as it holds them) in low precision ``precision``, built as :func:`load_clip` builds that
-    precision from those weights (``LayerNormFp32`` normalisations, matmul weights rounded to ``precision``): a copy
-    made in memory, so no file is read and nothing is drawn from the random streams. ``clip`` itself when it is in
+    """``clip``'s weights (as it holds them) in ``precision``: for a low precision built as :func:`load_clip` builds
+    it from those weights (``LayerNormFp32`` normalisations, matmul weights rounded to ``precision``), for ``"fp32"``
+    every weight in float32 (as the originals' ``.float()`` of a CLIP their loader built in fp16). A copy made in
+    memory, so no file is read and nothing is drawn from the random streams; ``clip`` itself when it is in
     ``precision`` already.
 
     Raises:
-        ValueError: ``precision`` is not one of :data:`LOW_PRECISIONS`.
+        ValueError: ``precision`` is none of ``"fp32"`` and :data:`LOW_PRECISIONS`.
     """
-    if precision not in LOW_PRECISIONS:
-        raise ValueError(f"Precision {precision!r} is not a low precision ({', '.join(LOW_PRECISIONS)}).")
+    if precision not in (*LOW_PRECISIONS, "fp32"):
+        raise ValueError(f"Precision {precision!r} is none of fp32, {', '.join(LOW_PRECISIONS)}.")
     if clip.precision == precision:
         return clip
     model = copy.deepcopy(clip.model).float()
+    if precision == "fp32":  # every weight in float32 (a LayerNormFp32 computes as a LayerNorm on float32)
+        return dataclasses.replace(clip, model=model, precision=precision)
     for module in model.modules():
         if type(module) is LayerNorm:  # what a cast dtype builds (open_clip's towers)
             module.__class__ = LayerNormFp32

@@ -151,6 +151,7 @@ HOSTS: dict[str, Host] = {
             "DATASET": "",
             "GRAD_LAMBDA": 1.0,
             "KL_TEMPERATURE": 1.0,
+            "TEACHER_PRECISION": "fp32",  # the original floats its zero-shot CLIP
         },
     ),
     # PromptSRC's configs/trainers/PromptSRC/vit_b16_c2_ep20_batch4_4+4ctx.yaml

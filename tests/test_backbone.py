@@ -90,8 +90,17 @@ def test_clip_in_fp16_is_the_fp16_build_of_the_same_weights(tiny_clip, tmp_path)
     assert torch.equal(copied.encode_texts(texts), built.encode_texts(texts))
     assert all(p.dtype == torch.float32 for p in tiny_clip.model.parameters())
     assert backbone.clip_in_precision(copied, "fp16") is copied
-    with pytest.raises(ValueError, match="'fp32' is not a low precision"):
-        backbone.clip_in_precision(tiny_clip, "fp32")
+    # Back to float32, as the originals' .float() of a CLIP built in fp16: the fp16 values, every weight float32.
+    floated = backbone.clip_in_precision(copied, "fp32")
+    assert floated.dtype == torch.float32 and copied.dtype == torch.float16
+    rounded = {k: v.float() for k, v in copied.model.state_dict().items()}
+    for name, tensor in floated.model.state_dict().items():
+        assert tensor.dtype == torch.float32 and torch.equal(tensor, rounded[name]), name
+    reference = load_clip("tiny-vit", pretrained=str(path))
+    reference.model.load_state_dict(rounded)
+    assert torch.equal(floated.encode_texts(texts), reference.encode_texts(texts))
+    with pytest.raises(ValueError, match="'amp' is none of fp32, fp16, bf16"):
+        backbone.clip_in_precision(tiny_clip, "amp")
 
 
 def test_download_failure_says_where_to_put_the_file(monkeypatch):

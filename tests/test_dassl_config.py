@@ -56,7 +56,7 @@ def changed(instance):
             values[f.name] = "front"
         elif f.name == "label_slot":  # validated: name or after_context
             values[f.name] = "after_context"
-        elif f.name == "hand_crafted_precision":  # validated: fp16 or run
+        elif f.name in ("hand_crafted_precision", "teacher_precision"):  # validated: fp16/fp32 or run
             values[f.name] = "run"
         else:
             values[f.name] = value + " x"

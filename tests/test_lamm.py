@@ -6,9 +6,11 @@ import copy
 
 import pytest
 import torch
+import torch.nn.functional as F
 from cases import BY_ID, CASES
 
 from lamm_plugin import CoOpConfig, LAMMConfig, MaPLeConfig, VPTConfig, ZeroshotConfig, build_model
+from lamm_plugin.backbone import load_clip
 
 #: Every method case (tests/cases.py), by id.
 METHOD_CASES = BY_ID
@@ -546,3 +548,36 @@ def test_prograd_step_is_the_projected_gradient_of_total(tiny_clip, classnames, 
     for a, g, conflict in zip(got, plain, conflicts):
         assert torch.allclose(a, g, rtol=1e-5, atol=1e-7) != conflict
     assert set(out.losses) >= {"ce", "prograd_kl", "total"}
+
+
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_prograd_teacher_is_the_originals_float32_clip_in_a_low_precision_run(tmp_path, classnames, precision):
+    """The original ProGrad floats its zero-shot CLIP whatever the run's precision (``trainers/prograd.py``, class
+    ``CLIP``): in a low-precision run the teacher's logits are those of the same weights in float32, on the batch;
+    ``teacher_precision "run"`` takes the run's CLIP and the step's image features."""
+    from lamm_plugin.methods.base import StepFeatures
+    from lamm_plugin.methods.prograd import ProGradConfig
+    from lamm_plugin.tokens import clean_classname
+
+    path = tmp_path / "tiny.pt"
+    torch.save(load_clip("tiny-vit").model.state_dict(), path)
+    low = load_clip("tiny-vit", pretrained=str(path), precision=precision)
+    reference = load_clip("tiny-vit", pretrained=str(path))
+    reference.model.load_state_dict({k: v.float() for k, v in low.model.state_dict().items()})
+    images, _ = _batch(n=4)
+    logits = torch.randn(4, len(classnames), generator=torch.Generator().manual_seed(1))
+    texts = [f"a photo of a {clean_classname(n)}." for n in classnames]
+    with torch.no_grad():
+        image = F.normalize(reference.model.encode_image(images), dim=-1)
+        text = F.normalize(reference.encode_texts(texts), dim=-1)
+        teacher = reference.model.logit_scale.exp() * image @ text.t()
+    expected = -(F.softmax(teacher, -1) * F.log_softmax(logits, -1)).sum(1).mean()
+    own_image = F.normalize(torch.randn(4, low.embed_dim), dim=-1).to(low.dtype)
+    for mode in ("fp32", "run"):
+        method = build_model("prograd", low, classnames, ProGradConfig(teacher_precision=mode), LAMMConfig(False))
+        step = StepFeatures(images, own_image, text, logits, classnames, low.model.logit_scale.exp())
+        kl = method.method.regularization(step)["prograd_kl"][1]
+        if mode == "fp32":
+            torch.testing.assert_close(kl, expected, rtol=1e-6, atol=0)
+        else:  # the run's CLIP: the step's image features and low-precision text features
+            assert abs(kl.item() - expected.item()) > 1e-4

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lamm_plugin.backbone import CLIPBundle
+from lamm_plugin.backbone import CLIPBundle, clip_in_precision
 from lamm_plugin.feature_cache import cached_text_features
 from lamm_plugin.methods.base import StepFeatures, register_method
 from lamm_plugin.methods.coop import CoOp, CoOpConfig
@@ -59,6 +59,10 @@ class ProGradConfig(CoOpConfig):
         grad_lambda: ``lambda`` of the projection (``LOSS.LAMBDA``; 1 removes the conflicting component, the paper
             used 0.8 for 8 and 16 shots on Flowers102, DTD and EuroSAT).
         kl_temperature: Temperature ``T`` of the distillation (``LOSS.T``).
+        teacher_precision: What computes zero-shot CLIP's logits: ``"fp32"``, as the original (a second CLIP that
+            it floats whatever the run's precision: in an fp16 or bf16 run, a float32 copy of the run's CLIP, which
+            encodes each batch's images once more); ``"run"``: the run's CLIP in its precision, with the image
+            features of the step.
     """
 
     n_ctx: int = 16
@@ -67,11 +71,14 @@ class ProGradConfig(CoOpConfig):
     dataset: str = ""
     grad_lambda: float = 1.0
     kl_temperature: float = 1.0
+    teacher_precision: str = "fp32"
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.kl_temperature <= 0:
             raise ValueError(f"kl_temperature must be > 0, got {self.kl_temperature}.")
+        if self.teacher_precision not in ("fp32", "run"):
+            raise ValueError(f"teacher_precision must be 'fp32' or 'run', not {self.teacher_precision!r}.")
         if self.template_init and not self.ctx_init and self.class_token_position != "end":
             raise ValueError("template_init places the prompt before the class name: use class_token_position end.")
 
@@ -116,10 +123,20 @@ class ProGrad(CoOp):
     def hand_crafted_template(self) -> str:
         return self.cfg.template or PROGRAD_TEMPLATES.get(self.cfg.dataset, PROGRAD_DEFAULT_TEMPLATE)
 
+    def teacher(self) -> CLIPBundle:
+        """The CLIP of the zero-shot teacher: the run's, or (``teacher_precision "fp32"`` in a low-precision run) a
+        float32 copy of it, made once."""
+        clip = self._clip
+        if self.cfg.teacher_precision == "run" or clip.dtype == torch.float32:
+            return clip
+        if getattr(self, "_fp32", None) is None or self._fp32.device != clip.device:
+            object.__setattr__(self, "_fp32", clip_in_precision(clip, "fp32"))
+        return self._fp32
+
     def teacher_features(self, classnames: Sequence[str]) -> torch.Tensor:
         """Zero-shot CLIP's L2-normalised text features ``[C, E]`` of the hand-crafted prompts (once per class set,
         device and precision)."""
-        clip = self._clip
+        clip = self.teacher()
         key = (tuple(classnames), clip.device, clip.dtype)
         if key not in self._teacher:
             texts = [self.hand_crafted_template().format(clean_classname(n)) for n in classnames]
@@ -130,7 +147,14 @@ class ProGrad(CoOp):
 
     def regularization(self, step: StepFeatures) -> dict[str, tuple[Optional[float], torch.Tensor]]:
         # Zero-shot CLIP's logits: the frozen, unprompted image features against the hand-crafted prompts.
-        teacher = step.logit_scale * step.image.detach() @ self.teacher_features(step.classnames).to(step.image).t()
+        clip = self.teacher()
+        text = self.teacher_features(step.classnames)
+        if clip is self._clip:
+            teacher = step.logit_scale * step.image.detach() @ text.to(step.image).t()
+        else:  # the original's float32 zero-shot CLIP on the batch
+            with torch.no_grad():
+                image = F.normalize(clip.model.encode_image(step.images.to(clip.dtype)), dim=-1)
+                teacher = clip.model.logit_scale.exp() * image @ text.t()
         t = self.cfg.kl_temperature
         target = F.softmax(teacher / t, dim=-1)
         kl = -(target * F.log_softmax(step.logits / t, dim=-1)).sum(1).mean() * t * t
