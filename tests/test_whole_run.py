@@ -8,7 +8,7 @@ the original draws its initial prompts inside CLIP's construction (VPT, IVLP, Pr
 original's initial values (``Case.hand_over_initial``) and the random state after building must be equal. The
 ``fp16`` cases run both in ``PREC fp16`` (ours with ``FP16_LEARNED True``): every learned tensor must have the
 original's dtype, and the bounds are fp16 rounding's (``whole_run.FP16``); those whose original takes minutes in fp16
-on a CPU (MaPLe, CoCoOp) carry the marker ``slow`` (``Case.slow``). The
+on a CPU (MaPLe's) carry the marker ``slow`` (``Case.slow``). The
 patches each original needs here are named in ``whole_run.PATCHES`` (per case in ``Case.patches``). Needs the
 checkouts named by COOP_ORIGINAL_REPO, LAMM_OFFICIAL_REPO, MAPLE_ORIGINAL_REPO, KGCOOP_ORIGINAL_REPO,
 PROMPTSRC_ORIGINAL_REPO, and Dassl.
