@@ -553,11 +553,9 @@ def compare(theirs: Record, ours: Record) -> dict[str, Any]:
     loss_rel = max((abs(a - b) / max(abs(a), 1e-12) for a, b in zip(theirs.losses, ours.losses)), default=float("nan"))
     pred_a = torch.cat(theirs.logits).argmax(1) if theirs.logits else torch.empty(0)
     pred_b = torch.cat(ours.logits).argmax(1) if ours.logits else torch.empty(0)
+    pairs = _pair_learned(theirs.learned, ours.learned)
     learned = max(
-        (
-            (theirs.learned[a].flatten() - ours.learned[b].flatten()).abs().max().item()
-            for a, b in _pair_learned(theirs.learned, ours.learned)
-        ),
+        ((theirs.learned[a].flatten() - ours.learned[b].flatten()).abs().max().item() for a, b in pairs),
         default=float("nan"),
     )
     # Per learned tensor, the first step's largest gradient difference relative to that gradient's largest entry.
@@ -565,31 +563,23 @@ def compare(theirs: Record, ours: Record) -> dict[str, Any]:
         (
             ((g := theirs.first_grads[a].flatten()) - ours.first_grads[b].flatten()).abs().max().item()
             / max(g.abs().max().item(), 1e-30)
-            for a, b in _pair_learned(theirs.first_grads, ours.first_grads)
+            for a, b in pairs
+            if a in theirs.first_grads and b in ours.first_grads
         ),
         default=float("nan"),
     )
-    first = theirs.losses[0], ours.losses[0]
-    learned_rel = max(
-        (
-            ((a_ := theirs.learned[a].flatten()) - ours.learned[b].flatten()).abs().max().item()
-            / max(a_.abs().max().item(), 1e-30)
-            for a, b in _pair_learned(theirs.learned, ours.learned)
-        ),
-        default=float("nan"),
-    )
-    dtypes = [(a, str(theirs.dtypes[a]), str(ours.dtypes[b])) for a, b in _pair_learned(theirs.learned, ours.learned)]
+    first = [abs(a - b) / max(abs(a), 1e-12) for a, b in zip(theirs.losses[:1], ours.losses[:1])]
+    dtypes = [(a, str(theirs.dtypes[a]), str(ours.dtypes[b])) for a, b in pairs]
     return {
         "same random state after building": torch.equal(theirs.rng_after_build, ours.rng_after_build),
         "steps": (len(theirs.losses), len(ours.losses)),
         "same batches": same_batches and len(theirs.images) == len(ours.images),
         "same lrs": theirs.lrs == ours.lrs,
         "loss rel. diff": loss_rel,
-        "first loss rel. diff": abs(first[0] - first[1]) / max(abs(first[0]), 1e-12),
+        "first loss rel. diff": first[0] if first else float("nan"),
         "first grad rel. diff": grad_rel,
         "predictions": (int((pred_a == pred_b).sum()), len(pred_a), len(pred_b)),
         "learned max diff": learned,
-        "learned rel. diff": learned_rel,
         "dtypes differ": [d for d in dtypes if d[1] != d[2]],
         "seconds": (round(theirs.seconds, 1), round(ours.seconds, 1)),
         "compared steps": steps,
