@@ -106,6 +106,15 @@ class LAMM(nn.Module):
         """Exactly the tensors an optimiser should update."""
         return [p for p in self.parameters() if p.requires_grad]
 
+    def learned_to_fp16(self) -> None:
+        """The learned tensors in fp16 as the original code's ``PREC fp16`` runs keep them: all of them (the label
+        rows as the official LAMM code's) but those of the method's ``fp32_in_fp16_runs``, which stay fp32."""
+        kept = type(self.method).fp32_in_fp16_runs
+        fp32 = {id(p) for name, p in self.method.named_parameters() if name.split(".")[0] in kept}
+        for param in self.trainable_parameters():
+            if id(param) not in fp32:
+                param.data = param.data.half()
+
     @property
     def classnames(self) -> list[str]:
         return self.layout.classnames

@@ -610,8 +610,7 @@ class Predictor:
                 )
             raise UserError(f"Cannot load {path}: {text}") from err
         if precision == "fp16" and node.get("FP16_LEARNED"):  # the trainer evaluated fp16 learned tensors
-            for param in model.trainable_parameters():
-                param.data = param.data.half()
+            model.learned_to_fp16()
         test_batch = config.get("DATALOADER", {}).get("TEST", {}).get("BATCH_SIZE")
         info = {
             "kind": "checkpoint",

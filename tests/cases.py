@@ -107,11 +107,14 @@ class Host:
         trainer: The baseline trainer's class name; its node is this in upper case.
         lamm_trainer: The LAMM trainer's class name, ``None`` without a LAMM variant.
         published: Published defaults of the method's node (the papers' and official configs' values).
+        fp32_in_fp16_runs: The method's learned tensors (attributes) that the original code keeps in fp32 in its
+            ``PREC fp16`` runs; it keeps the others in fp16 (the original's file and lines beside each entry).
     """
 
     trainer: str
     lamm_trainer: Optional[str]
     published: dict[str, Any]
+    fp32_in_fp16_runs: tuple[str, ...] = ()
 
 
 HOSTS: dict[str, Host] = {
@@ -120,8 +123,21 @@ HOSTS: dict[str, Host] = {
         "LAMM_CoOp",
         {"N_CTX": 16, "CTX_INIT": "", "CSC": False, "CLASS_TOKEN_POSITION": "end", "TRAIN_CTX": True},
     ),
-    "maple": Host("MaPLe", "LAMM_MaPLe", {"N_CTX": 2, "CTX_INIT": "a photo of a", "PROMPT_DEPTH": 9}),
-    "vpt": Host("VPT", "LAMM_VPT", {"N_CTX_VISION": 8, "PROMPT_DEPTH_VISION": 1, "CTX_INIT": "a photo of a"}),
+    # MaPLe's trainers/maple.py:90-105 ctx in CLIP's dtype, proj .half(); 111-117 deep prompts and projections in
+    # fp32 (so are the official LAMM code's, its trainers/maple.py:135-142; its label rows in fp16, 191-201)
+    "maple": Host(
+        "MaPLe",
+        "LAMM_MaPLe",
+        {"N_CTX": 2, "CTX_INIT": "a photo of a", "PROMPT_DEPTH": 9},
+        fp32_in_fp16_runs=("deep_text", "deep_proj"),
+    ),
+    # MaPLe's repository, trainers/vpt.py:41: CLIP and its prompts in fp32 whatever PREC says
+    "vpt": Host(
+        "VPT",
+        "LAMM_VPT",
+        {"N_CTX_VISION": 8, "PROMPT_DEPTH_VISION": 1, "CTX_INIT": "a photo of a"},
+        fp32_in_fp16_runs=("shallow", "deep"),
+    ),
     "zeroshot": Host("ZeroshotCLIP", None, {}),
     "cocoop": Host("CoCoOp", "LAMM_CoCoOp", {"N_CTX": 4, "CTX_INIT": "a photo of a", "META_REDUCTION": 16}),
     "kgcoop": Host(
@@ -169,6 +185,9 @@ HOSTS: dict[str, Host] = {
             "GPA_MEAN": 15.0,
             "GPA_STD": 1.0,
         },
+        # trainers/promptsrc.py:94-106 ctx in CLIP's dtype; clip/model.py:213-221 and 377-379, the deep and visual
+        # prompts, in fp32
+        fp32_in_fp16_runs=("deep_text", "visual", "deep_visual"),
     ),
     # MaPLe's repository, train.py: the defaults of TRAINER.IVLP
     "ivlp": Host(
@@ -181,5 +200,8 @@ HOSTS: dict[str, Host] = {
             "PROMPT_DEPTH_TEXT": 9,
             "PROMPT_DEPTH_VISION": 9,
         },
+        # trainers/independentVL.py:88-100 ctx in CLIP's dtype; clip/model.py:213-221 and 376-378, the deep and
+        # visual prompts, in fp32
+        fp32_in_fp16_runs=("deep_text", "visual", "deep_visual"),
     ),
 }

@@ -11,7 +11,7 @@ import copy
 
 import pytest
 import torch
-from cases import BY_ID
+from cases import BY_ID, HOSTS
 from open_clip.transformer import LayerNormFp32
 from torch import nn
 
@@ -69,6 +69,31 @@ def test_every_layer_gets_its_own_dtype(precision, case, low_precision_clips, cl
     # Learned tensors keep fp32 master weights (and gradients), whatever CLIP's precision.
     for p in model.trainable_parameters():
         assert p.dtype == torch.float32 and p.grad is not None and p.grad.dtype == torch.float32
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_fp16_learned_tensors_as_each_original_keeps_them(case, low_precision_clips, classnames, strict_dtypes):
+    """``FP16_LEARNED``: every learned tensor in fp16 (LAMM's label rows too, as the official LAMM code) but those the
+    original keeps in fp32 (tests/cases.py, ``Host.fp32_in_fp16_runs``); a step runs with that mix."""
+    clip = copy.deepcopy(low_precision_clips["fp16"])
+    torch.manual_seed(0)
+    model = CASES[case].build(clip, classnames, LAMMConfig())
+    model.learned_to_fp16()
+    fp32 = HOSTS[CASES[case].method].fp32_in_fp16_runs
+    dtypes = {name: p.dtype for name, p in model.named_parameters() if p.requires_grad}
+    expected = {
+        name: torch.float32 if name.split(".")[:2] in [["method", a] for a in fp32] else torch.float16
+        for name in dtypes
+    }
+    assert dtypes == expected
+    optim = torch.optim.SGD(model.trainable_parameters(), lr=0.1)
+    with strict_dtypes(clip.model, model):
+        model.train()
+        losses = model(torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 1])).losses
+        losses["total"].backward()
+        optim.step()
+    assert all(torch.isfinite(v) for v in losses.values())
+    assert all(p.grad.dtype == p.dtype and torch.isfinite(p).all() for p in model.trainable_parameters())
 
 
 @pytest.mark.parametrize("precision", LOW_PRECISIONS)

@@ -211,9 +211,8 @@ class PromptTrainer(ProgressMixin, CheckpointMixin, ResultsMixin, CachedEvaluati
 
         params = self.model.trainable_parameters()
         if params and self.fp16_learned:
-            # The original code's fp16: the learned tensors themselves in fp16, plain SGD, no loss scaling.
-            for param in params:
-                param.data = param.data.half()
+            # The original code's fp16: the learned tensors themselves in fp16 (those it keeps), plain SGD, no scaler.
+            self.model.learned_to_fp16()
             print(f"Learned tensors in fp16 without a GradScaler (TRAINER.{self.NODE}.{FP16_LEARNED_KEY})")
         print(f"# trainable params: {sum(p.numel() for p in params):,}")
         self.optim = self._build_optimizer(params) if params else None

@@ -134,6 +134,9 @@ class PromptMethod(nn.Module):
             tower frozen and unprompted: the image features of a test set are then the same for every run and are
             cached (:mod:`lamm_plugin.feature_cache`); the model checks the declaration against
             :meth:`visual_prompt`.
+        fp32_in_fp16_runs: The attributes holding learned tensors that the original code keeps in fp32 in its
+            ``PREC fp16`` runs (MaPLe's deep prompts and their projections); the others it keeps in fp16
+            (:meth:`~lamm_plugin.lamm.LAMM.learned_to_fp16`, the trainers' ``FP16_LEARNED``).
     """
 
     name: ClassVar[str]
@@ -142,6 +145,7 @@ class PromptMethod(nn.Module):
     lamm_variant: ClassVar[bool] = True
     image_conditioned: ClassVar[bool] = False
     prompts_image_tower: ClassVar[bool] = False
+    fp32_in_fp16_runs: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, cfg: Any, clip: CLIPBundle, classnames: Sequence[str]) -> None:
         super().__init__()

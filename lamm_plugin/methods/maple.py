@@ -60,6 +60,8 @@ class MaPLe(PromptMethod):
     display_name = "MaPLe"
     config_class = MaPLeConfig
     prompts_image_tower = True
+    # The original makes ctx in CLIP's dtype and halves proj, but makes the deep prompts and projections in fp32.
+    fp32_in_fp16_runs = ("deep_text", "deep_proj")
 
     def __init__(self, cfg: MaPLeConfig, clip: CLIPBundle, classnames: Sequence[str]) -> None:
         super().__init__(cfg, clip, classnames)

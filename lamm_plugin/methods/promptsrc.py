@@ -108,6 +108,8 @@ class IndependentPrompts(PromptMethod):
     """
 
     prompts_image_tower = True
+    # The originals create the text ctx in CLIP's dtype, the visual and deep prompts in fp32 (inside CLIP's blocks).
+    fp32_in_fp16_runs = ("deep_text", "visual", "deep_visual")
 
     def __init__(self, cfg: Any, clip: CLIPBundle, classnames: Sequence[str]) -> None:
         super().__init__(cfg, clip, classnames)

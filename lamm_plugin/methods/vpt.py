@@ -45,6 +45,7 @@ class VPT(PromptMethod):
     display_name = "VPT"
     config_class = VPTConfig
     prompts_image_tower = True
+    fp32_in_fp16_runs = ("shallow", "deep")  # the original VPT code builds all of CLIP in fp32 whatever PREC says
 
     def __init__(self, cfg: VPTConfig, clip: CLIPBundle, classnames: Sequence[str]) -> None:
         super().__init__(cfg, clip, classnames)
