@@ -103,6 +103,26 @@ def _coop_like(node: str, original_config: str, our_trainer: str, our_config: st
     )
 
 
+def _official_coop(our_config: str, *flags: str, our_opts: tuple[str, ...] | list[str] = ()) -> Case:
+    """The official LAMM code's CoOp run (``--triplet-loss`` and ``flags``) against ``LAMM_CoOp`` with ``our_config``
+    (a ``LAMM_CoOp`` config), both in fp32."""
+    return Case(
+        repo_env="LAMM_OFFICIAL_REPO",
+        original=[
+            "--trainer",
+            "CoOp",
+            "--config-file",
+            "configs/trainers/CoOp/vit_b16_ep50_ctxv1.yaml",
+            "--triplet-loss",
+            *flags,
+        ],  # fmt: skip
+        ours=["--trainer", "LAMM_CoOp", "--config-file", str(REPO / "configs/trainers/LAMM_CoOp" / our_config)],
+        original_opts=["TRAINER.COOP.PREC", "fp32"],
+        our_opts=["TRAINER.LAMM_COOP.PREC", "fp32", "TRAINER.LAMM_COOP.FP16_LEARNED", "False", *our_opts],
+        backbone="ViT-B/16",
+    )
+
+
 CASES: dict[str, Case] = {
     "CoOp": _coop_like(
         "COOP",
@@ -112,72 +132,13 @@ CASES: dict[str, Case] = {
         repo_env="COOP_ORIGINAL_REPO",
         original_trainer="CoOp",
     ),
-    "official CoOp+LAMM": Case(
-        repo_env="LAMM_OFFICIAL_REPO",
-        original=[
-            "--trainer",
-            "CoOp",
-            "--config-file",
-            "configs/trainers/CoOp/vit_b16_ep50_ctxv1.yaml",
-            "--triplet-loss",
-        ],  # fmt: skip
-        ours=[
-            "--trainer",
-            "LAMM_CoOp",
-            "--config-file",
-            str(REPO / "configs/trainers/LAMM_CoOp/vit_b16_ep50_ctxv1_official.yaml"),
-        ],  # fmt: skip
-        original_opts=["TRAINER.COOP.PREC", "fp32"],
-        our_opts=["TRAINER.LAMM_COOP.PREC", "fp32", "TRAINER.LAMM_COOP.FP16_LEARNED", "False"],
-        backbone="ViT-B/16",
-    ),
-    "official LAMM alone": Case(
-        repo_env="LAMM_OFFICIAL_REPO",
-        original=[
-            "--trainer",
-            "CoOp",
-            "--config-file",
-            "configs/trainers/CoOp/vit_b16_ep50_ctxv1.yaml",
-            "--triplet-loss",
-            "--origin-clip",
-        ],  # fmt: skip
-        ours=[
-            "--trainer",
-            "LAMM_CoOp",
-            "--config-file",
-            str(REPO / "configs/trainers/LAMM_CoOp/vit_b16_ep50_ctxv1_frozen_official.yaml"),
-        ],  # fmt: skip
-        original_opts=["TRAINER.COOP.PREC", "fp32"],
-        our_opts=["TRAINER.LAMM_COOP.PREC", "fp32", "TRAINER.LAMM_COOP.FP16_LEARNED", "False"],
-        backbone="ViT-B/16",
-    ),
-    "official LAMM alone, random init": Case(
-        repo_env="LAMM_OFFICIAL_REPO",
-        original=[
-            "--trainer",
-            "CoOp",
-            "--config-file",
-            "configs/trainers/CoOp/vit_b16_ep50_ctxv1.yaml",
-            "--triplet-loss",
-            "--origin-clip",
-            "--random-init",
-        ],  # fmt: skip
-        ours=[
-            "--trainer",
-            "LAMM_CoOp",
-            "--config-file",
-            str(REPO / "configs/trainers/LAMM_CoOp/vit_b16_ep50_ctxv1_frozen_official.yaml"),
-        ],  # fmt: skip
-        original_opts=["TRAINER.COOP.PREC", "fp32"],
-        our_opts=[
-            "TRAINER.LAMM_COOP.PREC",
-            "fp32",
-            "TRAINER.LAMM_COOP.FP16_LEARNED",
-            "False",
-            "TRAINER.LAMM.RANDOM_INIT",
-            "True",
-        ],  # fmt: skip
-        backbone="ViT-B/16",
+    "official CoOp+LAMM": _official_coop("vit_b16_ep50_ctxv1_official.yaml"),
+    "official LAMM alone": _official_coop("vit_b16_ep50_ctxv1_frozen_official.yaml", "--origin-clip"),
+    "official LAMM alone, random init": _official_coop(
+        "vit_b16_ep50_ctxv1_frozen_official.yaml",
+        "--origin-clip",
+        "--random-init",
+        our_opts=["TRAINER.LAMM.RANDOM_INIT", "True"],
     ),
     "official MaPLe+LAMM": Case(
         repo_env="LAMM_OFFICIAL_REPO",
