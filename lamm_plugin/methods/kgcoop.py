@@ -115,11 +115,14 @@ class KgCoOp(CoOp):
                     self.feature_cache, clip.model, inputs, lambda: clip.encode_texts(texts)
                 )
                 features = F.normalize(features, dim=-1)
-            else:
-                fp16 = clip_in_precision(clip, "fp16")
+            else:  # keyed by the run's CLIP and the recipe: the fp16 copy is made only when the cache lacks them
+                inputs = {**inputs, "hand_crafted_precision": "fp16"}
                 with torch.autocast(clip.device.type, enabled=False):
                     features = cached_text_features(
-                        self.feature_cache, fp16.model, inputs, lambda: fp16.encode_texts(texts)
+                        self.feature_cache,
+                        clip.model,
+                        inputs,
+                        lambda: clip_in_precision(clip, "fp16").encode_texts(texts),
                     )
                     features = features.half()
                     for _ in range(2):
