@@ -41,6 +41,7 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import host_parity  # noqa: E402
 import originals  # noqa: E402
 
 #: The small CLIP both sides build from the file's shapes (OpenAI's builder infers heads as width // 64).
@@ -57,12 +58,8 @@ DEEP_CLIP = {
     "vision_cfg": {**SMALL_CLIP["vision_cfg"], "layers": 3, "width": 128},
     "text_cfg": {**SMALL_CLIP["text_cfg"], "layers": 3},
 }
-#: MaPLe's code hard-codes the widths of ViT-B (text 512, vision 768).
-MAPLE_CLIP = {
-    **SMALL_CLIP,
-    "vision_cfg": {**SMALL_CLIP["vision_cfg"], "width": 768, "layers": 3},
-    "text_cfg": {**SMALL_CLIP["text_cfg"], "width": 512, "heads": 8, "layers": 3},
-}
+#: MaPLe's code hard-codes the widths of ViT-B (text 512, vision 768): the host comparisons' small ViT.
+MAPLE_CLIP = host_parity.HOST_VIT
 
 #: The generated data: classes, images per class (train, val, test), shots, batch, epochs.
 CLASSES, PER_CLASS, SHOTS, BATCH, EPOCHS = 8, (4, 4, 5), 4, 8, 4
@@ -100,12 +97,15 @@ class Case:
     slow: str = ""
 
 
-def _coop_like(node: str, original_config: str, our_trainer: str, our_config: str, **kwargs) -> Case:
+def _same_host(trainer: str, config: str, repo_env: str, opts: tuple[str, ...] | list[str] = (), **kwargs) -> Case:
+    """The original's ``trainer`` and ours with the config of the same name (``configs/trainers/<trainer>/<config>``
+    in each repository), both in fp32."""
+    path = f"configs/trainers/{trainer}/{config}.yaml"
     return Case(
-        repo_env=kwargs.pop("repo_env"),
-        original=["--trainer", kwargs.pop("original_trainer"), "--config-file", original_config],
-        ours=["--trainer", our_trainer, "--config-file", str(REPO / our_config)],
-        opts=[f"TRAINER.{node}.PREC", "fp32", *kwargs.pop("opts", [])],
+        repo_env=repo_env,
+        original=["--trainer", trainer, "--config-file", path],
+        ours=["--trainer", trainer, "--config-file", str(REPO / path)],
+        opts=[f"TRAINER.{trainer.upper()}.PREC", "fp32", *opts],
         **kwargs,
     )
 
@@ -131,13 +131,10 @@ def _official_coop(our_config: str, *flags: str, our_opts: tuple[str, ...] | lis
 
 
 CASES: dict[str, Case] = {
-    "CoOp": _coop_like(
-        "COOP",
-        "configs/trainers/CoOp/vit_b32_ep50.yaml",
+    "CoOp": _same_host(
         "CoOp",
-        "configs/trainers/CoOp/vit_b32_ep50.yaml",
-        repo_env="COOP_ORIGINAL_REPO",
-        original_trainer="CoOp",
+        "vit_b32_ep50",
+        "COOP_ORIGINAL_REPO",
     ),
     "official CoOp+LAMM": _official_coop("vit_b16_ep50_ctxv1_official.yaml"),
     "official LAMM alone": _official_coop("vit_b16_ep50_ctxv1_frozen_official.yaml", "--origin-clip"),
@@ -175,47 +172,35 @@ CASES: dict[str, Case] = {
         backbone="ViT-B/16",
         patches=("clip._download", "build_lr_scheduler", "Tensor.half"),
     ),
-    "CoCoOp": _coop_like(
-        "COCOOP",
-        "configs/trainers/CoCoOp/vit_b16_c4_ep10_batch1_ctxv1.yaml",
+    "CoCoOp": _same_host(
         "CoCoOp",
-        "configs/trainers/CoCoOp/vit_b16_c4_ep10_batch1_ctxv1.yaml",
-        repo_env="COOP_ORIGINAL_REPO",
-        original_trainer="CoCoOp",
+        "vit_b16_c4_ep10_batch1_ctxv1",
+        "COOP_ORIGINAL_REPO",
         backbone="ViT-B/16",
     ),
-    "MaPLe": _coop_like(
-        "MAPLE",
-        "configs/trainers/MaPLe/vit_b16_c2_ep5_batch4_2ctx.yaml",
+    "MaPLe": _same_host(
         "MaPLe",
-        "configs/trainers/MaPLe/vit_b16_c2_ep5_batch4_2ctx.yaml",
-        repo_env="MAPLE_ORIGINAL_REPO",
-        original_trainer="MaPLe",
+        "vit_b16_c2_ep5_batch4_2ctx",
+        "MAPLE_ORIGINAL_REPO",
         opts=["TRAINER.MAPLE.PROMPT_DEPTH", "3"],
         our_opts=["TRAINER.MAPLE.CLONE_DEEP_PROJ", "True"],
         clip=MAPLE_CLIP,
         backbone="ViT-B/16",
         patches=("clip._download", "build_lr_scheduler", "Tensor.half"),
     ),
-    "VPT": _coop_like(
+    "VPT": _same_host(
         "VPT",
-        "configs/trainers/VPT/vit_b16_c2_ep5_batch4_4.yaml",
-        "VPT",
-        "configs/trainers/VPT/vit_b16_c2_ep5_batch4_4.yaml",
-        repo_env="MAPLE_ORIGINAL_REPO",
-        original_trainer="VPT",
+        "vit_b16_c2_ep5_batch4_4",
+        "MAPLE_ORIGINAL_REPO",
         opts=["TRAINER.VPT.PROMPT_DEPTH_VISION", "3"],
         clip=DEEP_CLIP,
         backbone="ViT-B/16",
         patches=("clip._download", "build_lr_scheduler", "Tensor.half", "cuda"),
     ),
-    "IVLP": _coop_like(
+    "IVLP": _same_host(
         "IVLP",
-        "configs/trainers/IVLP/vit_b16_c2_ep5_batch4_2+2ctx.yaml",
-        "IVLP",
-        "configs/trainers/IVLP/vit_b16_c2_ep5_batch4_2+2ctx.yaml",
-        repo_env="MAPLE_ORIGINAL_REPO",
-        original_trainer="IVLP",
+        "vit_b16_c2_ep5_batch4_2+2ctx",
+        "MAPLE_ORIGINAL_REPO",
         opts=["TRAINER.IVLP.PROMPT_DEPTH_VISION", "3", "TRAINER.IVLP.PROMPT_DEPTH_TEXT", "3"],
         clip=DEEP_CLIP,
         backbone="ViT-B/16",
@@ -230,13 +215,10 @@ CASES: dict[str, Case] = {
         backbone="ViT-B/16",
         patches=("clip._download", "build_lr_scheduler", "cuda"),
     ),
-    "PromptSRC": _coop_like(
-        "PROMPTSRC",
-        "configs/trainers/PromptSRC/vit_b16_c2_ep20_batch4_4+4ctx.yaml",
+    "PromptSRC": _same_host(
         "PromptSRC",
-        "configs/trainers/PromptSRC/vit_b16_c2_ep20_batch4_4+4ctx.yaml",
-        repo_env="PROMPTSRC_ORIGINAL_REPO",
-        original_trainer="PromptSRC",
+        "vit_b16_c2_ep20_batch4_4+4ctx",
+        "PROMPTSRC_ORIGINAL_REPO",
         opts=["TRAINER.PROMPTSRC.PROMPT_DEPTH_VISION", "3", "TRAINER.PROMPTSRC.PROMPT_DEPTH_TEXT", "3"],
         # GPA over the 4 epochs; the original's keys are ints, ours floats (yacs merges neither into the other)
         original_opts=["TRAINER.PROMPTSRC.GPA_MEAN", "3", "TRAINER.PROMPTSRC.GPA_STD", "1"],
