@@ -342,6 +342,13 @@ _KGCOOP_4SHOT = tuple(
     )
     for name, trainer in (("KgCoOp", "KgCoOp"), ("KgCoOp+LAMM", "LAMM_KgCoOp"))
 )
+#: LAMM alone and CoOp+LAMM with our defaults (LAMM's 50-epoch configs), beside other methods in several tables.
+_OURS_LAMM_COOP = (
+    MethodPlan(
+        "LAMM", "LAMM_CoOp", _every("vit_b16_ep50_ctxv1_frozen", _ours("LAMM_CoOp", "vit_b16_ep50_ctxv1_frozen"))
+    ),
+    MethodPlan("CoOp+LAMM", "LAMM_CoOp", _every("vit_b16_ep50_ctxv1", _ours("LAMM_CoOp", "vit_b16_ep50_ctxv1"))),
+)
 _RANDOM_INIT = Override("TRAINER.LAMM.RANDOM_INIT", "True", Source(LAMM, "train.py", 222))
 
 _COOP_FEW = (
@@ -611,14 +618,7 @@ PROTOCOLS: dict[str, Protocol] = {
                         "vit_b16_c2_ep20_batch4_4+4ctx", Source(PROMPTSRC, "scripts/promptsrc/base2new_train.sh", 10)
                     ),
                 ),
-                MethodPlan(
-                    "LAMM",
-                    "LAMM_CoOp",
-                    _every("vit_b16_ep50_ctxv1_frozen", _ours("LAMM_CoOp", "vit_b16_ep50_ctxv1_frozen")),
-                ),
-                MethodPlan(
-                    "CoOp+LAMM", "LAMM_CoOp", _every("vit_b16_ep50_ctxv1", _ours("LAMM_CoOp", "vit_b16_ep50_ctxv1"))
-                ),
+                *_OURS_LAMM_COOP,
                 MethodPlan(
                     "LAMM (official)",
                     "LAMM_CoOp",
@@ -688,14 +688,7 @@ PROTOCOLS: dict[str, Protocol] = {
                     note="xd_train.sh names vit_b16_c2_ep5_batch4_4+4ctx_cross_datasets, a file the repository does "
                     f"not have; the 20-epoch config is the one its test loads ({_PROMPTSRC_XD[1]}: --load-epoch 20)",
                 ),
-                MethodPlan(
-                    "LAMM",
-                    "LAMM_CoOp",
-                    _every("vit_b16_ep50_ctxv1_frozen", _ours("LAMM_CoOp", "vit_b16_ep50_ctxv1_frozen")),
-                ),
-                MethodPlan(
-                    "CoOp+LAMM", "LAMM_CoOp", _every("vit_b16_ep50_ctxv1", _ours("LAMM_CoOp", "vit_b16_ep50_ctxv1"))
-                ),
+                *_OURS_LAMM_COOP,
                 MethodPlan(
                     "MaPLe+LAMM",
                     "LAMM_MaPLe",
@@ -786,14 +779,7 @@ PROTOCOLS: dict[str, Protocol] = {
             source=Source(OURS, "scripts/lamm/continual.sh"),
             datasets=("cifar100", "imagenet_r"),
             methods=(
-                MethodPlan(
-                    "LAMM",
-                    "LAMM_CoOp",
-                    _every("vit_b16_ep50_ctxv1_frozen", _ours("LAMM_CoOp", "vit_b16_ep50_ctxv1_frozen")),
-                ),
-                MethodPlan(
-                    "CoOp+LAMM", "LAMM_CoOp", _every("vit_b16_ep50_ctxv1", _ours("LAMM_CoOp", "vit_b16_ep50_ctxv1"))
-                ),
+                *_OURS_LAMM_COOP,
                 MethodPlan(
                     "MaPLe+LAMM",
                     "LAMM_MaPLe",
