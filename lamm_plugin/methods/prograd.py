@@ -105,6 +105,7 @@ class ProGrad(CoOp):
         super().__init__(cfg, clip, classnames)
         object.__setattr__(self, "_clip", clip)  # frozen, not a submodule: never in parameters() or checkpoints
         self._teacher: dict[tuple, torch.Tensor] = {}
+        self._fp32: Optional[CLIPBundle] = None  # the float32 teacher of a low-precision run, made on first use
         if cfg.template_init and not cfg.ctx_init.replace("_", " ").strip():
             # The original: "X" placeholders, then the prompt's words; the context is the first n_ctx tokens of
             # that text (zeros, then the first embeddings of the prompt's tokens), the rest follows the context.
@@ -129,8 +130,8 @@ class ProGrad(CoOp):
         clip = self._clip
         if self.cfg.teacher_precision == "run" or clip.dtype == torch.float32:
             return clip
-        if getattr(self, "_fp32", None) is None or self._fp32.device != clip.device:
-            object.__setattr__(self, "_fp32", clip_in_precision(clip, "fp32"))
+        if self._fp32 is None or self._fp32.device != clip.device:
+            self._fp32 = clip_in_precision(clip, "fp32")
         return self._fp32
 
     def teacher_features(self, classnames: Sequence[str]) -> torch.Tensor:
